@@ -1,0 +1,54 @@
+"""Shared CLI plumbing: consoles, reporters, error rendering."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agenticrs.data.errors import DataError
+from agenticrs.progress import SILENT, Reporter, RichReporter
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reporter(quiet: bool) -> Reporter:
+    return SILENT if quiet else RichReporter(err_console)
+
+
+def friendly_errors(fn: F) -> F:
+    """Known user errors print one clear line and exit 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            err_console.print(f"[bold red]error:[/] {message}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Table:
+    names: list[str] = []
+    for values in rows.values():
+        for k in values or {}:
+            if k not in names:
+                names.append(k)
+    table = Table(title=title)
+    table.add_column("split")
+    for n in names:
+        table.add_column(n, justify="right")
+    for split, values in rows.items():
+        if values:
+            table.add_row(split, *[f"{values.get(n, float('nan')):.5f}" for n in names])
+    return table

@@ -1,0 +1,27 @@
+"""The `agenticrs` command line: thin; parses arguments, calls the layers, renders results."""
+
+from __future__ import annotations
+
+import typer
+
+from agenticrs.cli.datasets import datasets
+from agenticrs.cli.demo import demo
+from agenticrs.cli.models import models
+from agenticrs.cli.train import evaluate, predict, train
+
+app = typer.Typer(
+    name="agenticrs",
+    help="agenticrs: modern recommenders, and agents that evolve, verify and ship them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(datasets)
+app.command()(models)
+app.command()(train)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(demo)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,76 @@
+"""`agenticrs train | evaluate | predict`: the CTR path from data to a run and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import typer
+from rich.syntax import Syntax
+
+from agenticrs.cli.common import console, friendly_errors, metrics_table, reporter
+from agenticrs.config import apply_overrides, dump_yaml, load_yaml
+from agenticrs.train.config import RunConfig
+from agenticrs.train.workflow import evaluate_run, predict_files, train_run
+
+
+@friendly_errors
+def train(
+    dataset: str = typer.Option(None, "--dataset", "-d", help="registered data set name or dataset-spec YAML"),
+    model: str = typer.Option(None, "--model", "-m", help="model name (see `agenticrs models`)"),
+    config: Path = typer.Option(None, "--config", "-c", help="run config YAML (dataset, model, model_params, train)"),
+    overrides: list[str] = typer.Option([], "--set", help="override, e.g. train.epochs=5 or model_params.embedding_dim=16"),
+    smoke: bool = typer.Option(False, "--smoke", help="use the model's tiny smoke config"),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories are written"),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="processed-data cache (default .cache/agenticrs)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train a model on a data set and write a run directory."""
+    raw = load_yaml(config) if config else {}
+    if dataset:
+        raw["dataset"] = dataset
+    if model:
+        raw["model"] = model
+    if smoke:
+        raw["smoke"] = True
+    raw = apply_overrides(raw, overrides)
+    if "dataset" not in raw or "model" not in raw:
+        raise ValueError("both a data set (--dataset) and a model (--model) are needed, on the command line or in --config")
+    run_config = RunConfig.model_validate(raw)
+    console.print(Syntax(dump_yaml(run_config.model_dump(mode="json")), "yaml", theme="ansi_dark"))
+    trained = train_run(run_config, runs_dir, cache_dir, reporter(quiet))
+    result = trained.result
+    console.print(metrics_table(f"{run_config.model} on {trained.data.spec.name} (best epoch {result.best_epoch})",
+                                {"valid": result.valid, "test": result.test}))
+    console.print(f"train samples/s: {result.train_samples_per_s:,.0f}   stopped by: {result.stopped_by}")
+    console.print(f"run directory: [bold]{trained.run.folder}[/]")
+
+
+@friendly_errors
+def evaluate(
+    run: Path = typer.Option(..., "--run", "-r", help="run directory"),
+    split: str = typer.Option("test", "--split", help="split of the run's data set"),
+    data: list[Path] = typer.Option([], "--data", help="other labelled files in the run's data layout"),
+    cache_dir: Path = typer.Option(None, "--cache-dir"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Evaluate a saved run; on its own splits this reproduces the run's summary exactly."""
+    metrics, _ = evaluate_run(run, split, [str(p) for p in data] or None, cache_dir, reporter(quiet))
+    console.print(metrics_table(f"{run}", {"eval" if data else split: metrics}))
+
+
+@friendly_errors
+def predict(
+    run: Path = typer.Option(..., "--run", "-r", help="run directory"),
+    input: list[Path] = typer.Option(..., "--input", "-i", help="file(s) in the run's data layout (labels optional)"),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file with one `prediction` column, in input row order"),
+    cache_dir: Path = typer.Option(None, "--cache-dir"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Score files with a saved run."""
+    probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(pa.table({"prediction": probs.astype(np.float64)}), str(out))
+    console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")

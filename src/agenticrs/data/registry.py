@@ -1,0 +1,117 @@
+"""Named data sets: the canonical public splits, the embedded synthetic default, and YAML specs.
+
+Public data is read from a path (never shipped): $AGENTICRS_DATA_DIR, or a `shared/data` folder
+found beside the working directory or the source checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agenticrs.data.adapters.bars import bars_spec
+from agenticrs.data.cache import default_cache_root
+from agenticrs.data.errors import DataError
+from agenticrs.data.spec import DatasetSpec
+from agenticrs.data.synthetic import generate_synthetic
+from agenticrs.progress import SILENT, Reporter
+
+
+def data_root() -> Path | None:
+    """The folder of public data sets, or None when none is found."""
+    env = os.environ.get("AGENTICRS_DATA_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *Path.cwd().parents, *here.parents]:
+        candidate = base / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    task: str
+    description: str
+    build: Callable[[Path], DatasetSpec]  # cache dir -> spec
+    requires: str | None = None  # folder under the data root; None: generated
+
+    def location(self) -> Path | None:
+        if self.requires is None:
+            return None
+        root = data_root()
+        return root / self.requires if root else None
+
+    def available(self) -> bool:
+        if self.requires is None:
+            return True
+        location = self.location()
+        return location is not None and location.exists()
+
+
+def _public(folder: str, name: str, group_key: str) -> Callable[[Path], DatasetSpec]:
+    def build(cache_dir: Path) -> DatasetSpec:
+        root = data_root()
+        if root is None or not (root / folder).exists():
+            raise DataError(
+                f"data set '{name}' needs {folder} under the data root, which was not found",
+                expected="AGENTICRS_DATA_DIR pointing at the folder of public data sets (../shared/data)",
+            )
+        return bars_spec(root / folder, group_key=group_key, name=name)
+
+    return build
+
+
+def _synthetic(preset: str) -> Callable[[Path], DatasetSpec]:
+    def build(cache_dir: Path) -> DatasetSpec:
+        return generate_synthetic(preset, cache_dir / "generated" / f"synthetic-{preset}")
+
+    return build
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    entry.name: entry
+    for entry in [
+        DatasetEntry(
+            "synthetic",
+            "ctr + history",
+            "embedded default: generated impressions with a known ground-truth click function (oracle AUC known)",
+            _synthetic("default"),
+        ),
+        DatasetEntry("synthetic-tiny", "ctr + history", "a 20k-impression synthetic set for tests", _synthetic("tiny")),
+        DatasetEntry(
+            "frappe",
+            "ctr",
+            "Frappe app usage, canonical split (46,177 / 11,545 / 28,860), 10 categorical fields",
+            _public("frappe_nfm/split", "frappe", "user"),
+            requires="frappe_nfm/split",
+        ),
+        DatasetEntry(
+            "movielens",
+            "ctr",
+            "MovieLens-100K rating>=4, canonical split (80,000 / 10,000 / 10,000), 8 categorical fields",
+            _public("movielens_100k/ctr_split", "movielens", "user_id"),
+            requires="movielens_100k/ctr_split",
+        ),
+    ]
+}
+
+
+def resolve_dataset(
+    name: str, cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+) -> DatasetSpec:
+    """A registered name, or the path of a dataset-spec YAML file."""
+    cache_root = Path(cache_dir) if cache_dir else default_cache_root()
+    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+        return DatasetSpec.from_yaml(name)
+    if name not in DATASETS:
+        raise DataError(
+            f"unknown data set '{name}'",
+            expected=f"one of {sorted(DATASETS)} or the path of a dataset-spec YAML file",
+        )
+    with reporter.task(f"prepare data set {name}"):
+        return DATASETS[name].build(cache_root)

@@ -1,0 +1,67 @@
+"""Vectorised, seeded batching from a processed split into tensors.
+
+One permutation per epoch (seeded by `seed` and the epoch number) and one fancy-index gather per
+array per batch: no per-row Python. The batch is a plain dict of named tensors (`Batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from agenticrs.data.cache import SplitArrays
+
+LABEL = "label"
+GROUP = "group"
+_BATCH_KEYS_PREFIXES = ("seq/", "seqlen/")
+
+
+def model_input_keys(split: SplitArrays) -> list[str]:
+    """The arrays a model may read (never timestamps, text or anything derived from labels)."""
+    keys = ["categorical", "numeric"]
+    keys += [k for k in split.keys() if k.startswith(_BATCH_KEYS_PREFIXES)]
+    return [k for k in keys if k in split]
+
+
+def epoch_order(rows: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(rows)
+    return np.random.default_rng([seed, epoch]).permutation(rows)
+
+
+def iterate_batches(
+    split: SplitArrays,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    label_index: int | None = 0,
+    with_groups: bool = False,
+    device: torch.device | str = "cpu",
+    drop_last: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield batches: model inputs, `label` (B,) float (if labelled) and `group` (B,) int64."""
+    order = epoch_order(split.rows, seed, epoch, shuffle)
+    keys = model_input_keys(split)
+    arrays = {k: split[k] for k in keys}
+    labels = split["labels"] if (label_index is not None and "labels" in split) else None
+    groups = split["group"] if (with_groups and "group" in split) else None
+    stop = split.rows - (split.rows % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        # a shuffled batch is a gather (a fresh copy); an ordered one is a slice, copied out of the map
+        index = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
+        batch = {k: torch.from_numpy(np.array(v[index])) for k, v in arrays.items()}
+        if labels is not None:
+            batch[LABEL] = torch.from_numpy(np.array(labels[index, label_index]))
+        if groups is not None:
+            batch[GROUP] = torch.from_numpy(np.array(groups[index]))
+        if str(device) != "cpu":
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        yield batch
+
+
+def num_batches(rows: int, batch_size: int, drop_last: bool = False) -> int:
+    return rows // batch_size if drop_last else -(-rows // batch_size)

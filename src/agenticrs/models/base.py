@@ -1,0 +1,153 @@
+"""Model base class, declared inputs and the registry of the model zoo.
+
+A model states what it needs (`ModelInputs`); a data set that cannot satisfy it is refused with a
+clear message before any training starts. The trainer never special-cases a model: it calls
+`forward(batch)` and reads `{"logit": (B,), "aux_loss": optional scalar}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from agenticrs.features.schema import FeatureSchema
+
+Batch = dict[str, torch.Tensor]
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's typed hyper-parameters; defaults are the paper's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_dim: int = 10
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model needs from a data set."""
+
+    min_categorical: int = 1
+    needs_target_sequence: bool = False  # a sequence paired with a candidate field (target attention)
+    min_fields_for_interaction: int = 1  # e.g. FM needs at least two fields to interact
+
+    def problems(self, schema: FeatureSchema) -> list[str]:
+        found: list[str] = []
+        if len(schema.categorical) < self.min_categorical:
+            found.append(
+                f"needs at least {self.min_categorical} categorical field(s); the data set has {len(schema.categorical)}"
+            )
+        n_fields = len(schema.categorical) + len(schema.numeric) + len(schema.id_sequences)
+        if n_fields < self.min_fields_for_interaction:
+            found.append(f"needs at least {self.min_fields_for_interaction} fields; the data set has {n_fields}")
+        if self.needs_target_sequence and not any(
+            s.target in schema.categorical_names for s in schema.id_sequences
+        ):
+            found.append(
+                "needs a behaviour sequence paired with a candidate field (a sequence field with "
+                "`share_vocab_with`/`target`, e.g. hist_item_id -> item_id); the data set has none"
+            )
+        if not schema.labels:
+            found.append("needs a binary label")
+        return found
+
+
+class Model(nn.Module):
+    """A CTR model over the shared feature layer."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    inputs: ClassVar[ModelInputs] = ModelInputs()
+    # a small configuration for smoke tests and quick demos
+    smoke_overrides: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, schema: FeatureSchema, config: ModelConfig) -> None:
+        super().__init__()
+        self.schema = schema
+        self.config = config
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Embedding tables (for the trainer's separate L2 on embeddings)."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
+
+    def mlp_ceiling_spec(self) -> tuple[int, list[int]] | None:
+        """(input width, hidden units) of the model's main MLP, for the throughput ceiling."""
+        return None
+
+    @classmethod
+    def default_config(cls) -> ModelConfig:
+        return cls.Config()
+
+    @classmethod
+    def smoke_config(cls) -> ModelConfig:
+        return cls.Config(**cls.smoke_overrides)
+
+
+_REGISTRY: dict[str, type[Model]] = {}
+
+
+def register(name: str) -> Callable[[type[Model]], type[Model]]:
+    """Class decorator: `@register("deepfm")` makes the model available by name."""
+
+    def wrap(cls: type[Model]) -> type[Model]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name '{name}' is already registered by {_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_zoo() -> None:
+    import agenticrs.models.zoo  # noqa: F401  (registers the built-in models)
+
+
+def model_class(name: str) -> type[Model]:
+    _load_zoo()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model '{name}'; known models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_models() -> list[str]:
+    _load_zoo()
+    return sorted(_REGISTRY)
+
+
+class IncompatibleDataError(ValueError):
+    """The data set lacks inputs the model declares it needs."""
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None, smoke: bool = False) -> ModelConfig:
+    cls = model_class(name)
+    base = cls.smoke_overrides if smoke else {}
+    try:
+        return cls.Config(**{**base, **(overrides or {})})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(
+            f"invalid config for model '{name}': {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+
+
+def build_model(
+    name: str, schema: FeatureSchema, config: ModelConfig | dict[str, Any] | None = None, smoke: bool = False
+) -> Model:
+    """Check the data set against the model's needs, then build it."""
+    cls = model_class(name)
+    problems = cls.inputs.problems(schema)
+    if problems:
+        raise IncompatibleDataError(f"model '{name}' cannot train on this data set: " + "; ".join(problems))
+    if not isinstance(config, ModelConfig):
+        config = make_config(name, config, smoke=smoke)
+    return cls(schema, config)

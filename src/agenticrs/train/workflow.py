@@ -1,0 +1,96 @@
+"""End-to-end jobs on top of the layers: train a run, evaluate or score with a saved run.
+
+The CLI, the demo, the benchmarks and (later) the agents call these, so that every entry point
+processes data, builds models and writes run directories the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agenticrs.data.registry import resolve_dataset
+from agenticrs.data.spec import DatasetSpec
+from agenticrs.features.pipeline import ProcessedDataset, process_dataset
+from agenticrs.models.base import Model, build_model
+from agenticrs.progress import SILENT, Reporter
+from agenticrs.train.config import RunConfig
+from agenticrs.train.run import Run
+from agenticrs.train.trainer import TrainResult, Trainer, evaluate, predict_probs, resolve_device
+
+
+@dataclass
+class TrainedRun:
+    run: Run
+    model: Model
+    result: TrainResult
+    data: ProcessedDataset
+
+
+def load_data(
+    dataset: str, cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+) -> ProcessedDataset:
+    spec = resolve_dataset(dataset, cache_dir=cache_dir, reporter=reporter)
+    return process_dataset(spec, cache_dir, reporter=reporter)
+
+
+def train_run(
+    config: RunConfig,
+    runs_dir: str | Path = "runs",
+    cache_dir: str | Path | None = None,
+    reporter: Reporter = SILENT,
+    data: ProcessedDataset | None = None,
+) -> TrainedRun:
+    """Process the data set (cached), build the model, train it and write the run directory."""
+    data = data or load_data(config.dataset, cache_dir, reporter)
+    model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
+    run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
+    run.write_setup(config, data.spec, data.encoder)
+    for split in data.splits.values():
+        split.load_in_memory()
+    result = Trainer(config.train, reporter).fit(model, data, run)
+    return TrainedRun(run=run, model=model, result=result, data=data)
+
+
+def _with_files(spec: DatasetSpec, split: str, files: list[str]) -> DatasetSpec:
+    return spec.model_copy(update={"files": {"train": [], split: [str(Path(f).resolve()) for f in files]}})
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    files: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+    reporter: Reporter = SILENT,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics and predictions of a saved run on one of its splits, or on other labelled files."""
+    run = Run(run_dir)
+    config, spec = run.config, run.spec
+    if files:
+        spec, split = _with_files(spec, "eval", files), "eval"
+    elif split not in spec.files:
+        raise KeyError(f"the run's data set has no split '{split}' (has {sorted(spec.files)})")
+    else:
+        spec = spec.model_copy(update={"files": {"train": [], split: spec.files[split]}})
+    data = process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter)
+    device = resolve_device(config.train.device)
+    model = run.load_model(device)
+    label_index = list(run.schema.labels).index(run.summary.get("label", run.schema.labels[0]))
+    return evaluate(
+        model, data.split(split), config.train.metrics, config.train.eval_batch_size, label_index, device, reporter
+    )
+
+
+def predict_files(
+    run_dir: str | Path, files: list[str], cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+) -> np.ndarray:
+    """Click probabilities of a saved run for unlabelled (or labelled) files, in row order."""
+    run = Run(run_dir)
+    config = run.config
+    spec = _with_files(run.spec, "predict", files)
+    data = process_dataset(spec, cache_dir, encoder=run.encoder, with_labels=False, reporter=reporter)
+    device = resolve_device(config.train.device)
+    model = run.load_model(device)
+    return predict_probs(model, data.split("predict"), config.train.eval_batch_size, device, reporter)

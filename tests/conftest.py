@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny processed synthetic data set, generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agenticrs.data.synthetic import generate_synthetic
+from agenticrs.features.pipeline import ProcessedDataset, process_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("agenticrs-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tiny_cache: Path) -> ProcessedDataset:
+    """The 'tiny' synthetic preset (20k impressions, histories), processed."""
+    spec = generate_synthetic("tiny", tiny_cache / "generated" / "synthetic-tiny")
+    return process_dataset(spec, tiny_cache)
