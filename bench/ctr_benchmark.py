@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -108,12 +109,19 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
     from agenticrs.train.trainer import evaluate
     from agenticrs.train.workflow import train_run
 
+    from agenticrs.models.base import IncompatibleDataError, build_model
+
     cache_dir = Path(args["cache_dir"])
     spec = resolve_spec(dataset, cache_dir, args["rows"])
     data = process_dataset(spec, cache_dir)
     raw = {"dataset": dataset, "model": model, "train": {"seed": seed}}
-    raw = apply_overrides(raw, args["overrides"])
+    raw = apply_overrides(raw, args["overrides"] + args["model_overrides"].get(model, []))
     config = RunConfig.model_validate(raw)
+    try:
+        build_model(model, data.schema, config.model_params)
+    except IncompatibleDataError as exc:
+        queue.put({"model": model, "skipped": str(exc)})
+        return
     with tempfile.TemporaryDirectory(prefix="agenticrs-bench-runs-") as runs:
         trained = train_run(config, runs, cache_dir, data=data)
         test_split = data.splits.get("test") or data.splits.get("valid")
@@ -210,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="run-config override, e.g. train.embedding_l2=0.05 or model_params.dropout=0.1")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML with `overrides: [k=v, ...]` for all models and `models: {name: [k=v, ...]}`")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
     args = parser.parse_args(argv)
 
-    overrides = list(args.overrides)
+    bench_config = yaml.safe_load(args.config.read_text()) if args.config else {}
+    overrides = list(bench_config.get("overrides", [])) + list(args.overrides)
+    model_overrides = {k: list(v) for k, v in (bench_config.get("models") or {}).items()}
     if args.epochs:
         overrides.append(f"train.epochs={args.epochs}")
     if args.max_steps:
@@ -223,10 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"processing: {processing['rows']:,} rows in {processing['seconds']:.2f} s = "
                   f"{processing['process_rows_per_s']:,.0f} rows/s (peak RSS {processing['process_peak_rss_mb']:.0f} MB)")
     records = []
-    worker_args = {"cache_dir": str(args.cache_dir), "rows": args.rows, "overrides": overrides}
+    worker_args = {"cache_dir": str(args.cache_dir), "rows": args.rows, "overrides": overrides,
+                   "model_overrides": model_overrides}
+    console.print(f"overrides: {overrides}; per model: {model_overrides}")
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for seed in range(1, args.seeds + 1):
             record = _in_subprocess(run_one, args.dataset, model, seed, worker_args)
+            if "skipped" in record:
+                console.print(f"  {model}: skipped — {record['skipped']}")
+                break
             record["process_rows_per_s"] = processing["process_rows_per_s"]
             records.append(record)
             console.print(f"  {model} seed {seed}: AUC {record['auc']:.4f}  logloss {record['logloss']:.4f}  "

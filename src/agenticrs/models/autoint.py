@@ -108,18 +108,7 @@ class AutoInt(Model):
             width = layer.output_dim
         self.interacting = nn.Sequential(*layers)
         self.head = nn.Linear(self.embedding.num_fields * width, 1)
-        self.mlp = (
-            MLP(
-                self.embedding.output_dim,
-                config.hidden_units,
-                dropout=config.dropout,
-                batch_norm=config.batch_norm,
-                activation=config.activation,
-                output_dim=1,
-            )
-            if config.use_mlp
-            else None
-        )
+        self.mlp = MLP.from_config(self.embedding.output_dim, config, output_dim=1) if config.use_mlp else None
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         fields = self.embedding(batch).fields

@@ -81,17 +81,7 @@ class DCNv2(Model):
         width = self.embedding.output_dim
         self.cross = CrossNetV2(width, config.num_cross_layers, config.low_rank)
         mlp_input = width  # stacked: the MLP reads the cross network's output, also of width D
-        self.mlp = (
-            MLP(
-                mlp_input,
-                config.hidden_units,
-                dropout=config.dropout,
-                batch_norm=config.batch_norm,
-                activation=config.activation,
-            )
-            if config.hidden_units
-            else None
-        )
+        self.mlp = MLP.from_config(mlp_input, config) if config.hidden_units else None
         mlp_width = self.mlp.output_width if self.mlp is not None else 0
         if config.structure == "stacked":
             head_input = mlp_width if self.mlp is not None else width

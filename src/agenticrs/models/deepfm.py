@@ -43,14 +43,7 @@ class DeepFM(Model):
         self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
         self.first_order = FeatureEmbedding(schema, dim=1)
         self.bias = nn.Parameter(torch.zeros(1))
-        self.mlp = MLP(
-            self.embedding.output_dim,
-            config.hidden_units,
-            dropout=config.dropout,
-            batch_norm=config.batch_norm,
-            activation=config.activation,
-            output_dim=1,
-        )
+        self.mlp = MLP.from_config(self.embedding.output_dim, config, output_dim=1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         fields = self.embedding(batch).fields

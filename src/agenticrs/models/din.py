@@ -136,14 +136,7 @@ class DIN(Model):
             + sum(dim * len(g.sequences) for g in self.groups)
             + dim * len(self.pooled_sequences)
         )
-        self.mlp = MLP(
-            self.mlp_input,
-            config.hidden_units,
-            dropout=config.dropout,
-            batch_norm=config.batch_norm,
-            activation=config.activation,
-            output_dim=1,
-        )
+        self.mlp = MLP.from_config(self.mlp_input, config, output_dim=1)
 
     def interests(self, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The field embeddings (B, F, d) and one pooled interest vector per attention group."""

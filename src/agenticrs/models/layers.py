@@ -7,6 +7,7 @@ table (fast on CPU), plus history sequences with masks; a model file then holds 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -148,6 +149,15 @@ class FastDropout(nn.Module):
         return f"p={self.p}"
 
 
+class MLPSettings(Protocol):
+    """The MLP hyper-parameters of a model config (the fields of that name)."""
+
+    hidden_units: list[int]
+    dropout: float
+    batch_norm: bool
+    activation: str
+
+
 class MLP(nn.Module):
     """Linear -> [BatchNorm] -> activation -> [Dropout] blocks, optionally a final output unit."""
 
@@ -180,6 +190,18 @@ class MLP(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_normal_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_config(cls, input_dim: int, config: MLPSettings, output_dim: int | None = None) -> MLP:
+        """The MLP a model config describes by `hidden_units`, `dropout`, `batch_norm` and `activation`."""
+        return cls(
+            input_dim,
+            config.hidden_units,
+            dropout=config.dropout,
+            batch_norm=config.batch_norm,
+            activation=config.activation,
+            output_dim=output_dim,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

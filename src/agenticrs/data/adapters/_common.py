@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from agenticrs.data import readers
 from agenticrs.data.errors import DataError
 from agenticrs.data.fingerprint import fingerprint
-from agenticrs.data.spec import DatasetSpec
+from agenticrs.data.readers import require_file
+from agenticrs.data.spec import DatasetSpec, ReaderOptions
 
 PathLike = str | Path
 SplitFiles = Mapping[str, PathLike | Sequence[PathLike]]
@@ -36,16 +39,6 @@ _LINE_DELIMITER = "\x1f"
 
 
 # --- files ----------------------------------------------------------------------------------
-def require_file(path: PathLike) -> Path:
-    """A readable, non-empty file, or a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=str(path))
-    if path.stat().st_size == 0:
-        raise DataError("the file is empty", file=str(path), expected="data rows")
-    return path
-
-
 def split_files(files: SplitFiles) -> dict[str, list[Path]]:
     """Normalise `{split: path or paths}`; 'train' is required and every file must exist."""
     out: dict[str, list[Path]] = {}
@@ -117,41 +110,6 @@ def first_false(mask: pa.Array | np.ndarray) -> int | None:
 
 
 # --- streaming text ---------------------------------------------------------------------------
-def _locate_csv_error(
-    path: Path, read_options: pacsv.ReadOptions, parse_options: pacsv.ParseOptions, header_lines: int
-) -> tuple[int | None, str | None]:
-    """Re-scan single-threaded to learn the physical row of a malformed line (error path only)."""
-    found: list[tuple[int | None, str]] = []
-
-    def handler(row: pacsv.InvalidRow) -> str:
-        found.append((row.number, row.text))
-        return "error"
-
-    opts = pacsv.ReadOptions(
-        block_size=read_options.block_size,
-        column_names=read_options.column_names,
-        autogenerate_column_names=read_options.autogenerate_column_names,
-        encoding=read_options.encoding,
-        use_threads=False,
-    )
-    popts = pacsv.ParseOptions(
-        delimiter=parse_options.delimiter,
-        quote_char=parse_options.quote_char,
-        ignore_empty_lines=parse_options.ignore_empty_lines,
-        invalid_row_handler=handler,
-    )
-    try:
-        reader = pacsv.open_csv(pa.input_stream(str(path), compression="detect"), read_options=opts, parse_options=popts)
-        for _ in reader:
-            pass
-    except pa.ArrowInvalid:
-        pass
-    if not found:
-        return None, None
-    number, text = found[0]
-    return (number - header_lines if number is not None else None), text
-
-
 def iter_csv(
     path: PathLike,
     *,
@@ -165,74 +123,34 @@ def iter_csv(
 ) -> Iterator[tuple[np.ndarray, pa.Table]]:
     """Yield (1-based data-row numbers, block of string columns) of a delimited file.
 
-    Empty lines are kept (as empty values) so row numbers stay physical; a line with the wrong
-    number of values raises DataError naming its row.
+    The file is read by `readers.iter_csv` (header line unless `column_names`; cells equal to one
+    of `null_values` become null). Empty lines are kept (as empty values) so row numbers stay
+    physical; a line with the wrong number of values raises DataError naming its row, and so does
+    a file without data rows.
     """
-    path = require_file(path)
-    read_options = pacsv.ReadOptions(
-        block_size=block_size, column_names=column_names, encoding=encoding, use_threads=True
-    )
-    parse_options = pacsv.ParseOptions(delimiter=delimiter, quote_char=quote_char, ignore_empty_lines=False)
-    header_lines = 0 if column_names else 1
-    try:
-        head = pacsv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
-            read_options=read_options,
-            parse_options=parse_options,
-            convert_options=pacsv.ConvertOptions(include_columns=[]),
-        )
-        names = head.schema.names
-    except pa.ArrowInvalid as exc:
-        if "Empty CSV file" in str(exc):
-            raise DataError("the file is empty", file=str(path), expected="data rows") from None
-        row, text = _locate_csv_error(path, read_options, parse_options, header_lines)
-        raise DataError(
-            f"malformed line {text!r}: {exc}" if text is not None else f"cannot parse: {exc}", file=str(path), row=row
-        ) from None
-    wanted = names if columns is None else columns
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        raise DataError(
-            f"missing column(s) {missing}; the file has {names}",
-            file=str(path),
-            field=missing[0],
-            expected="every column of the layout",
-        )
-    convert_options = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in wanted},
-        include_columns=wanted,
+    options = ReaderOptions(
+        delimiter=delimiter,
+        header=column_names is None,
+        column_names=column_names,
         null_values=list(null_values),
-        strings_can_be_null=bool(null_values),
-        quoted_strings_can_be_null=bool(null_values),
+        block_size=block_size,
     )
-    reader = pacsv.open_csv(
-        pa.input_stream(str(path), compression="detect"),
-        read_options=read_options,
-        parse_options=parse_options,
-        convert_options=convert_options,
+    chunks = readers.iter_csv(
+        path,
+        options,
+        columns,
+        encoding=encoding,
+        quote_char=quote_char,
+        keep_empty_lines=True,
+        null_strings=bool(null_values),
+        use_threads=True,
     )
-    first_row = 1
     total = 0
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            row, text = _locate_csv_error(path, read_options, parse_options, header_lines)
-            raise DataError(
-                f"malformed line {text!r}: {exc}" if text is not None else f"cannot parse: {exc}",
-                file=str(path),
-                row=row if row is not None else first_row,
-                expected=f"{len(names)} values separated by {delimiter!r}",
-            ) from None
-        if batch.num_rows == 0:
-            continue
-        yield np.arange(first_row, first_row + batch.num_rows), pa.Table.from_batches([batch])
-        first_row += batch.num_rows
-        total += batch.num_rows
+    for chunk in chunks:
+        yield chunk.row_numbers, chunk.table
+        total += chunk.num_rows
     if total == 0:
-        raise DataError("the file holds no data rows", file=str(path), expected="data rows")
+        raise DataError("the file holds no data rows", file=str(Path(path)), expected="data rows")
 
 
 def iter_lines(
@@ -401,3 +319,51 @@ def finish_conversion(out_dir: PathLike, key: str, spec: DatasetSpec, settings: 
 def require_rows(split: str, rows: int, source: str, hint: str) -> None:
     if rows == 0:
         raise DataError(f"the '{split}' split came out empty; {hint}", file=source, expected="rows in every split")
+
+
+class Conversion:
+    """One adapter run into `out_dir`: the finished conversion of the same sources and settings
+    (`cached`, to be returned as is), or else the splits written as `<split>.parquet` one by one
+    and the spec of those files, with the marker written last.
+
+        conversion = Conversion(out_dir, sources, settings)
+        if conversion.cached is not None:
+            return conversion.cached
+        with conversion.split("train", schema, source, "what to change when it is empty") as sink:
+            sink.write(table)
+        ...
+        return conversion.finish(name=..., fields=..., description=...)
+    """
+
+    def __init__(self, out_dir: PathLike, sources: Sequence[PathLike], settings: Mapping[str, object]) -> None:
+        self.out_dir = Path(out_dir)
+        self.settings = dict(settings)
+        self.key = conversion_key(sources, self.settings)
+        self.cached = load_cached(self.out_dir, self.key)
+        self.files: dict[str, list[str]] = {}
+        self._out: Path | None = None
+
+    @contextmanager
+    def split(
+        self, split: str, schema: pa.Schema, source: PathLike | Sequence[PathLike], hint: str
+    ) -> Iterator[ParquetSink]:
+        """A sink for the split's Parquet file; a split without rows raises DataError naming `source`.
+
+        The first split drops any old marker (see `begin_conversion`).
+        """
+        if self._out is None:
+            self._out = begin_conversion(self.out_dir)
+        target = self._out / f"{split}.parquet"
+        with ParquetSink(target, schema) as sink:
+            yield sink
+        sources = [source] if isinstance(source, (str, Path)) else source
+        require_rows(split, sink.rows, ", ".join(map(str, sources)), hint)
+        self.files[split] = [str(target)]
+
+    def finish(self, **spec: Any) -> DatasetSpec:
+        """The spec of the written splits (read as Parquet; `spec` gives its other fields), then the marker."""
+        if self._out is None:
+            raise RuntimeError("finish() before any split was written")
+        result = DatasetSpec(files=self.files, reader=ReaderOptions(format="parquet"), **spec)
+        finish_conversion(self._out, self.key, result, self.settings)
+        return result

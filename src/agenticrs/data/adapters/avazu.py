@@ -16,21 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agenticrs.data.adapters._common import (
-    ParquetSink,
-    SplitFiles,
-    all_sources,
-    begin_conversion,
-    conversion_key,
-    finish_conversion,
-    first_false,
-    iter_csv,
-    load_cached,
-    require_rows,
-    split_files,
-)
+from agenticrs.data.adapters._common import Conversion, SplitFiles, all_sources, first_false, iter_csv, split_files
 from agenticrs.data.errors import DataError
-from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.data.spec import DatasetSpec, FieldSpec
 
 VERSION = 1
 LABEL = "click"
@@ -83,28 +71,18 @@ def convert_avazu(
     finished conversion of the same files and settings."""
     paths = split_files(files)
     settings = {"adapter": "avazu", "version": VERSION, "min_count": min_count, "name": name}
-    key = conversion_key(all_sources(paths), settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
-    out = begin_conversion(out_dir)
-    outputs: dict[str, list[str]] = {}
+    conversion = Conversion(out_dir, all_sources(paths), settings)
+    if conversion.cached is not None:
+        return conversion.cached
     for split, split_paths in paths.items():
-        target = out / f"{split}.parquet"
-        with ParquetSink(target, _schema()) as sink:
+        with conversion.split(split, _schema(), split_paths, "the files hold no rows") as sink:
             for path in split_paths:
                 for rows, table in iter_csv(path, columns=INPUT_COLUMNS, block_size=block_size):
                     sink.write(_convert_block(table, rows, str(path)))
-        require_rows(split, sink.rows, ", ".join(map(str, split_paths)), "the files hold no rows")
-        outputs[split] = [str(target)]
     fields = [FieldSpec(name=LABEL, kind="label")]
     fields += [FieldSpec(name=c, kind="categorical", min_count=min_count) for c in RAW_FEATURES + DERIVED]
-    spec = DatasetSpec(
+    return conversion.finish(
         name=name,
-        files=outputs,
-        reader=ReaderOptions(format="parquet"),
         fields=fields,
         description="Avazu CTR: 21 categorical fields plus hour_of_day/weekday/is_weekend derived from `hour`",
     )
-    finish_conversion(out, key, spec, settings)
-    return spec

@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-
 from agenticrs.data.adapters._common import PathLike
 from agenticrs.data.errors import DataError
+from agenticrs.data.readers import read_csv_header
 from agenticrs.data.spec import DatasetSpec, FieldSpec, NumericTransform, ReaderOptions
 
 LABEL_CANDIDATES = ("label", "clk", "click")
@@ -48,20 +46,7 @@ def find_split_files(folder: PathLike) -> dict[str, str]:
 
 def read_header(path: PathLike, delimiter: str = ",") -> list[str]:
     """Column names of a CSV file with a header row."""
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise DataError("the file is empty", file=str(path), expected="a header and data rows")
-    try:
-        reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(include_columns=[]),
-        )
-    except pa.ArrowInvalid as exc:
-        if "Empty CSV file" in str(exc):
-            raise DataError("the file is empty", file=str(path), expected="a header and data rows") from None
-        raise DataError(f"cannot parse the header: {exc}", file=str(path), row=0) from None
-    return reader.schema.names
+    return read_csv_header(path, ReaderOptions(delimiter=delimiter, header=True))
 
 
 def _default_name(folder: Path) -> str:

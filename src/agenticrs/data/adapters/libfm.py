@@ -19,22 +19,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agenticrs.data.adapters._common import (
-    ParquetSink,
+    Conversion,
     SplitFiles,
     all_sources,
-    begin_conversion,
-    conversion_key,
-    finish_conversion,
     first_false,
     iter_lines,
-    load_cached,
     parse_numbers,
     read_first_line,
-    require_rows,
     split_files,
 )
 from agenticrs.data.errors import DataError
-from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.data.spec import DatasetSpec, FieldSpec
 
 VERSION = 1
 
@@ -122,32 +117,22 @@ def convert_libfm(
     if len(set(names)) != len(names) or "label" in names:
         raise DataError(f"field names {names} must be distinct and not 'label'", expected="distinct field names")
     settings = {"adapter": "libfm", "version": VERSION, "fields": names, "name": name}
-    key = conversion_key(all_sources(paths), settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
-    out = begin_conversion(out_dir)
+    conversion = Conversion(out_dir, all_sources(paths), settings)
+    if conversion.cached is not None:
+        return conversion.cached
     non_unit = np.zeros(len(names), dtype=bool)
-    outputs: dict[str, list[str]] = {}
     for split, split_paths in paths.items():
-        target = out / f"{split}.parquet"
-        with ParquetSink(target, _schema(names)) as sink:
+        with conversion.split(split, _schema(names), split_paths, "the files hold no rows") as sink:
             for path in split_paths:
                 for rows, lines in iter_lines(path, block_size=block_size):
                     table, block_non_unit = _convert_block(lines, rows, names, str(path))
                     non_unit |= block_non_unit
                     sink.write(table)
-        require_rows(split, sink.rows, ", ".join(map(str, split_paths)), "the files hold no rows")
-        outputs[split] = [str(target)]
     fields = [FieldSpec(name="label", kind="label")]
     fields += [FieldSpec(name=n, kind="categorical") for n in names]
     fields += [FieldSpec(name=f"{n}_value", kind="numeric") for n, flag in zip(names, non_unit) if flag]
-    spec = DatasetSpec(
+    return conversion.finish(
         name=name,
-        files=outputs,
-        reader=ReaderOptions(format="parquet"),
         fields=fields,
         description=f"libFM lines converted: label 0/1 and {len(names)} feature-index fields",
     )
-    finish_conversion(out, key, spec, settings)
-    return spec

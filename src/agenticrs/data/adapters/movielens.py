@@ -34,23 +34,18 @@ import pyarrow.compute as pc
 from agenticrs.data.adapters._common import (
     CHUNK_ROWS,
     SPLITS,
-    ParquetSink,
+    Conversion,
     PathLike,
-    begin_conversion,
-    conversion_key,
-    finish_conversion,
     first_false,
     group_positions,
     history_lists,
     iter_csv,
     iter_lines,
-    load_cached,
     parse_numbers,
-    require_rows,
     split_tokens,
 )
 from agenticrs.data.errors import DataError
-from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.data.spec import DatasetSpec, FieldSpec
 
 VERSION = 1
 SplitMode = Literal["random", "time"]
@@ -242,10 +237,7 @@ def _read_dat(path: Path, names: Sequence[str]) -> tuple[dict[str, pa.Array], np
 
 
 def _load_dat(folder: Path) -> tuple[_Interactions, list[_Features]]:
-    paths = {n: folder / f"{n}.dat" for n in ("ratings", "users", "movies")}
-    for p in paths.values():
-        if not p.is_file():
-            raise DataError("file not found", file=str(p), expected="ratings.dat, users.dat and movies.dat")
+    paths = {n: folder / f"{n}.dat" for n in ("ratings", "users", "movies")}  # checked by the caller
     r, rows = _read_dat(paths["ratings"], ["user_id", "item_id", "rating", "timestamp"])
     f = str(paths["ratings"])
     rating = parse_numbers(r["rating"], pa.float64(), file=f, rows=rows, field="rating", expected="a number")
@@ -299,7 +291,7 @@ def _split_order(
 def _build(
     inter: _Interactions,
     sides: list[_Features],
-    out_dir: PathLike,
+    conversion: Conversion,
     *,
     threshold: float,
     history_len: int,
@@ -308,8 +300,6 @@ def _build(
     seed: int,
     name: str,
     description: str,
-    key: str,
-    settings: dict[str, object],
 ) -> DatasetSpec:
     t = inter.table
     n = t.num_rows
@@ -343,16 +333,14 @@ def _build(
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
 
-    out = begin_conversion(out_dir)
     parts = _split_order(np.asarray(columns["timestamp"]), split, fractions, seed)
-    outputs: dict[str, list[str]] = {}
     schema = table.schema
     if history_len > 0:
         schema = schema.append(pa.field("hist_item_id", pa.list_(pa.string())))
     for split_name in SPLITS:
         rows = parts[split_name]
-        target = out / f"{split_name}.parquet"
-        with ParquetSink(target, schema) as sink:
+        hint = "more interactions or larger fractions are needed"
+        with conversion.split(split_name, schema, inter.file, hint) as sink:
             for start in range(0, len(rows), CHUNK_ROWS):
                 chunk_rows = rows[start : start + CHUNK_ROWS]
                 chunk = table.take(pa.array(chunk_rows))
@@ -360,8 +348,6 @@ def _build(
                     hist = history_lists(sorted_items, positions, rank[chunk_rows], history_len)
                     chunk = chunk.append_column("hist_item_id", hist)
                 sink.write(chunk)
-        require_rows(split_name, sink.rows, inter.file, "more interactions or larger fractions are needed")
-        outputs[split_name] = [str(target)]
 
     fields = [
         FieldSpec(name="label", kind="label"),
@@ -379,16 +365,7 @@ def _build(
         fields.append(
             FieldSpec(name="hist_item_id", kind="sequence", max_len=history_len, share_vocab_with="item_id")
         )
-    spec = DatasetSpec(
-        name=name,
-        files=outputs,
-        reader=ReaderOptions(format="parquet"),
-        fields=fields,
-        group_key="user_id",
-        description=description,
-    )
-    finish_conversion(out, key, spec, settings)
-    return spec
+    return conversion.finish(name=name, fields=fields, group_key="user_id", description=description)
 
 
 def convert_movielens_atomic(
@@ -416,15 +393,14 @@ def convert_movielens_atomic(
         "split": split, "fractions": list(fractions), "seed": seed, "text_fields": list(text_fields),
         "rename": rename, "name": name, "files": sorted(files),
     }  # fmt: skip
-    key = conversion_key([files[k] for k in sorted(files)], settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
+    conversion = Conversion(out_dir, [files[k] for k in sorted(files)], settings)
+    if conversion.cached is not None:
+        return conversion.cached
     inter, sides = _load_atomic(files, text_fields, rename)
     return _build(
-        inter, sides, out_dir, threshold=threshold, history_len=history_len, split=split, fractions=fractions,
+        inter, sides, conversion, threshold=threshold, history_len=history_len, split=split, fractions=fractions,
         seed=seed, name=name, description=f"MovieLens (RecBole atomic {files['inter'].name}): label = rating >= "
-        f"{threshold}", key=key, settings=settings,
+        f"{threshold}",
     )  # fmt: skip
 
 
@@ -451,13 +427,11 @@ def convert_movielens_dat(
         "adapter": "movielens_dat", "version": VERSION, "threshold": threshold, "history_len": history_len,
         "split": split, "fractions": list(fractions), "seed": seed, "name": name,
     }  # fmt: skip
-    key = conversion_key(sources, settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
+    conversion = Conversion(out_dir, sources, settings)
+    if conversion.cached is not None:
+        return conversion.cached
     inter, sides = _load_dat(folder)
     return _build(
-        inter, sides, out_dir, threshold=threshold, history_len=history_len, split=split, fractions=fractions,
-        seed=seed, name=name, description=f"MovieLens (GroupLens .dat): label = rating >= {threshold}", key=key,
-        settings=settings,
+        inter, sides, conversion, threshold=threshold, history_len=history_len, split=split, fractions=fractions,
+        seed=seed, name=name, description=f"MovieLens (GroupLens .dat): label = rating >= {threshold}",
     )  # fmt: skip

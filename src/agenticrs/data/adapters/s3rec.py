@@ -23,22 +23,17 @@ import pyarrow.compute as pc
 from agenticrs.data.adapters._common import (
     CHUNK_ROWS,
     SPLITS,
-    ParquetSink,
+    Conversion,
     PathLike,
     as_strings,
-    begin_conversion,
-    conversion_key,
-    finish_conversion,
     first_false,
     history_lists,
     iter_lines,
-    load_cached,
     parse_numbers,
     require_file,
-    require_rows,
 )
 from agenticrs.data.errors import DataError
-from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.data.spec import DatasetSpec, FieldSpec
 
 VERSION = 1
 
@@ -110,10 +105,9 @@ def convert_s3rec(
         "history_len": history_len, "min_history": min_history, "seed": seed, "shuffle_train": shuffle_train,
         "name": name,
     }  # fmt: skip
-    key = conversion_key([path], settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
+    conversion = Conversion(out_dir, [path], settings)
+    if conversion.cached is not None:
+        return conversion.cached
 
     users, seqs = read_s3rec_sequences(path)
     offsets = np.asarray(seqs.offsets, dtype=np.int64)
@@ -141,14 +135,11 @@ def convert_s3rec(
         [("label", pa.int8()), ("user_id", pa.string()), ("item_id", pa.string()),
          ("hist_item_id", pa.list_(pa.string()))]
     )  # fmt: skip
-    out = begin_conversion(out_dir)
-    outputs: dict[str, list[str]] = {}
     for split in SPLITS:
         tgt = targets[split]
         if split == "train" and shuffle_train:
             tgt = tgt[rng.permutation(len(tgt))]
-        target = out / f"{split}.parquet"
-        with ParquetSink(target, schema) as sink:
+        with conversion.split(split, schema, path, "sequences need at least 3 items (lower min_history?)") as sink:
             for start in range(0, len(tgt), max(1, CHUNK_ROWS // (k + 1))):
                 rows = tgt[start : start + max(1, CHUNK_ROWS // (k + 1))]
                 m = len(rows)
@@ -170,12 +161,8 @@ def convert_s3rec(
                         }
                     )
                 )
-        require_rows(split, sink.rows, str(path), "sequences need at least 3 items (lower min_history?)")
-        outputs[split] = [str(target)]
-    spec = DatasetSpec(
+    return conversion.finish(
         name=name,
-        files=outputs,
-        reader=ReaderOptions(format="parquet"),
         fields=[
             FieldSpec(name="label", kind="label"),
             FieldSpec(name="user_id", kind="categorical"),
@@ -186,5 +173,3 @@ def convert_s3rec(
         description=f"S3-Rec sequences {path.name}: leave-one-out next-item CTR with "
         f"{negatives_per_positive} uniform negative(s) per positive",
     )
-    finish_conversion(out, key, spec, settings)
-    return spec

@@ -26,23 +26,18 @@ import pyarrow.compute as pc
 from agenticrs.data.adapters._common import (
     CHUNK_ROWS,
     SPLITS,
-    ParquetSink,
+    Conversion,
     PathLike,
     as_strings,
-    begin_conversion,
-    conversion_key,
-    finish_conversion,
     first_false,
     group_positions,
     history_lists,
     iter_csv,
-    load_cached,
     parse_numbers,
     require_file,
-    require_rows,
 )
 from agenticrs.data.errors import DataError
-from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.data.spec import DatasetSpec, FieldSpec
 
 VERSION = 1
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
@@ -127,10 +122,9 @@ def convert_taobao(
         "valid_days": valid_days, "test_days": test_days, "valid_fraction": valid_fraction,
         "test_fraction": test_fraction, "utc_offset_hours": utc_offset_hours, "name": name,
     }  # fmt: skip
-    key = conversion_key([path], settings)
-    cached = load_cached(out_dir, key)
-    if cached is not None:
-        return cached
+    conversion = Conversion(out_dir, [path], settings)
+    if conversion.cached is not None:
+        return conversion.cached
 
     log = _read(path, block_size)
     n = len(log["user_id"])
@@ -155,12 +149,10 @@ def convert_taobao(
         ]
     )  # fmt: skip
     buy, cart = BEHAVIORS.index("buy"), BEHAVIORS.index("cart")
-    out = begin_conversion(out_dir)
-    outputs: dict[str, list[str]] = {}
     for split in SPLITS:
         rows = time_order[masks[split][time_order]]
-        target = out / f"{split}.parquet"
-        with ParquetSink(target, schema) as sink:
+        hint = "the log spans too little time for this split (see split_by)"
+        with conversion.split(split, schema, path, hint) as sink:
             for start in range(0, len(rows), CHUNK_ROWS):
                 r = rows[start : start + CHUNK_ROWS]
                 s = rank[r]
@@ -181,13 +173,9 @@ def convert_taobao(
                         }
                     )
                 )
-        require_rows(split, sink.rows, str(path), "the log spans too little time for this split (see split_by)")
-        outputs[split] = [str(target)]
     seq = {"kind": "sequence", "max_len": history_len}
-    spec = DatasetSpec(
+    return conversion.finish(
         name=name,
-        files=outputs,
-        reader=ReaderOptions(format="parquet"),
         fields=[
             FieldSpec(name="is_buy", kind="label"),
             FieldSpec(name="is_cart", kind="label"),
@@ -204,8 +192,6 @@ def convert_taobao(
         description=f"Taobao UserBehavior {path.name}: one sample per event, labels is_buy/is_cart, "
         f"history of the previous {history_len} events",
     )
-    finish_conversion(out, key, spec, settings)
-    return spec
 
 
 def _parallel() -> dict[str, str]:
