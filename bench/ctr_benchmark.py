@@ -85,10 +85,11 @@ def mlp_ceiling(width: int, hidden: list[int], batch_size: int, dropout: float, 
     import torch
 
     from agenticrs.models.layers import MLP
+    from agenticrs.train.trainer import make_optimizer
 
     torch.manual_seed(0)
     mlp = MLP(width, hidden, dropout=dropout, batch_norm=batch_norm, output_dim=1)
-    optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+    optimizer = make_optimizer(list(mlp.parameters()), "adam", 1e-3)  # the trainer's own optimizer
     x = torch.randn(batch_size, width)
     y = (torch.rand(batch_size) < 0.3).float()
     for i in range(steps + 5):

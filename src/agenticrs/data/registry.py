@@ -84,6 +84,12 @@ DATASETS: dict[str, DatasetEntry] = {
         ),
         DatasetEntry("synthetic-tiny", "ctr + history", "a 20k-impression synthetic set for tests", _synthetic("tiny")),
         DatasetEntry(
+            "synthetic-relevance",
+            "ctr + history",
+            "synthetic, clicks driven by the target's similarity to its closest history item (target attention wins)",
+            _synthetic("relevance"),
+        ),
+        DatasetEntry(
             "frappe",
             "ctr",
             "Frappe app usage, canonical split (46,177 / 11,545 / 28,860), 10 categorical fields",

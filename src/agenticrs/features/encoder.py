@@ -138,12 +138,13 @@ _POOL: ThreadPoolExecutor | None = None
 def _run_parallel(tasks: list) -> None:
     """Run independent per-field tasks on all cores (Arrow and NumPy release the GIL)."""
     global _POOL
-    if len(tasks) <= 1 or (os.cpu_count() or 1) == 1:
+    workers = int(os.environ.get("AGENTICRS_NUM_THREADS", os.cpu_count() or 1))
+    if len(tasks) <= 1 or workers <= 1:
         for task in tasks:
             task()
         return
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="agenticrs-encode")
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agenticrs-encode")
     for future in [_POOL.submit(task) for task in tasks]:
         future.result()
 

@@ -82,6 +82,16 @@ def evaluate(
     return compute_metrics(usable, labels, probs.astype(np.float64), groups), probs
 
 
+def make_optimizer(params: list, name: str, learning_rate: float) -> torch.optim.Optimizer:
+    """Adam or Adagrad, fused where torch supports it: on CPU the fused Adam step is ~10x faster
+    than the per-parameter loop, which matters with millions of embedding rows."""
+    cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[name]
+    try:
+        return cls(params, lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
+        return cls(params, lr=learning_rate, foreach=True)
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -110,10 +120,7 @@ class Trainer:
             {"params": embeddings, "weight_decay": self.config.embedding_l2},
             {"params": others, "weight_decay": self.config.weight_l2},
         ]
-        groups = [g for g in groups if g["params"]]
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=self.config.learning_rate)
-        return torch.optim.Adagrad(groups, lr=self.config.learning_rate)
+        return make_optimizer([g for g in groups if g["params"]], self.config.optimizer, self.config.learning_rate)
 
     def _label_index(self, data: ProcessedDataset) -> int:
         labels = list(data.schema.labels)

@@ -18,7 +18,7 @@ from agenticrs.models.base import Model, build_model
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.train.config import RunConfig
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import TrainResult, Trainer, evaluate, predict_probs, resolve_device
+from agenticrs.train.trainer import TrainResult, Trainer, evaluate, predict_probs, resolve_device, seed_everything
 
 
 @dataclass
@@ -45,6 +45,7 @@ def train_run(
 ) -> TrainedRun:
     """Process the data set (cached), build the model, train it and write the run directory."""
     data = data or load_data(config.dataset, cache_dir, reporter)
+    seed_everything(config.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
     run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
     run.write_setup(config, data.spec, data.encoder)
