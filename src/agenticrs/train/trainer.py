@@ -204,7 +204,12 @@ class Trainer:
             history.append(record)
             if run is not None:
                 run.log(record)
-            if best_value is None or (current is not None and is_better(cfg.monitor, current, best_value)):
+            improved = best_value is None or (
+                current is not None
+                and is_better(cfg.monitor, current, best_value)
+                and abs(current - best_value) > cfg.min_delta
+            )
+            if improved:
                 best_value, best_epoch, wait, plateau = current, epoch, 0, 0
                 best_state = copy.deepcopy(model.state_dict())
                 if run is not None:
