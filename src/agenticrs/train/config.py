@@ -24,7 +24,7 @@ class TrainConfig(BaseModel):
     monitor: str = Field(default="auc", description="validation metric for early stopping and the best checkpoint")
     patience: int = Field(default=2, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(
-        default=1e-4, ge=0, description="a validation gain at or below this counts as no improvement"
+        default=1e-5, ge=0, description="a validation gain at or below this counts as no improvement"
     )
     lr_decay_factor: float = Field(default=0.1, gt=0, le=1, description="LR multiplier on a plateau")
     lr_decay_patience: int = Field(default=1, ge=1)

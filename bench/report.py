@@ -1,0 +1,50 @@
+"""Render benchmark JSON files (from ctr_benchmark.py) as the Markdown tables of the README.
+
+    python bench/report.py bench/out/frappe.json bench/out/movielens.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(records: list[dict]) -> str:
+    lines = [
+        "| model | seeds | test AUC | test logloss | parameters | train samples/s | × MLP ceiling | eval samples/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(r["model"] for r in records):
+        rs = [r for r in records if r["model"] == model]
+        lines.append(
+            f"| {model} | {len(rs)} | {_mean_std([r['auc'] for r in rs], 4)} | {_mean_std([r['logloss'] for r in rs], 4)} "
+            f"| {rs[0]['parameters']:,} | {statistics.fmean(r['train_samples_per_s'] for r in rs):,.0f} "
+            f"| {statistics.fmean(r['throughput_ratio'] for r in rs):.2f} "
+            f"| {statistics.fmean(r['eval_samples_per_s'] for r in rs):,.0f} | {max(r['peak_rss_mb'] for r in rs):,.0f} |"
+        )
+    process = statistics.fmean(r["process_rows_per_s"] for r in records)
+    lines.append("")
+    lines.append(f"Processing (raw files → training cache): {process:,.0f} rows/s.")
+    return "\n".join(lines)
+
+
+def main(paths: list[str]) -> int:
+    for path in paths:
+        records = json.loads(Path(path).read_text())
+        if records:
+            print(f"### {records[0]['dataset']}\n")
+            print(markdown(records))
+            print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
