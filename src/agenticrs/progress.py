@@ -31,6 +31,8 @@ class Task(Protocol):
 class Reporter(Protocol):
     def task(self, description: str, total: float | None = None) -> "contextmanager[Task]": ...
 
+    def log(self, message: str) -> None: ...
+
 
 class _SilentTask:
     def advance(self, amount: float = 1, **fields: object) -> None:
@@ -46,6 +48,9 @@ class SilentReporter:
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Task]:
         yield _SilentTask()
+
+    def log(self, message: str) -> None:
+        pass
 
 
 class _RichTask:
@@ -73,6 +78,10 @@ class RichReporter:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
+
+    def log(self, message: str) -> None:
+        """A line that stays (e.g. an epoch's validation metrics)."""
+        self.console.print(message)
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Task]:

@@ -209,6 +209,11 @@ class Trainer:
                 and is_better(cfg.monitor, current, best_value)
                 and abs(current - best_value) > cfg.min_delta
             )
+            shown = "  ".join(f"{k[6:]}={v:.5f}" for k, v in record.items() if k.startswith("valid_"))
+            self.reporter.log(
+                f"epoch {epoch}: train loss {record['train_loss']:.5f}  valid {shown}  lr {record['lr']:.2g}"
+                + ("  [best]" if improved else "")
+            )
             if improved:
                 best_value, best_epoch, wait, plateau = current, epoch, 0, 0
                 best_state = copy.deepcopy(model.state_dict())
