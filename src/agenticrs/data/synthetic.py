@@ -556,24 +556,19 @@ def simulate(config: SyntheticConfig, world: SyntheticWorld | None = None) -> tu
 
 
 def rank_auc(labels: Any, scores: Any) -> float:
-    """Exact ROC AUC via average ranks (ties count one half); NaN if only one class is present."""
-    y = np.asarray(labels).astype(bool).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    """Exact ROC AUC (ties count one half); NaN if only one class is present."""
+    from agenticrs.train.metrics import auc  # the project's one AUC (imported late: a pure function)
+
+    if np.size(labels) == 0:
         return float("nan")
-    uniq, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)  # 1-based rank of the last element of each tie group
-    avg_rank = upper - (counts - 1) / 2.0
-    rank_sum = float(avg_rank[inverse][y].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return auc(np.asarray(labels).astype(np.int8).ravel(), np.asarray(scores, dtype=np.float64).ravel())
 
 
 def log_loss(labels: Any, probs: Any, eps: float = 1e-15) -> float:
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    """Mean binary cross-entropy of the true probabilities."""
+    from agenticrs.train.metrics import logloss
+
+    return logloss(np.asarray(labels).ravel(), np.asarray(probs, dtype=np.float64).ravel(), eps=eps)
 
 
 def oracle_auc(files: str | Path | list[str | Path]) -> float:
