@@ -164,3 +164,17 @@ def test_in_memory_split_gives_the_same_batches(split):
     split.load_in_memory()
     b = [b["categorical"] for b in iterate_batches(split, 9, shuffle=True, seed=1)]
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_request_block_order_keeps_requests_contiguous_and_is_a_permutation():
+    from agenticrs.features.batching import request_block_order
+
+    requests = np.array([7, 7, 7, 3, 3, 9, 1, 1, 1, 1, 5], dtype=np.int64)
+    order = request_block_order(requests, seed=0, epoch=1)
+    assert sorted(order.tolist()) == list(range(len(requests)))
+    reordered = requests[order]
+    runs = [int(reordered[0])] + [int(b) for a, b in zip(reordered[:-1], reordered[1:]) if a != b]
+    assert sorted(runs) == [1, 3, 5, 7, 9]  # every request appears as exactly one run
+    orders = {tuple(request_block_order(requests, seed=0, epoch=e)) for e in range(6)}
+    assert len(orders) > 1  # shuffled differently per epoch
+    assert np.array_equal(request_block_order(requests, 3, 4), request_block_order(requests, 3, 4))

@@ -4,6 +4,8 @@
 a behaviour history `hist_item_id` sharing item_id's vocab and a parallel `hist_cate_id` sharing
 cate_id's, and a label planted as a known function of two fields:
 label = 1 iff USER_SCORE[user] + ITEM_SCORE[item] > 0.
+Rows come in requests of `REQUEST_SIZE` candidates that share the user, city and history (the
+request-centric layout SORT uses); `request_id` is the request key.
 `flat_data`: the same without any sequence (DIN must refuse it).
 """
 
@@ -24,6 +26,7 @@ from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 ROWS = 2000
 N_USERS, N_ITEMS, N_CATES, N_CITIES = 40, 60, 6, 5
 MAX_LEN = 8
+REQUEST_SIZE = 4
 USER_SCORE = np.random.default_rng(101).normal(size=N_USERS)
 ITEM_SCORE = np.random.default_rng(202).normal(size=N_ITEMS)
 
@@ -34,19 +37,22 @@ def planted_label(user: np.ndarray, item: np.ndarray) -> np.ndarray:
 
 def _table(rows: int, seed: int, with_sequences: bool) -> pa.Table:
     rng = np.random.default_rng(seed)
-    user = rng.integers(0, N_USERS, rows)
+    requests = rows // REQUEST_SIZE
+    per_request = lambda values: np.repeat(values, REQUEST_SIZE)  # noqa: E731
+    user = per_request(rng.integers(0, N_USERS, requests))
     item = rng.integers(0, N_ITEMS, rows)
     columns = {
+        "request_id": [f"r{r}" for r in per_request(np.arange(requests))],
         "user_id": [f"u{u}" for u in user],
         "item_id": [f"i{i}" for i in item],
         "cate_id": [f"c{i % N_CATES}" for i in item],
-        "city": [f"city{c}" for c in rng.integers(0, N_CITIES, rows)],
+        "city": [f"city{c}" for c in per_request(rng.integers(0, N_CITIES, requests))],
         "price": rng.normal(10.0, 3.0, rows),
         "label": planted_label(user, item),
     }
     if with_sequences:
-        lengths = rng.integers(0, MAX_LEN + 3, rows)  # empty, short, full and truncated histories
-        hist = [rng.integers(0, N_ITEMS, n) for n in lengths]
+        lengths = rng.integers(0, MAX_LEN + 3, requests)  # empty, short, full and truncated histories
+        hist = [h for n in lengths for h in [rng.integers(0, N_ITEMS, n)] * REQUEST_SIZE]
         columns["hist_item_id"] = [[f"i{i}" for i in h] for h in hist]
         columns["hist_cate_id"] = [[f"c{i % N_CATES}" for i in h] for h in hist]
     return pa.table(columns)
@@ -72,8 +78,15 @@ def _spec(name: str, path: Path, with_sequences: bool) -> DatasetSpec:
                 "max_len": MAX_LEN,
             },
         ]
+    request_fields = ["user_id", "city"] + (["hist_item_id", "hist_cate_id"] if with_sequences else [])
     return DatasetSpec(
-        name=name, files={"train": str(path)}, reader={"format": "parquet"}, fields=fields, group_key="user_id"
+        name=name,
+        files={"train": str(path)},
+        reader={"format": "parquet"},
+        fields=fields,
+        group_key="user_id",
+        request_key="request_id",
+        request_fields=request_fields,
     )
 
 

@@ -86,6 +86,14 @@ class DatasetSpec(BaseModel):
     reader: ReaderOptions = Field(default_factory=ReaderOptions)
     fields: list[FieldSpec]
     group_key: str | None = Field(default=None, description="column grouping impressions for GAUC (a user)")
+    request_key: str | None = Field(
+        default=None,
+        description="column identifying the request an impression belongs to (its candidates are contiguous rows)",
+    )
+    request_fields: list[str] = Field(
+        default_factory=list,
+        description="fields constant within a request (user and context): request-centric models compute them once",
+    )
     description: str = ""
 
     @model_validator(mode="before")
@@ -108,6 +116,11 @@ class DatasetSpec(BaseModel):
         if not self.labels:
             raise ValueError("at least one field of kind 'label' is required")
         by_name = {f.name: f for f in self.fields}
+        unknown = [n for n in self.request_fields if n not in by_name]
+        if unknown:
+            raise ValueError(f"request_fields name unknown field(s) {unknown}")
+        if self.request_fields and self.request_key is None:
+            raise ValueError("request_fields need a request_key naming the request column")
         for f in self.fields:
             if f.kind != "sequence":
                 continue
@@ -146,10 +159,15 @@ class DatasetSpec(BaseModel):
     @property
     def source_columns(self) -> list[str]:
         cols = [f.source for f in self.fields]
-        if self.group_key and self.group_key not in cols:
-            group_field = next((f for f in self.fields if f.name == self.group_key), None)
-            cols.append(group_field.source if group_field else self.group_key)
+        for key in (self.group_key, self.request_key):
+            if key:
+                cols.append(self.key_column(key))
         return list(dict.fromkeys(cols))
+
+    def key_column(self, key: str) -> str:
+        """Source column of a group/request key (a field name or a raw column)."""
+        named = next((f for f in self.fields if f.name == key), None)
+        return named.source if named else key
 
     def resolve_paths(self, base: Path) -> "DatasetSpec":
         """Relative file paths are taken relative to `base` (the YAML file's folder)."""

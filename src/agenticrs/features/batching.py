@@ -15,6 +15,7 @@ from agenticrs.data.cache import SplitArrays
 
 LABEL = "label"
 GROUP = "group"
+REQUEST = "request"
 _BATCH_KEYS_PREFIXES = ("seq/", "seqlen/")
 
 
@@ -22,6 +23,7 @@ def model_input_keys(split: SplitArrays) -> list[str]:
     """The arrays a model may read (never timestamps, text or anything derived from labels)."""
     keys = ["categorical", "numeric"]
     keys += [k for k in split.keys() if k.startswith(_BATCH_KEYS_PREFIXES)]
+    keys.append(REQUEST)  # request ids: structure (which rows share a user context), not a label
     return [k for k in keys if k in split]
 
 
@@ -29,6 +31,24 @@ def epoch_order(rows: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(rows)
     return np.random.default_rng([seed, epoch]).permutation(rows)
+
+
+def request_block_order(requests: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """A row order that shuffles whole requests and keeps each request's rows contiguous.
+
+    A request is a run of equal consecutive ids; request-centric models (SORT) need its candidates
+    in one batch to share the user context. Vectorised: permute run starts, then expand runs.
+    """
+    n = len(requests)
+    if n == 0:
+        return np.arange(0)
+    starts = np.flatnonzero(np.r_[True, requests[1:] != requests[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    perm = np.random.default_rng([seed, epoch]).permutation(len(starts))
+    run_len = lengths[perm]
+    run_first = np.cumsum(run_len) - run_len  # where each permuted run begins in the output
+    within = np.arange(n) - np.repeat(run_first, run_len)
+    return np.repeat(starts[perm], run_len) + within
 
 
 def iterate_batches(
@@ -42,9 +62,17 @@ def iterate_batches(
     with_groups: bool = False,
     device: torch.device | str = "cpu",
     drop_last: bool = False,
+    keep_requests: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield batches: model inputs, `label` (B,) float (if labelled) and `group` (B,) int64."""
-    order = epoch_order(split.rows, seed, epoch, shuffle)
+    """Yield batches: model inputs, `label` (B,) float (if labelled) and `group` (B,) int64.
+
+    `keep_requests` shuffles whole requests (when the split has request ids), so that a request's
+    candidates stay adjacent; a batch boundary may still cut one request in two.
+    """
+    if shuffle and keep_requests and REQUEST in split:
+        order = request_block_order(np.asarray(split[REQUEST]), seed, epoch)
+    else:
+        order = epoch_order(split.rows, seed, epoch, shuffle)
     keys = model_input_keys(split)
     arrays = {k: split[k] for k in keys}
     labels = split["labels"] if (label_index is not None and "labels" in split) else None

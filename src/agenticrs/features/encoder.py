@@ -299,6 +299,8 @@ class FeatureEncoder:
             has_group=self.spec.group_key is not None,
             text=tuple(f.name for f in self.spec.of_kind("text")),
             timestamps=tuple(f.name for f in self.spec.of_kind("timestamp")),
+            has_request=self.spec.request_key is not None,
+            request_fields=tuple(self.spec.request_fields),
         )
 
     def _categorical_size(self, f: FieldSpec) -> int:
@@ -472,10 +474,10 @@ class FeatureEncoder:
         out["numeric"] = numeric
         if all(f.source in chunk.table.column_names for f in self.spec.labels):  # absent when predicting
             out["labels"] = np.stack([self._labels(chunk, f) for f in self.spec.labels], axis=1).astype(np.float32)
-        if self.spec.group_key is not None:
-            group_field = next((f for f in self.spec.fields if f.name == self.spec.group_key), None)
-            column = group_field.source if group_field else self.spec.group_key
-            out["group"] = fnv1a_64(as_strings(chunk.table.column(column).combine_chunks())).view(np.int64)
+        for key, name in ((self.spec.group_key, "group"), (self.spec.request_key, "request")):
+            if key is not None:
+                column = chunk.table.column(self.spec.key_column(key)).combine_chunks()
+                out[name] = fnv1a_64(as_strings(column)).view(np.int64)
         for f in self.spec.of_kind("timestamp"):
             out[f"ts/{f.name}"] = self._timestamps(chunk, f)
         for f in self.spec.of_kind("text"):

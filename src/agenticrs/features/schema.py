@@ -41,6 +41,8 @@ class FeatureSchema:
     text: tuple[str, ...] = ()
     timestamps: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
+    has_request: bool = False  # batches carry `request` ids; a request's candidates are contiguous rows
+    request_fields: tuple[str, ...] = ()  # fields constant within a request (user / context)
 
     @property
     def categorical_names(self) -> list[str]:
@@ -73,4 +75,6 @@ class FeatureSchema:
             text=tuple(raw.get("text", ())),
             timestamps=tuple(raw.get("timestamps", ())),
             extra=raw.get("extra", {}),
+            has_request=raw.get("has_request", False),
+            request_fields=tuple(raw.get("request_fields", ())),
         )

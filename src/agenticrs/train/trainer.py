@@ -162,7 +162,14 @@ class Trainer:
             epoch_start = time.perf_counter()
             with self.reporter.task(f"epoch {epoch}", total=steps) as task:
                 batches = iterate_batches(
-                    train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, label_index=label_index, device=device
+                    train,
+                    cfg.batch_size,
+                    shuffle=True,
+                    seed=cfg.seed,
+                    epoch=epoch,
+                    label_index=label_index,
+                    device=device,
+                    keep_requests=getattr(getattr(model, "inputs", None), "request_centric", False),
                 )
                 for step, batch in enumerate(batches, start=1):
                     output = model(batch)
