@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from agenticrs.data.cache import SplitArrays
 from agenticrs.features.schema import FeatureSchema
 
 Batch = dict[str, torch.Tensor]
@@ -75,6 +76,11 @@ class Model(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def prepare(self, train: SplitArrays, label_index: int = 0) -> None:
+        """Statistics of the training split the model is built around (e.g. MGDIN's field
+        information density). Called by the trainer before the first step; store the result in
+        buffers so that it is saved with the run's weights. Default: nothing to prepare."""
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Embedding tables (for the trainer's separate L2 on embeddings)."""

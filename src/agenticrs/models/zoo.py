@@ -1,9 +1,17 @@
-"""Imports every built-in model so that each registers its name (one model per file)."""
+"""Imports every model module of this package so that each registers its name.
 
-from agenticrs.models import lr  # noqa: F401
-from agenticrs.models import fm  # noqa: F401
-from agenticrs.models import deepfm  # noqa: F401
-from agenticrs.models import dcnv2  # noqa: F401
-from agenticrs.models import autoint  # noqa: F401
-from agenticrs.models import din  # noqa: F401
-from agenticrs.models import finalmlp  # noqa: F401
+One model per file: adding a model is adding a file that uses `@register`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import agenticrs.models as _package
+
+_NOT_MODELS = {"base", "layers", "zoo"}
+
+for _info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda m: m.name):
+    if _info.name not in _NOT_MODELS and not _info.name.startswith("_"):
+        importlib.import_module(f"agenticrs.models.{_info.name}")

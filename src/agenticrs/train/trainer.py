@@ -140,6 +140,7 @@ class Trainer:
         optimizer = self._optimizer(model)
         label_index = self._label_index(data)
         train = data.split("train")
+        model.prepare(train, label_index)
         valid = data.splits.get("valid")
         test = data.splits.get("test")
         steps = num_batches(train.rows, cfg.batch_size)
