@@ -66,6 +66,25 @@ def _public(folder: str, name: str, group_key: str) -> Callable[[Path], DatasetS
     return build
 
 
+def _simulated(preset: str, task: str) -> Callable[[Path], DatasetSpec]:
+    def build(cache_dir: Path) -> DatasetSpec:
+        from agenticrs.data.simulated import simulated_dataset
+
+        return simulated_dataset(preset, task, cache_dir)
+
+    return build
+
+
+_SIM_TASKS = {
+    "ctr": ("ctr + history + requests", "clicks on impressions of 3 scenarios, with behaviour histories"),
+    "cvr_delayed": ("delayed cvr", "purchase given click, with click and (delayed) purchase times"),
+    "sequential": ("next item", "next clicked item, leave-one-out over click sequences"),
+    "multi_scenario": ("multi-scenario", "click and purchase labels across home feed, search and cart page"),
+}
+_SIM_SIZES = {"tiny": "~50k impressions", "small": "~200k impressions, seconds to generate",
+              "medium": "~2.5M impressions", "large": ">= 10M impressions"}
+
+
 def _synthetic(preset: str) -> Callable[[Path], DatasetSpec]:
     def build(cache_dir: Path) -> DatasetSpec:
         return generate_synthetic(preset, cache_dir / "generated" / f"synthetic-{preset}")
@@ -102,6 +121,16 @@ DATASETS: dict[str, DatasetEntry] = {
             "MovieLens-100K rating>=4, canonical split (80,000 / 10,000 / 10,000), 8 categorical fields",
             _public("movielens_100k/ctr_split", "movielens", "user_id"),
             requires="movielens_100k/ctr_split",
+        ),
+        *(
+            DatasetEntry(
+                f"sim-{size}" if task == "ctr" else f"sim-{size}-{task}",
+                kind,
+                f"simulator ({about}): {what}",
+                _simulated(size, task),
+            )
+            for size, about in _SIM_SIZES.items()
+            for task, (kind, what) in _SIM_TASKS.items()
         ),
     ]
 }

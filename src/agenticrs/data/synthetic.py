@@ -93,6 +93,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agenticrs.data.errors import DataError
 from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.sampling import CategorySampler, cumulative_shares, draw_global
 
 GENERATOR_VERSION = 1
 MARKER_NAME = "_SYNTHETIC_OK.json"
@@ -254,41 +255,6 @@ def _rngs(seed: int, n: int) -> list[np.random.Generator]:
     return [np.random.Generator(np.random.PCG64(s)) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
-def _pop_sampler(weights: np.ndarray) -> np.ndarray:
-    cum = np.cumsum(weights)
-    return cum / cum[-1]
-
-
-def _draw_global(cum: np.ndarray, r: np.ndarray) -> np.ndarray:
-    return np.minimum(np.searchsorted(cum, r, side="right"), cum.size - 1)
-
-
-@dataclass(frozen=True)
-class _CateSampler:
-    """Draw an item within a given category with probability proportional to its weight."""
-
-    order: np.ndarray  # item indices sorted by category
-    edges: np.ndarray  # category + within-category cumulative share, right edges
-
-    @classmethod
-    def build(cls, item_cate: np.ndarray, weights: np.ndarray, n_categories: int) -> "_CateSampler":
-        order = np.argsort(item_cate, kind="stable")
-        cate_sorted = item_cate[order]
-        w = weights[order]
-        totals = np.bincount(cate_sorted, weights=w, minlength=n_categories)
-        cum = np.cumsum(w)
-        start_cum = np.concatenate([[0.0], np.cumsum(totals)])[cate_sorted]
-        share = (cum - start_cum) / totals[cate_sorted]
-        last = np.r_[cate_sorted[1:] != cate_sorted[:-1], True]
-        share[last] = 1.0
-        return cls(order, cate_sorted + share)
-
-    def draw(self, cate: np.ndarray, r: np.ndarray) -> np.ndarray:
-        x = cate + np.minimum(r, 1.0 - 1e-9)
-        pos = np.minimum(np.searchsorted(self.edges, x, side="right"), self.edges.size - 1)
-        return self.order[pos]
-
-
 def _draw_pref(world_pref: np.ndarray, pref_cum: np.ndarray, users: np.ndarray, r: np.ndarray) -> np.ndarray:
     slot = (r[:, None] >= pref_cum[users]).sum(axis=1)
     return world_pref[users, slot]
@@ -382,7 +348,7 @@ def build_world(config: SyntheticConfig) -> SyntheticWorld:
     drawn = np.where(explore, cate_uniform, cate_pref)
     carrier = np.maximum.accumulate(np.where(new_draw, np.arange(n_ev), 0)) if n_ev else np.zeros(0, np.int64)
     ev_cate = drawn[carrier]
-    sampler = _CateSampler.build(item_cate, item_pop, C)
+    sampler = CategorySampler.build(item_cate, item_pop, C)
     ev_item = sampler.draw(ev_cate, r_stream.random(n_ev))
 
     return SyntheticWorld(
@@ -479,9 +445,9 @@ def simulate(config: SyntheticConfig, world: SyntheticWorld | None = None) -> tu
 
     interest = r_imp.random(N) < cfg.interest_mix
     cate_pref = _draw_pref(world.user_pref, world.user_pref_cum, user, r_imp.random(N))
-    sampler = _CateSampler.build(world.item_cate, world.item_pop, C)
+    sampler = CategorySampler.build(world.item_cate, world.item_pop, C)
     item_interest = sampler.draw(cate_pref, r_imp.random(N))
-    item_popular = _draw_global(_pop_sampler(world.item_pop), r_imp.random(N))
+    item_popular = draw_global(cumulative_shares(world.item_pop), r_imp.random(N))
     item = np.where(interest, item_interest, item_popular)
     device = np.where(
         r_imp.random(N) < _MAIN_DEVICE_P, world.user_device[user], r_imp.integers(0, _N_DEVICE, N)
