@@ -29,7 +29,7 @@ def oracle_metrics(files: list[str]) -> dict | None:
 
 @friendly_errors
 def demo(
-    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="data set to run on"),
+    dataset: str = typer.Option("sim-small", "--dataset", "-d", help="data set to run on (default: the simulator)"),
     models: str = typer.Option(",".join(DEMO_MODELS), "--models", help="comma-separated model names"),
     epochs: int = typer.Option(8, "--epochs", help="epoch cap (early stopping may end sooner)"),
     seed: int = typer.Option(2024, "--seed"),

@@ -7,6 +7,7 @@ import typer
 from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
 from agenticrs.cli.models import models
+from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, train
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
+app.command()(simulate)
 
 if __name__ == "__main__":
     app()

@@ -81,7 +81,7 @@ _SIM_TASKS = {
     "sequential": ("next item", "next clicked item, leave-one-out over click sequences"),
     "multi_scenario": ("multi-scenario", "click and purchase labels across home feed, search and cart page"),
 }
-_SIM_SIZES = {"tiny": "~50k impressions", "small": "~200k impressions, seconds to generate",
+_SIM_SIZES = {"tiny": "~30k impressions, for tests", "small": "~200k impressions, seconds to generate",
               "medium": "~2.5M impressions", "large": ">= 10M impressions"}
 
 

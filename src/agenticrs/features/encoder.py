@@ -318,6 +318,8 @@ class FeatureEncoder:
         table = chunk.table
         parsed = {}
         for f in self.spec.fields:
+            if f.kind == "label" and f.source not in table.column_names:
+                continue  # unlabelled rows (predicting, serving)
             if f.kind in ("numeric", "label") and f.source not in parsed:
                 column = _column(chunk, f)
                 if f.kind == "label":

@@ -37,7 +37,7 @@ SCENARIOS: tuple[ScenarioConfig, ...] = (
                    position_decay=0.45, interest_weight=1.8, price_weight=0.25, relevance_weight=1.0),
     ScenarioConfig(name="search", source="search", traffic_share=0.30, slate_size=10, base_logit=-2.7,
                    position_decay=0.8, interest_weight=1.0, price_weight=0.6, relevance_weight=0.6),
-    ScenarioConfig(name="cart_page", source="cart", traffic_share=0.15, slate_size=6, base_logit=-3.2,
+    ScenarioConfig(name="cart_page", source="cart", traffic_share=0.15, slate_size=6, base_logit=-3.6,
                    position_decay=0.3, interest_weight=1.2, price_weight=0.35, relevance_weight=1.6),
 )  # fmt: skip
 

@@ -298,15 +298,9 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
             for round_ in range(config.rounds_per_day):
                 start = day * SECONDS_PER_DAY + round_ * round_seconds
                 end = start + round_seconds
-                # purchases whose time has come enter the histories before the round
-                p_user, p_item, p_type, p_ts = pending.arrays()
-                due = p_ts < start
-                history.append(p_user[due], p_item[due].astype(np.int32), p_type[due], p_ts[due])
-                pending = _Events()
-                if (~due).any():
-                    pending.add(p_user[~due], p_item[~due], p_type[~due], p_ts[~due])
                 in_round = (requests.ts >= start) & (requests.ts < end)
                 if not in_round.any():
+                    pending = _flush(history, pending, end)
                     continue
                 sub = Requests(*(getattr(requests, f)[in_round] for f in Requests.__dataclass_fields__))
                 slates = draw_slates(world, sub, history, rng_slate, lambda s: slate_sizes[s])
@@ -324,9 +318,8 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
                     clicks.write(split, table.filter(pa.array(outcomes.click)))
                 ev = behaviour_events(user, slates.item, sub.ts[r], outcomes, rng_event)
                 all_events.add(*ev)
-                now = ev[3] < end
-                history.append(ev[0][now], ev[1][now].astype(np.int32), ev[2][now], ev[3][now])
-                pending.add(*(a[~now] for a in ev))
+                pending.add(*ev)
+                pending = _flush(history, pending, end)
             if progress is not None:
                 progress(day + 1, config.n_days)
     finally:
@@ -339,6 +332,20 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
         world=world, history=history, rows=impressions.rows, clicks=clicks.rows, requests=n_requests,
         seconds=time.perf_counter() - started, files=files,
     )  # fmt: skip
+
+
+def _flush(history: History, pending: _Events, end: int) -> _Events:
+    """Move the behaviours that happened before `end` into the histories; return the rest.
+
+    Called at the end of every round, so the histories a round sees hold exactly the behaviours
+    before the round began, appended in time order."""
+    user, item, type_, ts = pending.arrays()
+    due = ts < end
+    history.append(user[due], item[due].astype(np.int32), type_[due], ts[due])
+    rest = _Events()
+    if (~due).any():
+        rest.add(user[~due], item[~due], type_[~due], ts[~due])
+    return rest
 
 
 def _logged_positions(world: World, requests: Requests, slates: Slates, n_candidates: np.ndarray,

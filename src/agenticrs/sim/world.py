@@ -259,7 +259,9 @@ class World:
         feed: half the slots from a preferred top category, half from the whole catalogue, both by
         exposure; search: a query subcategory ~ softmax(4 cos(u(d), subcategory)) and items of it;
         cart: the subcategory of the user's latest behaviour (60%) and its top category (40%).
-        Draws are de-duplicated within a request (twice as many drawn, first `size` distinct kept).
+        Draws are de-duplicated within a request: twice as many are drawn from the source and
+        from the whole catalogue as a fallback (a small subcategory cannot fill a large pool),
+        and the first `size` distinct are kept.
         """
         n = len(users)
         draws = 2 * size
@@ -293,7 +295,8 @@ class World:
             )
         else:
             raise ValueError(f"unknown candidate source '{source}'")
-        return _first_distinct(items, size), query
+        fallback = draw_global(cum, rng.random((n, 2 * size)))
+        return _first_distinct(np.concatenate([items, fallback], axis=1), size), query
 
     def logging_order(self, users: np.ndarray, items: np.ndarray, day: int, rng: np.random.Generator) -> np.ndarray:
         """The logged production policy: rank by log exposure + cos(u, v) + Gumbel noise.
