@@ -102,6 +102,24 @@ def mlp_ceiling(width: int, hidden: list[int], batch_size: int, dropout: float, 
     return steps * batch_size / (time.perf_counter() - started)
 
 
+def latency_ms_per_1000(model, split, repeats: int = 20) -> float:
+    """Median milliseconds to score 1,000 candidates (one eval-mode forward pass, no gradients)."""
+    import torch
+
+    from agenticrs.features.batching import iterate_batches
+
+    batch = next(iterate_batches(split, 1000, label_index=None))
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 3):
+            started = time.perf_counter()
+            model(batch)
+            if i >= 3:  # warm-up first
+                times.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times)
+
+
 def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp.Queue) -> None:
     """Train and evaluate one model with one seed; put its record on the queue."""
     from agenticrs.config import apply_overrides
@@ -129,6 +147,7 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
         eval_started = time.perf_counter()
         test_metrics, _ = evaluate(trained.model, test_split, ["auc", "logloss"], config.train.eval_batch_size)
         eval_seconds = time.perf_counter() - eval_started
+        latency = latency_ms_per_1000(trained.model, test_split)
         record = {
             "model": model,
             "dataset": dataset if dataset != CRITEO_LAYOUT else f"{CRITEO_LAYOUT}-{args['rows']}",
@@ -137,6 +156,7 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
             "logloss": test_metrics["logloss"],
             "train_samples_per_s": trained.result.train_samples_per_s,
             "eval_samples_per_s": test_split.rows / eval_seconds,
+            "latency_ms_per_1000": latency,
             "peak_rss_mb": _peak_rss_mb(),
             "parameters": sum(p.numel() for p in trained.model.parameters()),
             "best_epoch": trained.result.best_epoch,
@@ -180,7 +200,7 @@ def _in_subprocess(target, *args) -> dict[str, Any]:
 
 def summarise(records: list[dict[str, Any]]) -> Table:
     table = Table(title=f"CTR benchmark — {records[0]['dataset']}" if records else "CTR benchmark")
-    columns = ["model", "seeds", "AUC", "logloss", "params", "train samples/s", "× MLP ceiling", "eval samples/s",
+    columns = ["model", "seeds", "AUC", "logloss", "params", "train samples/s", "× MLP ceiling", "ms / 1k cand.",
                "peak RSS MB"]
     for c in columns:
         table.add_column(c, justify="left" if c == "model" else "right")
@@ -202,7 +222,7 @@ def summarise(records: list[dict[str, Any]]) -> Table:
             f"{rs[0]['parameters']:,}",
             f"{statistics.fmean(r['train_samples_per_s'] for r in rs):,.0f}",
             f"{statistics.fmean(r['throughput_ratio'] for r in rs):.2f}",
-            f"{statistics.fmean(r['eval_samples_per_s'] for r in rs):,.0f}",
+            f"{statistics.fmean(r.get('latency_ms_per_1000', float('nan')) for r in rs):.1f}",
             f"{max(r['peak_rss_mb'] for r in rs):,.0f}",
         )
     return table
@@ -222,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML with `overrides: [k=v, ...]` for all models and `models: {name: [k=v, ...]}`")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the records already in --json and run only the missing (model, seed) pairs")
     args = parser.parse_args(argv)
 
     bench_config = yaml.safe_load(args.config.read_text()) if args.config else {}
@@ -235,12 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     processing = _in_subprocess(measure_processing, args.dataset, args.cache_dir, args.rows)
     console.print(f"processing: {processing['rows']:,} rows in {processing['seconds']:.2f} s = "
                   f"{processing['process_rows_per_s']:,.0f} rows/s (peak RSS {processing['process_peak_rss_mb']:.0f} MB)")
-    records = []
+    records = json.loads(args.json.read_text()) if args.resume and args.json.exists() else []
+    done = {(r["model"], r["seed"]) for r in records}
     worker_args = {"cache_dir": str(args.cache_dir), "rows": args.rows, "overrides": overrides,
                    "model_overrides": model_overrides}
     console.print(f"overrides: {overrides}; per model: {model_overrides}")
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for seed in range(1, args.seeds + 1):
+            if (model, seed) in done:
+                continue
             record = _in_subprocess(run_one, args.dataset, model, seed, worker_args)
             if "skipped" in record:
                 console.print(f"  {model}: skipped — {record['skipped']}")
@@ -250,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"  {model} seed {seed}: AUC {record['auc']:.4f}  logloss {record['logloss']:.4f}  "
                           f"{record['train_samples_per_s']:,.0f} samples/s ({record['throughput_ratio']:.2f} × MLP)")
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(records, indent=1))  # written as we go: nothing is lost
+            tmp = args.json.with_name(f".{args.json.name}.tmp")
+            tmp.write_text(json.dumps(records, indent=1))  # written as we go (atomically): nothing is lost
+            tmp.replace(args.json)
     console.print(summarise(records))
     console.print(f"wrote {args.json}")
     return 0
