@@ -164,6 +164,10 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
             "valid_auc": trained.result.valid.get("auc"),
             "batch_size": config.train.batch_size,
         }
+    if args.get("skip_ceiling"):
+        record["mlp_ceiling_samples_per_s"] = record["throughput_ratio"] = None
+        queue.put(record)
+        return
     ceiling_spec = trained.model.mlp_ceiling_spec()
     if ceiling_spec is None:  # no MLP of its own: the DeepFM-default MLP on the same field width
         ceiling_spec = (trained.model.config.embedding_dim * max(1, len(data.schema.categorical)), [400, 400, 400])

@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     for p in plan:
         worker_args = {"cache_dir": str(args.cache_dir), "rows": args.rows, "overrides": overrides,
-                       "model_overrides": {p["model"]: model_overrides.get(p["model"], []) + p["extra"]}}
+                       "model_overrides": {p["model"]: model_overrides.get(p["model"], []) + p["extra"]},
+                       "skip_ceiling": True}  # the MLP-ceiling timing is not needed for the scaling curve
         for seed in range(1, args.seeds + 1):
             record = _in_subprocess(run_one, dataset, p["model"], seed, worker_args)
             if "skipped" in record:

@@ -17,6 +17,8 @@ def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show eve
     for name in list_models():
         cls = model_class(name)
         needs = "behaviour sequence + target" if cls.inputs.needs_target_sequence else "fields"
+        if cls.inputs.request_centric:
+            needs += " (request-centric: uses request ids when the data has them)"
         defaults = cls.default_config().model_dump()
         shown = ", ".join(f"{k}={v}" for k, v in defaults.items()) if verbose else str(defaults.get("embedding_dim"))
         table.add_row(name, cls.paper, needs, shown)
