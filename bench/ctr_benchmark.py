@@ -232,6 +232,19 @@ def summarise(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+def run_overrides(args: argparse.Namespace) -> tuple[list[str], dict[str, list[str]]]:
+    """(overrides for every model, per-model overrides) from `--config`, `--set`, `--epochs` and
+    `--max-steps`, in that order of precedence (later wins; per-model entries win over all)."""
+    bench_config = yaml.safe_load(args.config.read_text()) if args.config else {}
+    overrides = list(bench_config.get("overrides", [])) + list(args.overrides)
+    model_overrides = {k: list(v) for k, v in (bench_config.get("models") or {}).items()}
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.max_steps:
+        overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
+    return overrides, model_overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"registered data set, spec YAML, or '{CRITEO_LAYOUT}'")
@@ -250,13 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the records already in --json and run only the missing (model, seed) pairs")
     args = parser.parse_args(argv)
 
-    bench_config = yaml.safe_load(args.config.read_text()) if args.config else {}
-    overrides = list(bench_config.get("overrides", [])) + list(args.overrides)
-    model_overrides = {k: list(v) for k, v in (bench_config.get("models") or {}).items()}
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.max_steps:
-        overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
+    overrides, model_overrides = run_overrides(args)
     console = Console(width=170)
     processing = _in_subprocess(measure_processing, args.dataset, args.cache_dir, args.rows)
     console.print(f"processing: {processing['rows']:,} rows in {processing['seconds']:.2f} s = "

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ctr_benchmark import _in_subprocess, resolve_spec, run_one  # noqa: E402
+from ctr_benchmark import _in_subprocess, resolve_spec, run_one, run_overrides  # noqa: E402
 
 # SSR sizes (2 blocks each); "medium" is the model's default configuration
 SSR_SIZES: dict[str, dict[str, Any]] = {
@@ -158,12 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in sizes if s not in SSR_SIZES]
     if unknown:
         parser.error(f"unknown sizes {unknown}; known: {list(SSR_SIZES)}")
-    overrides = list(bench_config.get("overrides", [])) + list(args.overrides)
-    model_overrides = {k: list(v) for k, v in (bench_config.get("models") or {}).items()}
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.max_steps:
-        overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
+    overrides, model_overrides = run_overrides(args)
 
     console = Console(width=170)
     plan = plan_runs(dataset, sizes, args.cache_dir, args.rows, overrides, model_overrides, args.ssr_filter,

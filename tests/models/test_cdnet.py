@@ -11,7 +11,7 @@ from torch import nn
 
 from agenticrs.models.base import IncompatibleDataError, build_model, make_config
 from agenticrs.models.cdnet import masked_softmax, select_core_behaviours
-from agenticrs.models.layers import FeatureEmbedding
+from zoo_helpers import visible_smoke_model
 
 ITEM, CATE = "seq/hist_item_id", "seq/hist_cate_id"
 LENGTH = "seqlen/hist_item_id"
@@ -20,12 +20,7 @@ PLANTED_POSITIONS = [1, 4, 6]
 
 
 def _smoke(schema, seed=0, **overrides):
-    torch.manual_seed(seed)
-    model = build_model("cdnet", schema, config=make_config("cdnet", overrides, smoke=True))
-    for module in model.modules():  # visible embeddings, so that differences show in the outputs
-        if isinstance(module, FeatureEmbedding):
-            nn.init.normal_(module.embedding.weight, std=0.3)
-    return model.eval()
+    return visible_smoke_model("cdnet", schema, seed, **overrides)
 
 
 def _clone(batch):

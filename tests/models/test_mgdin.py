@@ -12,7 +12,6 @@ from torch import nn
 from agenticrs.data.cache import SplitArrays, SplitWriter
 from agenticrs.features.schema import CategoricalInput, FeatureSchema, SequenceInput
 from agenticrs.models.base import build_model, make_config
-from agenticrs.models.layers import FeatureEmbedding
 from agenticrs.models.mgdin import (
     MGDIN,
     activation_layers,
@@ -22,15 +21,11 @@ from agenticrs.models.mgdin import (
     mean_log_frequency,
     quantile_bins,
 )
+from zoo_helpers import visible_smoke_model
 
 
 def _model(schema, seed=0, smoke=True, **overrides) -> MGDIN:
-    torch.manual_seed(seed)
-    model = build_model("mgdin", schema, config=make_config("mgdin", overrides, smoke=smoke))
-    for module in model.modules():  # visible embeddings, so that differences show in the outputs
-        if isinstance(module, FeatureEmbedding):
-            nn.init.normal_(module.embedding.weight, std=0.3)
-    return model.eval()
+    return visible_smoke_model("mgdin", schema, seed, smoke, **overrides)
 
 
 # --------------------------------------------------------------------------------- a planted split

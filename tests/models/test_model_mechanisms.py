@@ -9,20 +9,16 @@ import torch
 from torch import nn
 
 from agenticrs.models.autoint import InteractingLayer
-from agenticrs.models.base import build_model, make_config
+from agenticrs.models.base import build_model
 from agenticrs.models.dcnv2 import CrossNetV2
 from agenticrs.models.finalmlp import BilinearFusion
 from agenticrs.models.fm import fm_interaction
-from agenticrs.models.layers import FeatureEmbedding
+from zoo_helpers import visible_smoke_model
+
 
 
 def _smoke(name, schema, seed=0, **overrides):
-    torch.manual_seed(seed)
-    model = build_model(name, schema, config=make_config(name, overrides, smoke=True))
-    for module in model.modules():  # visible embeddings, so that differences show in the outputs
-        if isinstance(module, FeatureEmbedding):
-            nn.init.normal_(module.embedding.weight, std=0.3)
-    return model.eval()
+    return visible_smoke_model(name, schema, seed, **overrides)
 
 
 # --------------------------------------------------------------------------------------------- FM

@@ -114,3 +114,14 @@ def test_a_policy_with_wrong_output_shape_is_refused(world):
     env = Environment(world, seed=0)
     with pytest.raises(ValueError, match="one per candidate"):
         env.serve(lambda batch: np.zeros(3))
+
+
+def test_popularity_ranks_by_exposure_and_sits_between_random_and_oracle(world):
+    env = Environment(world, seed=5, rate_scale=2.0)
+    batch = env.requests(0)
+    scores = PopularityPolicy()(batch)
+    assert np.array_equal(scores, world.exposure_weights(env.start_day)[batch.item])
+    random_clicks = env.serve(RandomPolicy(seed=5), batch=batch)[0].totals["clicks"]
+    popular_clicks = env.serve(PopularityPolicy(), batch=batch)[0].totals["clicks"]
+    oracle_clicks = env.serve(OraclePolicy(), batch=batch)[0].totals["clicks"]
+    assert random_clicks < popular_clicks < oracle_clicks
