@@ -28,7 +28,7 @@ from agenticrs.data.adapters.s3rec import convert_s3rec
 from agenticrs.data.errors import DataError
 from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
 from agenticrs.sim.config import GENERATOR_VERSION, PRESETS, SimConfig, sim_preset
-from agenticrs.sim.logs import SPLITS, GenerationResult, generate_logs
+from agenticrs.sim.logs import HIDDEN_COLUMNS, SPLITS, GenerationResult, generate_logs
 
 TASKS = ("ctr", "cvr_delayed", "sequential", "multi_scenario")
 MARKER = "_SIMULATION_OK.json"
@@ -145,7 +145,7 @@ def write_simulation(config: SimConfig, out_dir: str | Path, name: str = "sim", 
             **{f"impressions_{s}": _oracle([out_dir / f"impressions_{s}.parquet"], "click", "p_click") for s in SPLITS},
             **{f"clicks_{s}": _oracle([out_dir / f"clicks_{s}.parquet"], "purchase", "p_purchase") for s in SPLITS},
         },
-        "hidden_columns": ["p_click", "p_cart", "p_purchase", "cart", "purchase", "purchase_ts", "delay_s", "gmv"],
+        "hidden_columns": list(HIDDEN_COLUMNS),
     }
     _write_json(out_dir / "meta.json", meta)
     _write_json(out_dir / MARKER, {"key": key, "config": config.model_dump(mode="json")})

@@ -38,7 +38,7 @@ Ours (all of the following):
   [g v_fine; (1 - g) v_dist; context];
 - auxiliary loss (prototypes only, weight 1e-3; 0 switches it off): log P - H(mean_b theta_b), the
   entropy of the batch's mean interest distribution, so prototypes do not collapse into one;
-- several behaviour sequences with candidates (as grouped by DIN's `_plan`) each get their own
+- several behaviour sequences with candidates (as grouped by DIN's `plan_target_groups`) each get their own
   scorer, projection, prototypes and cross-attention; their core tokens share the Transformer.
 Embedding width 16, embeddings N(0, 1e-4), no dropout.
 """
@@ -56,7 +56,7 @@ from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
-from agenticrs.models.din import _Group, _plan
+from agenticrs.models.din import TargetGroup, plan_target_groups
 from agenticrs.models.layers import MLP, FeatureEmbedding, masked_mean
 
 
@@ -164,7 +164,7 @@ class DistributionAttention(nn.Module):
 class _GroupViews(nn.Module):
     """The per-sequence-group parts: scorer, behaviour projection, distribution and its attention."""
 
-    def __init__(self, group: _Group, dim: int, config: CDNetConfig, target_index: torch.Tensor) -> None:
+    def __init__(self, group: TargetGroup, dim: int, config: CDNetConfig, target_index: torch.Tensor) -> None:
         super().__init__()
         width = dim * len(group.sequences)
         self.scorer = RelevanceScorer(width)
@@ -233,7 +233,7 @@ class CDNet(Model):
 
     def __init__(self, schema: FeatureSchema, config: CDNetConfig) -> None:
         super().__init__(schema, config)
-        self.groups, self.pooled_sequences = _plan(schema)
+        self.groups, self.pooled_sequences = plan_target_groups(schema)
         if not self.groups:
             raise ValueError("CDNet needs a behaviour sequence whose `target` is a categorical field")
         dim = config.embedding_dim

@@ -60,14 +60,14 @@ class AttentionUnit(nn.Module):
 
 
 @dataclass(frozen=True)
-class _Group:
+class TargetGroup:
     """A main sequence, the parallel sequences concatenated to it, and their target fields."""
 
     sequences: tuple[str, ...]
     target_index: tuple[int, ...]  # positions of the target fields in the categorical matrix
 
 
-def _plan(schema: FeatureSchema) -> tuple[list[_Group], list[str]]:
+def plan_target_groups(schema: FeatureSchema) -> tuple[list[TargetGroup], list[str]]:
     """Attention groups, and the id sequences that are mean-pooled instead."""
     categorical = schema.categorical_names
     id_sequences = schema.id_sequences
@@ -85,7 +85,7 @@ def _plan(schema: FeatureSchema) -> tuple[list[_Group], list[str]]:
                     f"(vs {main.max_len}); parallel sequences must have the same length"
                 )
         groups.append(
-            _Group(
+            TargetGroup(
                 sequences=tuple(s.name for s in members),
                 target_index=tuple(categorical.index(s.target) for s in members),
             )
@@ -115,7 +115,7 @@ class DIN(Model):
 
     def __init__(self, schema: FeatureSchema, config: DINConfig) -> None:
         super().__init__(schema, config)
-        self.groups, self.pooled_sequences = _plan(schema)
+        self.groups, self.pooled_sequences = plan_target_groups(schema)
         if not self.groups:
             raise ValueError("DIN needs a behaviour sequence whose `target` is a categorical field")
         dim = config.embedding_dim

@@ -98,8 +98,9 @@ class SimConfig(BaseModel):
             return "train"
         return "valid" if day < self.train_days + self.valid_days else "test"
 
-    def is_pre_promo(self, day: int) -> bool:
-        return self.promo_day - self.pre_promo_days <= day < self.promo_day
+    def is_pre_promo(self, day):
+        """Whether `day` (an int or an array of days) is one of the pre-promotion days."""
+        return (self.promo_day - self.pre_promo_days <= day) & (day < self.promo_day)
 
     def config_hash(self) -> str:
         payload = {"generator_version": GENERATOR_VERSION, "config": self.model_dump(mode="json")}

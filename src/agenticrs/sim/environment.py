@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -146,17 +147,7 @@ class ABResult:
         return [c.__dict__ for c in self.comparisons.values()]
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _normal_quantile(p: float) -> float:
-    """Inverse standard normal CDF by bisection on erf (exact enough for confidence levels)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _normal_cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
+_NORMAL = NormalDist()
 
 
 def relative_lift(a: np.ndarray, b: np.ndarray, paired: bool, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -178,8 +169,8 @@ def relative_lift(a: np.ndarray, b: np.ndarray, paired: bool, alpha: float = 0.0
     lift = ratio - 1.0
     if se == 0.0:
         return lift, lift, lift, 1.0 if lift == 0 else 0.0
-    z = _normal_quantile(1 - alpha / 2)
-    p_value = 2 * (1 - _normal_cdf(abs(lift) / se))
+    z = _NORMAL.inv_cdf(1 - alpha / 2)
+    p_value = 2 * (1 - _NORMAL.cdf(abs(lift) / se))
     return lift, lift - z * se, lift + z * se, p_value
 
 

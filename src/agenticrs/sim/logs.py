@@ -40,7 +40,8 @@ from agenticrs.sim.world import (
 )
 
 SPLITS = ("train", "valid", "test")
-HIDDEN_COLUMNS = ("p_click", "p_cart", "p_purchase", "cart", "purchase", "purchase_ts", "delay_s", "gmv", "day")
+# outcome and ground-truth columns: kept for evaluation, never fields of a spec
+HIDDEN_COLUMNS = ("p_click", "p_cart", "p_purchase", "cart", "purchase", "purchase_ts", "delay_s", "gmv")
 
 
 def traffic_multiplier(config: SimConfig, day: int) -> float:

@@ -223,8 +223,7 @@ class World:
         day = np.asarray(day)
         cos = np.einsum("nd,nd->n", self.interest(users, day), self.item_latent[items])
         price = self.user_price_sensitivity[users] * self.item_price_z[items]
-        pre = np.vectorize(self.config.is_pre_promo, otypes=[bool])(day) if day.ndim else self.config.is_pre_promo(int(day))
-        pre = np.broadcast_to(pre, cos.shape).astype(np.float64)
+        pre = np.broadcast_to(self.config.is_pre_promo(day), cos.shape).astype(np.float64)
         promo = np.broadcast_to(day == self.config.promo_day, cos.shape).astype(np.float64)
         p_cart = sigmoid(-1.0 + 0.8 * cos - 0.3 * price + 1.2 * pre + 0.3 * promo)
         p_buy_cart = sigmoid(-0.3 + 0.8 * cos - 0.5 * price + 0.8 * pre + 0.9 * promo)
@@ -244,7 +243,7 @@ class World:
         median = np.where(click_day == cfg.promo_day, cfg.delay_median_hours / 7.0, cfg.delay_median_hours) * 3600.0
         delay = median * np.exp(cfg.delay_sigma * rng.standard_normal(n))
         delay = np.minimum(delay, cfg.attribution_days * SECONDS_PER_DAY - 1.0)
-        pre = np.isin(click_day, np.arange(cfg.promo_day - cfg.pre_promo_days, cfg.promo_day))
+        pre = cfg.is_pre_promo(np.asarray(click_day))
         defer = pre & (rng.random(n) < cfg.defer_prob)
         hour = rng.choice(24, size=n, p=hour_profile())
         promo_time = cfg.promo_day * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n)
