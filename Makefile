@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+PG_INSTALL ?= 1
 
-.PHONY: demo test test-fast bench install dev clean
+.PHONY: demo test test-fast bench install dev pg clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +23,31 @@ $(VENV)/.dev: $(VENV)/.installed
 install: $(VENV)/.installed
 dev: $(VENV)/.dev
 
+# PostgreSQL server binaries for the knowledge-layer tests, which start a private server on
+# 127.0.0.1 themselves. Installed with apt-get where missing (as root, PG_INSTALL=1); where that is
+# not possible the PostgreSQL tests skip with the reason and everything else still runs.
+pg:
+	@if command -v postgres >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$(PG_INSTALL)" != 1 ]; then \
+	  echo "PostgreSQL is not installed (PG_INSTALL=$(PG_INSTALL)): its tests will be skipped"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "PostgreSQL is not installed and there is no apt-get as root: its tests will be skipped"; \
+	else \
+	  echo "installing PostgreSQL with apt-get for the knowledge-layer tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1 \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql; }; } \
+	    || echo "PostgreSQL could not be installed: its tests will be skipped"; \
+	fi
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/agenticrs demo
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev pg
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.dev
+test-fast: $(VENV)/.dev pg
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

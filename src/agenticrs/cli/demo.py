@@ -1,4 +1,5 @@
-"""`agenticrs demo`: the main job on the embedded default data, ending in a comparison table."""
+"""`agenticrs demo`: the agentic loop on the embedded default data (or, with `--zoo`, a model-zoo
+comparison table)."""
 
 from __future__ import annotations
 
@@ -30,14 +31,26 @@ def oracle_metrics(files: list[str]) -> dict | None:
 @friendly_errors
 def demo(
     dataset: str = typer.Option("sim-small", "--dataset", "-d", help="data set to run on (default: the simulator)"),
-    models: str = typer.Option(",".join(DEMO_MODELS), "--models", help="comma-separated model names"),
-    epochs: int = typer.Option(8, "--epochs", help="epoch cap (early stopping may end sooner)"),
+    budget: str = typer.Option("3m", "--budget", help="evolve's wall-clock budget"),
+    zoo: bool = typer.Option(False, "--zoo", help="instead: train a few zoo models and compare them"),
+    models: str = typer.Option(",".join(DEMO_MODELS), "--models", help="--zoo: comma-separated model names"),
+    epochs: int = typer.Option(8, "--epochs", help="--zoo: epoch cap (early stopping may end sooner)"),
     seed: int = typer.Option(2024, "--seed"),
     runs_dir: Path = typer.Option(Path("runs/demo"), "--runs-dir"),
     cache_dir: Path = typer.Option(None, "--cache-dir"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train a few models of the zoo on the embedded default data and compare them."""
+    """Evolve models on the embedded default data for a few minutes and write the HTML report."""
+    if not zoo:
+        from agenticrs.cli.evolve import evolve
+
+        evolve(
+            dataset=dataset, objective="auc", budget=budget, candidates=None, proposer="builtin",
+            db=str(runs_dir / "knowledge.db"), resume=False, intent=None, seed=0, ensemble_size=8, config=None,
+            overrides=[f"artifacts={runs_dir / 'evolve'}"] + ([f"cache_dir={cache_dir}"] if cache_dir else []),
+            report=runs_dir / "evolve-report.html", quiet=quiet,
+        )
+        return
     started = time.perf_counter()
     progress = reporter(quiet)
     data = load_data(dataset, cache_dir, progress)

@@ -6,6 +6,7 @@ import typer
 
 from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
+from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.models import models
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, train
@@ -24,6 +25,11 @@ app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
 app.command()(simulate)
+app.command()(evolve)
+app.command()(history)
+app.command()(show)
+app.command()(report)
+app.command()(audit)
 
 if __name__ == "__main__":
     app()

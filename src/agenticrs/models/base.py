@@ -17,6 +17,7 @@ from torch import nn
 
 from agenticrs.data.cache import SplitArrays
 from agenticrs.features.schema import FeatureSchema
+from agenticrs.features.subset import FieldSubset, SubsetSplitView
 
 Batch = dict[str, torch.Tensor]
 
@@ -27,6 +28,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     embedding_dim: int = 10
+    input_fields: list[str] | None = None  # build on these fields only (feature subsets, bagging)
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,17 @@ def build_model(
 ) -> Model:
     """Check the data set against the model's needs, then build it."""
     cls = model_class(name)
-    problems = cls.inputs.problems(schema)
-    if problems:
-        raise IncompatibleDataError(f"model '{name}' cannot train on this data set: " + "; ".join(problems))
     if not isinstance(config, ModelConfig):
         config = make_config(name, config, smoke=smoke)
-    return cls(schema, config)
+    subset = FieldSubset.select(schema, config.input_fields) if config.input_fields is not None else None
+    problems = cls.inputs.problems(subset.schema if subset else schema)
+    if problems:
+        scope = "on the selected input fields" if subset else "on this data set"
+        raise IncompatibleDataError(f"model '{name}' cannot train {scope}: " + "; ".join(problems))
+    if subset is None:
+        return cls(schema, config)
+    model = cls(subset.schema, config)
+    model.register_forward_pre_hook(lambda _module, args: (subset(args[0]), *args[1:]))
+    prepare = model.prepare
+    model.prepare = lambda train, label_index=0: prepare(SubsetSplitView(train, subset), label_index)  # type: ignore[method-assign]
+    return model

@@ -212,6 +212,13 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> float:
     return float((w * group_auc).sum() / w.sum())
 
 
+def brier(labels: ArrayLike, probs: ArrayLike) -> float:
+    """Mean squared error of probabilities: the error whose ensemble decomposition is exact (EnsNAS)."""
+    y = _check_labels(labels)
+    p = _check_probs(probs, len(y))
+    return float(np.mean((p - y) ** 2))
+
+
 def mean_prediction(probs: ArrayLike) -> float:
     """Mean predicted probability (float64)."""
     p = _as_1d(probs, "probs").astype(np.float64, copy=False)
@@ -272,6 +279,7 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "auc": Metric("auc", auc, ("labels", "probs"), higher_is_better=True),
     "logloss": Metric("logloss", logloss, ("labels", "probs"), higher_is_better=False),
+    "brier": Metric("brier", brier, ("labels", "probs"), higher_is_better=False),
     "gauc": Metric("gauc", gauc, ("labels", "probs", "groups"), higher_is_better=True),
     "calibration": Metric("calibration", calibration, ("labels", "probs"), higher_is_better=False, target=1.0),
 }

@@ -1,0 +1,1 @@
+"""The agent layer: knowledge store, AutoTrain, EnsNAS, proposers, coordinator."""

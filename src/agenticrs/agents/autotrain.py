@@ -1,0 +1,105 @@
+"""AutoTrain's executor: train one learner of a candidate and keep its predictions.
+
+A learner is an ordinary run (the foundation's trainer, run directory and saved encoder), so a
+champion's members can be evaluated, served or A/B-tested like any `agenticrs train` run. Its
+early stopping watches the evolution's `stop` slice of train; its predictions on valid, gate and
+test are written next to the weights (`predictions.npz`, atomically) and are what the EnsNAS
+statistics, the gate and the report read. Training is deterministic for a seed, which is what
+lets a resumed evolution redo an interrupted training and land on the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.splits import EvolutionData
+from agenticrs.features.subset import field_names, protected_fields
+from agenticrs.models.base import build_model
+from agenticrs.progress import SILENT, Reporter
+from agenticrs.train.config import TrainConfig
+from agenticrs.train.metrics import compute_metrics
+from agenticrs.train.run import Run
+from agenticrs.train.trainer import Trainer, predict_probs, resolve_device, seed_everything
+
+PREDICTIONS = "predictions.npz"
+REPORT_METRICS = ["auc", "logloss", "brier"]
+SPLITS = ("valid", "gate", "test")
+
+
+@dataclass
+class MemberResult:
+    run_dir: Path
+    predictions: dict[str, np.ndarray]  # split -> probabilities (float64)
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    cost_s: float
+    epochs: int
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_predictions(run_dir: Path) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / PREDICTIONS
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no {PREDICTIONS}: the training did not finish")
+    with np.load(path) as stored:
+        return {k: stored[k].astype(np.float64) for k in stored.files}
+
+
+class MemberTrainer:
+    """Trains learners of candidates on one evolution's data."""
+
+    def __init__(self, evo: EvolutionData, base: TrainConfig, label_index: int = 0, reporter: Reporter = SILENT):
+        self.evo = evo
+        self.base = base
+        self.label_index = label_index
+        self.reporter = reporter
+        schema = evo.data.schema
+        self.all_fields = field_names(schema)
+        self.protected = protected_fields(schema)
+
+    def run_dir(self, root: Path, candidate_id: int, role: str, seed: int) -> Path:
+        return Path(root) / f"candidate-{candidate_id}" / f"{role}-seed{seed}"
+
+    def train(self, candidate: Candidate, seed: int, folder: Path) -> MemberResult:
+        """Train (from scratch: a half-written folder from a killed run is replaced)."""
+        config = candidate.run_config(
+            self.evo.data.spec.name, seed, self.base, self.all_fields, self.protected, name=folder.name
+        )
+        if folder.exists():
+            for stale in folder.iterdir():
+                stale.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        run = Run(folder)
+        data = self.evo.data
+        run.write_setup(config, data.spec, data.encoder)
+        started = time.perf_counter()
+        seed_everything(seed)
+        model = build_model(config.model, data.schema, config.model_params)
+        result = Trainer(config.train, self.reporter).fit(model, self.evo.fit, run)
+        device = resolve_device(config.train.device)
+        predictions: dict[str, np.ndarray] = {}
+        metrics: dict[str, dict[str, float]] = {"stop": dict(result.valid)}
+        for split in SPLITS:
+            rows = self.evo.split(split) if split != "test" or self.evo.test is not None else None
+            if rows is None:
+                continue
+            probs = predict_probs(model, rows, config.train.eval_batch_size, device).astype(np.float64)
+            predictions[split] = probs
+            metrics[split] = compute_metrics(REPORT_METRICS, self.evo.labels(split, self.label_index), probs)
+        tmp = folder / (PREDICTIONS + ".tmp.npz")
+        np.savez(tmp, **{k: v.astype(np.float32) for k, v in predictions.items()})
+        tmp.replace(folder / PREDICTIONS)
+        cost = time.perf_counter() - started
+        return MemberResult(folder, load_predictions(folder), metrics, cost, len(result.history))

@@ -1,0 +1,129 @@
+"""A candidate is data, never code: a typed configuration over the model zoo.
+
+It fixes the model family and its hyper-parameters, the input fields (and a feature-bagging
+rate), the optimiser and the training budget. Every proposer (built-in, Optuna, an LLM) emits
+one of these; nothing a proposer returns is executed. The hash is taken over the *effective*
+configuration (knobs a model does not have are dropped, defaults filled in), so two spellings of
+one model hash alike and a rejected configuration is never trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agenticrs.features.subset import bag_fields
+from agenticrs.models.base import make_config, model_class
+from agenticrs.train.config import RunConfig, TrainConfig
+
+# knobs the candidate carries at the top level; each goes to the model only if its Config has it
+SHARED_KNOBS = ("embedding_dim", "hidden_units", "dropout")
+
+
+class Candidate(BaseModel):
+    """One point of the search space."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a model of the zoo (agenticrs models)")
+    embedding_dim: int = Field(default=10, ge=2, le=128)
+    hidden_units: list[int] = Field(default_factory=lambda: [400, 400, 400], min_length=1, max_length=8)
+    dropout: float = Field(default=0.2, ge=0.0, le=0.9)
+    model_params: dict[str, Any] = Field(default_factory=dict, description="other hyper-parameters of the model")
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0, le=0.1)
+    batch_size: int = Field(default=4096, ge=16, le=65536)
+    embedding_l2: float = Field(default=0.0, ge=0.0, le=1.0)
+    epochs: int = Field(default=5, ge=1, le=200, description="training budget: at most this many epochs")
+    input_fields: list[str] | None = Field(default=None, description="fields the model sees; None: all")
+    feature_bagging: float = Field(default=1.0, gt=0.0, le=1.0, description="share of fields each learner keeps")
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "Candidate":
+        model_class(self.model)  # raises KeyError with the known names
+        clash = [k for k in self.model_params if k in (*SHARED_KNOBS, "input_fields")]
+        if clash:
+            raise ValueError(f"model_params must not set {clash}: they are top-level candidate fields")
+        return self
+
+    # -- effective configuration --------------------------------------------------------------
+    def model_knobs(self) -> dict[str, Any]:
+        """The hyper-parameters the model really takes, validated by the model's own Config."""
+        fields = model_class(self.model).Config.model_fields
+        params = {k: getattr(self, k) for k in SHARED_KNOBS if k in fields}
+        params.update(self.model_params)
+        config = make_config(self.model, params)
+        return config.model_dump(mode="json", exclude={"input_fields"})
+
+    def effective(self) -> dict[str, Any]:
+        """What defines the learners (the hash's input): no knob the model ignores."""
+        return {
+            "model": self.model,
+            "model_config": self.model_knobs(),
+            "optimizer": self.optimizer,
+            "learning_rate": float(self.learning_rate),
+            "batch_size": self.batch_size,
+            "embedding_l2": float(self.embedding_l2),
+            "epochs": self.epochs,
+            "input_fields": self.input_fields,
+            "feature_bagging": float(self.feature_bagging),
+        }
+
+    def config_hash(self) -> str:
+        payload = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def canonical(self) -> "Candidate":
+        """The same candidate with ignored knobs reset, for display and storage."""
+        fields = model_class(self.model).Config.model_fields
+        reset = {k: Candidate.model_fields[k].get_default(call_default_factory=True) for k in SHARED_KNOBS if k not in fields}
+        return self.model_copy(update=reset)
+
+    def describe(self) -> str:
+        knobs = self.model_knobs()
+        parts = [self.model]
+        for key in ("embedding_dim", "hidden_units", "dropout"):
+            if key in knobs:
+                parts.append(f"{key}={knobs[key]}")
+        parts.append(f"lr={self.learning_rate:.2g}")
+        if self.input_fields is not None:
+            parts.append(f"fields={len(self.input_fields)}")
+        if self.feature_bagging < 1:
+            parts.append(f"bag={self.feature_bagging:.2f}")
+        return " ".join(parts)
+
+    # -- learners -----------------------------------------------------------------------------
+    def member_fields(self, all_fields: list[str], seed: int, protected: set[str]) -> list[str] | None:
+        """The fields one learner sees: the subset, then this learner's own bag (drawn with its seed)."""
+        fields = list(self.input_fields) if self.input_fields is not None else list(all_fields)
+        if self.feature_bagging >= 1:
+            return None if self.input_fields is None else fields
+        return bag_fields(fields, self.feature_bagging, seed, protected)
+
+    def run_config(
+        self,
+        dataset: str,
+        seed: int,
+        base: TrainConfig,
+        all_fields: list[str],
+        protected: set[str],
+        name: str | None = None,
+    ) -> RunConfig:
+        params = self.model_knobs()
+        fields = self.member_fields(all_fields, seed, protected)
+        if fields is not None:
+            params["input_fields"] = fields
+        train = base.model_copy(
+            update={
+                "optimizer": self.optimizer,
+                "learning_rate": self.learning_rate,
+                "batch_size": self.batch_size,
+                "embedding_l2": self.embedding_l2,
+                "epochs": self.epochs,
+                "seed": seed,
+            }
+        )
+        return RunConfig(dataset=dataset, model=self.model, model_params=params, train=train, name=name)

@@ -1,0 +1,507 @@
+"""The coordinator: rounds of propose → check → dual-learner training → EnsNAS → gate → promotion.
+
+Every step reads its inputs from and writes its outcome to the knowledge layer, one transaction
+per agent action, and every step first looks for its own earlier outcome there. That is the whole
+resume mechanism: a process killed at any moment (SIGKILL included) restarts with `--resume`,
+skips what is recorded, redoes only the interrupted step (trainings are deterministic for their
+seed) and reaches the champion an uninterrupted run reaches. Decisions and champions are
+written by the coordinator only (the agents' contract in docs/architecture.md).
+
+Splits: proposals and the EnsNAS decision see `valid`; promotion needs the gate (held-out users,
+never shown to a proposer); `test` is read only by the final report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agenticrs.agents import ensnas
+from agenticrs.agents.autotrain import MemberTrainer, file_sha256, load_predictions
+from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
+from agenticrs.agents.knowledge.schema import CandidateRow, Intent
+from agenticrs.agents.proposers import make_proposer
+from agenticrs.agents.proposers.base import HistoryEntry, ProposalContext, ProposalOutcome, Proposer
+from agenticrs.agents.settings import EvolveSettings
+from agenticrs.agents.space import check
+from agenticrs.agents.splits import EvolutionData, make_evolution_data
+from agenticrs.progress import SILENT, Reporter
+from agenticrs.train.metrics import METRICS, compute_metrics
+from agenticrs.train.workflow import load_data
+
+Observer = Callable[[str, dict[str, Any]], None]
+
+
+def _quiet(_event: str, _info: dict[str, Any]) -> None:
+    """Default observer: no live view."""
+
+
+@dataclass
+class EvolveSummary:
+    intent_id: int
+    rounds: int
+    champion_id: int
+    champion: str
+    counts: dict[str, int] = field(default_factory=dict)
+    final: dict[str, dict[str, float]] = field(default_factory=dict)  # seed / champion -> test metrics
+
+
+def ensemble_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AUC, logloss and Brier of the averaged learners."""
+    return compute_metrics(["auc", "logloss", "brier"], labels, predictions.mean(axis=0))
+
+
+def paired_metric_bootstrap(
+    metric: str, candidate: np.ndarray, incumbent: np.ndarray, labels: np.ndarray, resamples: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """Gain of `metric` (positive = candidate better) and its paired bootstrap distribution."""
+    spec = METRICS[metric]
+    sign = 1.0 if spec.higher_is_better else -1.0
+
+    def gain(index: np.ndarray | slice) -> float:
+        y = labels[index]
+        return sign * (spec.fn(y, candidate[index]) - spec.fn(y, incumbent[index]))
+
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = np.empty(resamples)
+    for b in range(resamples):  # one metric per resample (AUC sorts); B is small, N is vectorised
+        index = rng.integers(0, n, n)
+        y = labels[index]
+        draws[b] = gain(index) if 0 < y.sum() < n else 0.0
+    return gain(slice(None)), draws
+
+
+class Coordinator:
+    def __init__(
+        self,
+        store: KnowledgeStore,
+        settings: EvolveSettings,
+        observer: Observer = _quiet,
+        reporter: Reporter = SILENT,
+        proposer: Proposer | None = None,
+        evo: EvolutionData | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.observer = observer
+        self.reporter = reporter
+        data = evo.data if evo is not None else load_data(settings.dataset, settings.cache_dir, reporter)
+        self.evo = evo or make_evolution_data(data, settings.gate_share, settings.stop_share, salt=2026)
+        label_index = 0 if settings.train.label is None else list(data.schema.labels).index(settings.train.label)
+        self.label_index = label_index
+        self.trainer = MemberTrainer(self.evo, settings.train, label_index, SILENT)
+        self.labels = {s: self.evo.labels(s, label_index) for s in ("valid", "gate")}
+        if self.evo.test is not None:
+            self.labels["test"] = self.evo.labels("test", label_index)
+        self.proposer = proposer or make_proposer(settings.proposer, **self._proposer_settings())
+        self.fallback = make_proposer("builtin") if settings.proposer != "builtin" else None
+        self.intent_id: int | None = None
+        self.artifacts: Path = Path(settings.artifacts)
+
+    def _proposer_settings(self) -> dict[str, Any]:
+        return dict(self.settings.llm) if self.settings.proposer == "llm" else {}
+
+    # -- intent -----------------------------------------------------------------------------------
+    def open_intent(self, resume: int | None = None) -> int:
+        snapshot_key = json.dumps(
+            {
+                "dataset": self.evo.data.spec.name,
+                "encoder": self.evo.data.encoder.to_dict(),  # content, not file times: equal data, equal key
+                "rows": self.evo.rows,
+                "gate_share": self.settings.gate_share,
+                "stop_share": self.settings.stop_share,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        with self.store.transaction() as tx:
+            snapshot = tx.snapshot(self.evo.data.spec.name, _digest(snapshot_key), self.evo.rows)
+            if resume is not None:
+                intent = tx.get(Intent, resume)
+                if intent.snapshot_id != snapshot.id:
+                    raise ValueError(f"intent {resume} was run on another data snapshot; cannot resume it here")
+            else:
+                intent = tx.create_intent(
+                    snapshot_id=snapshot.id,
+                    text=f"improve {self.settings.objective} on {self.settings.dataset} "
+                    f"(M={self.settings.ensemble_size} ensemble)",
+                    objective=self.settings.objective,
+                    proposer=self.settings.proposer,
+                    seed=self.settings.seed,
+                    ensemble_size=self.settings.ensemble_size,
+                    settings=self.settings.model_dump(mode="json"),
+                )
+            self.intent_id, self.snapshot_id = intent.id, snapshot.id
+        self.artifacts = Path(self.settings.artifacts) / f"intent-{self.intent_id}"
+        return self.intent_id
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, resume: int | None = None) -> EvolveSummary:
+        intent_id = self.open_intent(resume)
+        started = time.perf_counter()
+        self.observer("start", {"intent": intent_id, "rows": self.evo.rows, "settings": self.settings})
+        self._seed_round()
+        round_ = 1
+        while True:
+            if self.settings.candidates is not None and round_ > self.settings.candidates:
+                break
+            if self.settings.budget_s is not None and time.perf_counter() - started > self.settings.budget_s:
+                with self.store.transaction() as tx:
+                    if tx.candidate_in_round(intent_id, round_) is None:
+                        break
+            if not self._round(round_):
+                break
+            round_ += 1
+        summary = self.summary()
+        with self.store.transaction() as tx:
+            tx.finish_intent(intent_id, asdict(summary))
+        self.observer("finish", {"summary": summary})
+        return summary
+
+    def _seed_round(self) -> None:
+        start = self.settings.start
+        report = check(start, self.settings.space, self.evo.data.schema)
+        if not report.ok:
+            raise ValueError(f"the starting incumbent is not a valid candidate: {report.reason}")
+        with self.store.transaction() as tx:
+            task = tx.task(self.intent_id, 0, "coordinator", "seed")
+            row, _ = tx.add_candidate(
+                self.intent_id,
+                start.config_hash(),
+                round=0,
+                task_id=task.id,
+                config=start.model_dump(mode="json"),
+                proposer="seed",
+                rationale="the starting incumbent",
+                parameters=report.parameters,
+                latency_ms=report.latency_ms_per_1000,
+            )
+            candidate_id = row.id
+            if tx.champion(self.intent_id) is not None:
+                return
+        self.observer("round", {"round": 0, "candidate": start.describe(), "id": candidate_id})
+        predictions = self._train_members(candidate_id, start)
+        if predictions is None:
+            raise RuntimeError("the starting incumbent failed to train; see the lessons table")
+        stats = self._member_stats(candidate_id, start.config_hash(), predictions, "valid")
+        metrics = self._ensemble_summary(predictions)
+        with self.store.transaction() as tx:
+            tx.record_decision(candidate_id, "seed", True, "starting incumbent", {"stats": stats.to_dict()})
+            tx.promote(self.intent_id, candidate_id, 0, metrics)
+            tx.get(CandidateRow, candidate_id).status = "promoted"
+            tx.close_task(task.id)
+        self.observer("promoted", {"round": 0, "candidate": start.describe(), "metrics": metrics})
+
+    def _round(self, round_: int) -> bool:
+        """One round; False when the proposer has nothing new to offer."""
+        with self.store.transaction() as tx:
+            task = tx.task(self.intent_id, round_, "autotrain", "arch")
+            row = tx.candidate_in_round(self.intent_id, round_)
+            task_id = task.id
+        if row is None:
+            row = self._propose(round_, task_id)
+            if row is None:
+                with self.store.transaction() as tx:
+                    tx.close_task(task_id, "exhausted")
+                return False
+        candidate = Candidate.model_validate(row.config)
+        self.observer("round", {"round": round_, "candidate": candidate.describe(), "id": row.id, "rationale": row.rationale})
+        if row.status in ("invalid", "failed", "rejected", "gate_failed", "promoted"):
+            with self.store.transaction() as tx:
+                tx.close_task(task_id)
+            self.observer("decided", {"candidate_id": row.id, "status": row.status})
+            return True
+        predictions = self._train_members(row.id, candidate)
+        if predictions is None:
+            self._close(task_id, row.id, "failed")
+            return True
+        champion_row, incumbent, incumbent_predictions = self._incumbent()
+        comparison = self._ensnas(row.id, candidate, champion_row.id, incumbent, predictions, incumbent_predictions)
+        if not comparison["accepted"]:
+            self._close(task_id, row.id, "rejected")
+            return True
+        self._gate(round_, row.id, candidate, champion_row.id, predictions, incumbent_predictions)
+        with self.store.transaction() as tx:
+            tx.close_task(task_id)
+        return True
+
+    def _close(self, task_id: int, candidate_id: int, status: str) -> None:
+        with self.store.transaction() as tx:
+            tx.close_task(task_id)
+        self.observer("decided", {"candidate_id": candidate_id, "status": status})
+
+    # -- proposing ----------------------------------------------------------------------------------
+    def history(self, tx: KnowledgeTx, before_round: int) -> tuple[HistoryEntry, ...]:
+        comparisons = {c.candidate_id: c for c in tx.comparisons(self.intent_id) if c.split == "valid"}
+        reasons: dict[int, str] = {}
+        for decision in tx.decisions(intent_id=self.intent_id):
+            reasons[decision.candidate_id] = decision.reason
+        entries = []
+        for row in tx.candidates(self.intent_id):
+            if row.round == 0 or row.round >= before_round:
+                continue
+            comp = comparisons.get(row.id)
+            entries.append(
+                HistoryEntry(
+                    candidate=Candidate.model_validate(row.config),
+                    config_hash=row.config_hash,
+                    proposer=row.proposer,
+                    mutation=row.mutation,
+                    status=row.status,
+                    improvement=comp.improvement if comp else None,
+                    gain_accuracy=comp.gain_accuracy if comp else None,
+                    gain_diversity=comp.gain_diversity if comp else None,
+                    reason=reasons.get(row.id, ""),
+                )
+            )
+        return tuple(entries)
+
+    def _propose(self, round_: int, task_id: int) -> CandidateRow | None:
+        with self.store.transaction() as tx:
+            champion = tx.champion(self.intent_id)
+            incumbent_row = tx.get(CandidateRow, champion.candidate_id)
+            context = ProposalContext(
+                incumbent=Candidate.model_validate(incumbent_row.config),
+                incumbent_hash=incumbent_row.config_hash,
+                space=self.settings.space,
+                schema=self.evo.data.schema,
+                history=self.history(tx, round_),
+                lessons=tuple(lesson.text for lesson in tx.lessons(self.intent_id, limit=50)),
+                round=round_,
+                seed=self.settings.seed,
+            )
+            parent_id = incumbent_row.id
+        outcome: ProposalOutcome = self.proposer.propose(context)
+        lessons = list(outcome.lessons)
+        proposer_name = self.proposer.name
+        if outcome.proposal is None and self.fallback is not None:
+            fallback = self.fallback.propose(context)
+            lessons += fallback.lessons
+            if fallback.proposal is not None:
+                lessons.append(f"{proposer_name} gave no usable candidate in round {round_}; the built-in proposer stood in")
+                outcome, proposer_name = fallback, f"{self.fallback.name} (fallback)"
+        proposal = outcome.proposal
+        report = check(proposal.candidate, self.settings.space, self.evo.data.schema) if proposal else None
+        with self.store.transaction() as tx:
+            for text in lessons:
+                tx.add_lesson("proposal", text, intent_id=self.intent_id)
+            if proposal is None:
+                return None
+            row, created = tx.add_candidate(
+                self.intent_id,
+                proposal.candidate.config_hash(),
+                round=round_,
+                task_id=task_id,
+                config=proposal.candidate.model_dump(mode="json"),
+                parent_id=parent_id,
+                proposer=proposer_name,
+                mutation=proposal.mutation,
+                rationale=proposal.rationale,
+                parameters=report.parameters,
+                latency_ms=report.latency_ms_per_1000,
+                status="proposed" if report.ok else "invalid",
+            )
+            if not created:  # a proposer repeated a hash: record it, spend the round
+                tx.add_lesson("proposal", f"round {round_}: proposal repeats candidate {row.id}", intent_id=self.intent_id)
+                return row
+            if not report.ok:
+                tx.record_decision(row.id, "validation", False, report.reason)
+                tx.add_lesson(
+                    "validation", f"{proposal.candidate.describe()}: {report.reason}", self.intent_id, row.id
+                )
+            return row
+
+    # -- training ---------------------------------------------------------------------------------
+    def _train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
+                       role: str = "member") -> np.ndarray | None:
+        """Predictions (learners, rows) per split of the candidate's learners, training what is missing."""
+        seeds = seeds or list(self.settings.member_seeds())
+        per_seed: list[dict[str, np.ndarray]] = []
+        for index, seed in enumerate(seeds):
+            with self.store.transaction() as tx:
+                training = tx.start_training(candidate_id, role, seed)
+                training_id, done = training.id, training.status == "done"
+            folder = self.trainer.run_dir(self.artifacts, candidate_id, role, seed)
+            if done:
+                per_seed.append(load_predictions(folder))
+                continue
+            self.observer("training", {"candidate_id": candidate_id, "seed": seed, "index": index, "of": len(seeds)})
+            try:
+                result = self.trainer.train(candidate, seed, folder)
+            except Exception as exc:  # a candidate that fails to train is a recorded outcome, not a crash
+                message = f"{type(exc).__name__}: {exc}"
+                with self.store.transaction() as tx:
+                    tx.fail_training(training_id, message + "\n" + traceback.format_exc(limit=3))
+                    tx.get(CandidateRow, candidate_id).status = "failed"
+                    tx.record_decision(candidate_id, "training", False, message)
+                    tx.add_lesson("training", f"{candidate.describe()} failed to train: {message}",
+                                  self.intent_id, candidate_id)
+                return None
+            with self.store.transaction() as tx:
+                tx.finish_training(training_id, result.metrics, result.cost_s, result.epochs)
+                path = result.run_dir / "predictions.npz"
+                tx.add_artifact("predictions", str(path), intent_id=self.intent_id, candidate_id=candidate_id,
+                                training_id=training_id, sha256=file_sha256(path))
+                tx.add_artifact("run", str(result.run_dir), intent_id=self.intent_id, candidate_id=candidate_id,
+                                training_id=training_id)
+            per_seed.append(result.predictions)
+        return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}  # type: ignore[return-value]
+
+    def predictions(self, candidate_id: int, role: str = "member", seeds: list[int] | None = None) -> dict[str, np.ndarray]:
+        seeds = seeds or list(self.settings.member_seeds())
+        loaded = [load_predictions(self.trainer.run_dir(self.artifacts, candidate_id, role, s)) for s in seeds]
+        return {split: np.stack([p[split] for p in loaded]) for split in loaded[0]}
+
+    # -- statistics and decisions -------------------------------------------------------------------
+    def _member_stats(self, candidate_id: int, config_hash: str, predictions: dict[str, np.ndarray], split: str):
+        seeds = ",".join(map(str, self.settings.member_seeds()))
+        with self.store.transaction() as tx:
+            cached = tx.cached_member_stats(self.snapshot_id, config_hash, split, seeds)
+            if cached is not None:
+                return ensnas.MemberStats.from_dict({k: getattr(cached, k) for k in (
+                    "n", "learners", "error", "bias", "variance", "covariance", "correlation")})
+        stats = ensnas.member_stats(predictions[split], self.labels[split])
+        with self.store.transaction() as tx:
+            tx.cache_member_stats(self.snapshot_id, config_hash, split, seeds, stats.to_dict())
+        return stats
+
+    def _ensemble_summary(self, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The 2-ensemble's valid and gate metrics (the test split is left to the report)."""
+        return {split: ensemble_metrics(predictions[split], self.labels[split]) for split in ("valid", "gate")}
+
+    def _incumbent(self) -> tuple[CandidateRow, Candidate, dict[str, np.ndarray]]:
+        with self.store.transaction() as tx:
+            champion = tx.champion(self.intent_id)
+            row = tx.get(CandidateRow, champion.candidate_id)
+        return row, Candidate.model_validate(row.config), self.predictions(row.id)
+
+    def _ensnas(self, candidate_id: int, candidate: Candidate, incumbent_id: int, incumbent: Candidate,
+                predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+        with self.store.transaction() as tx:
+            for decision in tx.decisions(candidate_id=candidate_id):
+                if decision.gate == "ensnas":
+                    return {"accepted": decision.accepted, "reason": decision.reason}
+        s = self.settings
+        incumbent_stats = self._member_stats(incumbent_id, incumbent.config_hash(), incumbent_predictions, "valid")
+        self._member_stats(candidate_id, candidate.config_hash(), predictions, "valid")
+        result = ensnas.compare(
+            predictions["valid"], incumbent_predictions["valid"], self.labels["valid"], s.ensemble_size,
+            bootstrap=s.bootstrap, level=s.level, margin=s.margin, seed=s.seed, incumbent_stats=incumbent_stats,
+        )
+        with self.store.transaction() as tx:
+            tx.record_comparison(candidate_id, "valid", **_comparison_fields(result, incumbent_id))
+            tx.record_decision(candidate_id, "ensnas", result.accepted, result.reason, result.to_dict())
+            tx.get(CandidateRow, candidate_id).status = "accepted" if result.accepted else "rejected"
+            if not result.accepted:
+                tx.add_lesson("acceptance", f"{candidate.describe()}: {result.reason}", self.intent_id, candidate_id)
+        self.observer("ensnas", {"candidate_id": candidate_id, "accepted": result.accepted, "reason": result.reason})
+        return {"accepted": result.accepted, "reason": result.reason}
+
+    def _gate(self, round_: int, candidate_id: int, candidate: Candidate, incumbent_id: int,
+              predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray]) -> bool:
+        s = self.settings
+        labels = self.labels["gate"]
+        gain, draws = paired_metric_bootstrap(
+            s.objective, predictions["gate"].mean(axis=0), incumbent_predictions["gate"].mean(axis=0), labels,
+            max(s.bootstrap // 2, 50), s.seed + round_,
+        )
+        low = float(np.quantile(draws, 1 - s.gate_level))
+        on_gate = ensnas.compare(predictions["gate"], incumbent_predictions["gate"], labels, s.ensemble_size,
+                                 bootstrap=0, seed=s.seed)
+        passed = gain > 0 and low > 0
+        reason = (
+            f"{'promoted' if passed else 'held back'}: gate {s.objective} gain of the 2-ensemble {gain:+.5f} "
+            f"(one-sided {s.gate_level:.0%} bound {low:+.5f}); predicted M={s.ensemble_size} Brier gain on the gate "
+            f"{on_gate.improvement:+.2e}"
+        )
+        metrics = self._ensemble_summary(predictions)
+        with self.store.transaction() as tx:
+            tx.record_comparison(candidate_id, "gate", **_comparison_fields(on_gate, incumbent_id))
+            tx.record_decision(candidate_id, "gate", passed, reason,
+                               {"objective": s.objective, "gain": gain, "bound": low, "level": s.gate_level})
+            row = tx.get(CandidateRow, candidate_id)
+            if passed:
+                tx.promote(self.intent_id, candidate_id, round_, metrics)
+                row.status = "promoted"
+            else:
+                row.status = "gate_failed"
+                tx.add_lesson("gate", f"{candidate.describe()}: {reason}", self.intent_id, candidate_id)
+        self.observer("promoted" if passed else "held", {"round": round_, "candidate": candidate.describe(),
+                                                         "metrics": metrics, "reason": reason})
+        if passed:
+            self._maybe_audit()
+        return passed
+
+    def _maybe_audit(self) -> None:
+        every = self.settings.audit_every
+        if not every:
+            return
+        with self.store.transaction() as tx:
+            lineage = tx.lineage(self.intent_id)
+        promotions = len(lineage) - 1
+        if promotions > 0 and promotions % every == 0:
+            from agenticrs.agents.audit import run_audit
+
+            run_audit(self, lineage[-1].candidate_id, lineage[-2].candidate_id, self.settings.audit_size)
+
+    # -- results ----------------------------------------------------------------------------------
+    def summary(self) -> EvolveSummary:
+        with self.store.transaction() as tx:
+            rows = tx.candidates(self.intent_id)
+            lineage = tx.lineage(self.intent_id)
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row.round > 0:
+                counts[row.status] = counts.get(row.status, 0) + 1
+        champion_row = next(r for r in rows if r.id == lineage[-1].candidate_id)
+        final: dict[str, dict[str, float]] = {}
+        if "test" in self.labels:
+            for name, candidate_id in (("seed", lineage[0].candidate_id), ("champion", champion_row.id)):
+                final[name] = ensemble_metrics(self.predictions(candidate_id)["test"], self.labels["test"])
+        return EvolveSummary(
+            intent_id=self.intent_id,
+            rounds=max((r.round for r in rows), default=0),
+            champion_id=champion_row.id,
+            champion=Candidate.model_validate(champion_row.config).describe(),
+            counts=counts,
+            final=final,
+        )
+
+
+def _comparison_fields(result: ensnas.Comparison, incumbent_id: int) -> dict[str, Any]:
+    c = result.candidate
+    return {
+        "incumbent_id": incumbent_id,
+        "ensemble_size": result.m,
+        "error": c.error,
+        "bias": c.bias,
+        "variance": c.variance,
+        "covariance": c.covariance,
+        "correlation": c.correlation,
+        "delta_error": result.delta_error,
+        "gain_accuracy": result.gain_accuracy,
+        "gain_diversity": result.gain_diversity,
+        "gain_variance_shift": result.gain_variance_shift,
+        "predicted_candidate": result.predicted_candidate,
+        "predicted_incumbent": result.predicted_incumbent,
+        "improvement": result.improvement,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "paper_condition": bool(result.paper_condition),
+        "exact_condition": bool(result.exact_condition),
+    }
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

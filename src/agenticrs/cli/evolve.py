@@ -1,0 +1,311 @@
+"""`agenticrs evolve | history | show | report | audit`: the agentic loop and its records."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+
+from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
+from agenticrs.agents.knowledge.schema import CandidateRow, Intent
+from agenticrs.agents.settings import EvolveSettings, parse_duration
+from agenticrs.cli.common import console, err_console, friendly_errors
+from agenticrs.config import apply_overrides, dump_yaml, load_yaml
+
+DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
+
+
+class LiveView:
+    """The evolve screen: incumbent, candidate in training, counts and the last verdict."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.incumbent = "-"
+        self.incumbent_metrics = ""
+        self.current = "-"
+        self.activity = "starting"
+        self.last = ""
+        self.counts: dict[str, int] = {}
+        self.round = 0
+        self.intent = 0
+        self.live: Live | None = None
+
+    def render(self) -> Panel:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan")
+        table.add_column()
+        table.add_row("intent", f"{self.intent}   round {self.round}   {time.perf_counter() - self.started:,.0f} s")
+        table.add_row("incumbent", f"{self.incumbent}  {self.incumbent_metrics}")
+        table.add_row("candidate", self.current)
+        table.add_row("now", self.activity)
+        counts = "  ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "-"
+        table.add_row("verdicts", counts)
+        table.add_row("last", self.last)
+        return Panel(table, title="agenticrs evolve", border_style="cyan")
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self.intent = info["intent"]
+        elif event == "round":
+            self.round = info["round"]
+            self.current = f"#{info['id']} {info['candidate']}"
+            self.activity = info.get("rationale") or "training the starting incumbent"
+        elif event == "training":
+            self.activity = f"training learner {info['index'] + 1}/{info['of']} (seed {info['seed']})"
+        elif event in ("promoted", "held"):
+            if event == "promoted":
+                self.incumbent = info["candidate"]
+                valid = info["metrics"].get("valid", {})
+                self.incumbent_metrics = f"valid auc {valid.get('auc', float('nan')):.4f}  brier {valid.get('brier', float('nan')):.5f}"
+            if info.get("round", 0) > 0:
+                self.counts[event] = self.counts.get(event, 0) + 1
+                self.last = info.get("reason", "")
+        elif event == "ensnas":
+            if not info["accepted"]:
+                self.counts["rejected"] = self.counts.get("rejected", 0) + 1
+            self.last = info["reason"]
+        elif event == "decided":
+            status = info["status"]
+            if status in ("invalid", "failed"):
+                self.counts[status] = self.counts.get(status, 0) + 1
+        if self.live is not None:
+            self.live.update(self.render())
+
+
+def _settings(
+    config: Path | None, overrides: list[str], **flags: Any
+) -> EvolveSettings:
+    raw = load_yaml(config) if config else {}
+    for key, value in flags.items():
+        if value is not None:
+            raw[key] = value
+    return EvolveSettings.model_validate(apply_overrides(raw, overrides))
+
+
+@friendly_errors
+def evolve(
+    dataset: str = typer.Option(None, "--dataset", "-d", help="registered data set or dataset-spec YAML"),
+    objective: str = typer.Option(None, "--objective", help="gate metric: auc | logloss | brier (default auc)"),
+    budget: str = typer.Option(None, "--budget", help="wall-clock budget, e.g. 3m, 20m, 1h"),
+    candidates: int = typer.Option(None, "--candidates", "-n", help="number of rounds (one candidate each)"),
+    proposer: str = typer.Option(None, "--proposer", help="builtin | optuna | llm"),
+    db: str = DB_OPTION,
+    resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished intent (or --intent)"),
+    intent: int = typer.Option(None, "--intent", help="the intent to resume"),
+    seed: int = typer.Option(None, "--seed", "-s"),
+    ensemble_size: int = typer.Option(None, "--ensemble-size", "-M", help="deployed ensemble size M (default 8)"),
+    config: Path = typer.Option(None, "--config", "-c", help="EvolveSettings YAML"),
+    overrides: list[str] = typer.Option([], "--set", help="override a setting, e.g. start.model=deepfm"),
+    report: Path = typer.Option(None, "--report", help="write the HTML report here at the end"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live view"),
+) -> None:
+    """Evolve models: propose, train dual learners, decide with EnsNAS, check the gate, promote."""
+    from agenticrs.agents.coordinator import Coordinator
+
+    store = KnowledgeStore(db)
+    resume_id = None
+    budget_s = parse_duration(budget) if budget else None
+    if resume or intent is not None:
+        with store.transaction() as tx:
+            row = tx.get(Intent, intent) if intent is not None else tx.latest_intent(status="running")
+            if row is None:
+                raise ValueError(f"no unfinished intent in {db} to resume")
+            resume_id, stored = row.id, dict(row.settings)
+        if candidates is not None:
+            stored["candidates"] = candidates
+        if budget_s is not None:
+            stored["budget_s"] = budget_s
+        settings = EvolveSettings.model_validate(stored)
+        err_console.print(f"resuming intent {resume_id}")
+    else:
+        settings = _settings(
+            config, overrides, dataset=dataset, objective=objective, budget_s=budget_s, candidates=candidates,
+            proposer=proposer, seed=seed, ensemble_size=ensemble_size,
+        )
+    console.print(Syntax(dump_yaml(settings.model_dump(mode="json", exclude={"space"})), "yaml", theme="ansi_dark"))
+    view = LiveView()
+    coordinator = Coordinator(store, settings, observer=view)
+    if quiet:
+        coordinator.observer = lambda *_: None
+        summary = coordinator.run(resume_id)
+    else:
+        with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
+            view.live = live
+            summary = coordinator.run(resume_id)
+    _print_history(store, summary.intent_id)
+    _print_final(summary)
+    if report is not None:
+        from agenticrs.agents.report import write_report
+
+        path = write_report(store, summary.intent_id, report)
+        console.print(f"report: [bold]{path}[/]")
+    store.close()
+
+
+def _print_final(summary: Any) -> None:
+    console.print(f"champion of intent {summary.intent_id}: #{summary.champion_id} {summary.champion}")
+    console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
+    if summary.final:
+        table = Table(title="test split (never used for a decision): 2-learner ensembles")
+        table.add_column("model")
+        for metric in ("auc", "logloss", "brier"):
+            table.add_column(metric, justify="right")
+        for name, metrics in summary.final.items():
+            table.add_row(name, *(f"{metrics[m]:.5f}" for m in ("auc", "logloss", "brier")))
+        console.print(table)
+
+
+def _resolve_intent(tx: Any, intent: int | None) -> Intent:
+    row = tx.get(Intent, intent) if intent is not None else tx.latest_intent()
+    if row is None:
+        raise ValueError("the knowledge database holds no intent yet (run `agenticrs evolve` first)")
+    return row
+
+
+def _print_history(store: KnowledgeStore, intent_id: int | None) -> None:
+    with store.transaction() as tx:
+        intent = _resolve_intent(tx, intent_id)
+        rows = tx.candidates(intent.id)
+        comparisons = {c.candidate_id: c for c in tx.comparisons(intent.id) if c.split == "valid"}
+        decisions: dict[int, str] = {}
+        for decision in tx.decisions(intent_id=intent.id):
+            decisions[decision.candidate_id] = decision.reason
+        champions = {c.candidate_id for c in tx.lineage(intent.id)}
+    table = Table(title=f"intent {intent.id}: {intent.text} [{intent.status}]")
+    for name, justify in [("round", "right"), ("id", "right"), ("proposer", "left"), ("candidate", "left"),
+                          ("status", "left"), ("G_acc", "right"), ("G_div", "right"), ("gain (CI low)", "right"),
+                          ("reason", "left")]:
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in rows:
+        comp = comparisons.get(row.id)
+        gains = (f"{comp.gain_accuracy:+.2e}", f"{comp.gain_diversity:+.2e}",
+                 f"{comp.improvement:+.2e} ({comp.ci_low:+.1e})") if comp else ("", "", "")
+        status = row.status + (" ★" if row.id in champions else "")
+        reason = decisions.get(row.id, "")
+        table.add_row(str(row.round), str(row.id), row.proposer, Candidate.model_validate(row.config).describe(),
+                      status, *gains, reason[:90])
+    console.print(table)
+
+
+@friendly_errors
+def history(
+    db: str = DB_OPTION,
+    intent: int = typer.Option(None, "--intent", help="intent id (default: the newest)"),
+) -> None:
+    """Every candidate of an intent with its gains and verdict."""
+    store = KnowledgeStore(db)
+    _print_history(store, intent)
+    with store.transaction() as tx:
+        intents = tx.intents()
+    if len(intents) > 1:
+        console.print("intents: " + ", ".join(f"{i.id} [{i.status}] {i.text}" for i in intents))
+
+
+@friendly_errors
+def show(
+    candidate: int = typer.Argument(..., help="candidate id (see `agenticrs history`)"),
+    db: str = DB_OPTION,
+) -> None:
+    """One candidate: its config, why it was proposed, its learners, statistics and decisions."""
+    store = KnowledgeStore(db)
+    with store.transaction() as tx:
+        row = tx.get(CandidateRow, candidate)
+        trainings = tx.trainings(candidate_id=candidate)
+        decisions = tx.decisions(candidate_id=candidate)
+        comparisons = [c for c in tx.comparisons(row.intent_id) if c.candidate_id == candidate]
+        lessons = [lesson for lesson in tx.lessons(row.intent_id) if lesson.candidate_id == candidate]
+        artifacts = tx.artifacts(candidate_id=candidate)
+    console.print(f"[bold]candidate {row.id}[/] (intent {row.intent_id}, round {row.round}) - {row.status}")
+    console.print(f"proposer: {row.proposer}  mutation: {row.mutation}  parent: {row.parent_id}")
+    console.print(f"rationale: {row.rationale}")
+    console.print(f"hash {row.config_hash}  parameters {row.parameters}  latency {row.latency_ms or 0:.1f} ms/1k rows")
+    console.print(Syntax(dump_yaml(row.config), "yaml", theme="ansi_dark"))
+    if trainings:
+        table = Table(title="learners")
+        for col in ("role", "seed", "status", "epochs", "cost s", "valid auc", "valid brier", "gate auc"):
+            table.add_column(col)
+        for t in trainings:
+            valid, gate = t.metrics.get("valid", {}), t.metrics.get("gate", {})
+            table.add_row(t.role, str(t.seed), t.status, str(t.epochs or ""), f"{t.cost_s or 0:.1f}",
+                          f"{valid.get('auc', float('nan')):.5f}", f"{valid.get('brier', float('nan')):.5f}",
+                          f"{gate.get('auc', float('nan')):.5f}")
+        console.print(table)
+    for comp in comparisons:
+        table = Table(title=f"EnsNAS on {comp.split} (M={comp.ensemble_size}) vs incumbent #{comp.incumbent_id}")
+        table.add_column("statistic")
+        table.add_column("value", justify="right")
+        for name in ("error", "bias", "variance", "covariance", "correlation", "delta_error", "gain_accuracy",
+                     "gain_diversity", "gain_variance_shift", "predicted_candidate", "predicted_incumbent",
+                     "improvement", "ci_low", "ci_high", "exact_condition", "paper_condition"):
+            value = getattr(comp, name)
+            table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    for d in decisions:
+        console.print(f"[bold]{d.gate}[/]: {'accepted' if d.accepted else 'rejected'} - {d.reason}")
+    for lesson in lessons:
+        console.print(f"lesson ({lesson.scope}): {lesson.text}")
+    for a in artifacts:
+        console.print(f"artifact {a.kind}: {a.path}")
+
+
+@friendly_errors
+def report(
+    db: str = DB_OPTION,
+    intent: int = typer.Option(None, "--intent", help="intent id (default: the newest)"),
+    out: Path = typer.Option(Path("runs/evolve-report.html"), "--out", "-o", help="the HTML file to write"),
+) -> None:
+    """A self-contained HTML report of an intent."""
+    from agenticrs.agents.report import write_report
+
+    store = KnowledgeStore(db)
+    with store.transaction() as tx:
+        intent_id = _resolve_intent(tx, intent).id
+    path = write_report(store, intent_id, out)
+    console.print(f"report: [bold]{path}[/]")
+
+
+@friendly_errors
+def audit(
+    db: str = DB_OPTION,
+    intent: int = typer.Option(None, "--intent", help="intent id (default: the newest)"),
+    candidate: int = typer.Option(None, "--candidate", help="candidate to audit (default: the newest trained one)"),
+    ensemble_size: int = typer.Option(8, "--ensemble-size", "-M", help="size of the real ensembles"),
+) -> None:
+    """Train real M-ensembles of the incumbent and a candidate; record predicted vs measured error."""
+    from agenticrs.agents.audit import run_audit
+    from agenticrs.agents.coordinator import Coordinator
+
+    store = KnowledgeStore(db)
+    with store.transaction() as tx:
+        row = _resolve_intent(tx, intent)
+        settings = EvolveSettings.model_validate(row.settings)
+        intent_id = row.id
+        rows = tx.candidates(intent_id)
+        lineage = tx.lineage(intent_id)
+    if candidate is None:
+        trained = [r for r in rows if r.round > 0 and r.status in ("accepted", "rejected", "gate_failed", "promoted")]
+        if not trained:
+            raise ValueError(f"intent {intent_id} has no trained candidate to audit")
+        candidate = trained[-1].id
+    target = next((r for r in rows if r.id == candidate), None)
+    if target is None:
+        raise ValueError(f"candidate {candidate} is not part of intent {intent_id}")
+    incumbent = target.parent_id or lineage[0].candidate_id
+    coordinator = Coordinator(store, settings)
+    coordinator.open_intent(intent_id)
+    records = run_audit(coordinator, candidate, incumbent, ensemble_size)
+    table = Table(title=f"calibration audit: candidate #{candidate} vs incumbent #{incumbent}, M={ensemble_size}")
+    for col in ("split", "cand predicted", "cand measured", "inc predicted", "inc measured", "pred gain", "meas gain", "agree"):
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(r["split"], *(f"{r[k]:.6f}" for k in ("candidate_predicted", "candidate_measured",
+                                                            "incumbent_predicted", "incumbent_measured")),
+                      f"{r['predicted_improvement']:+.2e}", f"{r['measured_improvement']:+.2e}", str(r["verdict_agrees"]))
+    console.print(table)
