@@ -120,7 +120,7 @@ def test_a_finished_intent_resumes_to_the_same_state(evolved: tuple[KnowledgeSto
 
 
 def test_read_side_commands(evolved: tuple[KnowledgeStore, Any, Coordinator], tmp_path: Path) -> None:
-    store, summary, coordinator = evolved
+    store, summary, _ = evolved
     url = store.url
     runner = CliRunner()
     result = runner.invoke(app, ["history", "--db", url], env={"COLUMNS": "250"})

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from agenticrs.agents.coordinator import Coordinator
 
 
-def ensemble_predictions(coordinator: "Coordinator", candidate_id: int, m: int) -> dict[str, np.ndarray]:
+def ensemble_predictions(coordinator: Coordinator, candidate_id: int, m: int) -> dict[str, np.ndarray]:
     """(m, rows) predictions per split: the dual learners plus m − 2 audit learners."""
     with coordinator.store.transaction() as tx:
         candidate = Candidate.model_validate(tx.get(CandidateRow, candidate_id).config)
@@ -34,7 +34,7 @@ def ensemble_predictions(coordinator: "Coordinator", candidate_id: int, m: int) 
     return {split: np.concatenate([members[split], audit[split]]) for split in members}
 
 
-def run_audit(coordinator: "Coordinator", candidate_id: int, incumbent_id: int, m: int = 8) -> list[dict[str, Any]]:
+def run_audit(coordinator: Coordinator, candidate_id: int, incumbent_id: int, m: int = 8) -> list[dict[str, Any]]:
     """Audit one candidate against one incumbent; returns (and records) one record per split."""
     candidate = ensemble_predictions(coordinator, candidate_id, m)
     incumbent = ensemble_predictions(coordinator, incumbent_id, m)

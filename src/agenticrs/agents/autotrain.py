@@ -25,7 +25,12 @@ from agenticrs.progress import SILENT, Reporter
 from agenticrs.train.config import TrainConfig
 from agenticrs.train.metrics import compute_metrics
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import Trainer, predict_probs, resolve_device, seed_everything
+from agenticrs.train.trainer import (
+    Trainer,
+    predict_probs,
+    resolve_device,
+    seed_everything,
+)
 
 PREDICTIONS = "predictions.npz"
 REPORT_METRICS = ["auc", "logloss", "brier"]

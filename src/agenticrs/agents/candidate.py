@@ -23,6 +23,12 @@ from agenticrs.train.config import RunConfig, TrainConfig
 SHARED_KNOBS = ("embedding_dim", "hidden_units", "dropout")
 
 
+def active_knobs(model: str) -> set[str]:
+    """The Config fields of a model that change its network (less the inert ones)."""
+    cls = model_class(model)
+    return set(cls.Config.model_fields) - set(cls.inert_config) - {"input_fields"}
+
+
 class Candidate(BaseModel):
     """One point of the search space."""
 
@@ -37,12 +43,12 @@ class Candidate(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0, le=0.1)
     batch_size: int = Field(default=4096, ge=16, le=65536)
     embedding_l2: float = Field(default=0.0, ge=0.0, le=1.0)
-    epochs: int = Field(default=5, ge=1, le=200, description="training budget: at most this many epochs")
+    epochs: int = Field(default=10, ge=1, le=200, description="training budget: at most this many epochs")
     input_fields: list[str] | None = Field(default=None, description="fields the model sees; None: all")
     feature_bagging: float = Field(default=1.0, gt=0.0, le=1.0, description="share of fields each learner keeps")
 
     @model_validator(mode="after")
-    def _known_model(self) -> "Candidate":
+    def _known_model(self) -> Candidate:
         model_class(self.model)  # raises KeyError with the known names
         clash = [k for k in self.model_params if k in (*SHARED_KNOBS, "input_fields")]
         if clash:
@@ -52,11 +58,11 @@ class Candidate(BaseModel):
     # -- effective configuration --------------------------------------------------------------
     def model_knobs(self) -> dict[str, Any]:
         """The hyper-parameters the model really takes, validated by the model's own Config."""
-        fields = model_class(self.model).Config.model_fields
-        params = {k: getattr(self, k) for k in SHARED_KNOBS if k in fields}
+        active = active_knobs(self.model)
+        params = {k: getattr(self, k) for k in SHARED_KNOBS if k in active}
         params.update(self.model_params)
         config = make_config(self.model, params)
-        return config.model_dump(mode="json", exclude={"input_fields"})
+        return config.model_dump(mode="json", exclude={"input_fields", *model_class(self.model).inert_config})
 
     def effective(self) -> dict[str, Any]:
         """What defines the learners (the hash's input): no knob the model ignores."""
@@ -76,10 +82,10 @@ class Candidate(BaseModel):
         payload = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def canonical(self) -> "Candidate":
+    def canonical(self) -> Candidate:
         """The same candidate with ignored knobs reset, for display and storage."""
-        fields = model_class(self.model).Config.model_fields
-        reset = {k: Candidate.model_fields[k].get_default(call_default_factory=True) for k in SHARED_KNOBS if k not in fields}
+        active = active_knobs(self.model)
+        reset = {k: Candidate.model_fields[k].get_default(call_default_factory=True) for k in SHARED_KNOBS if k not in active}
         return self.model_copy(update=reset)
 
     def describe(self) -> str:

@@ -29,7 +29,12 @@ from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
 from agenticrs.agents.proposers import make_proposer
-from agenticrs.agents.proposers.base import HistoryEntry, ProposalContext, ProposalOutcome, Proposer
+from agenticrs.agents.proposers.base import (
+    HistoryEntry,
+    ProposalContext,
+    ProposalOutcome,
+    Proposer,
+)
 from agenticrs.agents.settings import EvolveSettings
 from agenticrs.agents.space import check
 from agenticrs.agents.splits import EvolutionData, make_evolution_data

@@ -126,6 +126,12 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _plot_time(moment: datetime | None) -> datetime | None:
+    """Naive UTC for plotly (plotly.js does not take UTC offsets in dates)."""
+    moment = _utc(moment)
+    return None if moment is None else moment.replace(tzinfo=None)
+
+
 def _when(moment: datetime | None) -> str:
     moment = _utc(moment)
     return "—" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
@@ -230,7 +236,7 @@ def _overview(d: _Data) -> str:
     ]
     for key in ("level", "margin", "gate_level", "bootstrap", "budget_s", "candidates"):
         if key in settings:
-            facts.append((key, _e(settings[key])))
+            facts.append((key, "none" if settings[key] is None else _e(settings[key])))
     rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     dump = _e(json.dumps(settings, indent=2, sort_keys=True, default=str))
     return (
@@ -274,7 +280,8 @@ def _trajectory(d: _Data) -> str:
     end_time = _utc(d.intent.finished_at) or max((t for t in times if t), default=_utc(d.lineage[-1].since))
 
     champ_rounds = [c.round for c in d.lineage] + [max(last_round, d.lineage[-1].round)]
-    champ_times = [_utc(c.since) for c in d.lineage] + [max(end_time, _utc(d.lineage[-1].since))]  # type: ignore[type-var]
+    champ_times = [_plot_time(c.since) for c in d.lineage] + [_plot_time(max(end_time, _utc(d.lineage[-1].since)))]  # type: ignore[type-var]
+    champ_marker = [9] * len(d.lineage) + [0]  # the last point only carries the step to the end
 
     def extend(values: list[Any]) -> list[Any]:
         return [*values, values[-1]]
@@ -289,7 +296,7 @@ def _trajectory(d: _Data) -> str:
 
     others = [row for row in d.candidates if row.round > 0]
     cand_rounds = [row.round for row in others]
-    cand_times = [_utc(d.decided_at.get(row.id, row.created_at)) for row in others]
+    cand_times = [_plot_time(d.decided_at.get(row.id, row.created_at)) for row in others]
     cand_hover = [
         _hover(f"#{row.id} round {row.round}: {row.status}", d.description[row.id],
                _shorten(d.reason.get(row.id, "")))
@@ -310,17 +317,20 @@ def _trajectory(d: _Data) -> str:
                            marker={"color": "#90a4ae", "size": 8, "opacity": 0.45})),
             (1, go.Scatter(x=xs, y=measured_brier, mode="lines+markers", line_shape="hv",
                            name="incumbent: measured 2-ensemble Brier", legendgroup="mb", showlegend=legend,
-                           text=champ_hover, hoverinfo="text+y", line={"color": "#2e7d32", "width": 3})),
+                           text=champ_hover, hoverinfo="text+y", line={"color": "#2e7d32", "width": 3},
+                           marker={"size": champ_marker})),
             (1, go.Scatter(x=xs, y=predicted_line, mode="lines+markers", line_shape="hv",
                            name=f"incumbent: predicted M={d.intent.ensemble_size} ensemble Brier (EnsNAS)",
                            legendgroup="pb", showlegend=legend, text=champ_hover, hoverinfo="text+y",
-                           line={"color": "#1565c0", "width": 2, "dash": "dash"})),
+                           line={"color": "#1565c0", "width": 2, "dash": "dash"},
+                           marker={"size": champ_marker})),
             (2, go.Scatter(x=cand_xs, y=cand_auc, mode="markers", name="candidate: mean member AUC (2 learners)",
                            legendgroup="ca", showlegend=legend, text=cand_hover, hoverinfo="text+y",
                            marker={"color": "#bcaaa4", "size": 8, "opacity": 0.5})),
             (2, go.Scatter(x=xs, y=measured_auc, mode="lines+markers", line_shape="hv",
                            name="incumbent: measured 2-ensemble AUC", legendgroup="ma", showlegend=legend,
-                           text=champ_hover, hoverinfo="text+y", line={"color": "#6a1b9a", "width": 3})),
+                           text=champ_hover, hoverinfo="text+y", line={"color": "#6a1b9a", "width": 3},
+                           marker={"size": champ_marker})),
         ]
         for row, trace in traces:
             fig.add_trace(trace, row=row, col=col)

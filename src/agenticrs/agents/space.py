@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.candidate import Candidate, active_knobs
 from agenticrs.features.schema import MISSING_INDEX, FeatureSchema
 from agenticrs.features.subset import field_names, protected_fields
 from agenticrs.models.base import IncompatibleDataError, build_model, model_class
@@ -116,7 +116,7 @@ def bounds_problems(candidate: Candidate, space: SearchSpace, schema: FeatureSch
     problems = []
     if candidate.model not in space.models:
         problems.append(f"model '{candidate.model}' is not in the search space ({space.models})")
-    knobs = model_class(candidate.model).Config.model_fields
+    knobs = active_knobs(candidate.model)
     if "embedding_dim" in knobs and candidate.embedding_dim not in space.embedding_dims:
         problems.append(f"embedding_dim {candidate.embedding_dim} not in {space.embedding_dims}")
     if "hidden_units" in knobs:
@@ -139,6 +139,9 @@ def bounds_problems(candidate: Candidate, space: SearchSpace, schema: FeatureSch
         unknown = [f for f in candidate.input_fields if f not in known]
         if unknown:
             problems.append(f"input_fields {unknown} are not fields of the data set")
+        dropped = sorted(protected_fields(schema) - set(candidate.input_fields))
+        if dropped:
+            problems.append(f"input_fields drops {dropped}: sequence tables and targets are always kept")
         if len(set(candidate.input_fields)) < space.min_fields:
             problems.append(f"input_fields keeps {len(set(candidate.input_fields))} fields; at least {space.min_fields}")
     return problems

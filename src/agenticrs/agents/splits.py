@@ -28,12 +28,12 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 class RowSubset:
     """Selected rows of a split, in memory, with the interface the trainer and batcher read."""
 
-    def __init__(self, split: SplitArrays | "RowSubset", rows: np.ndarray) -> None:
+    def __init__(self, split: SplitArrays | RowSubset, rows: np.ndarray) -> None:
         self._arrays: dict[str, Any] = {}
         for key in split.keys():
             value = split[key]
             self._arrays[key] = value.take(rows) if hasattr(value, "take") and not isinstance(value, np.ndarray) else np.asarray(value)[rows]
-        self.rows = int(len(rows))
+        self.rows = len(rows)
 
     def keys(self) -> list[str]:
         return list(self._arrays)

@@ -51,7 +51,7 @@ class FieldSubset:
     dropped_sequences: tuple[str, ...]
 
     @classmethod
-    def select(cls, schema: FeatureSchema, keep: list[str]) -> "FieldSubset":
+    def select(cls, schema: FeatureSchema, keep: list[str]) -> FieldSubset:
         known = field_names(schema)
         unknown = [f for f in keep if f not in known]
         if unknown:
@@ -98,7 +98,7 @@ class FieldSubset:
 class SubsetSplitView:
     """A split seen through a field subset (for `Model.prepare`, which reads training arrays)."""
 
-    def __init__(self, split, subset: FieldSubset) -> None:  # noqa: ANN001 - any SplitArrays-like
+    def __init__(self, split, subset: FieldSubset) -> None:
         self._split, self._subset = split, subset
         self.rows = split.rows
 

@@ -70,6 +70,8 @@ class Model(nn.Module):
     inputs: ClassVar[ModelInputs] = ModelInputs()
     # a small configuration for smoke tests and quick demos
     smoke_overrides: ClassVar[dict[str, Any]] = {}
+    # Config fields the network ignores (search must not treat them as real knobs)
+    inert_config: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, schema: FeatureSchema, config: ModelConfig) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ class LR(Model):
     paper = "McMahan et al., Ad Click Prediction: a View from the Trenches, KDD 2013"
     Config = LRConfig
     inputs = ModelInputs(min_categorical=1)
+    inert_config = frozenset({"embedding_dim"})  # one weight per value, whatever the width says
 
     def __init__(self, schema: FeatureSchema, config: LRConfig) -> None:
         super().__init__(schema, config)

@@ -46,7 +46,7 @@ def normalise_url(url: str) -> str:
     """Accept a bare file path for SQLite and `postgresql://` for psycopg 3."""
     if "://" not in url:
         return f"sqlite:///{Path(url)}"
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
@@ -89,7 +89,7 @@ class KnowledgeStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator["KnowledgeTx"]:
+    def transaction(self) -> Iterator[KnowledgeTx]:
         with self._sessions() as session, session.begin():
             yield KnowledgeTx(session)
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.candidate import Candidate, active_knobs
 from agenticrs.agents.proposers.base import (
     HistoryEntry,
     Proposal,
@@ -62,9 +62,6 @@ KINDS = (
     "feature_subset",
     "feature_bagging",
 )
-# knobs a model's Config declares but its network ignores (mutating them would train the same model
-# under a new hash): LR keeps one weight per value whatever its embedding_dim says
-INERT_KNOBS: dict[str, set[str]] = {"lr": {"embedding_dim"}}
 INVALID_REWARD = -0.5  # standardised reward of an invalid or failed entry
 MAX_ATTEMPTS = 64  # kinds tried per proposal (each enumerates its whole neighbourhood)
 
@@ -77,7 +74,7 @@ Change = tuple[Candidate, str]  # a neighbour and a description of the change
 
 def model_knob_names(model: str) -> set[str]:
     """The knobs the model really has (its Config fields, less the inert ones)."""
-    return set(model_class(model).Config.model_fields) - INERT_KNOBS.get(model, set())
+    return active_knobs(model)
 
 
 def input_problems(candidate: Candidate, schema: FeatureSchema) -> list[str]:
