@@ -63,7 +63,9 @@ def evolved(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> tuple
     tmp = tmp_path_factory.mktemp("evolve")
     store = KnowledgeStore(f"sqlite:///{tmp / 'k.db'}")
     events: list[str] = []
-    coordinator = Coordinator(store, fast_settings(tmp, tiny_cache), observer=lambda e, _i: events.append(e))
+    # audit every promotion; a point-estimate gate, so that this short run promotes (and audits)
+    settings = fast_settings(tmp, tiny_cache, audit_every=1, audit_size=3, gate_level=0.5)
+    coordinator = Coordinator(store, settings, observer=lambda e, _i: events.append(e))
     summary = coordinator.run()
     coordinator.events = events  # type: ignore[attr-defined]
     return store, summary, coordinator
@@ -79,6 +81,8 @@ def test_evolve_records_every_step(evolved: tuple[KnowledgeStore, Any, Coordinat
         comparisons = tx.comparisons(summary.intent_id)
         trainings = tx.trainings(intent_id=summary.intent_id)
         tasks = tx.tasks(summary.intent_id)
+        audits = tx.audits(summary.intent_id)
+    assert len(lineage) >= 2 and len(audits) == 4 * (len(lineage) - 1)  # 2 splits x 2 sides per promotion
     assert intent.status == "finished" and intent.summary["champion_id"] == summary.champion_id
     assert [r.round for r in rows] == [0, 1, 2, 3]
     assert lineage[0].candidate_id == rows[0].id and lineage[-1].candidate_id == summary.champion_id
@@ -144,12 +148,13 @@ def test_audit_trains_real_ensembles_and_records_them(evolved: tuple[KnowledgeSt
     store, summary, coordinator = evolved
     with store.transaction() as tx:
         rows = tx.candidates(summary.intent_id)
+        before = len(tx.audits(summary.intent_id))
     trained = [r for r in rows if r.round > 0 and r.status != "invalid"]
     records = run_audit(coordinator, trained[-1].id, rows[0].id, m=3)
     with store.transaction() as tx:
         audits = tx.audits(summary.intent_id)
         roles = {t.role for t in tx.trainings(candidate_id=trained[-1].id)}
-    assert len(audits) == 4 and roles == {"member", "audit"}
+    assert len(audits) == before + 4 and roles == {"member", "audit"}
     valid = next(r for r in records if r["split"] == "valid")
     preds = coordinator.predictions(trained[-1].id, "member")["valid"]
     extra = coordinator.predictions(trained[-1].id, "audit", coordinator.settings.audit_seeds(3)[2:])["valid"]
@@ -285,3 +290,27 @@ def test_llm_proposer_against_a_fake_endpoint(tmp_path: Path, tiny_cache: Path) 
     assert rows[2].proposer == "llm" and rows[2].config["model"] == "fm"
     assert rows[2].rationale.startswith("an FM captures")
     assert len(server.requests) == 2 and server.requests[0]["model"] == "fake-model"
+
+
+def test_demo_evolves_with_the_live_view_and_writes_the_report(tmp_path: Path, tiny_cache: Path) -> None:
+    runs = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app, ["demo", "-d", "sim-tiny", "--budget", "1s", "--runs-dir", str(runs), "--cache-dir", str(tiny_cache)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert (runs / "evolve-report.html").exists() and "report:" in result.output
+    assert "champion of intent 1" in result.output and "test split" in result.output
+    store = KnowledgeStore(f"sqlite:///{runs / 'knowledge.db'}")
+    with store.transaction() as tx:
+        intent = tx.latest_intent()
+    assert intent.status == "finished" and intent.settings["budget_s"] == 1.0
+    assert intent.settings["train"]["time_budget_s"] == 30
+
+
+def test_evolve_refuses_bad_settings_with_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["evolve", "-d", "sim-tiny", "--budget", "soon", "--db", str(tmp_path / "k.db")])
+    assert result.exit_code == 2 and "not a duration" in result.output
+    result = runner.invoke(app, ["evolve", "--resume", "--db", str(tmp_path / "k.db")])
+    assert result.exit_code == 2 and "no unfinished intent" in result.output

@@ -327,7 +327,7 @@ class Coordinator:
 
     # -- training ---------------------------------------------------------------------------------
     def _train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
-                       role: str = "member") -> np.ndarray | None:
+                       role: str = "member") -> dict[str, np.ndarray] | None:
         """Predictions (learners, rows) per split of the candidate's learners, training what is missing."""
         seeds = seeds or list(self.settings.member_seeds())
         per_seed: list[dict[str, np.ndarray]] = []
@@ -342,7 +342,7 @@ class Coordinator:
             self.observer("training", {"candidate_id": candidate_id, "seed": seed, "index": index, "of": len(seeds)})
             try:
                 result = self.trainer.train(candidate, seed, folder)
-            except Exception as exc:  # a candidate that fails to train is a recorded outcome, not a crash
+            except Exception as exc:  # noqa: BLE001 - a failed training is a recorded outcome, not a crash
                 message = f"{type(exc).__name__}: {exc}"
                 with self.store.transaction() as tx:
                     tx.fail_training(training_id, message + "\n" + traceback.format_exc(limit=3))
@@ -359,7 +359,7 @@ class Coordinator:
                 tx.add_artifact("run", str(result.run_dir), intent_id=self.intent_id, candidate_id=candidate_id,
                                 training_id=training_id)
             per_seed.append(result.predictions)
-        return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}  # type: ignore[return-value]
+        return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}
 
     def predictions(self, candidate_id: int, role: str = "member", seeds: list[int] | None = None) -> dict[str, np.ndarray]:
         seeds = seeds or list(self.settings.member_seeds())
@@ -367,7 +367,10 @@ class Coordinator:
         return {split: np.stack([p[split] for p in loaded]) for split in loaded[0]}
 
     # -- statistics and decisions -------------------------------------------------------------------
-    def _member_stats(self, candidate_id: int, config_hash: str, predictions: dict[str, np.ndarray], split: str):
+    def _member_stats(
+        self, candidate_id: int, config_hash: str, predictions: dict[str, np.ndarray], split: str
+    ) -> ensnas.MemberStats:
+        """Dual-learner statistics, from the cache when this configuration was measured before."""
         seeds = ",".join(map(str, self.settings.member_seeds()))
         with self.store.transaction() as tx:
             cached = tx.cached_member_stats(self.snapshot_id, config_hash, split, seeds)

@@ -47,7 +47,9 @@ def demo(
         evolve(
             dataset=dataset, objective="auc", budget=budget, candidates=None, proposer="builtin",
             db=str(runs_dir / "knowledge.db"), resume=False, intent=None, seed=0, ensemble_size=8, config=None,
-            overrides=[f"artifacts={runs_dir / 'evolve'}"] + ([f"cache_dir={cache_dir}"] if cache_dir else []),
+            # each learner gets at most 30 s, so that a slow family (DIN) cannot stretch the 3 minutes
+            overrides=[f"artifacts={runs_dir / 'evolve'}", "train.time_budget_s=30"]
+            + ([f"cache_dir={cache_dir}"] if cache_dir else []),
             report=runs_dir / "evolve-report.html", quiet=quiet,
         )
         return
