@@ -94,7 +94,7 @@ def test_evolve_records_every_step(evolved: tuple[KnowledgeStore, Any, Coordinat
         if row.status == "invalid":
             assert (row.id, "validation") in gates
             continue
-        member = [t for t in trainings if t.candidate_id == row.id]
+        member = [t for t in trainings if t.candidate_id == row.id and t.role == "member"]
         assert sorted(t.seed for t in member) == [11, 12] and all(t.status == "done" for t in member)
         decision = gates[(row.id, "ensnas")]
         assert decision.accepted == (row.status in ("gate_failed", "promoted"))
