@@ -1,0 +1,93 @@
+"""Contracts of the generative-recommendation layer (`agenticrs.gr`).
+
+- **Items** are integers 1..num_items; 0 is padding everywhere.
+- **Sequences** (`SequenceData`) are users' chronological item lists in CSR form (`offsets`,
+  `items`), with optional item text and attribute bags. Leave-one-out: the last item of a user is
+  the test target, the second-to-last the validation target, the rest trains.
+- **Batches** for sequential models are plain dicts of tensors: `history` (B, L) item ids,
+  right-aligned (the most recent item last, zeros on the left), `user` (B,) user ids, and for
+  training `target` (B,) (the next item) or `targets` (B, L) (next item at every position, 0 =
+  no loss).
+- A **sequential model** (`SequentialModel`) returns a scalar training loss from a batch and a
+  ranked top-k item list (B, k) from a history; full-ranking models score every item, generative
+  models decode semantic IDs with a prefix trie. Evaluation never special-cases a model.
+- **Semantic IDs** (`SemanticIds`): codes (num_items + 1, levels) int64, row 0 unused; every item's
+  code tuple is unique (the last level is the collision digit when one is needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+PAD = 0
+SeqBatch = dict[str, torch.Tensor]
+
+
+@dataclass
+class SequenceData:
+    """Users' item sequences (CSR) and what we know about the items."""
+
+    name: str
+    num_items: int
+    users: np.ndarray  # (U,) int64 user ids
+    offsets: np.ndarray  # (U + 1,) int64
+    items: np.ndarray  # (offsets[-1],) int64 in 1..num_items
+    item_text: dict[int, str] = field(default_factory=dict)  # item id -> title/genres/brand text
+    attribute_offsets: np.ndarray | None = None  # (num_items + 2,) CSR over item ids 0..num_items
+    attributes: np.ndarray | None = None  # attribute ids per item
+
+    @property
+    def num_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+@dataclass(frozen=True)
+class SemanticIds:
+    """Every item's code tuple (unique) and the size of each level's vocabulary."""
+
+    codes: np.ndarray  # (num_items + 1, levels) int64; row 0 (padding) is all zeros and unused
+    vocab_sizes: tuple[int, ...]  # per level
+
+    @property
+    def levels(self) -> int:
+        return self.codes.shape[1]
+
+    @property
+    def num_items(self) -> int:
+        return self.codes.shape[0] - 1
+
+
+class SequentialConfig(BaseModel):
+    """Base of every sequential model's typed hyper-parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_len: int = 50
+
+
+class SequentialModel(nn.Module):
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Config: ClassVar[type[SequentialConfig]] = SequentialConfig
+    # training examples the trainer builds (`agenticrs.gr.sequences.next_item_batches`): "sequence" =
+    # one shifted window per user (SASRec-style, `targets` at every position); "prefixes" = one
+    # example per (user, position), for models that only read `target` (e.g. TIGER)
+    train_examples: ClassVar[Literal["sequence", "prefixes"]] = "sequence"
+
+    def loss(self, batch: SeqBatch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:  # pragma: no cover - abstract
+        """(B, k) item ids, best first, no padding id, no duplicates."""
+        raise NotImplementedError
