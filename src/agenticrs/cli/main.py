@@ -9,7 +9,7 @@ from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.models import models
 from agenticrs.cli.simulate import simulate
-from agenticrs.cli.train import evaluate, predict, train
+from agenticrs.cli.train import evaluate, predict, recommend, train
 
 app = typer.Typer(
     name="agenticrs",
@@ -23,6 +23,7 @@ app.command()(models)
 app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
+app.command()(recommend)
 app.command()(demo)
 app.command()(simulate)
 app.command()(evolve)

@@ -18,6 +18,7 @@ from agenticrs.train.workflow import evaluate_run, predict_files, train_run
 
 @friendly_errors
 def train(
+    task: str = typer.Option("ctr", "--task", help="ctr (click models) or sequential (next-item: sasrec, tiger)"),
     dataset: str = typer.Option(None, "--dataset", "-d", help="registered data set name or dataset-spec YAML"),
     model: str = typer.Option(None, "--model", "-m", help="model name (see `agenticrs models`)"),
     config: Path = typer.Option(None, "--config", "-c", help="run config YAML (dataset, model, model_params, train)"),
@@ -38,6 +39,11 @@ def train(
     raw = apply_overrides(raw, overrides)
     if "dataset" not in raw or "model" not in raw:
         raise ValueError("both a data set (--dataset) and a model (--model) are needed, on the command line or in --config")
+    if task == "sequential":
+        _train_sequential(raw, runs_dir, cache_dir, quiet)
+        return
+    if task != "ctr":
+        raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
     run_config = RunConfig.model_validate(raw)
     console.print(Syntax(dump_yaml(run_config.model_dump(mode="json")), "yaml", theme="ansi_dark"))
     trained = train_run(run_config, runs_dir, cache_dir, reporter(quiet))
@@ -74,3 +80,40 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(pa.table({"prediction": probs.astype(np.float64)}), str(out))
     console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")
+
+
+def _train_sequential(raw: dict, runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+    from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+
+    raw.pop("smoke", None)
+    job = SequentialJob.model_validate(raw)
+    console.print(Syntax(dump_yaml(job.model_dump(mode="json")), "yaml", theme="ansi_dark"))
+    folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter(quiet))
+    console.print(metrics_table(f"{job.model} on {job.dataset} (best epoch {result.best_epoch}, leave-one-out, "
+                                "full ranking)", {"valid": result.valid, "test": result.test}))
+    per_epoch = sum(result.epoch_seconds) / max(len(result.epoch_seconds), 1)
+    console.print(f"{per_epoch:.1f} s per training epoch   stopped by: {result.stopped_by}")
+    console.print(f"run directory: [bold]{folder}[/]")
+
+
+@friendly_errors
+def recommend(
+    run: Path = typer.Option(..., "--run", "-r", help="a sequential run directory"),
+    user: int = typer.Option(..., "--user", "-u", help="user id of the run's data set"),
+    k: int = typer.Option(10, "--k", "-k", help="how many items"),
+    cache_dir: Path = typer.Option(None, "--cache-dir"),
+) -> None:
+    """The next items a sequential run recommends to a user (after their whole history)."""
+    from rich.table import Table
+
+    from agenticrs.gr.workflow import recommend_for_user
+
+    items, texts, history = recommend_for_user(run, user, k, cache_dir)
+    console.print(f"user {user}: {len(history)} items in the history, the last: {history[-5:]}")
+    table = Table(title=f"top {k} for user {user}")
+    table.add_column("rank", justify="right")
+    table.add_column("item", justify="right")
+    table.add_column("text")
+    for rank, (item, text) in enumerate(zip(items, texts, strict=True), start=1):
+        table.add_row(str(rank), str(item), text)
+    console.print(table)

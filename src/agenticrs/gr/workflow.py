@@ -1,0 +1,173 @@
+"""End-to-end sequential jobs: data → (item embeddings → semantic IDs) → model → trained run.
+
+The CLI (`agenticrs train --task sequential`, `agenticrs recommend`) and `bench/gr_benchmark.py`
+call these, so every entry point builds semantic IDs and run directories the same way.
+
+Item content for the tokenizer (`tokenizer.source`):
+- `text`: titles/genres/brands through all-MiniLM-L6-v2 (MovieLens, the simulator);
+- `attributes`: TF-IDF + SVD of attribute bags (Amazon/Yelp S3-Rec attribute ids: no text);
+- `collaborative`: the item table of a trained SASRec run (`tokenizer.collaborative_run`);
+- `auto`: text when most items have it, else attributes.
+Embeddings are cached per data snapshot; the tokenizer, its statistics and the item ↔ ID table are
+written into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from agenticrs.config import dump_yaml
+from agenticrs.data.cache import default_cache_root
+from agenticrs.gr.base import SemanticIds, SequenceData
+from agenticrs.gr.embeddings import cached_embeddings
+from agenticrs.gr.sequences import pad_histories, resolve_sequences
+from agenticrs.gr.tokenizers import TokenizerStats, make_tokenizer, semantic_ids
+from agenticrs.gr.train import SeqTrainResult, SequentialTrainConfig, load_sequential_run, train_sequential
+from agenticrs.gr.zoo import build_sequential, sequential_model_class
+from agenticrs.progress import SILENT, Reporter
+from agenticrs.train.trainer import seed_everything
+
+TOKENIZER_FILE, TOKENIZER_STATS = "tokenizer.pt", "tokenizer.json"
+
+
+class TokenizerSettings(BaseModel):
+    """How items become semantic IDs (for models that decode them, e.g. TIGER)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["rq_kmeans", "rq_vae", "pq"] = "rq_kmeans"
+    source: Literal["auto", "text", "attributes", "collaborative"] = "auto"
+    levels: int = Field(default=3, ge=1)
+    codebook_size: int = Field(default=256, ge=2)
+    collision: Literal["digit", "reassign"] = "digit"
+    attribute_dim: int = Field(default=64, ge=2)
+    collaborative_run: Path | None = Field(default=None, description="a SASRec run whose item table to use")
+    params: dict[str, Any] = Field(default_factory=dict, description="other tokenizer settings (e.g. epochs)")
+    seed: int = 0
+
+
+class SequentialJob(BaseModel):
+    """A sequential run: data set, model, training and (when needed) the tokenizer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    model: str
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    train: SequentialTrainConfig = Field(default_factory=SequentialTrainConfig)
+    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
+    name: str | None = None
+
+
+def needs_semantic_ids(model: str) -> bool:
+    import inspect
+
+    return "semantic_ids" in inspect.signature(sequential_model_class(model).__init__).parameters
+
+
+def embedding_source(data: SequenceData, settings: TokenizerSettings) -> str:
+    if settings.source != "auto":
+        return settings.source
+    has_text = sum(1 for text in data.item_text.values() if text and text.strip())
+    if has_text >= 0.5 * data.num_items:
+        return "text"
+    if data.attributes is not None:
+        return "attributes"
+    raise ValueError(
+        f"data set '{data.name}' has neither item text nor attribute bags; use tokenizer.source=collaborative "
+        "with tokenizer.collaborative_run=<a SASRec run>"
+    )
+
+
+def item_embeddings(data: SequenceData, settings: TokenizerSettings, cache_dir: Path) -> tuple[np.ndarray, str]:
+    """(num_items + 1, d) item content vectors for the tokenizer, and the source used."""
+    source = embedding_source(data, settings)
+    if source == "text":
+        return cached_embeddings("text", data, cache_dir), source
+    if source == "attributes":
+        if data.attributes is None:
+            raise ValueError(f"data set '{data.name}' has no attribute bags (tokenizer.source=attributes)")
+        return cached_embeddings("attribute", data, cache_dir, dim=settings.attribute_dim, seed=settings.seed), source
+    if settings.collaborative_run is None:
+        raise ValueError("tokenizer.source=collaborative needs tokenizer.collaborative_run (a trained SASRec run)")
+    model, config = load_sequential_run(settings.collaborative_run)
+    if config.num_items != data.num_items or not hasattr(model, "item_embeddings"):
+        raise ValueError(f"{settings.collaborative_run} is not an item-embedding run of '{data.name}'")
+    table = model.item_embeddings().detach()
+    return cached_embeddings("collaborative", data, cache_dir, item_embedding_matrix=table), source
+
+
+def build_semantic_ids(
+    data: SequenceData, settings: TokenizerSettings, cache_dir: Path, folder: Path | None = None
+) -> tuple[SemanticIds, TokenizerStats, str]:
+    """Fit the tokenizer on the items' content, add the collision digit, save what a run needs."""
+    embeddings, source = item_embeddings(data, settings, cache_dir)
+    tokenizer = make_tokenizer(
+        settings.method, levels=settings.levels, codebook_size=settings.codebook_size, seed=settings.seed,
+        **settings.params,
+    )
+    tokenizer.fit(embeddings[1:])
+    sids = semantic_ids(tokenizer, embeddings, collision=settings.collision)
+    stats = tokenizer.stats(embeddings[1:])
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(folder / TOKENIZER_FILE)
+        record = {"source": source, "method": settings.method, "vocab_sizes": list(sids.vocab_sizes),
+                  "stats": stats.model_dump(mode="json")}
+        (folder / TOKENIZER_STATS).write_text(json.dumps(record, indent=1))
+    return sids, stats, source
+
+
+def run_sequential_job(
+    job: SequentialJob,
+    runs_dir: str | Path = "runs",
+    cache_dir: str | Path | None = None,
+    reporter: Reporter = SILENT,
+    data: SequenceData | None = None,
+) -> tuple[Path, SeqTrainResult]:
+    """Load the data, build semantic IDs if the model decodes them, train and write the run."""
+    cache = Path(cache_dir) if cache_dir else default_cache_root()
+    data = data or resolve_sequences(job.dataset, cache)
+    folder = Path(runs_dir) / (job.name or f"{job.model}-{data.name}-seed{job.train.seed}")
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
+    sids = None
+    if needs_semantic_ids(job.model):
+        reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
+        sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder)
+        reporter.log(
+            f"tokenizer ({source}): usage {['%.2f' % u for u in stats.usage]}, collision rate "
+            f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
+        )
+    seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
+    model = build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
+    folder.mkdir(parents=True, exist_ok=True)
+    dump_yaml(job.model_dump(mode="json"), folder / "job.yaml")
+    result = train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids)
+    return folder, result
+
+
+def recommend_for_user(
+    run_dir: str | Path, user: int, k: int = 10, cache_dir: str | Path | None = None
+) -> tuple[list[int], list[str], list[int]]:
+    """Top-k next items for a user of the run's data set (after their whole sequence),
+    their text where the data has it, and the history used."""
+    model, config = load_sequential_run(run_dir)
+    data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
+    rows = np.flatnonzero(data.users == user)
+    if len(rows) == 0:
+        raise KeyError(f"user {user} is not in data set '{data.name}' (user ids {data.users.min()}..{data.users.max()})")
+    row = int(rows[0])
+    start, end = int(data.offsets[row]), int(data.offsets[row + 1])
+    max_len = getattr(model.config, "max_len", 50)
+    offsets = np.array([0, end - start], dtype=np.int64)
+    history = pad_histories(offsets, data.items[start:end], max_len)
+    batch = {"history": torch.from_numpy(history), "user": torch.tensor([user], dtype=torch.long)}
+    items = model.recommend(batch, k)[0].tolist()
+    return items, [data.item_text.get(int(i), "") for i in items], data.items[start:end].tolist()
