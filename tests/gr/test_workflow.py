@@ -67,7 +67,7 @@ def test_tiger_job_trains_reloads_and_recommends(tiny_cache: Path, tmp_path: Pat
     )
     folder, result = run_sequential_job(job, tmp_path, tiny_cache)
     assert set(result.test) >= {"recall@10", "ndcg@10"} and (folder / "semantic_ids.npz").exists()
-    model, config = load_sequential_run(folder)
+    _, config = load_sequential_run(folder)
     assert config.model == "tiger"
     items, texts, history = recommend_for_user(folder, user=int(resolve_sequences("sim-tiny", tiny_cache).users[0]),
                                                k=5, cache_dir=tiny_cache)

@@ -28,7 +28,12 @@ from agenticrs.gr.base import SemanticIds, SequenceData
 from agenticrs.gr.embeddings import cached_embeddings
 from agenticrs.gr.sequences import pad_histories, resolve_sequences
 from agenticrs.gr.tokenizers import TokenizerStats, make_tokenizer, semantic_ids
-from agenticrs.gr.train import SeqTrainResult, SequentialTrainConfig, load_sequential_run, train_sequential
+from agenticrs.gr.train import (
+    SeqTrainResult,
+    SequentialTrainConfig,
+    load_sequential_run,
+    train_sequential,
+)
 from agenticrs.gr.zoo import build_sequential, sequential_model_class
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.train.trainer import seed_everything
@@ -142,7 +147,7 @@ def run_sequential_job(
         reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
         sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder)
         reporter.log(
-            f"tokenizer ({source}): usage {['%.2f' % u for u in stats.usage]}, collision rate "
+            f"tokenizer ({source}): usage {[f'{u:.2f}' for u in stats.usage]}, collision rate "
             f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
         )
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
