@@ -1,0 +1,140 @@
+"""Generative-recommendation benchmark: SASRec and TIGER under the leave-one-out protocol.
+
+    python bench/gr_benchmark.py --dataset amazon_beauty --models sasrec,tiger --seeds 3 --json OUT
+
+Per model and seed: one run (`agenticrs.gr.workflow.run_sequential_job`, the same path as
+`agenticrs train --task sequential`), full ranking over all items, Recall/NDCG@{5,10,20} on the
+test targets at the best validation epoch, training seconds per epoch, and (for models that
+decode) beam-search latency per user measured on 512 test users. Model and training settings
+come from bench/configs/gr.yaml (per data set and model), `--set model.key=value` overrides them.
+The tokenizer statistics of TIGER runs are printed and stored. Each run writes its record to the
+JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from agenticrs.config import apply_overrides
+from agenticrs.gr.sequences import leave_one_out, resolve_sequences
+from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+from agenticrs.progress import RichReporter
+
+console = Console()
+CONFIGS = Path(__file__).with_name("configs") / "gr.yaml"
+METRIC_KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def job_for(dataset: str, model: str, seed: int, overrides: list[str]) -> SequentialJob:
+    table = yaml.safe_load(CONFIGS.read_text()) if CONFIGS.exists() else {}
+    base = table.get("defaults", {}).get(model, {})
+    specific = table.get(dataset, {}).get(model, {})
+    raw = {"dataset": dataset, "model": model, **_merge(base, specific)}
+    raw = apply_overrides(raw, [o.split(".", 1)[1] for o in overrides if o.startswith(model + ".")])
+    raw.setdefault("train", {})["seed"] = seed
+    raw["name"] = f"{model}-{dataset}-seed{seed}"
+    return SequentialJob.model_validate(raw)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def beam_latency_ms(folder: Path, dataset: str, cache_dir: Path | None, users: int = 512) -> float | None:
+    from agenticrs.gr.train import load_sequential_run
+
+    model, _ = load_sequential_run(folder)
+    if not hasattr(model, "beam_search"):
+        return None
+    data = resolve_sequences(dataset, cache_dir)
+    test = leave_one_out(data).test
+    max_len = model.config.max_len
+    batch = next(iter(test.batches(max_len, users)))
+    batch = {k: v for k, v in batch.items() if k in ("history", "user")}
+    model.recommend(batch, 10)  # warm-up
+    start = time.perf_counter()
+    model.recommend(batch, 10)
+    return 1000 * (time.perf_counter() - start) / len(batch["history"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="amazon_beauty")
+    parser.add_argument("--models", default="sasrec,tiger")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], help="MODEL.key=value, e.g. sasrec.train.epochs=50")
+    parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-runs"))
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=Path("bench/out/gr.json"))
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.resume and args.json.exists() else []
+    done = {(r["model"], r["seed"]) for r in records}
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            if (model, seed) in done:
+                continue
+            job = job_for(args.dataset, model, seed, args.set)
+            folder = args.runs_dir / job.name
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            started = time.perf_counter()
+            folder, result = run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console))
+            tokenizer = folder / "tokenizer.json"
+            record = {
+                "model": model,
+                "dataset": args.dataset,
+                "seed": seed,
+                **{k: result.test.get(k) for k in METRIC_KEYS},
+                "valid_ndcg@10": result.valid.get("ndcg@10"),
+                "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+                "epochs": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "stopped_by": result.stopped_by,
+                "beam_latency_ms_per_user": beam_latency_ms(folder, args.dataset, args.cache_dir),
+                "wall_s": time.perf_counter() - started,
+                "tokenizer": json.loads(tokenizer.read_text()) if tokenizer.exists() else None,
+                "config": job.model_dump(mode="json"),
+            }
+            records.append(record)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(records, indent=1))
+    table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset}")
+    for col in ["model", "seed", *METRIC_KEYS, "s/epoch", "beam ms/user"]:
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for r in records:
+        beam = r["beam_latency_ms_per_user"]
+        table.add_row(r["model"], str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS),
+                      f"{r['train_s_per_epoch']:.1f}", "" if beam is None else f"{beam:.1f}")
+    for model in sorted({r["model"] for r in records}):
+        rows = [r for r in records if r["model"] == model]
+        means = [np.mean([r[k] for r in rows]) for k in METRIC_KEYS]
+        stds = [np.std([r[k] for r in rows]) for k in METRIC_KEYS]
+        table.add_row(f"{model} mean ± std", str(len(rows)), *(f"{m:.4f}±{s:.4f}" for m, s in zip(means, stds, strict=True)),
+                      "", "", style="bold")
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
