@@ -71,6 +71,18 @@ def ensemble(trainer: MemberTrainer, root: Path, name: str, candidate: Candidate
     return {split: np.stack([p[split] for p in loaded]) for split in loaded[0]}, spent
 
 
+def jackknife_se(candidate: np.ndarray, incumbent: np.ndarray, labels: np.ndarray) -> float:
+    """Seed noise of the truth itself: paired leave-one-learner-out standard error of the
+    measured M-ensemble Brier gain (the same seed left out on both sides)."""
+    m = candidate.shape[0]
+    e_c, e_i = candidate - labels, incumbent - labels
+    sum_c, sum_i = e_c.sum(axis=0), e_i.sum(axis=0)
+    gains = np.array([
+        np.mean(((sum_i - e_i[k]) / (m - 1)) ** 2) - np.mean(((sum_c - e_c[k]) / (m - 1)) ** 2) for k in range(m)
+    ])
+    return float(np.sqrt((m - 1) / m * np.sum((gains - gains.mean()) ** 2)))
+
+
 def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, cache_dir: Path | None,
                 epochs: int, patience: int) -> list[dict[str, Any]]:
     data = load_data(dataset, cache_dir)
@@ -92,6 +104,7 @@ def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, c
         decision = ensnas.compare(cand["valid"][:2], inc["valid"][:2], labels, m, bootstrap=bootstrap, level=level)
         measured = ensnas.measured_ensemble_error(cand["valid"], labels)
         truth = measured < inc_measured
+        truth_se = jackknife_se(cand["valid"], inc["valid"], labels)
         record = {
             "dataset": dataset,
             "candidate": name,
@@ -108,6 +121,8 @@ def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, c
             "point_accept": bool(decision.improvement > 0),
             "paper_accept": bool(decision.paper_condition),
             "truth_accept": bool(truth),
+            "truth_se": truth_se,
+            "decidable": bool(abs(inc_measured - measured) > 2 * truth_se),
             "agree": bool(decision.accepted == truth),
             "agree_point": bool((decision.improvement > 0) == truth),
             "gain_accuracy": decision.gain_accuracy,
@@ -122,6 +137,10 @@ def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, c
     return records
 
 
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
 def summarise(records: list[dict[str, Any]], m: int) -> dict[str, Any]:
     n = len(records)
     datasets = sorted({r["dataset"] for r in records})
@@ -133,6 +152,11 @@ def summarise(records: list[dict[str, Any]], m: int) -> dict[str, Any]:
         "agreement": sum(r["agree"] for r in records) / n,
         "agreement_point": sum(r["agree_point"] for r in records) / n,
         "agreement_paper": sum(r["paper_accept"] == r["truth_accept"] for r in records) / n,
+        "decidable": sum(r["decidable"] for r in records),
+        "agreement_decidable": _rate([r["agree"] for r in records if r["decidable"]]),
+        "agreement_point_decidable": _rate([r["agree_point"] for r in records if r["decidable"]]),
+        "false_accepts": sum(r["ensnas_accept"] and not r["truth_accept"] for r in records),
+        "missed_gains": sum(r["truth_accept"] and not r["ensnas_accept"] for r in records),
         "cost_ratio": used / full,
         "target_cost_ratio": 2 / m,
         "mean_abs_prediction_error": float(np.mean([abs(r["predicted_candidate"] - r["measured_candidate"]) for r in records])),
@@ -157,18 +181,25 @@ def main(argv: list[str] | None = None) -> int:
                                args.level, args.cache_dir, args.epochs, args.patience)
     summary = summarise(records, args.ensemble_size)
     table = Table(title=f"EnsNAS (2 learners) vs real M={args.ensemble_size} ensembles, valid Brier")
-    for col in ("dataset", "candidate", "pred. gain", "meas. gain", "CI low", "EnsNAS", "truth", "agree"):
+    for col in ("dataset", "candidate", "pred. gain", "meas. gain", "± seed SE", "CI low", "EnsNAS", "truth", "agree"):
         table.add_column(col, justify="right" if col not in ("dataset", "candidate") else "left")
     for r in records:
         table.add_row(r["dataset"], r["candidate"], f"{r['predicted_improvement']:+.2e}", f"{r['measured_improvement']:+.2e}",
-                      f"{r['ci_low']:+.1e}", "accept" if r["ensnas_accept"] else "reject",
+                      f"{r['truth_se']:.1e}", f"{r['ci_low']:+.1e}", "accept" if r["ensnas_accept"] else "reject",
                       "accept" if r["truth_accept"] else "reject", "yes" if r["agree"] else "NO")
     console.print(table)
     console.print(
         f"agreement {summary['agreement']:.1%} (point estimate {summary['agreement_point']:.1%}, paper's inequality "
-        f"{summary['agreement_paper']:.1%}) over {summary['candidates']} candidates; cost ratio {summary['cost_ratio']:.3f} "
+        f"{summary['agreement_paper']:.1%}) over {summary['candidates']} candidates; false accepts "
+        f"{summary['false_accepts']}, missed gains {summary['missed_gains']}; cost ratio {summary['cost_ratio']:.3f} "
         f"(target <= 2/M = {summary['target_cost_ratio']:.3f})"
     )
+    if summary["agreement_decidable"] is not None:
+        console.print(
+            f"on the {summary['decidable']} candidates whose measured gain exceeds twice its own seed noise "
+            f"(jackknife over learners): agreement {summary['agreement_decidable']:.1%} "
+            f"(point estimate {summary['agreement_point_decidable']:.1%})"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, "records": records}, indent=1))
