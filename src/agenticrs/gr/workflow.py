@@ -147,7 +147,7 @@ def run_sequential_job(
         reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
         sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder)
         reporter.log(
-            f"tokenizer ({source}): usage {[f'{u:.2f}' for u in stats.usage]}, collision rate "
+            f"tokenizer ({source}): usage {', '.join(f'{u:.2f}' for u in stats.usage)}, collision rate "
             f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
         )
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
