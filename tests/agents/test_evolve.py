@@ -314,3 +314,16 @@ def test_evolve_refuses_bad_settings_with_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a duration" in result.output
     result = runner.invoke(app, ["evolve", "--resume", "--db", str(tmp_path / "k.db")])
     assert result.exit_code == 2 and "no unfinished intent" in result.output
+
+
+def test_nested_overrides_keep_the_section_defaults(tmp_path: Path) -> None:
+    from agenticrs.agents.settings import default_start, default_train
+    from agenticrs.cli.evolve import _settings
+
+    config = tmp_path / "evolve.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "sim-tiny", "train": {"patience": 3}}))
+    settings = _settings(config, ["train.time_budget_s=30", "start.model=fm"], candidates=None)
+    assert settings.train.time_budget_s == 30 and settings.train.patience == 3
+    assert settings.train.monitor == default_train().monitor == "auc"
+    assert settings.train.batch_size == default_train().batch_size
+    assert settings.start.model == "fm" and settings.start.learning_rate == default_start().learning_rate

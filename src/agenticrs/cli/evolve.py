@@ -79,10 +79,24 @@ class LiveView:
             self.live.update(self.render())
 
 
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def _settings(
     config: Path | None, overrides: list[str], **flags: Any
 ) -> EvolveSettings:
-    raw = load_yaml(config) if config else {}
+    """Defaults, then the YAML, then flags, then `--set`: a nested override (train.epochs=3) keeps
+    the other defaults of its section (the learners' early-stopping monitor, say)."""
+    nested = EvolveSettings.model_fields
+    raw: dict[str, Any] = {
+        key: nested[key].get_default(call_default_factory=True).model_dump(mode="json")
+        for key in ("start", "train", "space")
+    }
+    raw = _deep_merge(raw, load_yaml(config) if config else {})
     for key, value in flags.items():
         if value is not None:
             raw[key] = value
