@@ -1,0 +1,32 @@
+"""Render the README table of bench/gr_benchmark.py results (one or more JSON files)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def main(paths: list[str]) -> int:
+    records = [r for p in paths for r in json.loads(Path(p).read_text())]
+    print("| model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
+    print("|---|---|" + "---|" * (len(KEYS) + 2))
+    for model in sorted({r["model"] for r in records}):
+        rows = [r for r in records if r["model"] == model]
+        cells = []
+        for key in KEYS:
+            values = np.array([r[key] for r in rows])
+            cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if len(rows) > 1 else f"{values[0]:.4f}")
+        beam = [r["beam_latency_ms_per_user"] for r in rows if r["beam_latency_ms_per_user"] is not None]
+        epoch = np.mean([r["train_s_per_epoch"] for r in rows])
+        print(f"| {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {np.mean(beam):.1f} |" if beam
+              else f"| {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
