@@ -15,8 +15,9 @@ def main(paths: list[str]) -> int:
     records = [r for p in paths for r in json.loads(Path(p).read_text())]
     print("| model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
     print("|---|---|" + "---|" * (len(KEYS) + 2))
-    for model in sorted({r["model"] for r in records}):
-        rows = [r for r in records if r["model"] == model]
+    label = lambda r: r.get("model_label", r["model"])  # noqa: E731 - a TIGER variant's own row
+    for model in sorted({label(r) for r in records}):
+        rows = [r for r in records if label(r) == model]
         cells = []
         for key in KEYS:
             values = np.array([r[key] for r in rows])
