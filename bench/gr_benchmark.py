@@ -26,7 +26,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from agenticrs.config import apply_overrides
+from agenticrs.config import apply_overrides, deep_merge
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
 from agenticrs.gr.workflow import SequentialJob, run_sequential_job
 from agenticrs.progress import RichReporter
@@ -40,18 +40,11 @@ def job_for(dataset: str, model: str, seed: int, overrides: list[str]) -> Sequen
     table = yaml.safe_load(CONFIGS.read_text()) if CONFIGS.exists() else {}
     base = table.get("defaults", {}).get(model, {})
     specific = table.get(dataset, {}).get(model, {})
-    raw = {"dataset": dataset, "model": model, **_merge(base, specific)}
+    raw = {"dataset": dataset, "model": model, **deep_merge(base, specific)}
     raw = apply_overrides(raw, [o.split(".", 1)[1] for o in overrides if o.startswith(model + ".")])
     raw.setdefault("train", {})["seed"] = seed
     raw["name"] = f"{model}-{dataset}-seed{seed}"
     return SequentialJob.model_validate(raw)
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def beam_latency_ms(folder: Path, dataset: str, cache_dir: Path | None, users: int = 512) -> float | None:

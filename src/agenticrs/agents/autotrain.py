@@ -103,8 +103,11 @@ class MemberTrainer:
             probs = predict_probs(model, rows, config.train.eval_batch_size, device).astype(np.float64)
             predictions[split] = probs
             metrics[split] = compute_metrics(REPORT_METRICS, self.evo.labels(split, self.label_index), probs)
+        stored = {k: v.astype(np.float32) for k, v in predictions.items()}
         tmp = folder / (PREDICTIONS + ".tmp.npz")
-        np.savez(tmp, **{k: v.astype(np.float32) for k, v in predictions.items()})
+        np.savez(tmp, **stored)
         tmp.replace(folder / PREDICTIONS)
         cost = time.perf_counter() - started
-        return MemberResult(folder, load_predictions(folder), metrics, cost, len(result.history))
+        # the float32 values that were stored, so a resumed run reads exactly what this one used
+        as_stored = {k: v.astype(np.float64) for k, v in stored.items()}
+        return MemberResult(folder, as_stored, metrics, cost, len(result.history))

@@ -111,6 +111,7 @@ class Coordinator:
         self.fallback = make_proposer("builtin") if settings.proposer != "builtin" else None
         self.intent_id: int | None = None
         self.artifacts: Path = Path(settings.artifacts)
+        self._predictions: dict[tuple[int, str, tuple[int, ...]], dict[str, np.ndarray]] = {}
 
     def _proposer_settings(self) -> dict[str, Any]:
         return dict(self.settings.llm) if self.settings.proposer == "llm" else {}
@@ -362,9 +363,13 @@ class Coordinator:
         return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}
 
     def predictions(self, candidate_id: int, role: str = "member", seeds: list[int] | None = None) -> dict[str, np.ndarray]:
+        """Stored learner predictions (learners, rows) per split; read from disk once per candidate."""
         seeds = seeds or list(self.settings.member_seeds())
-        loaded = [load_predictions(self.trainer.run_dir(self.artifacts, candidate_id, role, s)) for s in seeds]
-        return {split: np.stack([p[split] for p in loaded]) for split in loaded[0]}
+        key = (candidate_id, role, tuple(seeds))
+        if key not in self._predictions:
+            loaded = [load_predictions(self.trainer.run_dir(self.artifacts, candidate_id, role, s)) for s in seeds]
+            self._predictions[key] = {split: np.stack([p[split] for p in loaded]) for split in loaded[0]}
+        return self._predictions[key]
 
     # -- statistics and decisions -------------------------------------------------------------------
     def _member_stats(

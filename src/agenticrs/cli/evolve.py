@@ -17,7 +17,7 @@ from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
 from agenticrs.agents.settings import EvolveSettings, parse_duration
 from agenticrs.cli.common import console, err_console, friendly_errors
-from agenticrs.config import apply_overrides, dump_yaml, load_yaml
+from agenticrs.config import apply_overrides, deep_merge, dump_yaml, load_yaml
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
 
@@ -79,13 +79,6 @@ class LiveView:
             self.live.update(self.render())
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def _settings(
     config: Path | None, overrides: list[str], **flags: Any
 ) -> EvolveSettings:
@@ -96,7 +89,7 @@ def _settings(
         key: nested[key].get_default(call_default_factory=True).model_dump(mode="json")
         for key in ("start", "train", "space")
     }
-    raw = _deep_merge(raw, load_yaml(config) if config else {})
+    raw = deep_merge(raw, load_yaml(config) if config else {})
     for key, value in flags.items():
         if value is not None:
             raw[key] = value

@@ -34,7 +34,11 @@ from agenticrs.gr.train import (
     load_sequential_run,
     train_sequential,
 )
-from agenticrs.gr.zoo import build_sequential, sequential_model_class
+from agenticrs.gr.zoo import (
+    build_sequential,
+    needs_semantic_ids,
+    sequential_model_class,
+)
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.train.trainer import seed_everything
 
@@ -68,12 +72,6 @@ class SequentialJob(BaseModel):
     train: SequentialTrainConfig = Field(default_factory=SequentialTrainConfig)
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     name: str | None = None
-
-
-def needs_semantic_ids(model: str) -> bool:
-    import inspect
-
-    return "semantic_ids" in inspect.signature(sequential_model_class(model).__init__).parameters
 
 
 def embedding_source(data: SequenceData, settings: TokenizerSettings) -> str:
@@ -143,7 +141,7 @@ def run_sequential_job(
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
     sids = None
-    if needs_semantic_ids(job.model):
+    if needs_semantic_ids(sequential_model_class(job.model)):
         reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
         sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder)
         reporter.log(
