@@ -36,7 +36,12 @@ CONFIGS = Path(__file__).with_name("configs") / "gr.yaml"
 METRIC_KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
 
-def job_for(dataset: str, model: str, seed: int, overrides: list[str]) -> SequentialJob:
+def job_for(dataset: str, model: str, seed: int, overrides: list[str], runs_dir: Path = Path("runs")) -> SequentialJob:
+    """The job of (data set, model, seed): defaults, then the data set's settings, then `--set`.
+
+    `tokenizer.collaborative_run` may name the SASRec run of the same seed with the placeholders
+    {runs_dir}, {dataset} and {seed}, so one command trains SASRec and then TIGER on its item table.
+    """
     table = yaml.safe_load(CONFIGS.read_text()) if CONFIGS.exists() else {}
     base = table.get("defaults", {}).get(model, {})
     specific = table.get(dataset, {}).get(model, {})
@@ -44,6 +49,11 @@ def job_for(dataset: str, model: str, seed: int, overrides: list[str]) -> Sequen
     raw = apply_overrides(raw, [o.split(".", 1)[1] for o in overrides if o.startswith(model + ".")])
     raw.setdefault("train", {})["seed"] = seed
     raw["name"] = f"{model}-{dataset}-seed{seed}"
+    tokenizer = raw.get("tokenizer") or {}
+    if isinstance(tokenizer.get("collaborative_run"), str):
+        tokenizer["collaborative_run"] = tokenizer["collaborative_run"].format(
+            runs_dir=runs_dir, dataset=dataset, seed=seed
+        )
     return SequentialJob.model_validate(raw)
 
 
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             if (model, seed) in done:
                 continue
-            job = job_for(args.dataset, model, seed, args.set)
+            job = job_for(args.dataset, model, seed, args.set, args.runs_dir)
             folder = args.runs_dir / job.name
             if folder.exists():
                 import shutil
@@ -94,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             folder, result = run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console))
             tokenizer = folder / "tokenizer.json"
+            token_info = json.loads(tokenizer.read_text()) if tokenizer.exists() else None
+            label = model
+            if token_info:  # e.g. "tiger (collaborative IDs)", "tiger (text IDs, rq_vae)"
+                method = "" if token_info["method"] == "rq_kmeans" else f", {token_info['method']}"
+                label = f"{model} ({token_info['source']} IDs{method})"
             record = {
                 "model": model,
+                "model_label": label,
                 "dataset": args.dataset,
                 "seed": seed,
                 **{k: result.test.get(k) for k in METRIC_KEYS},
@@ -106,21 +122,21 @@ def main(argv: list[str] | None = None) -> int:
                 "stopped_by": result.stopped_by,
                 "beam_latency_ms_per_user": beam_latency_ms(folder, args.dataset, args.cache_dir),
                 "wall_s": time.perf_counter() - started,
-                "tokenizer": json.loads(tokenizer.read_text()) if tokenizer.exists() else None,
+                "tokenizer": token_info,
                 "config": job.model_dump(mode="json"),
             }
             records.append(record)
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(records, indent=1))
     table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset}")
-    for col in ["model", "seed", *METRIC_KEYS, "s/epoch", "beam ms/user"]:
+    for col in ["model", "seed", *METRIC_KEYS, "s/epoch", "beam ms/user"]:  # model = its label
         table.add_column(col, justify="right" if col != "model" else "left")
     for r in records:
         beam = r["beam_latency_ms_per_user"]
-        table.add_row(r["model"], str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS),
+        table.add_row(r.get("model_label", r["model"]), str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS),
                       f"{r['train_s_per_epoch']:.1f}", "" if beam is None else f"{beam:.1f}")
-    for model in sorted({r["model"] for r in records}):
-        rows = [r for r in records if r["model"] == model]
+    for model in dict.fromkeys(r.get("model_label", r["model"]) for r in records):
+        rows = [r for r in records if r.get("model_label", r["model"]) == model]
         means = [np.mean([r[k] for r in rows]) for k in METRIC_KEYS]
         stds = [np.std([r[k] for r in rows]) for k in METRIC_KEYS]
         table.add_row(f"{model} mean ± std", str(len(rows)), *(f"{m:.4f}±{s:.4f}" for m, s in zip(means, stds, strict=True)),

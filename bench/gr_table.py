@@ -13,19 +13,20 @@ KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
 def main(paths: list[str]) -> int:
     records = [r for p in paths for r in json.loads(Path(p).read_text())]
-    print("| model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
-    print("|---|---|" + "---|" * (len(KEYS) + 2))
-    label = lambda r: r.get("model_label", r["model"])  # noqa: E731 - a TIGER variant's own row
-    for model in sorted({label(r) for r in records}):
-        rows = [r for r in records if label(r) == model]
+    print("| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
+    print("|---|---|---|" + "---|" * (len(KEYS) + 2))
+    label = lambda r: r.get("model_label", r["model"])  # a TIGER variant has its own row
+    groups = dict.fromkeys((r["dataset"], label(r)) for r in records)  # first-seen order
+    for dataset, model in groups:
+        rows = [r for r in records if (r["dataset"], label(r)) == (dataset, model)]
         cells = []
         for key in KEYS:
             values = np.array([r[key] for r in rows])
             cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if len(rows) > 1 else f"{values[0]:.4f}")
         beam = [r["beam_latency_ms_per_user"] for r in rows if r["beam_latency_ms_per_user"] is not None]
         epoch = np.mean([r["train_s_per_epoch"] for r in rows])
-        print(f"| {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {np.mean(beam):.1f} |" if beam
-              else f"| {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | |")
+        latency = f"{np.mean(beam):.1f}" if beam else ""
+        print(f"| {dataset} | {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {latency} |")
     return 0
 
 

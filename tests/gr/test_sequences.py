@@ -183,3 +183,25 @@ def test_next_item_batches_shift_and_order() -> None:
         return torch.cat([b["user"] for b in next_item_batches(many, 3, 16, seed, epoch)]).tolist()
 
     assert order(1, 1) == order(1, 1) != order(1, 2) and sorted(order(1, 2)) == list(range(50))
+
+
+def test_length_pools_batch_similar_histories_and_keep_every_example_once() -> None:
+    rng = np.random.default_rng(0)
+    train = leave_one_out(_data({u: list(range(1, 4 + rng.integers(0, 12))) for u in range(200)})).train
+    max_len, size = 6, 8
+
+    def examples(pool: int | None, epoch: int = 1) -> list[list[tuple[int, tuple[int, ...], int]]]:
+        batches = next_item_batches(train, max_len, size, seed=3, epoch=epoch, mode="prefixes", length_pool=pool)
+        return [list(zip(b["user"].tolist(), map(tuple, b["history"].tolist()), b["target"].tolist(), strict=True))
+                for b in batches]  # fmt: skip
+
+    def spread(batches: list) -> float:  # mean (max - min) history length within a batch
+        return float(np.mean([np.ptp([sum(h != 0 for h in hist) for _, hist, _ in b]) for b in batches]))
+
+    plain, pooled = examples(None), examples(4)
+    assert sorted(x for b in plain for x in b) == sorted(x for b in pooled for x in b)  # same examples, once each
+    assert len(pooled) == len(plain) and max(map(len, pooled)) == size
+    assert spread(pooled) < 0.5 * spread(plain)
+    assert examples(4) == pooled != examples(4, epoch=2)  # seeded per (seed, epoch)
+    with pytest.raises(ValueError, match="length_pool"):
+        next(next_item_batches(train, max_len, size, seed=3, epoch=1, mode="prefixes", length_pool=0))

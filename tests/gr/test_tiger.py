@@ -127,6 +127,16 @@ def test_config_defaults_are_the_papers() -> None:
     assert model.recommend(make_batch(2, seed=0, max_len=20), k=5).shape == (2, 5)
 
 
+def test_attention_dropout_defaults_to_dropout_and_can_be_switched_off() -> None:
+    def rates(model: Tiger) -> set[float]:
+        return {m.dropout for m in model.modules() if type(m).__name__ == "_Attention"}
+
+    assert rates(Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids())) == {0.1}
+    model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1, attention_dropout=0.0), make_sids())
+    assert rates(model) == {0.0}
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # the rest keeps it
+
+
 def test_loss_shapes_and_every_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
     model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids())

@@ -66,6 +66,9 @@ class SequentialTrainConfig(BaseModel):
     examples: Literal["sequence", "prefixes"] | None = Field(
         default=None, description="training examples; default: the model's `train_examples`"
     )
+    length_pool: int | None = Field(
+        default=None, ge=1, description="batch examples of similar history length within pools of this many batches"
+    )
     max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap steps per epoch (quick runs)")
     time_budget_s: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
 
@@ -221,7 +224,7 @@ def train_sequential(
         loss_sum, seen = torch.zeros((), device=device), 0
         t0 = time.perf_counter()
         with reporter.task(f"epoch {epoch}", total=steps) as task:
-            batches = next_item_batches(splits.train, max_len, cfg.batch_size, cfg.seed, epoch, mode)
+            batches = next_item_batches(splits.train, max_len, cfg.batch_size, cfg.seed, epoch, mode, cfg.length_pool)
             for step, batch in enumerate(batches, start=1):
                 batch = {name: value.to(device) for name, value in batch.items()}
                 loss = model.loss(batch)

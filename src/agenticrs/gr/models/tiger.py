@@ -65,6 +65,9 @@ class TigerConfig(SequentialConfig):
     head_dim: int = Field(64, ge=1)  # T5's d_kv: attention width = num_heads * head_dim
     ffn_dim: int = Field(1024, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # dropout on the attention weights (T5 has it); None = `dropout`. 0 lets PyTorch use its fused
+    # (flash) attention kernel, which on CPU is what makes training affordable.
+    attention_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     num_user_buckets: int = Field(2000, ge=1)  # hashing trick for user ids
     beam_size: int = Field(20, ge=1)  # default beam; recommend uses max(k, beam_size)
 
@@ -105,6 +108,10 @@ class _Attention(nn.Module):
         return self.out(out.transpose(-3, -2).flatten(-2))
 
 
+def _attention_dropout(config: TigerConfig) -> float:
+    return config.dropout if config.attention_dropout is None else config.attention_dropout
+
+
 class _FeedForward(nn.Sequential):
     def __init__(self, d_model: int, ffn_dim: int, dropout: float) -> None:
         super().__init__(nn.Linear(d_model, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model))
@@ -115,7 +122,7 @@ class _EncoderLayer(nn.Module):
         super().__init__()
         d = config.d_model
         self.norm_attn, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = _Attention(d, config.num_heads, config.head_dim, config.dropout)
+        self.attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
         self.ffn = _FeedForward(d, config.ffn_dim, config.dropout)
         self.drop = nn.Dropout(config.dropout)
 
@@ -132,8 +139,8 @@ class _DecoderLayer(nn.Module):
         super().__init__()
         d = config.d_model
         self.norm_self, self.norm_cross, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.self_attn = _Attention(d, config.num_heads, config.head_dim, config.dropout)
-        self.cross_attn = _Attention(d, config.num_heads, config.head_dim, config.dropout)
+        self.self_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
+        self.cross_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
         self.ffn = _FeedForward(d, config.ffn_dim, config.dropout)
         self.drop = nn.Dropout(config.dropout)
 

@@ -1,0 +1,68 @@
+"""bench/gr_benchmark.py end to end on the tiny simulator: SASRec, then TIGER on the item table of
+the SASRec run of the same seed (the {runs_dir}/{dataset}/{seed} placeholders), one JSON record per
+model and seed with the keys the issue fixes, and --resume skipping what is done."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gr_benchmark.py"
+KEYS = {"model", "dataset", "seed", "recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
+        "train_s_per_epoch", "beam_latency_ms_per_user"}  # fmt: skip
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("gr_benchmark_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_trains_sasrec_then_tiger_on_its_item_table(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    threads = torch.get_num_threads()
+    bench = load_bench()
+    configs = tmp_path / "gr.yaml"
+    configs.write_text(yaml.safe_dump({
+        "defaults": {
+            "sasrec": {"model_params": {"dim": 16, "max_len": 10}, "train": {"epochs": 1}},
+            "tiger": {
+                "model_params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+                                 "head_dim": 8, "ffn_dim": 32, "max_len": 10, "beam_size": 10,
+                                 "attention_dropout": 0.0},
+                "tokenizer": {"levels": 2, "codebook_size": 8},
+                "train": {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "length_pool": 4},
+            },
+        },
+        "sim-tiny": {"tiger": {"tokenizer": {"source": "collaborative",
+                                             "collaborative_run": "{runs_dir}/sasrec-{dataset}-seed{seed}"}}},
+    }))  # fmt: skip
+    monkeypatch.setattr(bench, "CONFIGS", configs)
+    out, runs = tmp_path / "gr.json", tmp_path / "runs"
+    args = ["--dataset", "sim-tiny", "--models", "sasrec,tiger", "--seeds", "1", "--first-seed", "7",
+            "--runs-dir", str(runs), "--cache-dir", str(tiny_cache), "--json", str(out), "--threads", "1"]
+    try:
+        assert bench.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    records = json.loads(out.read_text())
+    assert [(r["model"], r["seed"]) for r in records] == [("sasrec", 7), ("tiger", 7)]
+    for record in records:
+        assert KEYS <= set(record) and 0 <= record["ndcg@10"] <= record["recall@10"] <= record["recall@20"] <= 1
+        assert record["train_s_per_epoch"] > 0
+    sasrec, tiger = records
+    assert sasrec["beam_latency_ms_per_user"] is None and tiger["beam_latency_ms_per_user"] > 0
+    assert tiger["model_label"] == "tiger (collaborative IDs)" and tiger["tokenizer"]["source"] == "collaborative"
+    assert tiger["config"]["tokenizer"]["collaborative_run"] == str(runs / "sasrec-sim-tiny-seed7")
+    assert tiger["config"]["train"]["length_pool"] == 4
+    # --resume keeps the records and trains nothing again
+    (runs / "tiger-sim-tiny-seed7" / "weights.pt").unlink()
+    assert bench.main([*args, "--resume"]) == 0
+    assert json.loads(out.read_text()) == records and not (runs / "tiger-sim-tiny-seed7" / "weights.pt").exists()
