@@ -31,6 +31,9 @@ from agenticrs.gr.sequences import leave_one_out, resolve_sequences
 from agenticrs.gr.workflow import SequentialJob, run_sequential_job
 from agenticrs.progress import RichReporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gr_table import label as row_label
+
 console = Console()
 CONFIGS = Path(__file__).with_name("configs") / "gr.yaml"
 METRIC_KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
@@ -133,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="right" if col != "model" else "left")
     for r in records:
         beam = r["beam_latency_ms_per_user"]
-        table.add_row(r.get("model_label", r["model"]), str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS),
+        table.add_row(row_label(r), str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS),
                       f"{r['train_s_per_epoch']:.1f}", "" if beam is None else f"{beam:.1f}")
-    for model in dict.fromkeys(r.get("model_label", r["model"]) for r in records):
-        rows = [r for r in records if r.get("model_label", r["model"]) == model]
+    for model in dict.fromkeys(map(row_label, records)):
+        rows = [r for r in records if row_label(r) == model]
         means = [np.mean([r[k] for r in rows]) for k in METRIC_KEYS]
         stds = [np.std([r[k] for r in rows]) for k in METRIC_KEYS]
         table.add_row(f"{model} mean ± std", str(len(rows)), *(f"{m:.4f}±{s:.4f}" for m, s in zip(means, stds, strict=True)),

@@ -11,11 +11,15 @@ import numpy as np
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
 
+def label(record: dict) -> str:
+    """The row a record belongs to: its model, or its variant (e.g. "tiger (collaborative IDs)")."""
+    return record.get("model_label", record["model"])
+
+
 def main(paths: list[str]) -> int:
     records = [r for p in paths for r in json.loads(Path(p).read_text())]
     print("| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
     print("|---|---|---|" + "---|" * (len(KEYS) + 2))
-    label = lambda r: r.get("model_label", r["model"])  # a TIGER variant has its own row
     groups = dict.fromkeys((r["dataset"], label(r)) for r in records)  # first-seen order
     for dataset, model in groups:
         rows = [r for r in records if (r["dataset"], label(r)) == (dataset, model)]
