@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 PG_INSTALL ?= 1
 
-.PHONY: demo test test-fast bench install dev pg clean
+.PHONY: demo test test-fast bench install dev pg lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,13 @@ pg:
 demo: $(VENV)/.installed
 	$(VENV)/bin/agenticrs demo
 
-test: $(VENV)/.dev pg
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check src tests bench
+
+test: $(VENV)/.dev pg lint
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.dev pg
+test-fast: $(VENV)/.dev pg lint
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

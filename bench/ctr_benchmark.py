@@ -33,6 +33,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from agenticrs.runtime.files import atomic_write_json
+
 BENCH_DIR = Path(__file__).resolve().parent
 CRITEO_LAYOUT = "criteo-layout"
 
@@ -85,7 +87,7 @@ def mlp_ceiling(width: int, hidden: list[int], batch_size: int, dropout: float, 
     import torch
 
     from agenticrs.models.layers import MLP
-    from agenticrs.train.trainer import make_optimizer
+    from agenticrs.train.optim import make_optimizer
 
     torch.manual_seed(0)
     mlp = MLP(width, hidden, dropout=dropout, batch_norm=batch_norm, output_dim=1)
@@ -120,15 +122,20 @@ def latency_ms_per_1000(model, split, repeats: int = 20) -> float:
     return statistics.median(times)
 
 
+_RECORDED_TRAIN_SETTINGS = (
+    "optimizer", "learning_rate", "embedding_l2", "weight_l2", "lr_schedule", "warmup_steps", "max_steps", "epochs",
+    "eval_every_steps", "patience", "grad_clip", "time_budget_s",
+)  # fmt: skip
+
+
 def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp.Queue) -> None:
     """Train and evaluate one model with one seed; put its record on the queue."""
     from agenticrs.config import apply_overrides
     from agenticrs.features.pipeline import process_dataset
-    from agenticrs.train.config import RunConfig
-    from agenticrs.train.trainer import evaluate
-    from agenticrs.train.workflow import train_run
-
     from agenticrs.models.base import IncompatibleDataError, build_model
+    from agenticrs.train.config import RunConfig
+    from agenticrs.train.ctr import evaluate
+    from agenticrs.train.workflow import train_run
 
     cache_dir = Path(args["cache_dir"])
     spec = resolve_spec(dataset, cache_dir, args["rows"])
@@ -143,6 +150,11 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
         return
     with tempfile.TemporaryDirectory(prefix="agenticrs-bench-runs-") as runs:
         trained = train_run(config, runs, cache_dir, data=data)
+        if args.get("skip_test"):  # tuning: the validation split only, never a test figure
+            queue.put({"model": model, "seed": seed, "valid_auc": trained.result.valid.get("auc"),
+                       "stopped_by": trained.result.stopped_by, "steps": trained.result.steps,
+                       "best_step": trained.result.best_step})
+            return
         test_split = data.splits.get("test") or data.splits.get("valid")
         eval_started = time.perf_counter()
         test_metrics, _ = evaluate(trained.model, test_split, ["auc", "logloss"], config.train.eval_batch_size)
@@ -160,9 +172,15 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
             "peak_rss_mb": _peak_rss_mb(),
             "parameters": sum(p.numel() for p in trained.model.parameters()),
             "best_epoch": trained.result.best_epoch,
-            "epochs_run": len(trained.result.history),
+            "epochs_run": trained.result.epochs_run,
+            "steps": trained.result.steps,
+            "best_step": trained.result.best_step,
+            "stopped_by": trained.result.stopped_by,
             "valid_auc": trained.result.valid.get("auc"),
             "batch_size": config.train.batch_size,
+            "train_settings": {k: v for k, v in trained.run.config.train.model_dump().items()
+                               if k in _RECORDED_TRAIN_SETTINGS},
+            "model_params": trained.run.config.model_params,
         }
     if args.get("skip_ceiling"):
         record["mlp_ceiling_samples_per_s"] = record["throughput_ratio"] = None
@@ -205,14 +223,14 @@ def _in_subprocess(target, *args) -> dict[str, Any]:
 def summarise(records: list[dict[str, Any]]) -> Table:
     table = Table(title=f"CTR benchmark — {records[0]['dataset']}" if records else "CTR benchmark")
     columns = ["model", "seeds", "AUC", "logloss", "params", "train samples/s", "× MLP ceiling", "ms / 1k cand.",
-               "peak RSS MB"]
+               "peak RSS MB", "steps (best)", "stopped by"]
     for c in columns:
         table.add_column(c, justify="left" if c == "model" else "right")
     models = list(dict.fromkeys(r["model"] for r in records))
     for m in models:
         rs = [r for r in records if r["model"] == m]
 
-        def ms(key: str, fmt: str) -> str:
+        def ms(key: str, fmt: str, rs: list[dict[str, Any]] = rs) -> str:
             values = [r[key] for r in rs]
             mean = statistics.fmean(values)
             std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -225,9 +243,12 @@ def summarise(records: list[dict[str, Any]]) -> Table:
             ms("logloss", ".4f"),
             f"{rs[0]['parameters']:,}",
             f"{statistics.fmean(r['train_samples_per_s'] for r in rs):,.0f}",
-            f"{statistics.fmean(r['throughput_ratio'] for r in rs):.2f}",
+            f"{statistics.fmean(r['throughput_ratio'] for r in rs):.2f}" if all(r.get("throughput_ratio") for r in rs)
+            else "",
             f"{statistics.fmean(r.get('latency_ms_per_1000', float('nan')) for r in rs):.1f}",
             f"{max(r['peak_rss_mb'] for r in rs):,.0f}",
+            ", ".join(f"{r.get('steps', '?')} ({r.get('best_step', '?')})" for r in rs),
+            ", ".join(sorted({str(r.get("stopped_by", "?")) for r in rs})),
         )
     return table
 
@@ -242,6 +263,8 @@ def run_overrides(args: argparse.Namespace) -> tuple[list[str], dict[str, list[s
         overrides.append(f"train.epochs={args.epochs}")
     if args.max_steps:
         overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
+    if args.step_budget:
+        overrides.append(f"train.max_steps={args.step_budget}")
     return overrides, model_overrides
 
 
@@ -254,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help=f"training rows of '{CRITEO_LAYOUT}'")
     parser.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the trainer's, early stopping)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    parser.add_argument("--step-budget", type=int, default=None,
+                        help="the same optimiser-step budget for every model (train.max_steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="run-config override, e.g. train.embedding_l2=0.05 or model_params.dropout=0.1")
     parser.add_argument("--config", type=Path, default=None,
@@ -283,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
                 break
             record["process_rows_per_s"] = processing["process_rows_per_s"]
             records.append(record)
+            ratio = record["throughput_ratio"]
             console.print(f"  {model} seed {seed}: AUC {record['auc']:.4f}  logloss {record['logloss']:.4f}  "
-                          f"{record['train_samples_per_s']:,.0f} samples/s ({record['throughput_ratio']:.2f} × MLP)")
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_name(f".{args.json.name}.tmp")
-            tmp.write_text(json.dumps(records, indent=1))  # written as we go (atomically): nothing is lost
-            tmp.replace(args.json)
+                          f"{record['train_samples_per_s']:,.0f} samples/s"
+                          + (f" ({ratio:.2f} × MLP)" if ratio else "")
+                          + f"  stopped by {record['stopped_by']} at step {record['steps']} (best {record['best_step']})")
+            atomic_write_json(args.json, records)  # written as we go (atomically): nothing is lost
     console.print(summarise(records))
     console.print(f"wrote {args.json}")
     return 0

@@ -59,7 +59,9 @@ def candidates() -> list[tuple[str, Candidate]]:
     ]
 
 
-def ensemble(trainer: MemberTrainer, root: Path, name: str, candidate: Candidate, seeds: list[int]) -> tuple[dict[str, np.ndarray], float]:
+def ensemble(
+    trainer: MemberTrainer, root: Path, name: str, candidate: Candidate, seeds: list[int]
+) -> tuple[dict[str, np.ndarray], float]:
     """(M, rows) predictions per split, training only the missing learners; and the seconds spent."""
     loaded, spent = [], 0.0
     for seed in seeds:
@@ -132,7 +134,8 @@ def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, c
             "seconds": time.perf_counter() - started,
         }
         records.append(record)
-        console.print(f"{dataset} {name:16s} predicted {decision.improvement:+.2e} measured {record['measured_improvement']:+.2e} "
+        measured = record["measured_improvement"]
+        console.print(f"{dataset} {name:16s} predicted {decision.improvement:+.2e} measured {measured:+.2e} "
                       f"ensnas {'accept' if decision.accepted else 'reject'} truth {'accept' if truth else 'reject'}")
     return records
 

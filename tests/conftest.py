@@ -11,7 +11,6 @@ import torch
 from agenticrs.data.synthetic import generate_synthetic
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per worker: pytest-xdist already runs one worker per core, and oversubscribed
     # intra-op threads slow training by an order of magnitude on a 2-core machine

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from agenticrs.runtime.files import atomic_write_text
+
 
 def parse_override_value(text: str) -> Any:
     """`--set` values are YAML scalars or lists: 1e-3, true, [400,400], adam."""
@@ -82,7 +84,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dump_yaml(data: dict[str, Any], path: str | Path | None = None) -> str:
+    """YAML text of `data`; written atomically to `path` when one is given."""
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     if path is not None:
-        Path(path).write_text(text)
+        atomic_write_text(path, text)
     return text

@@ -31,7 +31,7 @@ class CategorySampler:
     edges: np.ndarray  # category + within-category cumulative share, right edges
 
     @classmethod
-    def build(cls, item_category: np.ndarray, weights: np.ndarray, n_categories: int) -> "CategorySampler":
+    def build(cls, item_category: np.ndarray, weights: np.ndarray, n_categories: int) -> CategorySampler:
         order = np.argsort(item_category, kind="stable")
         category_sorted = item_category[order]
         w = np.asarray(weights, dtype=np.float64)[order]

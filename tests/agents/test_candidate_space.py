@@ -63,6 +63,7 @@ def test_hash_fills_defaults_and_changes_with_real_knobs():
     knobs = base.model_knobs()
     assert knobs == {
         "embedding_dim": 10, "hidden_units": [400, 400, 400], "activation": "relu", "dropout": 0.2, "batch_norm": True,
+        "input_norm": "none",
     }
 
 

@@ -143,14 +143,13 @@ def test_read_side_commands(evolved: tuple[KnowledgeStore, Any, Coordinator], tm
 
 def test_audit_trains_real_ensembles_and_records_them(evolved: tuple[KnowledgeStore, Any, Coordinator]) -> None:
     from agenticrs.agents import ensnas
-    from agenticrs.agents.audit import run_audit
 
     store, summary, coordinator = evolved
     with store.transaction() as tx:
         rows = tx.candidates(summary.intent_id)
         before = len(tx.audits(summary.intent_id))
     trained = [r for r in rows if r.round > 0 and r.status != "invalid"]
-    records = run_audit(coordinator, trained[-1].id, rows[0].id, m=3)
+    records = coordinator.run_audit(trained[-1].id, rows[0].id, m=3)
     with store.transaction() as tx:
         audits = tx.audits(summary.intent_id)
         roles = {t.role for t in tx.trainings(candidate_id=trained[-1].id)}

@@ -437,7 +437,7 @@ def test_two_processes_racing_on_one_database(store_url: str, tmp_path: Path) ->
             (sync / "intent.tmp").write_text(str(intent_id))
             (sync / "intent.tmp").rename(sync / "intent")
             outputs = [w.communicate(timeout=240) for w in workers]
-            for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+            for worker, (_stdout, stderr) in zip(workers, outputs, strict=True):
                 assert worker.returncode == 0, stderr
                 assert "Traceback" not in stderr, stderr
             seen = [json.loads(stdout) for stdout, _ in outputs]

@@ -28,17 +28,59 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output
 
 
-def test_models_lists_the_zoo():
+@pytest.fixture()
+def wide(monkeypatch):
+    """A wide console whatever the environment the CLI module was imported under."""
+    from agenticrs.cli import common
+
+    def set_width(columns: int) -> None:
+        monkeypatch.setattr(common.console, "width", columns)
+
+    return set_width
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    """Table rows of a rich table by their first cell (continuation lines of wrapped cells skipped)."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) > 1 and cells[0]:
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+def test_models_lists_the_zoo_of_every_task(wide):
+    wide(250)
     result = runner.invoke(app, ["models"])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
     for name in ["lr", "fm", "deepfm", "dcnv2", "din", "finalmlp", "autoint"]:
-        assert name in result.output
+        assert rows[name][0] == "ctr"
+    assert rows["sasrec"][0] == "sequential" and rows["tiger"][0] == "sequential"
+    assert "semantic IDs" in rows["tiger"][2] and "semantic IDs" not in rows["sasrec"][2]
 
 
-def test_datasets_lists_the_registry():
+def test_models_verbose_shows_sequential_defaults(wide):
+    wide(400)
+    result = runner.invoke(app, ["models", "-v"])
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert "d_model=128" in rows["tiger"][3] and "dim=64" in rows["sasrec"][3]
+    assert "embedding_dim=" in rows["deepfm"][3]
+
+
+def test_datasets_lists_ctr_and_sequence_data_sets(monkeypatch, tmp_path, wide):
+    wide(250)
+    monkeypatch.setenv("AGENTICRS_DATA_DIR", str(tmp_path))  # an empty data root: public data is missing
     result = runner.invoke(app, ["datasets"])
-    assert result.exit_code == 0
-    assert "synthetic" in result.output and "frappe" in result.output
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.output)
+    assert rows["synthetic"][1] == "generated" and rows["frappe"][1].startswith("no")
+    assert rows["amazon_beauty"][0] == "next item (sequences)"
+    assert rows["amazon_beauty"][1] == "no (amazon_beauty not found)"
+    assert "yelp" in rows and "movielens_100k" in rows
+    (tmp_path / "amazon_beauty").mkdir()
+    assert _rows(runner.invoke(app, ["datasets"]).output)["amazon_beauty"][1] == "yes"
 
 
 def test_train_evaluate_predict_end_to_end(env, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from agenticrs.data.adapters import (
     ADAPTERS,
+    _common,
     bars_spec,
     convert_avazu,
     convert_libfm,
@@ -24,7 +25,6 @@ from agenticrs.data.adapters import (
     criteo_spec,
     read_s3rec_sequences,
 )
-from agenticrs.data.adapters import _common
 from agenticrs.data.adapters._common import MARKER_NAME
 from agenticrs.data.errors import DataError
 from agenticrs.data.readers import iter_split
@@ -474,7 +474,7 @@ def test_s3rec_negatives_are_uniform_and_never_the_target(tmp_path: Path) -> Non
     path = write(tmp_path / "Two.txt", "1 1 2 1 2 1 2 1 2 1 2\n2 3 1 3 2 1\n")
     spec = convert_s3rec(path, tmp_path / "out", negatives_per_positive=200, history_len=3)
     rows = read_split(spec, "train")
-    targets, negs = {}, []
+    negs = []
     for i in range(0, len(rows), 201):
         target = rows[i]["item_id"]
         block = [r["item_id"] for r in rows[i + 1 : i + 201]]

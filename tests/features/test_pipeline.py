@@ -34,7 +34,7 @@ FIELDS = [
 def _lines(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         hist = "|".join(f"i{x}" for x in rng.integers(0, 300, rng.integers(0, 9)))
         price = "" if rng.random() < 0.05 else f"{rng.normal(10, 3):.3f}"
         cat = "" if rng.random() < 0.05 else f"c{rng.integers(0, 100)}"

@@ -21,8 +21,8 @@ from agenticrs.features.subset import (
 from agenticrs.models.base import IncompatibleDataError, build_model, make_config
 from agenticrs.models.layers import FeatureEmbedding
 from agenticrs.train.config import RunConfig, TrainConfig
+from agenticrs.train.ctr import predict_probs
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import predict_probs
 from agenticrs.train.workflow import train_run
 
 

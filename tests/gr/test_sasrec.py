@@ -131,3 +131,42 @@ def test_run_directory_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     again = train_sequential(build_sequential("sasrec", 25, {**SMALL, "dropout": 0.1}), data, config)
     assert again.test == result.test and again.valid == result.valid
+
+
+def test_sequential_training_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
+    """The sequential task on the one engine: a run killed mid-epoch resumes to the same weights
+    (sampled negatives and dropout continue from the checkpointed generators)."""
+    from agenticrs.gr.train import SequentialTask
+    from agenticrs.train.engine import Engine
+    from agenticrs.train.run import Run
+
+    data = planted(120, 25, seed=4)
+    config = SequentialTrainConfig(epochs=2, batch_size=16, seed=5, eval_every_steps=4, patience=10)
+
+    def fresh() -> SASRec:
+        torch.manual_seed(0)
+        return build_sequential("sasrec", 25, {**SMALL, "dropout": 0.1, "loss": "bce"})
+
+    whole = fresh()
+    expected = train_sequential(whole, data, config, run_dir=tmp_path / "whole")
+
+    class Crash(Exception):
+        pass
+
+    class Dying(SequentialTask):
+        done = 0
+
+        def loss(self, model, batch):
+            if Dying.done == 6:
+                raise Crash()
+            Dying.done += 1
+            return super().loss(model, batch)
+
+    model = fresh()
+    with pytest.raises(Crash):
+        Engine(config).fit(model, Dying(model, data, config), Run.at(tmp_path / "crashed"))
+    resumed = fresh()
+    result = train_sequential(resumed, data, config, run_dir=tmp_path / "crashed", resume=True)
+    assert result.steps == expected.steps and result.test == expected.test
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

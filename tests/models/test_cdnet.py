@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import visible_smoke_model
 
 from agenticrs.models.base import IncompatibleDataError, build_model, make_config
 from agenticrs.models.cdnet import masked_softmax, select_core_behaviours
-from zoo_helpers import visible_smoke_model
 
 ITEM, CATE = "seq/hist_item_id", "seq/hist_cate_id"
 LENGTH = "seqlen/hist_item_id"
@@ -31,6 +31,7 @@ def _planted(seq_data, seq_batch, **overrides):
     """A model whose relevance is the plain dot product of [item; cate] embeddings, the candidate item
     a unit-norm vector far larger than every other embedding, and full-length histories holding that
     item at PLANTED_POSITIONS only (other rows keep their own history and candidate)."""
+    overrides = {"input_norm": "none", **overrides}  # the planted norms must survive
     model = _smoke(seq_data.schema, top_k=len(PLANTED_POSITIONS), **overrides)
     embedding = model.embedding
     item_row = embedding.sequence_offset(seq_data.schema.sequence("hist_item_id")) + PLANTED_ITEM
@@ -195,6 +196,8 @@ def test_cdnet_category_distribution_depends_on_the_histogram_only(seq_data, seq
         distinct, counts = cates.unique(return_counts=True)
         offset = model.embedding.sequence_offset(seq_data.schema.sequence("hist_cate_id"))
         values = model.embedding.embedding.weight[distinct.long() + offset]
+        slot = model.embedding.sequence_slot(seq_data.schema.sequence("hist_cate_id"))
+        values = model.embedding.normalize([values[None]], [torch.full((len(values),), slot)])[0][0]
         context = model.embedding.num_fields
         queries = embedded.fields[row] + model.context_type[:context]
         attention = model.blocks[0].attention

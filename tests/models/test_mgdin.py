@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import visible_smoke_model
 
 from agenticrs.data.cache import SplitArrays, SplitWriter
 from agenticrs.features.schema import CategoricalInput, FeatureSchema, SequenceInput
@@ -21,7 +22,6 @@ from agenticrs.models.mgdin import (
     mean_log_frequency,
     quantile_bins,
 )
-from zoo_helpers import visible_smoke_model
 
 
 def _model(schema, seed=0, smoke=True, **overrides) -> MGDIN:
@@ -215,8 +215,8 @@ def test_activation_layer_is_the_first_layer_with_rank_over_groups_at_most_l_ove
     groups = torch.tensor([2, 2, 4, 4, 4, 4, *[8] * 8])
     first = activation_layers(ranks, groups, 4)
     assert first.tolist() == [2, 4, 1, 2, 3, 4, 1, 1, 2, 2, 3, 3, 4, 4]
-    for l in range(1, 5):  # active iff r/G <= l/L
-        assert ((first <= l) == (ranks * 4 <= l * groups)).all()
+    for layer in range(1, 5):  # active iff r/G <= l/L
+        assert ((first <= layer) == (ranks * 4 <= layer * groups)).all()
     # with fewer groups than layers nothing would start at layer 1: the schedule is shifted
     assert activation_layers(torch.tensor([1, 2]), torch.tensor([2, 2]), 4).tolist() == [1, 3]
 
@@ -237,8 +237,8 @@ def test_layer_output_gets_no_gradient_from_tokens_masked_at_that_layer(seq_data
     assert (tokens.grad[:, ~active1] == 0).all()
     assert (tokens.grad[:, active1] != 0).any()
     # inactive tokens are carried unchanged up to their activation layer
-    for l, state in enumerate(states):
-        deferred = model.deferred_group_mask[l]
+    for layer, state in enumerate(states):
+        deferred = model.deferred_group_mask[layer]
         assert torch.equal(state[:, deferred], tokens[:, deferred])
 
 

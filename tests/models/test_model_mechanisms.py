@@ -7,14 +7,13 @@ import itertools
 import pytest
 import torch
 from torch import nn
+from zoo_helpers import visible_smoke_model
 
 from agenticrs.models.autoint import InteractingLayer
 from agenticrs.models.base import build_model
 from agenticrs.models.dcnv2 import CrossNetV2
 from agenticrs.models.finalmlp import BilinearFusion
 from agenticrs.models.fm import fm_interaction
-from zoo_helpers import visible_smoke_model
-
 
 
 def _smoke(name, schema, seed=0, **overrides):

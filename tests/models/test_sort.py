@@ -106,12 +106,14 @@ def test_context_is_encoded_once_per_request_and_pruned_layers_query_only_candid
     _logits(model, seq_batch)
     context_len = model.context_mask.shape[0]
     candidate_len = model.num_candidate_tokens
-    # full layer: the context is attended over once per request, the candidates once per row
-    assert calls[0] == [(requests, context_len), (rows, candidate_len)]
+    # full layer: the context is attended over once per request, then the candidates of each request
+    # (4 rows) together, each row's tokens once
+    per_request = rows // requests
+    assert calls[0] == [(requests, context_len), (requests, per_request * candidate_len)]
     assert not same_context[0]
     # pruned layers: no context queries and the context is passed on unchanged
-    assert calls[1] == [(rows, candidate_len)] and same_context[1]
-    assert calls[2] == [(rows, 1)] and same_context[2]  # the last layer: only [CLS] is a query
+    assert calls[1] == [(requests, per_request * candidate_len)] and same_context[1]
+    assert calls[2] == [(requests, per_request)] and same_context[2]  # the last layer: only [CLS] is a query
 
 
 def test_without_request_info_every_sequence_is_context_and_every_field_a_candidate_field(seq_data, seq_batch):
@@ -247,10 +249,20 @@ def test_candidate_attention_mask_has_no_candidate_to_candidate_entries(seq_data
     """The key set of a candidate is its request's context and its own tokens: nothing else."""
     model = _sort(seq_data.schema)
     seen = []
-    model.blocks[0].attention.register_forward_hook(lambda m, args, out: seen.append(args[1].shape))
+    model.blocks[0].attention.register_forward_hook(lambda m, args, out: seen.append((args[1].shape, args[3])))
     _logits(model, seq_batch)
-    rows = len(seq_batch["request"])
-    assert seen[1][0] == rows and seen[1][2] == model.context_mask.shape[0] + model.num_candidate_tokens
+    (requests, _, num_keys, _), mask = seen[1]
+    context_len, tokens = model.context_mask.shape[0], model.num_candidate_tokens
+    per_request = len(seq_batch["request"]) // requests
+    assert num_keys == context_len + per_request * tokens and mask.shape == (requests, 1, per_request * tokens, num_keys)
+    # the context keys: the request's real context tokens, for every query
+    lengths = seq_batch[batch_key_seqlen("hist_item_id")][::per_request]
+    real = torch.arange(context_len - model.num_profile_tokens)[None, :] < lengths[:, None]
+    assert mask[:, 0, :, : model.num_profile_tokens].all()
+    assert torch.equal(mask[:, 0, :, model.num_profile_tokens : context_len], real[:, None, :].expand(-1, per_request * tokens, -1))
+    # the candidate keys: a block diagonal, each candidate's tokens see its own tokens only
+    slot = torch.arange(per_request * tokens) // tokens
+    assert torch.equal(mask[:, 0, :, context_len:], (slot[:, None] == slot[None, :]).expand(requests, -1, -1))
 
 
 # ----------------------------------------------------------------------------------- MoE FFN

@@ -46,8 +46,9 @@ import torch
 from agenticrs.data.synthetic import META_NAME, generate_synthetic, preset
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import build_model
+from agenticrs.runtime import seed_everything
 from agenticrs.train.config import TrainConfig
-from agenticrs.train.trainer import Trainer, seed_everything
+from agenticrs.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

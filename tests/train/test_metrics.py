@@ -263,7 +263,7 @@ def test_registry_contents() -> None:
     assert set(METRICS) >= {"auc", "logloss", "gauc", "calibration"}
     for name, m in METRICS.items():
         assert isinstance(m, Metric) and m.name == name
-        assert set(m.needs) <= {"labels", "probs", "groups"}
+        assert set(m.needs) <= {"labels", "probs", "groups", "ranks"}
     assert "groups" in METRICS["gauc"].needs
     assert "groups" not in METRICS["auc"].needs
     assert METRICS["auc"].higher_is_better and not METRICS["logloss"].higher_is_better
@@ -297,8 +297,12 @@ def test_compute_metrics_errors() -> None:
     y, p = [0, 1, 1, 0], [0.2, 0.7, 0.6, 0.4]
     with pytest.raises(ValueError, match="needs groups"):
         compute_metrics(["auc", "gauc"], y, p)
-    with pytest.raises(ValueError, match="unknown metric 'ndcg'") as exc:
+    with pytest.raises(ValueError, match="written ndcg@k"):
         compute_metrics(["auc", "ndcg"], y, p)
+    with pytest.raises(ValueError, match="ranking metric"):
+        compute_metrics(["ndcg@10"], y, p)
+    with pytest.raises(ValueError, match="unknown metric 'mrr'") as exc:
+        compute_metrics(["auc", "mrr"], y, p)
     for known in ("auc", "logloss", "gauc", "calibration"):
         assert known in str(exc.value)
 
@@ -317,4 +321,4 @@ def test_is_better() -> None:
     assert is_better("calibration", 0.98, 1.1)
     assert not is_better("calibration", 1.3, 0.9)
     with pytest.raises(ValueError, match="unknown metric"):
-        is_better("ndcg", 0.5, 0.4)
+        is_better("mrr", 0.5, 0.4)

@@ -10,8 +10,9 @@ import torch
 
 from agenticrs.models.base import build_model
 from agenticrs.train.config import TrainConfig
+from agenticrs.train.ctr import predict_probs
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import Trainer, predict_probs
+from agenticrs.train.trainer import Trainer
 
 QUICK = dict(batch_size=512, epochs=2, max_steps_per_epoch=8, eval_batch_size=4096)
 
@@ -41,7 +42,7 @@ def test_different_seed_gives_different_model(tiny_synthetic):
 def test_training_improves_over_untrained_model(tiny_synthetic):
     torch.manual_seed(0)
     untrained = build_model("fm", tiny_synthetic.schema, smoke=True)
-    from agenticrs.train.trainer import evaluate
+    from agenticrs.train.ctr import evaluate
 
     before, _ = evaluate(untrained, tiny_synthetic.split("valid"), ["logloss"])
     _, result = _fit(tiny_synthetic, "fm", epochs=3, learning_rate=0.01, max_steps_per_epoch=None)
@@ -56,7 +57,7 @@ def test_early_stopping_decays_lr_and_restores_best_checkpoint(tiny_synthetic, t
         tiny_synthetic, "lr", run=run, epochs=30, learning_rate=5.0, patience=2, lr_decay_patience=1,
         lr_decay_factor=0.5, max_steps_per_epoch=4,
     )
-    assert result.stopped_by == "early stopping"
+    assert result.stopped_by == "patience"
     assert len(result.history) < 30
     lrs = [r["lr"] for r in result.history]
     assert min(lrs) < 5.0  # decayed on a plateau

@@ -52,7 +52,7 @@ def test_predict_on_the_raw_file_equals_evaluation_predictions(trained, tiny_cac
 
 
 def test_loaded_model_matches_trained_model(trained):
-    from agenticrs.train.trainer import predict_probs
+    from agenticrs.train.ctr import predict_probs
 
     loaded = Run(trained.run.folder).load_model()
     split = trained.data.split("valid")
@@ -66,4 +66,4 @@ def test_unknown_split_is_a_clear_error(trained, tiny_cache):
 
 def test_incomplete_run_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
-        Run(tmp_path).config
+        _ = Run(tmp_path).config

@@ -22,15 +22,13 @@ from agenticrs.agents.splits import EvolutionData
 from agenticrs.features.subset import field_names, protected_fields
 from agenticrs.models.base import build_model
 from agenticrs.progress import SILENT, Reporter
+from agenticrs.runtime import resolve_device, seed_everything
 from agenticrs.train.config import TrainConfig
+from agenticrs.train.ctr import predict_probs
 from agenticrs.train.metrics import compute_metrics
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import (
-    Trainer,
-    predict_probs,
-    resolve_device,
-    seed_everything,
-)
+from agenticrs.train.trainer import Trainer
+from agenticrs.train.workflow import with_model_train_defaults
 
 PREDICTIONS = "predictions.npz"
 REPORT_METRICS = ["auc", "logloss", "brier"]
@@ -79,9 +77,9 @@ class MemberTrainer:
 
     def train(self, candidate: Candidate, seed: int, folder: Path) -> MemberResult:
         """Train (from scratch: a half-written folder from a killed run is replaced)."""
-        config = candidate.run_config(
+        config = with_model_train_defaults(candidate.run_config(
             self.evo.data.spec.name, seed, self.base, self.all_fields, self.protected, name=folder.name
-        )
+        ))
         if folder.exists():
             for stale in folder.iterdir():
                 stale.unlink()
@@ -104,9 +102,7 @@ class MemberTrainer:
             predictions[split] = probs
             metrics[split] = compute_metrics(REPORT_METRICS, self.evo.labels(split, self.label_index), probs)
         stored = {k: v.astype(np.float32) for k, v in predictions.items()}
-        tmp = folder / (PREDICTIONS + ".tmp.npz")
-        np.savez(tmp, **stored)
-        tmp.replace(folder / PREDICTIONS)
+        run.save_arrays(PREDICTIONS, **stored)
         cost = time.perf_counter() - started
         # the float32 values that were stored, so a resumed run reads exactly what this one used
         as_stored = {k: v.astype(np.float64) for k, v in stored.items()}

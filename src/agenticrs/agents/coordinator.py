@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from agenticrs.agents import ensnas
+from agenticrs.agents.audit import audit_records
 from agenticrs.agents.autotrain import MemberTrainer, file_sha256, load_predictions
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
@@ -195,7 +196,7 @@ class Coordinator:
             if tx.champion(self.intent_id) is not None:
                 return
         self.observer("round", {"round": 0, "candidate": start.describe(), "id": candidate_id})
-        predictions = self._train_members(candidate_id, start)
+        predictions = self.train_members(candidate_id, start)
         if predictions is None:
             raise RuntimeError("the starting incumbent failed to train; see the lessons table")
         stats = self._member_stats(candidate_id, start.config_hash(), predictions, "valid")
@@ -226,7 +227,7 @@ class Coordinator:
                 tx.close_task(task_id)
             self.observer("decided", {"candidate_id": row.id, "status": row.status})
             return True
-        predictions = self._train_members(row.id, candidate)
+        predictions = self.train_members(row.id, candidate)
         if predictions is None:
             self._close(task_id, row.id, "failed")
             return True
@@ -327,7 +328,7 @@ class Coordinator:
             return row
 
     # -- training ---------------------------------------------------------------------------------
-    def _train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
+    def train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
                        role: str = "member") -> dict[str, np.ndarray] | None:
         """Predictions (learners, rows) per split of the candidate's learners, training what is missing."""
         seeds = seeds or list(self.settings.member_seeds())
@@ -462,9 +463,36 @@ class Coordinator:
             lineage = tx.lineage(self.intent_id)
         promotions = len(lineage) - 1
         if promotions > 0 and promotions % every == 0:
-            from agenticrs.agents.audit import run_audit
+            self.run_audit(lineage[-1].candidate_id, lineage[-2].candidate_id, self.settings.audit_size)
 
-            run_audit(self, lineage[-1].candidate_id, lineage[-2].candidate_id, self.settings.audit_size)
+    def ensemble_predictions(self, candidate_id: int, m: int) -> dict[str, np.ndarray]:
+        """(m, rows) predictions per split: the dual learners plus m − 2 audit learners."""
+        with self.store.transaction() as tx:
+            candidate = Candidate.model_validate(tx.get(CandidateRow, candidate_id).config)
+        members = self.train_members(candidate_id, candidate)
+        extra_seeds = self.settings.audit_seeds(m)[2:]
+        audit = self.train_members(candidate_id, candidate, extra_seeds, role="audit") if extra_seeds else None
+        if members is None or (extra_seeds and audit is None):
+            raise RuntimeError(f"candidate {candidate_id} failed to train during the audit; see its lessons")
+        if audit is None:
+            return members
+        return {split: np.concatenate([members[split], audit[split]]) for split in members}
+
+    def run_audit(self, candidate_id: int, incumbent_id: int, m: int = 8) -> list[dict[str, Any]]:
+        """Audit one candidate against one incumbent with real M-ensembles (M − 2 extra trainings
+        per side); returns and records one record per split."""
+        records = audit_records(
+            self.ensemble_predictions(candidate_id, m), self.ensemble_predictions(incumbent_id, m), self.labels, m
+        )
+        with self.store.transaction() as tx:
+            for record in records:
+                for role, cid, predicted, measured in (
+                    ("candidate", candidate_id, record["candidate_predicted"], record["candidate_measured"]),
+                    ("incumbent", incumbent_id, record["incumbent_predicted"], record["incumbent_measured"]),
+                ):
+                    tx.add_audit(intent_id=self.intent_id, candidate_id=cid, split=record["split"], ensemble_size=m,
+                                 predicted=predicted, measured=measured, details={**record, "role": role})
+        return records
 
     # -- results ----------------------------------------------------------------------------------
     def summary(self) -> EvolveSummary:

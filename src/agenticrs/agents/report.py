@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from agenticrs.agents.knowledge.schema import (
     Lesson,
     Training,
 )
+from agenticrs.runtime.files import atomic_write
 
 SECTION_TITLES = {
     "overview": "1. Overview",
@@ -634,14 +634,7 @@ def write_report(store: KnowledgeStore, intent_id: int, out: str | Path) -> Path
     """Write the intent's report to `out` (one self-contained HTML file, replaced atomically)."""
     page = render(_read(store, intent_id))
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o644)  # the temp file is private (0600); a report is for reading
+        handle.write(page.encode("utf-8"))
     return path

@@ -32,7 +32,8 @@ class RowSubset:
         self._arrays: dict[str, Any] = {}
         for key in split.keys():
             value = split[key]
-            self._arrays[key] = value.take(rows) if hasattr(value, "take") and not isinstance(value, np.ndarray) else np.asarray(value)[rows]
+            lazy = hasattr(value, "take") and not isinstance(value, np.ndarray)
+            self._arrays[key] = value.take(rows) if lazy else np.asarray(value)[rows]
         self.rows = len(rows)
 
     def keys(self) -> list[str]:

@@ -63,7 +63,8 @@ class LiveView:
             if event == "promoted":
                 self.incumbent = info["candidate"]
                 valid = info["metrics"].get("valid", {})
-                self.incumbent_metrics = f"valid auc {valid.get('auc', float('nan')):.4f}  brier {valid.get('brier', float('nan')):.5f}"
+                auc, brier = valid.get("auc", float("nan")), valid.get("brier", float("nan"))
+                self.incumbent_metrics = f"valid auc {auc:.4f}  brier {brier:.5f}"
             if info.get("round", 0) > 0:
                 self.counts[event] = self.counts.get(event, 0) + 1
                 self.last = info.get("reason", "")
@@ -286,7 +287,6 @@ def audit(
     ensemble_size: int = typer.Option(8, "--ensemble-size", "-M", help="size of the real ensembles"),
 ) -> None:
     """Train real M-ensembles of the incumbent and a candidate; record predicted vs measured error."""
-    from agenticrs.agents.audit import run_audit
     from agenticrs.agents.coordinator import Coordinator
 
     store = KnowledgeStore(db)
@@ -307,7 +307,7 @@ def audit(
     incumbent = target.parent_id or lineage[0].candidate_id
     coordinator = Coordinator(store, settings)
     coordinator.open_intent(intent_id)
-    records = run_audit(coordinator, candidate, incumbent, ensemble_size)
+    records = coordinator.run_audit(candidate, incumbent, ensemble_size)
     table = Table(title=f"calibration audit: candidate #{candidate} vs incumbent #{incumbent}, M={ensemble_size}")
     for col in ("split", "cand predicted", "cand measured", "inc predicted", "inc measured", "pred gain", "meas gain", "agree"):
         table.add_column(col, justify="right")

@@ -1,25 +1,53 @@
-"""`agenticrs models`: the model zoo with papers, needs and defaults."""
+"""`agenticrs models`: the model zoo of every task (CTR, sequential) with papers, needs and defaults."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from agenticrs.cli.common import console
-from agenticrs.models.base import list_models, model_class
+from agenticrs.models.base import MODELS, Model, list_models
+
+# the config field that says how wide a model is, per task (CTR: embeddings; SASRec: dim; TIGER: d_model)
+_WIDTH_FIELDS = ("embedding_dim", "dim", "d_model")
 
 
-def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show every default hyper-parameter")) -> None:
-    """List the registered models."""
-    table = Table(title="model zoo")
-    for column in ("name", "paper", "needs", "defaults" if verbose else "embedding_dim"):
-        table.add_column(column, overflow="fold")
-    for name in list_models():
-        cls = model_class(name)
+def _needs(cls: type[Any]) -> str:
+    """What the model reads, in words: CTR fields / behaviour sequences, or item sequences (+ semantic IDs)."""
+    if isinstance(cls, type) and issubclass(cls, Model):
         needs = "behaviour sequence + target" if cls.inputs.needs_target_sequence else "fields"
         if cls.inputs.request_centric:
             needs += " (request-centric: uses request ids when the data has them)"
-        defaults = cls.default_config().model_dump()
-        shown = ", ".join(f"{k}={v}" for k, v in defaults.items()) if verbose else str(defaults.get("embedding_dim"))
-        table.add_row(name, cls.paper, needs, shown)
+        return needs
+    from agenticrs.gr.base import SequentialModel
+    from agenticrs.gr.zoo import needs_semantic_ids
+
+    if isinstance(cls, type) and issubclass(cls, SequentialModel):
+        return "item sequences + semantic IDs (tokenizer)" if needs_semantic_ids(cls) else "item sequences"
+    return "?"
+
+
+def _defaults(cls: type[Any]) -> dict[str, Any]:
+    """The model's default hyper-parameters (a CTR model's may differ from its bare Config)."""
+    config = cls.default_config() if issubclass(cls, Model) else cls.Config()
+    return config.model_dump()
+
+
+def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show every default hyper-parameter")) -> None:
+    """List the registered models of every task (ctr, sequential)."""
+    table = Table(title="model zoo")
+    for column in ("name", "task", "paper", "needs", "defaults" if verbose else "width"):
+        table.add_column(column, overflow="fold")
+    for name in sorted(list_models(None), key=lambda n: (MODELS[n].task != "ctr", MODELS[n].task, n)):
+        cls = MODELS[name]
+        defaults = _defaults(cls)
+        if verbose:
+            shown = ", ".join(f"{k}={v}" for k, v in defaults.items())
+            if cls.train_defaults:
+                shown += "; train: " + ", ".join(f"{k}={v}" for k, v in cls.train_defaults.items())
+        else:
+            shown = next((f"{f}={defaults[f]}" for f in _WIDTH_FIELDS if f in defaults), "")
+        table.add_row(name, cls.task, cls.paper, _needs(cls), shown)
     console.print(table)

@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from agenticrs.cli.common import console, friendly_errors, metrics_table, reporter
 from agenticrs.config import apply_overrides, dump_yaml, load_yaml
 from agenticrs.train.config import RunConfig
-from agenticrs.train.workflow import evaluate_run, predict_files, train_run
+from agenticrs.train.workflow import evaluate_run, predict_files, resume_run, train_run
 
 
 @friendly_errors
@@ -27,8 +27,12 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="where run directories are written"),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="processed-data cache (default .cache/agenticrs)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    resume: Path = typer.Option(None, "--resume", help="continue a killed run directory from its checkpoint"),
 ) -> None:
-    """Train a model on a data set and write a run directory."""
+    """Train a model on a data set and write a run directory (or continue one with --resume)."""
+    if resume is not None:
+        _resume(resume, task, cache_dir, quiet)
+        return
     raw = load_yaml(config) if config else {}
     if dataset:
         raw["dataset"] = dataset
@@ -80,6 +84,21 @@ def predict(
     out.parent.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(pa.table({"prediction": probs.astype(np.float64)}), str(out))
     console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")
+
+
+def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> None:
+    if task == "sequential":
+        from agenticrs.gr.workflow import resume_sequential_job
+
+        result = resume_sequential_job(folder, cache_dir, reporter(quiet))
+        console.print(metrics_table(f"{folder} (resumed; best epoch {result.best_epoch})",
+                                    {"valid": result.valid, "test": result.test}))
+    else:
+        trained = resume_run(folder, cache_dir, reporter(quiet))
+        result = trained.result
+        console.print(metrics_table(f"{folder} (resumed; best epoch {result.best_epoch})",
+                                    {"valid": result.valid, "test": result.test}))
+    console.print(f"stopped by: {result.stopped_by}   run directory: [bold]{folder}[/]")
 
 
 def _train_sequential(raw: dict, runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from agenticrs.data.adapters.criteo import CATEGORICAL_COLUMNS, NUMERIC_COLUMNS
+from agenticrs.runtime.files import atomic_write
 
 # cardinalities of the 26 categorical fields, spread like Criteo's (4 ... ~10^5)
 CARDINALITIES = np.unique(np.geomspace(4, 120_000, 26).astype(int)).tolist()
@@ -43,16 +44,15 @@ def write_criteo_layout(
     rng = np.random.default_rng(world_seed)
     vocabularies = []
     effects = []
-    for field, cardinality in enumerate(CARDINALITIES):
+    for cardinality in CARDINALITIES:
         tokens = rng.integers(0, 2**32, size=cardinality, dtype=np.uint64)
         vocabularies.append(pa.array([f"{t:08x}" for t in tokens.tolist()], pa.string()))
         effects.append(rng.normal(0, 0.6 if cardinality < 1000 else 0.4, size=cardinality))
     numeric_scale = rng.uniform(0.5, 3.0, size=len(NUMERIC_COLUMNS))
     numeric_effect = rng.normal(0, 0.15, size=len(NUMERIC_COLUMNS))
     rng = np.random.default_rng([world_seed, seed, 1])
-    tmp = path.with_name(f".{path.name}.tmp")
     options = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
-    with pacsv.CSVWriter(str(tmp), _schema(), write_options=options) as writer:
+    with atomic_write(path) as handle, pacsv.CSVWriter(handle, _schema(), write_options=options) as writer:
         for start in range(0, rows, block_rows):
             n = min(block_rows, rows - start)
             logit = np.full(n, -1.2)
@@ -71,7 +71,6 @@ def write_criteo_layout(
             label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
             table = pa.table({"label": pa.array(label), **columns}, schema=_schema())
             writer.write_table(table)
-    tmp.replace(path)
     return path
 
 

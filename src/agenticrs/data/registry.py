@@ -1,7 +1,10 @@
 """Named data sets: the canonical public splits, the embedded synthetic default, and YAML specs.
 
 Public data is read from a path (never shipped): $AGENTICRS_DATA_DIR, or a `shared/data` folder
-found beside the working directory or the source checkout.
+found beside the working directory or the source checkout. The names live in `DATASETS`, an
+`agenticrs.runtime.Registry` (a taken name is an error, an unknown one lists the known ones); the
+sequence data sets of the generative recommenders have their own registry,
+`agenticrs.gr.sequences.SEQUENCE_DATASETS`, because they load into another type.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from agenticrs.data.errors import DataError
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.data.synthetic import generate_synthetic
 from agenticrs.progress import SILENT, Reporter
+from agenticrs.runtime.registry import Registry
 
 
 def data_root() -> Path | None:
@@ -92,48 +96,54 @@ def _synthetic(preset: str) -> Callable[[Path], DatasetSpec]:
     return build
 
 
-DATASETS: dict[str, DatasetEntry] = {
-    entry.name: entry
-    for entry in [
+DATASETS: Registry[DatasetEntry] = Registry("data set")
+
+
+def register_dataset(entry: DatasetEntry) -> DatasetEntry:
+    """Make a data set available by its name (to `resolve_dataset`, `--dataset` and `agenticrs datasets`)."""
+    return DATASETS.register(entry.name, entry)
+
+
+for _entry in [
+    DatasetEntry(
+        "synthetic",
+        "ctr + history",
+        "embedded default: generated impressions with a known ground-truth click function (oracle AUC known)",
+        _synthetic("default"),
+    ),
+    DatasetEntry("synthetic-tiny", "ctr + history", "a 20k-impression synthetic set for tests", _synthetic("tiny")),
+    DatasetEntry(
+        "synthetic-relevance",
+        "ctr + history",
+        "synthetic, clicks driven by the target's similarity to its closest history item (target attention wins)",
+        _synthetic("relevance"),
+    ),
+    DatasetEntry(
+        "frappe",
+        "ctr",
+        "Frappe app usage, canonical split (46,177 / 11,545 / 28,860), 10 categorical fields",
+        _public("frappe_nfm/split", "frappe", "user"),
+        requires="frappe_nfm/split",
+    ),
+    DatasetEntry(
+        "movielens",
+        "ctr",
+        "MovieLens-100K rating>=4, canonical split (80,000 / 10,000 / 10,000), 8 categorical fields",
+        _public("movielens_100k/ctr_split", "movielens", "user_id"),
+        requires="movielens_100k/ctr_split",
+    ),
+    *(
         DatasetEntry(
-            "synthetic",
-            "ctr + history",
-            "embedded default: generated impressions with a known ground-truth click function (oracle AUC known)",
-            _synthetic("default"),
-        ),
-        DatasetEntry("synthetic-tiny", "ctr + history", "a 20k-impression synthetic set for tests", _synthetic("tiny")),
-        DatasetEntry(
-            "synthetic-relevance",
-            "ctr + history",
-            "synthetic, clicks driven by the target's similarity to its closest history item (target attention wins)",
-            _synthetic("relevance"),
-        ),
-        DatasetEntry(
-            "frappe",
-            "ctr",
-            "Frappe app usage, canonical split (46,177 / 11,545 / 28,860), 10 categorical fields",
-            _public("frappe_nfm/split", "frappe", "user"),
-            requires="frappe_nfm/split",
-        ),
-        DatasetEntry(
-            "movielens",
-            "ctr",
-            "MovieLens-100K rating>=4, canonical split (80,000 / 10,000 / 10,000), 8 categorical fields",
-            _public("movielens_100k/ctr_split", "movielens", "user_id"),
-            requires="movielens_100k/ctr_split",
-        ),
-        *(
-            DatasetEntry(
-                f"sim-{size}" if task == "ctr" else f"sim-{size}-{task}",
-                kind,
-                f"simulator ({about}): {what}",
-                _simulated(size, task),
-            )
-            for size, about in _SIM_SIZES.items()
-            for task, (kind, what) in _SIM_TASKS.items()
-        ),
-    ]
-}
+            f"sim-{size}" if task == "ctr" else f"sim-{size}-{task}",
+            kind,
+            f"simulator ({about}): {what}",
+            _simulated(size, task),
+        )
+        for size, about in _SIM_SIZES.items()
+        for task, (kind, what) in _SIM_TASKS.items()
+    ),
+]:
+    register_dataset(_entry)
 
 
 def resolve_dataset(

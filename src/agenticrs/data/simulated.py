@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from agenticrs.data.adapters.s3rec import convert_s3rec
 from agenticrs.data.errors import DataError
 from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.runtime.files import atomic_write_text
 from agenticrs.sim.config import GENERATOR_VERSION, PRESETS, SimConfig, sim_preset
 from agenticrs.sim.logs import HIDDEN_COLUMNS, SPLITS, GenerationResult, generate_logs
 
@@ -105,9 +106,7 @@ def _oracle(files: list[Path], label: str, prob: str, rows_filter: str | None = 
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def _finished(out_dir: Path, key: str) -> bool:
@@ -134,7 +133,7 @@ def write_simulation(config: SimConfig, out_dir: str | Path, name: str = "sim", 
     specs = {task: task_spec(task, config, out_dir, names[task]) for task in TASKS}
     for task, spec in specs.items():  # portable copies: paths relative to the folder
         relative = {s: [os.path.relpath(p, out_dir) for p in paths] for s, paths in spec.files.items()}
-        spec.model_copy(update={"files": relative}).to_yaml(out_dir / f"{task}.yaml")
+        atomic_write_text(out_dir / f"{task}.yaml", spec.model_copy(update={"files": relative}).to_yaml())
     meta = {
         "generator_version": GENERATOR_VERSION,
         "config_hash": key,

@@ -52,6 +52,12 @@ class FieldSpec(BaseModel):
     )
     list_delimiter: str | None = Field(default=None, description="in-cell delimiter; defaults to the reader's")
     embedding_dim: int | None = None
+    # label
+    optional: bool = Field(
+        default=False,
+        description="label: a missing value stays missing (NaN; e.g. a conversion label that exists only for "
+        "clicked rows) and is left out of that label's loss and metrics; otherwise a missing label is an error",
+    )
 
     @property
     def source(self) -> str:
@@ -106,7 +112,7 @@ class DatasetSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "DatasetSpec":
+    def _check_consistency(self) -> DatasetSpec:
         names = [f.name for f in self.fields]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -169,7 +175,7 @@ class DatasetSpec(BaseModel):
         named = next((f for f in self.fields if f.name == key), None)
         return named.source if named else key
 
-    def resolve_paths(self, base: Path) -> "DatasetSpec":
+    def resolve_paths(self, base: Path) -> DatasetSpec:
         """Relative file paths are taken relative to `base` (the YAML file's folder)."""
         files = {
             split: [str(p if Path(p).is_absolute() else (base / p)) for p in paths]
@@ -179,7 +185,7 @@ class DatasetSpec(BaseModel):
 
     # --- YAML ----------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "DatasetSpec":
+    def from_yaml(cls, path: str | Path) -> DatasetSpec:
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -190,7 +196,7 @@ class DatasetSpec(BaseModel):
         return cls.from_dict(raw, source=str(path)).resolve_paths(path.parent)
 
     @classmethod
-    def from_dict(cls, raw: object, source: str = "<dict>") -> "DatasetSpec":
+    def from_dict(cls, raw: object, source: str = "<dict>") -> DatasetSpec:
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

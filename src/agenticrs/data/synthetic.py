@@ -80,7 +80,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +92,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agenticrs.data.errors import DataError
 from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
+from agenticrs.runtime.files import atomic_write, atomic_write_text
 from agenticrs.sampling import CategorySampler, cumulative_shares, draw_global
 
 GENERATOR_VERSION = 1
@@ -169,7 +169,7 @@ class SyntheticConfig(BaseModel):
     test_frac: float = Field(default=0.1, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _check(self) -> "SyntheticConfig":
+    def _check(self) -> SyntheticConfig:
         total = self.train_frac + self.valid_frac + self.test_frac
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"split fractions must sum to 1; got {total}")
@@ -484,7 +484,7 @@ def simulate(config: SyntheticConfig, world: SyntheticWorld | None = None) -> tu
         - cfg.position_decay * position
         + cfg.price_coef * e["price_z"][item]
     )
-    I = (
+    I = (  # noqa: E741 - the component is called I in the documented click function
         np.einsum("ij,ij->i", world.user_latent[user], world.item_latent[item]) / math.sqrt(cfg.latent_dim)
         + e["device_x_cate"][device, cate]
         + e["daypart_x_cate"][hour // 6, cate]
@@ -642,12 +642,6 @@ def _split_meta(cols: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _marker_ok(out_dir: Path, key: str) -> bool:
     marker = out_dir / MARKER_NAME
     try:
@@ -687,9 +681,8 @@ def generate_synthetic(config: SyntheticConfig | str | None, out_dir: str | Path
     for name, rows in splits.items():
         table = _table(cols, rows, world)
         path = out_dir / f"{name}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        pq.write_table(table, str(tmp), compression="zstd")
-        os.replace(tmp, path)
+        with atomic_write(path) as handle:
+            pq.write_table(table, handle, compression="zstd")
     all_rows = np.arange(config.n_impressions)
     meta = {
         "name": "synthetic",
@@ -702,11 +695,11 @@ def generate_synthetic(config: SyntheticConfig | str | None, out_dir: str | Path
         "generation_seconds": round(time.perf_counter() - started, 3),
         "hidden_columns": ["ts", "true_prob"],
     }
-    _write_atomic_bytes(out_dir / META_NAME, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_text(out_dir / META_NAME, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     rel_spec = synthetic_spec(config, {s: [f"{s}.parquet"] for s in SPLITS})
-    _write_atomic_bytes(out_dir / SPEC_NAME, rel_spec.to_yaml().encode())
+    atomic_write_text(out_dir / SPEC_NAME, rel_spec.to_yaml())
     marker = {"key": key, "generator_version": GENERATOR_VERSION, "config": config.model_dump(mode="json")}
-    _write_atomic_bytes(out_dir / MARKER_NAME, (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_text(out_dir / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return spec
 
 

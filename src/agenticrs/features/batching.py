@@ -13,7 +13,8 @@ import torch
 
 from agenticrs.data.cache import SplitArrays
 
-LABEL = "label"
+LABEL = "label"  # (B,) the one trained label
+LABELS = "labels"  # (B, T) several trained labels (multi-task); NaN where a row has no such label
 GROUP = "group"
 REQUEST = "request"
 _BATCH_KEYS_PREFIXES = ("seq/", "seqlen/")
@@ -58,16 +59,20 @@ def iterate_batches(
     shuffle: bool = False,
     seed: int = 0,
     epoch: int = 0,
-    label_index: int | None = 0,
+    label_index: int | list[int] | None = 0,
     with_groups: bool = False,
     device: torch.device | str = "cpu",
     drop_last: bool = False,
     keep_requests: bool = False,
+    skip_batches: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield batches: model inputs, `label` (B,) float (if labelled) and `group` (B,) int64.
+    """Yield batches: model inputs, `label` (B,) float (one label index) or `labels` (B, T) (a
+    list of label indices), and `group` (B,) int64.
 
     `keep_requests` shuffles whole requests (when the split has request ids), so that a request's
-    candidates stay adjacent; a batch boundary may still cut one request in two.
+    candidates stay adjacent; a batch boundary may still cut one request in two. `skip_batches`
+    starts at that batch of the same order (a resumed run continues mid-epoch without gathering
+    the batches it already trained on).
     """
     if shuffle and keep_requests and REQUEST in split:
         order = request_block_order(np.asarray(split[REQUEST]), seed, epoch)
@@ -78,11 +83,13 @@ def iterate_batches(
     labels = split["labels"] if (label_index is not None and "labels" in split) else None
     groups = split["group"] if (with_groups and "group" in split) else None
     stop = split.rows - (split.rows % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
+    for start in range(skip_batches * batch_size, stop, batch_size):
         # a shuffled batch is a gather (a fresh copy); an ordered one is a slice, copied out of the map
         index = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
         batch = {k: torch.from_numpy(np.array(v[index])) for k, v in arrays.items()}
-        if labels is not None:
+        if labels is not None and isinstance(label_index, list):
+            batch[LABELS] = torch.from_numpy(np.array(labels[index][:, label_index]))
+        elif labels is not None:
             batch[LABEL] = torch.from_numpy(np.array(labels[index, label_index]))
         if groups is not None:
             batch[GROUP] = torch.from_numpy(np.array(groups[index]))

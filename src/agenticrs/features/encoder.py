@@ -339,7 +339,7 @@ class FeatureEncoder:
         return Chunk(chunk.file, chunk.first_row, table)
 
     # -- fitting ----------------------------------------------------------------------
-    def fit(self, chunks: Iterable[Chunk]) -> "FeatureEncoder":
+    def fit(self, chunks: Iterable[Chunk]) -> FeatureEncoder:
         """Vocabularies and statistics from the training chunks (one pass; fields in parallel)."""
         counters: dict[str, _CountAccumulator] = {}
         for f in self.spec.of_kind("categorical"):
@@ -376,10 +376,10 @@ class FeatureEncoder:
             per_owner: dict[str, list] = {}
             for f in self.spec.fields:
                 if f.kind == "categorical" and f.name in counters:
-                    per_owner.setdefault(f.name, []).append(lambda f=f: as_strings(_column(chunk, f)))
+                    per_owner.setdefault(f.name, []).append(lambda f=f, chunk=chunk: as_strings(_column(chunk, f)))
                 elif f.kind == "sequence" and f.element == "categorical" and self._vocab_owner(f) in counters:
                     per_owner.setdefault(self._vocab_owner(f), []).append(
-                        lambda f=f: as_strings(
+                        lambda f=f, chunk=chunk: as_strings(
                             pc.list_flatten(_sequence_lists(_column(chunk, f), f, self.spec.reader.list_delimiter))
                         )
                     )
@@ -387,8 +387,8 @@ class FeatureEncoder:
                 (lambda owner=owner, getters=getters: [count_values(owner, g) for g in getters])
                 for owner, getters in per_owner.items()
             ]
-            tasks += [(lambda f=f: numeric_stats(chunk, f)) for f in self.spec.of_kind("numeric")]
-            tasks += [(lambda f=f: self._labels(chunk, f)) for f in self.spec.labels]  # validates labels
+            tasks += [(lambda f=f, chunk=chunk: numeric_stats(chunk, f)) for f in self.spec.of_kind("numeric")]
+            tasks += [(lambda f=f, chunk=chunk: self._labels(chunk, f)) for f in self.spec.labels]  # validates labels
             _run_parallel(tasks)
         if rows == 0:
             raise DataError("the training split has no rows", file=", ".join(self.spec.files["train"]))
@@ -540,7 +540,10 @@ class FeatureEncoder:
             lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
             values = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", values))
         labels = parse_float(values, chunk, f, self.null_tokens)
-        bad = np.flatnonzero(~((labels == 0) | (labels == 1)))
+        allowed = (labels == 0) | (labels == 1)
+        if f.optional:
+            allowed |= np.isnan(labels)
+        bad = np.flatnonzero(~allowed)
         if len(bad):
             row = int(bad[0])
             shown = values[row].as_py()
@@ -600,7 +603,7 @@ class FeatureEncoder:
         Path(path).write_text(json.dumps(self.to_dict()))
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "FeatureEncoder":
+    def from_dict(cls, raw: dict) -> FeatureEncoder:
         if raw.get("version") != ENCODER_VERSION:
             raise ValueError(f"encoder version {raw.get('version')} is not supported (expected {ENCODER_VERSION})")
         encoder = cls(DatasetSpec.model_validate(raw["spec"]))
@@ -610,5 +613,5 @@ class FeatureEncoder:
         return encoder
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureEncoder":
+    def load(cls, path: str | Path) -> FeatureEncoder:
         return cls.from_dict(json.loads(Path(path).read_text()))

@@ -65,7 +65,7 @@ class FeatureSchema:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "FeatureSchema":
+    def from_dict(cls, raw: dict) -> FeatureSchema:
         return cls(
             categorical=tuple(CategoricalInput(**c) for c in raw["categorical"]),
             numeric=tuple(raw["numeric"]),

@@ -77,6 +77,8 @@ class SequentialConfig(BaseModel):
 
 class SequentialModel(nn.Module):
     name: ClassVar[str] = ""
+    task: ClassVar[str] = "sequential"
+    train_defaults: ClassVar[dict] = {}
     paper: ClassVar[str] = ""
     Config: ClassVar[type[SequentialConfig]] = SequentialConfig
     # training examples the trainer builds (`agenticrs.gr.sequences.next_item_batches`): "sequence" =

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from agenticrs.gr.base import SequenceData
+from agenticrs.runtime.files import atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def array_digest(*arrays: np.ndarray | None) -> str:
 
 
 class EmbeddingCache:
-    """`<cache_dir>/embeddings/<key>.npy`, written atomically (temp file + os.replace)."""
+    """`<cache_dir>/embeddings/<key>.npy`, written atomically (a reader never sees half an array)."""
 
     def __init__(self, cache_dir: str | Path) -> None:
         self.root = Path(cache_dir) / "embeddings"
@@ -289,12 +289,9 @@ class EmbeddingCache:
         return np.load(path) if path.exists() else None
 
     def put(self, key: str, array: np.ndarray) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        with tempfile.NamedTemporaryFile(dir=self.root, prefix=f".{key}.", suffix=".tmp", delete=False) as handle:
-            np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
-            tmp = Path(handle.name)
-        os.replace(tmp, path)
+        data = np.ascontiguousarray(array, dtype=np.float32)
+        atomic_save(path, lambda handle: np.save(handle, data))
         return path
 
     def get_or_compute(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from agenticrs.train.metrics import ndcg_at_k, recall_at_k
+
 MISS = np.iinfo(np.int64).max  # rank of a target not in the list
 
 
@@ -29,14 +31,10 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> di
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.ndim != 1 or len(ranks) == 0:
         raise ValueError(f"expected a non-empty 1-D array of ranks, got shape {ranks.shape}")
-    gain = np.zeros(len(ranks), dtype=np.float64)
-    finite = ranks < max(ks)
-    gain[finite] = 1.0 / np.log2(ranks[finite] + 2.0)
     out: dict[str, float] = {}
     for k in ks:
-        hit = ranks < k
-        out[f"recall@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, gain, 0.0).mean())
+        out[f"recall@{k}"] = recall_at_k(ranks, k)
+        out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
     return out
 
 

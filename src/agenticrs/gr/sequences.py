@@ -2,7 +2,8 @@
 
 Loaders return `SequenceData` (see `agenticrs.gr.base`): the S3-Rec releases (Amazon Beauty /
 Sports, Yelp), MovieLens-100K (GroupLens `u.data`/`u.item` or the RecBole atomic copy) and the
-simulator's click sequences. `resolve_sequences(name)` finds a registered data set under the data
+simulator's click sequences. `resolve_sequences(name)` finds a data set registered in
+`SEQUENCE_DATASETS` (an `agenticrs.runtime.Registry`, listed by `agenticrs datasets`) under the data
 root (`agenticrs.data.registry.data_root`) or generates the simulator's.
 
 The protocol is leave-one-out (`leave_one_out`): per user the last item is the test target, the
@@ -32,6 +33,7 @@ from agenticrs.data.adapters.movielens import find_atomic_files
 from agenticrs.data.adapters.s3rec import read_s3rec_sequences
 from agenticrs.data.errors import DataError
 from agenticrs.gr.base import PAD, SeqBatch, SequenceData
+from agenticrs.runtime.registry import Registry
 
 PathLike = str | Path
 ExampleMode = Literal["sequence", "prefixes"]
@@ -274,6 +276,7 @@ class SequenceDatasetEntry:
     description: str
     load: Callable[[Path], SequenceData]  # cache dir -> data
     requires: str | None = None  # folder under the data root; None: generated
+    task: str = "next item (sequences)"  # what `agenticrs datasets` shows beside the CTR data sets
 
     def location(self) -> Path | None:
         from agenticrs.data.registry import data_root
@@ -325,30 +328,36 @@ def _sim_entries() -> list[SequenceDatasetEntry]:
     ]
 
 
-SEQUENCE_DATASETS: dict[str, SequenceDatasetEntry] = {
-    entry.name: entry
-    for entry in [
-        SequenceDatasetEntry(
-            "amazon_beauty", "Amazon 2014 Beauty 5-core (S3-Rec): 22,363 users, 12,101 items",
-            _public("amazon_beauty", "amazon_beauty", lambda f: load_s3rec("Beauty", f, "amazon_beauty")),
-            requires="amazon_beauty",
-        ),
-        SequenceDatasetEntry(
-            "amazon_sports", "Amazon 2014 Sports and Outdoors 5-core (S3-Rec): 35,598 users, 18,357 items",
-            _public("amazon_sports", "amazon_sports", lambda f: load_s3rec("Sports_and_Outdoors", f, "amazon_sports")),
-            requires="amazon_sports",
-        ),
-        SequenceDatasetEntry(
-            "yelp", "Yelp 5-core (S3-Rec): 30,431 users, 20,033 items",
-            _public("yelp", "yelp", lambda f: load_s3rec("Yelp", f, "yelp")), requires="yelp",
-        ),
-        SequenceDatasetEntry(
-            "movielens_100k", "MovieLens-100K, every rating an interaction, titles + genres as item text",
-            _public("movielens_100k", "movielens_100k", load_movielens_sequences), requires="movielens_100k",
-        ),
-        *_sim_entries(),
-    ]
-}  # fmt: skip
+SEQUENCE_DATASETS: Registry[SequenceDatasetEntry] = Registry("sequence data set")
+
+
+def register_sequences(entry: SequenceDatasetEntry) -> SequenceDatasetEntry:
+    """Make a sequence data set available by its name (to `resolve_sequences` and `agenticrs datasets`)."""
+    return SEQUENCE_DATASETS.register(entry.name, entry)
+
+
+for _entry in [
+    SequenceDatasetEntry(
+        "amazon_beauty", "Amazon 2014 Beauty 5-core (S3-Rec): 22,363 users, 12,101 items",
+        _public("amazon_beauty", "amazon_beauty", lambda f: load_s3rec("Beauty", f, "amazon_beauty")),
+        requires="amazon_beauty",
+    ),
+    SequenceDatasetEntry(
+        "amazon_sports", "Amazon 2014 Sports and Outdoors 5-core (S3-Rec): 35,598 users, 18,357 items",
+        _public("amazon_sports", "amazon_sports", lambda f: load_s3rec("Sports_and_Outdoors", f, "amazon_sports")),
+        requires="amazon_sports",
+    ),
+    SequenceDatasetEntry(
+        "yelp", "Yelp 5-core (S3-Rec): 30,431 users, 20,033 items",
+        _public("yelp", "yelp", lambda f: load_s3rec("Yelp", f, "yelp")), requires="yelp",
+    ),
+    SequenceDatasetEntry(
+        "movielens_100k", "MovieLens-100K, every rating an interaction, titles + genres as item text",
+        _public("movielens_100k", "movielens_100k", load_movielens_sequences), requires="movielens_100k",
+    ),
+    *_sim_entries(),
+]:  # fmt: skip
+    register_sequences(_entry)
 
 
 def resolve_sequences(name: str, cache_dir: PathLike | None = None) -> SequenceData:

@@ -26,8 +26,6 @@ moves each colliding item's last code to its nearest free code instead.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from agenticrs.gr.base import SemanticIds
+from agenticrs.runtime.files import atomic_save
+from agenticrs.runtime.registry import Registry
 
 T = TypeVar("T", bound="Tokenizer")
 _CHUNK = 32768  # rows per distance block: bounds the (rows, K) distance matrix
@@ -221,11 +221,12 @@ class TokenizerConfig(BaseModel):
     seed: int = 0
 
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {}
+TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer")
 
 
 def register(cls: type[T]) -> type[T]:
-    TOKENIZERS[cls.name] = cls
+    """Class decorator: makes a tokenizer available by its `name` (to `make_tokenizer` and `Tokenizer.load`)."""
+    TOKENIZERS.register(cls.name, cls)
     return cls
 
 
@@ -282,11 +283,7 @@ class Tokenizer(ABC):
         self._check_fitted()
         payload = {"kind": self.name, "config": self.config.model_dump(mode="json"), "state": self._state()}
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-            torch.save(payload, handle)
-            tmp = Path(handle.name)
-        os.replace(tmp, path)
+        atomic_save(path, lambda handle: torch.save(payload, handle))
         return path
 
     @classmethod
@@ -295,7 +292,7 @@ class Tokenizer(ABC):
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
         kind = payload["kind"]
         if kind not in TOKENIZERS:
-            raise ValueError(f"unknown tokenizer kind '{kind}' in {path}")
+            raise ValueError(f"unknown tokenizer kind '{kind}' in {path}; known: {', '.join(TOKENIZERS.names())}")
         target = TOKENIZERS[kind]
         if cls is not Tokenizer and target is not cls:
             raise ValueError(f"{path} holds a '{kind}' tokenizer, not '{cls.name}'")
@@ -307,8 +304,8 @@ class Tokenizer(ABC):
 
 def make_tokenizer(kind: str, **overrides: Any) -> Tokenizer:
     """A tokenizer by kind ('rq_kmeans', 'rq_vae', 'pq') with config overrides."""
-    if kind not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer '{kind}'; known: {sorted(TOKENIZERS)}")
+    if kind not in TOKENIZERS:  # a ValueError, like a bad override: both are bad settings
+        raise ValueError(f"unknown tokenizer '{kind}'; known: {', '.join(TOKENIZERS.names())}")
     return TOKENIZERS[kind](**overrides)
 
 
@@ -780,11 +777,8 @@ def semantic_ids(
 def save_semantic_ids(path: str | Path, sids: SemanticIds) -> Path:
     """npz with `codes` and `vocab_sizes`, written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        np.savez(handle, codes=sids.codes.astype(np.int64), vocab_sizes=np.asarray(sids.vocab_sizes, dtype=np.int64))
-        tmp = Path(handle.name)
-    os.replace(tmp, path)
+    codes, vocab = sids.codes.astype(np.int64), np.asarray(sids.vocab_sizes, dtype=np.int64)
+    atomic_save(path, lambda handle: np.savez(handle, codes=codes, vocab_sizes=vocab))
     return path
 
 

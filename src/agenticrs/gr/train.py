@@ -1,22 +1,21 @@
-"""Training and evaluation of sequential / generative recommenders under leave-one-out.
+"""The sequential task of the one engine: next-item training and full-ranking evaluation.
 
-One loop for every `SequentialModel`: it calls `model.loss(batch)` on next-item batches and
+`train_sequential` hands a `SequentialTask` to `agenticrs.train.engine.Engine`, which owns the
+loop, early stopping (patience in evaluations, direction from the metric registry), budgets,
+resume and the run directory. The task calls `model.loss(batch)` on next-item batches and
 `model.recommend(batch, k)` for full-ranking evaluation (Recall@k / NDCG@k), never the model's
-kind. Seeded (same seed -> same metrics on CPU), early stopping on a validation metric with
-patience counted in evaluations, best-checkpoint restore, a JSON-lines metrics log.
+kind.
 
-A run directory holds `config.yaml` (model name and params, train config, data set name,
-`num_items`), `weights.pt` (the best checkpoint), `semantic_ids.npz` (models that decode semantic
-IDs), `metrics.jsonl` (one record per evaluation, appended as training goes) and `summary.json`
-(written last); `load_sequential_run` rebuilds the model from it.
+A run directory holds what every run holds (`config.yaml` with the model name and params, the
+train config, the data set name and `num_items`; `weights.pt`, `metrics.jsonl`, `summary.json`)
+plus `semantic_ids.npz` for models that decode semantic IDs; `load_sequential_run` rebuilds the
+model from it.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import time
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,44 +23,42 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
-from agenticrs.config import dump_yaml, load_yaml
+from agenticrs.config import load_yaml
 from agenticrs.gr.base import SemanticIds, SequenceData, SequentialModel
 from agenticrs.gr.metrics import rank_metrics
 from agenticrs.gr.sequences import (
     EvalExamples,
+    LOOSplits,
     count_next_item_examples,
     leave_one_out,
     next_item_batches,
 )
 from agenticrs.gr.zoo import build_sequential
 from agenticrs.progress import SILENT, Reporter
-from agenticrs.train.trainer import resolve_device, seed_everything
+from agenticrs.runtime import resolve_device
+from agenticrs.train.config import TrainConfig
+from agenticrs.train.engine import Engine
+from agenticrs.train.run import CONFIG, WEIGHTS, Run
 
-CONFIG, WEIGHTS, SEMANTIC_IDS, METRICS, SUMMARY = (
-    "config.yaml", "weights.pt", "semantic_ids.npz", "metrics.jsonl", "summary.json",
-)  # fmt: skip
+SEMANTIC_IDS = "semantic_ids.npz"
 
 
-class SequentialTrainConfig(BaseModel):
-    """How to train; the defaults follow SASRec (Adam, lr 1e-3, batch 128)."""
-
-    model_config = ConfigDict(extra="forbid")
+class SequentialTrainConfig(TrainConfig):
+    """How to train a sequential model; the defaults follow SASRec (Adam, lr 1e-3, batch 128,
+    constant learning rate, patience 10 evaluations on NDCG@10)."""
 
     epochs: int = Field(default=200, ge=1)
     batch_size: int = Field(default=128, ge=1)
     eval_batch_size: int = Field(default=1024, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0, description="decoupled (AdamW); 0 = plain Adam")
-    grad_clip: float | None = Field(default=None, gt=0, description="clip the gradient norm to this")
+    optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adamw"
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "constant"
     patience: int = Field(default=10, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(default=0.0, ge=0, description="a validation gain at or below this is no improvement")
-    eval_every: int = Field(default=1, ge=1, description="epochs between validations")
     monitor: str = Field(default="ndcg@10", description="validation metric for early stopping and the best checkpoint")
+    metrics: list[str] = Field(default_factory=list, description="default: recall@k and ndcg@k for every k in ks")
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    seed: int = 2024
-    num_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default: all cores")
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
     max_len: int | None = Field(default=None, ge=1, description="history length; default: the model's max_len")
     examples: Literal["sequence", "prefixes"] | None = Field(
         default=None, description="training examples; default: the model's `train_examples`"
@@ -69,13 +66,29 @@ class SequentialTrainConfig(BaseModel):
     length_pool: int | None = Field(
         default=None, ge=1, description="batch examples of similar history length within pools of this many batches"
     )
-    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap steps per epoch (quick runs)")
-    time_budget_s: float | None = Field(default=None, gt=0, description="stop training after this many seconds")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """`weight_decay` (decoupled, on every parameter) and `eval_every` (epochs), as older
+        configs and run directories write them."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "weight_decay" in data:
+            decay = data.pop("weight_decay")
+            data.setdefault("weight_l2", decay)
+            data.setdefault("embedding_l2", decay)
+        if "eval_every" in data:
+            data.setdefault("eval_every_epochs", data.pop("eval_every"))
+        return data
 
     @model_validator(mode="after")
     def _check_monitor(self) -> SequentialTrainConfig:
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        if not self.metrics:
+            self.metrics = [f"{m}@{k}" for k in self.ks for m in ("recall", "ndcg")]
         known = [f"{m}@{k}" for k in self.ks for m in ("recall", "ndcg")]
         if self.monitor not in known:
             raise ValueError(f"monitor '{self.monitor}' is not computed; choose one of {known}")
@@ -106,6 +119,8 @@ class SeqTrainResult:
     eval_seconds: float = 0.0
     stopped_by: str = "epochs"
     run_dir: Path | None = None
+    steps: int = 0
+    best_step: int = 0
 
 
 def _model_max_len(model: SequentialModel, override: int | None = None) -> int:
@@ -148,23 +163,71 @@ def evaluate_sequential(
     return rank_metrics(np.concatenate(lists), examples.targets, ks)
 
 
-def _save_weights(folder: Path, state: dict[str, torch.Tensor]) -> None:
-    tmp = folder / (WEIGHTS + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(folder / WEIGHTS)
+class SequentialTask:
+    """Leave-one-out next-item training of a `SequentialModel` (the engine's task contract)."""
+
+    def __init__(self, model: SequentialModel, data: SequenceData, config: SequentialTrainConfig) -> None:
+        self.data = data
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.max_len = _model_max_len(model, config.max_len)
+        self.mode = config.examples or getattr(model, "train_examples", "sequence")
+        self.splits: LOOSplits = leave_one_out(data)
+        if len(self.splits.valid) == 0:
+            raise ValueError(f"data set '{data.name}' has no user with 3 or more items: nothing to validate on")
+        self.n_examples = count_next_item_examples(self.splits.train, self.mode)
+        if self.n_examples == 0:
+            raise ValueError(f"data set '{data.name}' gives no training example (every training part is 1 item long)")
+
+    def prepare(self, model: nn.Module) -> None:
+        """Nothing to compute from the training data."""
+
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_examples // self.config.batch_size)
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        cfg = self.config
+        batches = next_item_batches(self.splits.train, self.max_len, cfg.batch_size, cfg.seed, epoch, self.mode,
+                                    cfg.length_pool)  # fmt: skip
+        for batch in itertools.islice(batches, skip, None):
+            yield {name: value.to(self.device) for name, value in batch.items()}
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return model.loss(batch), len(batch["target"])
+
+    def has_validation(self) -> bool:
+        return True
+
+    def evaluate(self, model: nn.Module, split: str, reporter: Reporter = SILENT) -> dict[str, float] | None:
+        examples = getattr(self.splits, split, None)
+        if examples is None:
+            return None
+        what = "validate" if split == "valid" else split
+        metrics = evaluate_sequential(model, examples, self.config.ks, self.config.eval_batch_size, self.max_len,
+                                      self.device, reporter, what)  # fmt: skip
+        return {name: metrics[name] for name in self.config.metrics}
+
+    def split_rows(self, split: str) -> int:
+        return len(getattr(self.splits, split))
+
+    def summary(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            "model": getattr(model, "name", type(model).__name__), "dataset": self.data.name,
+            "train_examples": self.n_examples, "valid_users": len(self.splits.valid),
+            "test_users": len(self.splits.test), "parameters": sum(p.numel() for p in model.parameters()),
+        }  # fmt: skip
 
 
 def _write_setup(
-    folder: Path, model: SequentialModel, data: SequenceData, config: SequentialTrainConfig,
+    run: Run, model: SequentialModel, data: SequenceData, config: SequentialTrainConfig,
     semantic_ids: SemanticIds | None,
 ) -> None:  # fmt: skip
     params = model.config.model_dump(mode="json") if hasattr(model, "config") else {}
     run_config = SequentialRunConfig(model=model.name, model_params=params, dataset=data.name,
                                      num_items=data.num_items, train=config)  # fmt: skip
-    dump_yaml(run_config.model_dump(mode="json"), folder / CONFIG)
+    run.write_config(run_config.model_dump(mode="json"))
     if semantic_ids is not None:
-        np.savez(folder / SEMANTIC_IDS, codes=semantic_ids.codes, vocab_sizes=np.asarray(semantic_ids.vocab_sizes))
-    (folder / METRICS).write_text("")
+        run.save_arrays(SEMANTIC_IDS, codes=semantic_ids.codes, vocab_sizes=np.asarray(semantic_ids.vocab_sizes))
 
 
 def train_sequential(
@@ -174,9 +237,11 @@ def train_sequential(
     run_dir: str | Path | None = None,
     reporter: Reporter = SILENT,
     semantic_ids: SemanticIds | None = None,
+    resume: bool = False,
 ) -> SeqTrainResult:
-    """Train on the leave-one-out training part, validate every `eval_every` epochs, restore the
-    best checkpoint, and report its validation and test metrics.
+    """Train on the leave-one-out training part, validate every `eval_every_epochs` epochs (or
+    `eval_every_steps` steps), restore the best checkpoint, and report its validation and test
+    metrics.
 
     Batch order, dropout and sampled negatives follow `config.seed`; the initial weights are the
     caller's (seed torch before building the model for a fully reproducible run).
@@ -184,132 +249,45 @@ def train_sequential(
     so that `load_sequential_run` can rebuild models that decode them.
     """
     cfg = config or SequentialTrainConfig()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    model.to(device)
-    max_len = _model_max_len(model, cfg.max_len)
-    mode = cfg.examples or getattr(model, "train_examples", "sequence")
-    splits = leave_one_out(data)
-    if len(splits.valid) == 0:
-        raise ValueError(f"data set '{data.name}' has no user with 3 or more items: nothing to validate on")
-    folder = Path(run_dir) if run_dir is not None else None
+    task = SequentialTask(model, data, cfg)
     if semantic_ids is None and isinstance(getattr(model, "semantic_ids", None), SemanticIds):
         semantic_ids = model.semantic_ids
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_setup(folder, model, data, cfg, semantic_ids)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    n_examples = count_next_item_examples(splits.train, mode)
-    steps = -(-n_examples // cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    if steps == 0:
-        raise ValueError(f"data set '{data.name}' gives no training example (every training part is 1 item long)")
-
-    def evaluate(split: str, what: str) -> dict[str, float]:
-        examples = getattr(splits, split)
-        return evaluate_sequential(model, examples, cfg.ks, cfg.eval_batch_size, max_len, device, reporter, what)
-
-    best_state: dict[str, torch.Tensor] | None = None
-    best_value: float | None = None
-    best_epoch, wait, stopped_by = 0, 0, "epochs"
-    history: list[dict[str, Any]] = []
-    epoch_seconds: list[float] = []
-    eval_seconds = 0.0
-    started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        loss_sum, seen = torch.zeros((), device=device), 0
-        t0 = time.perf_counter()
-        with reporter.task(f"epoch {epoch}", total=steps) as task:
-            batches = next_item_batches(splits.train, max_len, cfg.batch_size, cfg.seed, epoch, mode, cfg.length_pool)
-            for step, batch in enumerate(batches, start=1):
-                batch = {name: value.to(device) for name, value in batch.items()}
-                loss = model.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                loss_sum += loss.detach() * len(batch["target"])
-                seen += len(batch["target"])
-                if step % 20 == 0 or step == steps:
-                    task.update(completed=step, loss=float(loss_sum) / max(seen, 1))
-                if step >= steps:
-                    break
-                if cfg.time_budget_s and time.perf_counter() - started > cfg.time_budget_s:
-                    stopped_by = "time budget"
-                    break
-        epoch_seconds.append(time.perf_counter() - t0)
-        if epoch % cfg.eval_every and epoch != cfg.epochs and stopped_by == "epochs":
-            continue
-        t1 = time.perf_counter()
-        metrics = evaluate("valid", "validate")
-        eval_seconds += time.perf_counter() - t1
-        record: dict[str, Any] = {
-            "epoch": epoch, "train_loss": float(loss_sum) / max(seen, 1), "epoch_seconds": epoch_seconds[-1],
-            "examples_per_s": seen / max(epoch_seconds[-1], 1e-9), **{f"valid_{k}": v for k, v in metrics.items()},
-        }  # fmt: skip
-        history.append(record)
-        if folder is not None:
-            with (folder / METRICS).open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        current = metrics[cfg.monitor]
-        improved = best_value is None or current - best_value > cfg.min_delta
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        reporter.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  valid {shown}" + ("  [best]" if improved else ""))
-        if improved:
-            best_value, best_epoch, wait = current, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            if folder is not None:
-                _save_weights(folder, best_state)
-        else:
-            wait += 1
-            if wait >= cfg.patience:
-                stopped_by = "early stopping"
-        if stopped_by != "epochs":
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    t1 = time.perf_counter()
-    valid = evaluate("valid", "validate best")
-    test = evaluate("test", "test")
-    eval_seconds += time.perf_counter() - t1
-    result = SeqTrainResult(
-        best_epoch=best_epoch, epochs_run=len(epoch_seconds), valid=valid, test=test, history=history,
-        epoch_seconds=epoch_seconds, train_seconds=sum(epoch_seconds), eval_seconds=eval_seconds,
-        stopped_by=stopped_by, run_dir=folder,
+    run = Run.at(run_dir) if run_dir is not None else None
+    if run is not None and not resume:
+        _write_setup(run, model, data, cfg, semantic_ids)
+    result = Engine(cfg, reporter).fit(model, task, run, resume=resume)
+    return SeqTrainResult(
+        best_epoch=result.best_epoch, epochs_run=result.epochs_run, valid=result.valid, test=result.test or {},
+        history=result.history, epoch_seconds=result.epoch_seconds, train_seconds=result.train_seconds,
+        eval_seconds=result.eval_seconds, stopped_by=result.stopped_by, run_dir=run.folder if run else None,
+        steps=result.steps, best_step=result.best_step,
     )  # fmt: skip
-    if folder is not None:
-        summary = {
-            "model": model.name, "dataset": data.name, "best_epoch": best_epoch, "epochs_run": result.epochs_run,
-            "monitor": cfg.monitor, "valid": valid, "test": test, "stopped_by": stopped_by,
-            "train_seconds": result.train_seconds, "eval_seconds": eval_seconds,
-            "mean_epoch_seconds": result.train_seconds / max(result.epochs_run, 1),
-            "train_examples": n_examples, "valid_users": len(splits.valid), "test_users": len(splits.test),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }  # fmt: skip
-        (folder / SUMMARY).write_text(json.dumps(summary, indent=1))
-    return result
+
+
+def load_sequential_config(run_dir: str | Path) -> tuple[Path, SequentialRunConfig]:
+    folder = Path(run_dir)
+    if not (folder / CONFIG).is_file():
+        raise FileNotFoundError(f"{folder} is not a sequential run directory: {CONFIG} is missing")
+    return folder, SequentialRunConfig.model_validate(load_yaml(folder / CONFIG))
+
+
+def config_semantic_ids(run_dir: str | Path) -> SemanticIds | None:
+    """The semantic IDs saved with a run, if its model decodes them."""
+    path = Path(run_dir) / SEMANTIC_IDS
+    if not path.is_file():
+        return None
+    with np.load(path) as saved:
+        return SemanticIds(codes=saved["codes"], vocab_sizes=tuple(int(v) for v in saved["vocab_sizes"]))
 
 
 def load_sequential_run(
     run_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[SequentialModel, SequentialRunConfig]:
     """The trained model of a run directory (best checkpoint, eval mode) and its config."""
-    folder = Path(run_dir)
-    for name in (CONFIG, WEIGHTS):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder} is not a complete sequential run directory: {name} is missing")
-    config = SequentialRunConfig.model_validate(load_yaml(folder / CONFIG))
-    semantic_ids = None
-    if (folder / SEMANTIC_IDS).is_file():
-        with np.load(folder / SEMANTIC_IDS) as saved:
-            semantic_ids = SemanticIds(codes=saved["codes"], vocab_sizes=tuple(int(v) for v in saved["vocab_sizes"]))
+    folder, config = load_sequential_config(run_dir)
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{folder} is not a complete sequential run directory: {WEIGHTS} is missing")
+    semantic_ids = config_semantic_ids(folder)
     model = build_sequential(config.model, config.num_items, config.model_params, semantic_ids=semantic_ids)
-    state = torch.load(folder / WEIGHTS, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(Run(folder).load_weights(device))
     return model.to(device).eval(), config

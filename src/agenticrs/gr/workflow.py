@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from agenticrs.config import dump_yaml
+from agenticrs.config import dump_yaml, load_yaml
 from agenticrs.data.cache import default_cache_root
 from agenticrs.gr.base import SemanticIds, SequenceData
 from agenticrs.gr.embeddings import cached_embeddings
@@ -31,6 +31,8 @@ from agenticrs.gr.tokenizers import TokenizerStats, make_tokenizer, semantic_ids
 from agenticrs.gr.train import (
     SeqTrainResult,
     SequentialTrainConfig,
+    config_semantic_ids,
+    load_sequential_config,
     load_sequential_run,
     train_sequential,
 )
@@ -40,9 +42,10 @@ from agenticrs.gr.zoo import (
     sequential_model_class,
 )
 from agenticrs.progress import SILENT, Reporter
-from agenticrs.train.trainer import seed_everything
+from agenticrs.runtime import seed_everything
+from agenticrs.train.config import with_model_defaults
 
-TOKENIZER_FILE, TOKENIZER_STATS = "tokenizer.pt", "tokenizer.json"
+TOKENIZER_FILE, TOKENIZER_STATS, JOB_FILE = "tokenizer.pt", "tokenizer.json", "job.yaml"
 
 
 class TokenizerSettings(BaseModel):
@@ -148,12 +151,31 @@ def run_sequential_job(
             f"tokenizer ({source}): usage {', '.join(f'{u:.2f}' for u in stats.usage)}, collision rate "
             f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
         )
+    job = job.model_copy(update={"train": with_model_defaults(
+        job.train, sequential_model_class(job.model).train_defaults, explicit=job.train.model_fields_set)})
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
     model = build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
     folder.mkdir(parents=True, exist_ok=True)
-    dump_yaml(job.model_dump(mode="json"), folder / "job.yaml")
+    dump_yaml(job.model_dump(mode="json"), folder / JOB_FILE)
     result = train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids)
     return folder, result
+
+
+def resume_sequential_job(
+    folder: str | Path, cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+) -> SeqTrainResult:
+    """Continue a killed sequential run from its checkpoint (same job, same semantic IDs)."""
+    folder = Path(folder)
+    if not (folder / JOB_FILE).is_file() or not (folder / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{folder} is not a sequential run that can resume ({JOB_FILE} and checkpoint.pt)")
+    job = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
+    cache = Path(cache_dir) if cache_dir else default_cache_root()
+    data = resolve_sequences(job.dataset, cache)
+    _, config = load_sequential_config(folder)
+    sids = config_semantic_ids(folder)
+    seed_everything(job.train.seed)
+    model = build_sequential(job.model, data.num_items, config.model_params, semantic_ids=sids)
+    return train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids, resume=True)
 
 
 def recommend_for_user(

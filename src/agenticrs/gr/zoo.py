@@ -1,6 +1,7 @@
-"""Registry of sequential / generative recommenders (the GR counterpart of `agenticrs.models.base.register`).
+"""Building sequential / generative recommenders by name.
 
-A model is a `SequentialModel` subclass in `agenticrs.gr.models` decorated with
+Sequential models share the one model registry (`agenticrs.models.base.MODELS`) with every other
+task. A model is a `SequentialModel` subclass in `agenticrs.gr.models` decorated with
 `@register_sequential("name")`; its constructor is `(num_items, config)` or, for models that
 decode semantic IDs, `(num_items, config, semantic_ids)`. Callers build models by name with typed,
 validated hyper-parameters and never special-case one.
@@ -15,37 +16,28 @@ from typing import Any
 from pydantic import ValidationError
 
 from agenticrs.gr.base import SemanticIds, SequentialConfig, SequentialModel
-
-_REGISTRY: dict[str, type[SequentialModel]] = {}
+from agenticrs.models.base import MODELS, list_models, register
 
 
 def register_sequential(name: str) -> Callable[[type[SequentialModel]], type[SequentialModel]]:
-    """Class decorator: `@register_sequential("sasrec")` makes the model available by name."""
-
-    def wrap(cls: type[SequentialModel]) -> type[SequentialModel]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"sequential model name '{name}' is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _load_zoo() -> None:
-    import agenticrs.gr.models  # noqa: F401  (registers the built-in models)
+    """Class decorator: `@register_sequential("sasrec")`; the models' one registry
+    (`agenticrs.models.base.MODELS`) holds it beside the CTR models."""
+    return register(name)
 
 
 def sequential_model_class(name: str) -> type[SequentialModel]:
-    _load_zoo()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown sequential model '{name}'; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    if name not in MODELS:
+        raise KeyError(f"unknown sequential model '{name}'; known sequential models: {', '.join(list_sequential_models())}")
+    cls = MODELS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, SequentialModel)):
+        raise KeyError(
+            f"model '{name}' is not a sequential model; known sequential models: {', '.join(list_sequential_models())}"
+        )
+    return cls
 
 
 def list_sequential_models() -> list[str]:
-    _load_zoo()
-    return sorted(_REGISTRY)
+    return list_models("sequential")
 
 
 def needs_semantic_ids(cls: type[SequentialModel]) -> bool:

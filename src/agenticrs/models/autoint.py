@@ -11,6 +11,8 @@ no sqrt(d) scaling and no layer norm (the paper's formula; `use_scale` and `laye
 what the authors' code and FuxiCTR also offer), and the MLP of the authors' AutoInt+ Criteo
 script, [400, 400] with ReLU. Ours: numeric columns and pooled id sequences enter as fields,
 dropout 0 (the paper found dropout unnecessary except on MovieLens), embeddings N(0, 1e-4).
+Added (defaults keep the paper's network): `batch_norm=True` puts batch norm after every layer
+of AutoInt+'s MLP, and `input_norm` normalises the field embeddings that both parts read.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class AutoInt(Model):
 
     def __init__(self, schema: FeatureSchema, config: AutoIntConfig) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         layers, width = [], config.embedding_dim
         for _ in range(config.num_attention_layers):
             layer = InteractingLayer(

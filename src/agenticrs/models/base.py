@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,8 +18,10 @@ from torch import nn
 from agenticrs.data.cache import SplitArrays
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.features.subset import FieldSubset, SubsetSplitView
+from agenticrs.runtime.registry import Registry
 
 Batch = dict[str, torch.Tensor]
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class ModelConfig(BaseModel):
@@ -29,6 +31,9 @@ class ModelConfig(BaseModel):
 
     embedding_dim: int = 10
     input_fields: list[str] | None = None  # build on these fields only (feature subsets, bagging)
+    # normalisation of the looked-up embeddings before the model reads them ("batch": batch norm
+    # per embedding component, "layer": layer norm of every vector; see `FeatureEmbedding`)
+    input_norm: Literal["none", "batch", "layer"] = "none"
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,16 @@ class Model(nn.Module):
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    task: ClassVar[str] = "ctr"
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     inputs: ClassVar[ModelInputs] = ModelInputs()
     # a small configuration for smoke tests and quick demos
     smoke_overrides: ClassVar[dict[str, Any]] = {}
     # Config fields the network ignores (search must not treat them as real knobs)
     inert_config: ClassVar[frozenset[str]] = frozenset()
+    # training settings the model wants unless the user says otherwise (e.g. transformers want
+    # warm-up and more patience): keys of `agenticrs.train.config.TrainConfig`
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, schema: FeatureSchema, config: ModelConfig) -> None:
         super().__init__()
@@ -87,8 +96,28 @@ class Model(nn.Module):
         buffers so that it is saved with the run's weights. Default: nothing to prepare."""
 
     def embedding_parameters(self) -> list[nn.Parameter]:
-        """Embedding tables (for the trainer's separate L2 on embeddings)."""
-        return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
+        """Every embedding-like parameter, for the trainer's separate L2 on embeddings.
+
+        That is the weight of every `nn.Embedding`, plus the parameters a module declares in its
+        class attribute `embedding_like: ClassVar[tuple[str, ...]]`, a tuple of attribute names
+        (a `Parameter` or a `ParameterList`, `None` allowed): vectors that stand for a feature or
+        are added to feature embeddings, such as `FeatureEmbedding.numeric_weight` and the
+        type / field / segment / position vectors, special tokens and prototypes of SORT, MGDIN
+        and CDNet. Declaring them keeps a regulariser from shrinking the feature embeddings while
+        the vectors added to them grow unchecked. Normalisation gains and biases are not
+        embedding-like. Each parameter appears once, in module order.
+        """
+        found: dict[int, nn.Parameter] = {}
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                found.setdefault(id(module.weight), module.weight)
+            for attribute in getattr(type(module), "embedding_like", ()):
+                value = getattr(module, attribute, None)
+                params = list(value) if isinstance(value, nn.ParameterList) else [value]
+                for p in params:
+                    if isinstance(p, nn.Parameter):
+                        found.setdefault(id(p), p)
+        return list(found.values())
 
     def mlp_ceiling_spec(self) -> tuple[int, list[int]] | None:
         """(input width, hidden units) of the model's main MLP, for the throughput ceiling."""
@@ -103,36 +132,40 @@ class Model(nn.Module):
         return cls.Config(**cls.smoke_overrides)
 
 
-_REGISTRY: dict[str, type[Model]] = {}
+def _load_zoo() -> None:
+    import agenticrs.gr.models  # noqa: F401  (registers the sequential / generative models)
+    import agenticrs.models.zoo  # noqa: F401  (registers the built-in CTR models)
 
 
-def register(name: str) -> Callable[[type[Model]], type[Model]]:
-    """Class decorator: `@register("deepfm")` makes the model available by name."""
+# One registry for the models of every task (CTR, multi-task, sequential, generative); a model
+# class says its task in `task` and `build_model` / `agenticrs.gr.zoo.build_sequential` build it.
+MODELS: Registry[type[nn.Module]] = Registry("model", loader=_load_zoo)
 
-    def wrap(cls: type[Model]) -> type[Model]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"model name '{name}' is already registered by {_REGISTRY[name].__qualname__}")
+
+def register(name: str) -> Callable[[type[_M]], type[_M]]:
+    """Class decorator: `@register("deepfm")` makes a model of any task available by name."""
+
+    def wrap(cls: type[_M]) -> type[_M]:
+        MODELS.register(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return wrap
 
 
-def _load_zoo() -> None:
-    import agenticrs.models.zoo  # noqa: F401  (registers the built-in models)
-
-
 def model_class(name: str) -> type[Model]:
-    _load_zoo()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model '{name}'; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    if name not in MODELS:
+        raise KeyError(f"unknown model '{name}'; known models: {', '.join(list_models(None))}")
+    cls = MODELS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        task = getattr(cls, "task", "?")
+        raise KeyError(f"model '{name}' is a {task} model, not a CTR model; known CTR models: {', '.join(list_models())}")
+    return cls
 
 
-def list_models() -> list[str]:
-    _load_zoo()
-    return sorted(_REGISTRY)
+def list_models(task: str | None = "ctr") -> list[str]:
+    """Registered model names of one task (`None`: every task)."""
+    return [n for n, cls in MODELS.items() if task is None or getattr(cls, "task", None) == task]
 
 
 class IncompatibleDataError(ValueError):

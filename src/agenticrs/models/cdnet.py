@@ -41,13 +41,20 @@ Ours (all of the following):
 - several behaviour sequences with candidates (as grouped by DIN's `plan_target_groups`) each get their own
   scorer, projection, prototypes and cross-attention; their core tokens share the Transformer.
 Embedding width 16, embeddings N(0, 1e-4), no dropout.
+
+Added by us beyond the note: `input_norm="layer"` (default) layer-normalises every looked-up
+embedding (candidate fields, numeric vectors and history elements, one map per vocabulary)
+before anything reads it. Without it the feature embeddings (std 1e-4, then shrunk by embedding
+L2) are drowned by the type vectors (std 0.02) added to them; `input_norm="none"` gives the
+network as first written. The type vectors and prototypes count as embedding-like parameters
+(`Model.embedding_parameters`), so embedding L2 reaches them too.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +129,8 @@ class InteractionLayer(nn.Module):
 
 class InterestPrototypes(nn.Module):
     """Soft assignment of behaviours to P learnable prototypes and the user's interest distribution."""
+
+    embedding_like: ClassVar[tuple[str, ...]] = ("prototypes",)  # vectors in the behaviours' space
 
     def __init__(self, width: int, num_prototypes: int, temperature: float) -> None:
         super().__init__()
@@ -206,6 +215,9 @@ class CDNetConfig(ModelConfig):
     activation: str = "relu"
     dropout: float = 0.0
     batch_norm: bool = False
+    input_norm: Literal["none", "batch", "layer"] = Field(
+        default="layer", description="normalise the embeddings before the type vectors are added (ours)"
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> CDNetConfig:
@@ -222,6 +234,8 @@ class CDNet(Model):
     )
     Config = CDNetConfig
     inputs = ModelInputs(min_categorical=1, needs_target_sequence=True)
+    # embedding-like: the type vectors added to the context and core tokens
+    embedding_like: ClassVar[tuple[str, ...]] = ("context_type", "core_type")
     smoke_overrides = {
         "embedding_dim": 4,
         "top_k": 4,
@@ -237,7 +251,7 @@ class CDNet(Model):
         if not self.groups:
             raise ValueError("CDNet needs a behaviour sequence whose `target` is a categorical field")
         dim = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, dim=dim, pool_sequences=False)
+        self.embedding = FeatureEmbedding(schema, dim=dim, pool_sequences=False, input_norm=config.input_norm)
         self.num_context = self.embedding.num_fields + len(self.pooled_sequences)
         self.blocks = nn.ModuleList(
             _GroupViews(group, dim, config, torch.tensor(group.target_index, dtype=torch.long))

@@ -9,7 +9,12 @@ final linear unit. Ours: the default structure is parallel (FuxiCTR's default, t
 original DCN), 3 cross layers, MLP [400, 400, 400] with ReLU and dropout 0.2 and no batch norm,
 embedding width 10 (FuxiCTR's usual settings); the low-rank option is the paper's plain U V^T
 (not the mixture of low-rank experts, DCN-Mix); cross weights use PyTorch's default Linear
-initialisation and zero biases.
+initialisation and zero biases. Added (defaults keep the paper's network): `batch_norm=True`
+puts batch norm after every MLP layer (FuxiCTR's `batch_norm`; without any normalisation the
+embeddings enter at their initial scale of 1e-4, which left DCNv2 well behind the batch-normalised
+models on Frappe), `low_rank=r` gives the low-rank cross layer
+x_{l+1} = x_0 * (U_l (V_l^T x_l) + b_l) + x_l (FuxiCTR's `low_rank`; 2 D r + D parameters per
+layer instead of D^2 + D), and `input_norm` normalises the field embeddings x_0 reads.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class DCNv2(Model):
 
     def __init__(self, schema: FeatureSchema, config: DCNv2Config) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         width = self.embedding.output_dim
         self.cross = CrossNetV2(width, config.num_cross_layers, config.low_rank)
         mlp_input = width  # stacked: the MLP reads the cross network's output, also of width D

@@ -5,7 +5,8 @@ IJCAI 2017. The paper's: logit = FM (bias + first order + pairwise <v_i, v_j>) +
 concatenated field embeddings, the FM and the MLP sharing the embeddings (no pre-training, no
 hand-made crosses). Ours (FuxiCTR's / BARS's usual Criteo settings): embedding width 10, MLP
 [400, 400, 400] with ReLU, batch norm and dropout 0.2; numeric columns and pooled id sequences
-enter as fields exactly as in `fm`.
+enter as fields exactly as in `fm`. Added: `input_norm` (default "none") normalises the shared
+field embeddings that the FM and the MLP read; the first-order weights are never normalised.
 
 This is the model our throughput benchmarks measure, so the forward is kept lean: one lookup in
 the embedding table for the fields, one in the first-order table, one fused FM reduction and the
@@ -40,7 +41,7 @@ class DeepFM(Model):
 
     def __init__(self, schema: FeatureSchema, config: DeepFMConfig) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         self.first_order = FeatureEmbedding(schema, dim=1)
         self.bias = nn.Parameter(torch.zeros(1))
         self.mlp = MLP.from_config(self.embedding.output_dim, config, output_dim=1)

@@ -19,7 +19,9 @@ Ours: attention unit hidden [64, 32] with Dice (FuxiCTR-style widths; the paper'
 hidden layer of 36), the MLP [200, 80] with Dice as in the paper, embedding width 10, no dropout;
 the attention unit is run on every position (padding included, weight then zeroed), so in training
 Dice's batch statistics see the padded positions, as in FuxiCTR; `use_softmax=True` gives the
-normalised variant the paper compares against.
+normalised variant the paper compares against. Added: `input_norm` (default "none") normalises
+the candidate's and the histories' embeddings with the same per-vocabulary map (so the query and
+the keys of the attention unit stay comparable).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class DIN(Model):
         if not self.groups:
             raise ValueError("DIN needs a behaviour sequence whose `target` is a categorical field")
         dim = config.embedding_dim
-        self.embedding = FeatureEmbedding(schema, dim=dim, pool_sequences=False)
+        self.embedding = FeatureEmbedding(schema, dim=dim, pool_sequences=False, input_norm=config.input_norm)
         self.attention = nn.ModuleList(
             AttentionUnit(
                 dim * len(g.sequences),

@@ -5,7 +5,8 @@ Paper: Covington, Adams, Sargin, "Deep Neural Networks for YouTube Recommendatio
 DNN). The paper's: categorical features embedded, concatenated and fed to a tower of fully
 connected ReLU layers, one logistic output. Ours (FuxiCTR's usual settings, those of DeepFM's MLP
 here): embedding width 10, MLP [400, 400, 400] with ReLU, batch norm and dropout 0.2; numeric
-columns and pooled id sequences enter as fields; no hand-made or explicit crosses.
+columns and pooled id sequences enter as fields; no hand-made or explicit crosses. Added:
+`input_norm` (default "none") normalises the field embeddings before the MLP.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class DNN(Model):
 
     def __init__(self, schema: FeatureSchema, config: DNNConfig) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         self.mlp = MLP.from_config(self.embedding.output_dim, config, output_dim=1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -13,7 +13,8 @@ three layers as in the usual Criteo setups). Ours: dropout 0.2 in both streams (
 0.1-0.4 per data set), no context fields by default (`fs1_context` / `fs2_context` take field
 names), the learned context vector initialised N(0, 0.01) rather than zeros so that gradients
 reach the gate's first layer from the first step, numeric columns and pooled id sequences enter
-as fields.
+as fields. Added: `input_norm` (default "none") normalises the field embeddings the gates and
+the streams read.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class FinalMLP(Model):
 
     def __init__(self, schema: FeatureSchema, config: FinalMLPConfig) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         feature_dim = self.embedding.output_dim
         names = [*schema.categorical_names, *schema.numeric, *(s.name for s in schema.id_sequences)]
         self.gates = None

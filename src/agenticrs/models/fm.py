@@ -6,7 +6,9 @@ O(F d) as 0.5 * sum_k ((sum_i v_ik)^2 - sum_i v_ik^2) (the paper's Lemma 3.1). O
 is one one-hot group (x_i = 1), so w_i and v_i are the rows of the field's value; a numeric
 column enters with x_i = its value (w_i x_i and v_i x_i); an id sequence enters as one more field
 whose w and v are the means over its real elements (the usual multi-hot treatment); embeddings
-are initialised N(0, 1e-4) (FuxiCTR) and the width is 10 (FuxiCTR's default).
+are initialised N(0, 1e-4) (FuxiCTR) and the width is 10 (FuxiCTR's default). Added:
+`input_norm` (default "none", the paper's FM) normalises the vectors v_i before the pairwise term;
+the first-order weights w_i (width 1) are never normalised.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class FM(Model):
 
     def __init__(self, schema: FeatureSchema, config: FMConfig) -> None:
         super().__init__(schema, config)
-        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
         self.first_order = FeatureEmbedding(schema, dim=1)
         self.bias = nn.Parameter(torch.zeros(1))
 

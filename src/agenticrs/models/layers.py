@@ -7,9 +7,10 @@ table (fast on CPU), plus history sequences with masks; a model file then holds 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Literal, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema, SequenceInput
@@ -52,6 +53,105 @@ class EmbeddedBatch:
         return self.categorical[:, schema.categorical_index(name)]
 
 
+InputNorm = Literal["none", "batch", "layer"]
+
+
+class SlotNorm(nn.Module):
+    """Normalisation of embedding vectors by *slot* (one slot per vocabulary or numeric column).
+
+    Every looked-up vector of width d belongs to a slot s (a categorical field's vocabulary, which
+    the id sequences sharing it also use; the own vocabulary of an id sequence; a numeric column),
+    and is normalised with that slot's map, then scaled by the slot's gain g_s and shifted by b_s
+    (both (d,), initialised 1 and 0):
+
+    - "layer": y = LayerNorm(x) * g_s + b_s over the d components of each vector (no statistics);
+    - "batch": y = (x - mu_s) / sqrt(var_s + eps) * g_s + b_s per component, mu_s / var_s being
+      the mean / biased variance over every real vector of slot s in the call (a candidate's
+      item and the items of the histories together), kept as running averages (momentum 0.1,
+      unbiased variance, as `nn.BatchNorm1d`) for evaluation, where a prediction then depends on
+      its own row only. For a (B, F, d) field matrix this is batch norm over the F * d features.
+
+    `forward` takes several parts at once (e.g. the candidate's fields and the histories, with
+    different shapes) so that a slot's statistics are estimated on all of its lookups together.
+    Padding positions (mask False) neither count in the statistics nor change: they are zeroed.
+    `eps` is 1e-12, not the usual 1e-5: embeddings start at std ~1e-4 (variance 1e-8), and an eps
+    above their variance would shrink them instead of normalising them.
+    """
+
+    def __init__(
+        self,
+        kind: InputNorm,
+        num_slots: int,
+        dim: int,
+        eps: float = 1e-12,
+        momentum: float = 0.1,
+        layer_passthrough: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if kind not in ("batch", "layer"):
+            raise ValueError(f"unknown input normalisation '{kind}'; known: none, batch, layer")
+        self.kind, self.eps, self.momentum = kind, eps, momentum
+        self.weight = nn.Parameter(torch.ones(max(num_slots, 1), dim))
+        self.bias = nn.Parameter(torch.zeros(max(num_slots, 1), dim))
+        # "layer" mode: slots whose parts come already normalised (numeric value * normalised w_j)
+        passthrough = torch.zeros(max(num_slots, 1), dtype=torch.bool)
+        passthrough[layer_passthrough or []] = True
+        self.register_buffer("layer_passthrough", passthrough, persistent=False)
+        if kind == "batch":
+            self.register_buffer("running_mean", torch.zeros(max(num_slots, 1), dim))
+            self.register_buffer("running_var", torch.ones(max(num_slots, 1), dim))
+
+    def forward(
+        self, parts: list[torch.Tensor], slots: list[torch.Tensor], masks: list[torch.Tensor | None] | None = None
+    ) -> list[torch.Tensor]:
+        """parts[i] (N_i, T_i, d) with slots[i] (T_i,) the slot of each position and masks[i]
+        (N_i, T_i) bool (None: all real) -> the normalised parts, same shapes."""
+        masks = masks if masks is not None else [None] * len(parts)
+        if self.kind == "layer":
+            out = []
+            for x, s, mask in zip(parts, slots, masks):
+                y = self.layer(x, s)
+                y = y if mask is None else y * mask.unsqueeze(-1).to(y.dtype)
+                out.append(torch.where(self.layer_passthrough[s].unsqueeze(-1), x, y))
+            return out
+        mean, var = self._statistics(parts, slots, masks)
+        out = []
+        for x, s, mask in zip(parts, slots, masks):
+            y = (x - mean[s]) * torch.rsqrt(var[s] + self.eps) * self.weight[s] + self.bias[s]
+            out.append(y if mask is None else y * mask.unsqueeze(-1).to(y.dtype))
+        return out
+
+    def layer(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Layer norm of each vector of x (..., T, d) with the gains and biases of its slot."""
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight[slots] + self.bias[slots]
+
+    def _statistics(
+        self, parts: list[torch.Tensor], slots: list[torch.Tensor], masks: list[torch.Tensor | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.training:
+            return self.running_mean, self.running_var
+        total = torch.zeros_like(self.running_mean, dtype=parts[0].dtype)
+        square, count = torch.zeros_like(total), total.new_zeros(total.shape[0], 1)
+        for x, s, mask in zip(parts, slots, masks):
+            w = x.new_ones(x.shape[:2]) if mask is None else mask.to(x.dtype)
+            wx = x * w.unsqueeze(-1)
+            total = total.index_add(0, s, wx.sum(0))
+            square = square.index_add(0, s, (wx * x).sum(0))
+            count = count.index_add(0, s, w.sum(0).unsqueeze(-1))
+        n = count.clamp_min(1.0)
+        mean = total / n
+        var = (square / n - mean.square()).clamp_min(0.0)
+        with torch.no_grad():
+            seen = (count > 0).to(mean.dtype) * self.momentum
+            unbiased = var * (n / (n - 1).clamp_min(1.0))
+            self.running_mean.mul_(1 - seen).add_(seen * mean.detach())
+            self.running_var.mul_(1 - seen).add_(seen * unbiased.detach())
+        return mean, var
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, slots={self.weight.shape[0]}, dim={self.weight.shape[1]}"
+
+
 class FeatureEmbedding(nn.Module):
     """Categorical ids, numeric values and id sequences -> embeddings of width `dim`.
 
@@ -59,9 +159,27 @@ class FeatureEmbedding(nn.Module):
     per-field offsets; a sequence that shares a field's vocab looks up that field's rows, so
     `hist_item_id` and `item_id` share their embeddings. A numeric column j is embedded as
     value_j * w_j (one learned vector per column).
+
+    `input_norm` ("none" | "batch" | "layer", the `ModelConfig` field of that name) normalises
+    every looked-up vector by its slot (`SlotNorm`): slots are the categorical fields (their
+    histories share the slot), the id sequences with their own vocabulary, then the numeric
+    columns. "layer" normalises the numeric *vector* w_j before the value scales it (a layer norm
+    of value_j * w_j would keep only the value's sign); "batch" normalises value_j * w_j over the
+    batch. Pooled sequences are the means of their normalised elements. `normalize` exposes the
+    same maps to models that do their own lookups (SORT).
     """
 
-    def __init__(self, schema: FeatureSchema, dim: int, pool_sequences: bool = True, init_std: float = 1e-4) -> None:
+    # embedding-like parameters besides the table (see `Model.embedding_parameters`)
+    embedding_like: ClassVar[tuple[str, ...]] = ("numeric_weight",)
+
+    def __init__(
+        self,
+        schema: FeatureSchema,
+        dim: int,
+        pool_sequences: bool = True,
+        init_std: float = 1e-4,
+        input_norm: InputNorm = "none",
+    ) -> None:
         super().__init__()
         self.schema = schema
         self.dim = dim
@@ -86,6 +204,39 @@ class FeatureEmbedding(nn.Module):
         self.numeric_weight = nn.Parameter(torch.empty(len(schema.numeric), dim)) if schema.numeric else None
         if self.numeric_weight is not None:
             nn.init.normal_(self.numeric_weight, std=init_std if init_std > 1e-3 else 1e-2)
+        # slots: categorical fields, sequences with their own vocabulary, numeric columns
+        categorical = schema.categorical_names
+        own = [s.name for s in self.id_sequences if s.table is None]
+        self._slot = {name: i for i, name in enumerate([*categorical, *own])}
+        self._slot.update({s.name: self._slot[s.table] for s in self.id_sequences if s.table is not None})
+        num_slots = len(categorical) + len(own) + len(schema.numeric)
+        self.input_norm = input_norm
+        first_numeric = len(categorical) + len(own)
+        numeric_slots = list(range(first_numeric, first_numeric + len(schema.numeric)))
+        self.register_buffer("categorical_slots", torch.arange(len(categorical)), persistent=False)
+        self.register_buffer("numeric_slots", torch.tensor(numeric_slots, dtype=torch.long), persistent=False)
+        self.input_norm = input_norm
+        self.norm = (
+            SlotNorm(input_norm, num_slots, dim, layer_passthrough=numeric_slots) if input_norm != "none" else None
+        )
+
+    def sequence_slot(self, seq: SequenceInput) -> int:
+        """The normalisation slot of a sequence's elements (its vocabulary's)."""
+        return self._slot[seq.name]
+
+    def numeric_vectors(self) -> torch.Tensor:
+        """(F_num, d): the numeric columns' vectors w_j, layer-normalised in "layer" mode."""
+        assert self.numeric_weight is not None
+        if self.norm is not None and self.norm.kind == "layer":
+            return self.norm.layer(self.numeric_weight, self.numeric_slots)
+        return self.numeric_weight
+
+    def normalize(
+        self, parts: list[torch.Tensor], slots: list[torch.Tensor], masks: list[torch.Tensor | None] | None = None
+    ) -> list[torch.Tensor]:
+        """The input normalisation of looked-up parts (N, T, d) whose positions have the given slots
+        (identity when `input_norm` is "none"); numeric parts must be built from `numeric_vectors()`."""
+        return parts if self.norm is None else self.norm(parts, slots, masks)
 
     @property
     def num_fields(self) -> int:
@@ -100,20 +251,27 @@ class FeatureEmbedding(nn.Module):
         return self._offsets[seq.table if seq.table is not None else seq.name]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> EmbeddedBatch:
-        parts = []
-        categorical_ids = batch["categorical"]
-        categorical = self.embedding(categorical_ids.long() + self.field_offsets)
-        parts.append(categorical)
+        categorical = self.embedding(batch["categorical"].long() + self.field_offsets)
+        lookups, slots, lookup_masks = [categorical], [self.categorical_slots], [None]
         if self.numeric_weight is not None:
-            parts.append(batch["numeric"].unsqueeze(-1) * self.numeric_weight)
-        sequences, masks = {}, {}
+            lookups.append(batch["numeric"].unsqueeze(-1) * self.numeric_vectors())
+            slots.append(self.numeric_slots)
+            lookup_masks.append(None)
+        masks = {}
         for seq in self.id_sequences:
             ids = batch[batch_key_seq(seq.name)].long()
             mask = sequence_mask(batch[batch_key_seqlen(seq.name)], ids.shape[1])
             embedded = self.embedding(ids + self.sequence_offset(seq)) * mask.unsqueeze(-1).to(categorical.dtype)
-            sequences[seq.name], masks[seq.name] = embedded, mask
-            if self.pool_sequences:
-                parts.append(masked_mean(embedded, mask).unsqueeze(1))
+            masks[seq.name] = mask
+            lookups.append(embedded)
+            slots.append(self.field_offsets.new_full((ids.shape[1],), self.sequence_slot(seq)))
+            lookup_masks.append(mask)
+        lookups = self.normalize(lookups, slots, lookup_masks)
+        categorical = lookups[0]
+        parts = lookups[: 2 if self.numeric_weight is not None else 1]
+        sequences = dict(zip((s.name for s in self.id_sequences), lookups[len(parts) :]))
+        if self.pool_sequences:
+            parts += [masked_mean(sequences[s.name], masks[s.name]).unsqueeze(1) for s in self.id_sequences]
         fields = torch.cat(parts, dim=1) if len(parts) > 1 else categorical
         return EmbeddedBatch(fields=fields, sequences=sequences, masks=masks, categorical=categorical)
 

@@ -3,6 +3,8 @@
 Paper: McMahan et al., "Ad Click Prediction: a View from the Trenches", KDD 2013 (LR as the
 production CTR model). Ours: a bias plus one learned weight per categorical value (and per
 numeric column, times its value, and per pooled sequence) — exactly LR on one-hot inputs.
+`input_norm` is inert here: a weight of width 1 has nothing to normalise over (layer norm would
+zero it) and a batch-normalised one-hot weight is no longer LR.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class LR(Model):
     paper = "McMahan et al., Ad Click Prediction: a View from the Trenches, KDD 2013"
     Config = LRConfig
     inputs = ModelInputs(min_categorical=1)
-    inert_config = frozenset({"embedding_dim"})  # one weight per value, whatever the width says
+    inert_config = frozenset({"embedding_dim", "input_norm"})  # one weight per value; nothing to normalise
 
     def __init__(self, schema: FeatureSchema, config: LRConfig) -> None:
         super().__init__(schema, config)

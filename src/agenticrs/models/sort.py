@@ -56,11 +56,23 @@ Ours (the method note's recommended choices, all configurable):
   the special, segment, field and position vectors start at N(0, 0.002), so that a token starts
   dominated by its feature value (on synthetic-tiny this learned faster than 0.02 in the
   trainer's few-step regime: valid AUC 0.567 vs 0.541 after 12 steps).
+
+Added by us beyond the note:
+- `input_norm="layer"` (default) layer-normalises every looked-up feature embedding (one map per
+  vocabulary; numeric columns: their vectors) before the projection, so the special, segment,
+  field and position vectors added after it cannot drown the feature values whatever the scale
+  of the table (e.g. under embedding L2); `input_norm="none"` gives the network as first written.
+  Those structure vectors count as embedding-like (`Model.embedding_parameters`).
+- Candidate attention runs per request (`RequestLayout`): the candidates of a request are one
+  query set over [context; all their tokens] with a block-diagonal mask, so the context keys are
+  never copied per row; the MoE gathers its routed tokens once. Same outputs, faster on CPU.
+- `train_defaults`: 200 warm-up steps, cosine decay, patience 4, gradient clipping at 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +117,57 @@ def context_attention_mask(
     else:
         in_window = (delta.abs() < window) if window > 0 else torch.ones_like(same_sequence)
     return (segment[None, :] == 0) | (same_sequence & in_window)
+
+
+@dataclass
+class RequestLayout:
+    """Candidates laid out by request for attention: slot (r, j) holds the j-th row of request r.
+
+    Requests are padded to the largest one (n rows); a padding slot repeats its request's first
+    row, and nothing reads it (its keys are masked, its outputs dropped). Candidate attention then
+    runs once per request: its queries are the n * M_q candidate tokens, its keys the request's
+    context followed by the n * M candidate tokens, and the mask lets a candidate token see the
+    real context keys and the tokens of its own candidate only (a block diagonal), so a row's
+    output is exactly what attending over [its context; its own tokens] gives, without copying
+    the context keys once per row.
+    """
+
+    row_slot: torch.Tensor  # (B,) flat slot r * n + j of every row
+    slot_row: torch.Tensor  # (R * n,) the row in every slot (padding: the request's first row)
+    requests: int
+    width: int  # n
+    context_valid: torch.Tensor  # (R, C)
+    _masks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, run_index: torch.Tensor, first_rows: torch.Tensor, context_valid: torch.Tensor) -> RequestLayout:
+        requests, rows = len(first_rows), len(run_index)
+        position = torch.arange(rows, device=run_index.device) - first_rows.index_select(0, run_index)
+        width = int(position.max()) + 1 if rows else 1
+        row_slot = run_index * width + position
+        slot_row = first_rows.repeat_interleave(width).index_copy(0, row_slot, torch.arange(rows, device=run_index.device))
+        return cls(row_slot, slot_row, requests, width, context_valid)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) rows -> (R, n, ...) slots."""
+        return x.index_select(0, self.slot_row).view(self.requests, self.width, *x.shape[1:])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, n, ...) slots -> (B, ...) rows."""
+        return x.reshape(self.requests * self.width, *x.shape[2:]).index_select(0, self.row_slot)
+
+    def mask(self, num_queries: int, num_tokens: int) -> torch.Tensor:
+        """(R, 1, n * M_q, C + n * M) bool: real context keys, then the own candidate's tokens."""
+        if (num_queries, num_tokens) in self._masks:
+            return self._masks[num_queries, num_tokens]
+        n = self.width
+        device = self.context_valid.device
+        query_slot = torch.arange(n * num_queries, device=device) // num_queries
+        key_slot = torch.arange(n * num_tokens, device=device) // num_tokens
+        own = (query_slot[:, None] == key_slot[None, :]).expand(self.requests, 1, -1, -1)
+        context = self.context_valid[:, None, None, :].expand(-1, 1, n * num_queries, -1)
+        mask = self._masks[num_queries, num_tokens] = torch.cat([context, own], dim=-1)
+        return mask
 
 
 # ------------------------------------------------------------------------------------- modules
@@ -198,24 +261,24 @@ class MoEFeedForward(nn.Module):
         return probs, experts, top_probs / top_probs.sum(-1, keepdim=True)
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        return (F.silu(x @ self.w_gate[e]) * (x @ self.w_up[e])) @ self.w_down[e]
+        gate, up = (x @ torch.cat([self.w_gate[e], self.w_up[e]], dim=1)).chunk(2, dim=-1)
+        return (F.silu(gate) * up) @ self.w_down[e]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, d) -> (y (N, d), balance loss scalar)."""
+        """x (N, d) -> (y (N, d), balance loss scalar).
+
+        The N * k assignments are sorted by expert and gathered once; each expert transforms its
+        contiguous slice (a loop over experts, not rows) and one `index_add` sums them per token.
+        """
         probs, experts, weights = self.route(x)
         flat_expert = experts.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         token = torch.div(order, self.top_k, rounding_mode="floor")
-        weight = weights.reshape(-1)[order]
         counts = torch.bincount(flat_expert, minlength=self.num_experts)
-        out = self.shared(x) if self.shared is not None else torch.zeros_like(x)
-        start = 0
-        for e, count in enumerate(counts.tolist()):  # a loop over experts, not rows
-            if count:
-                rows = token[start : start + count]
-                y = self.expert(e, x.index_select(0, rows)) * weight[start : start + count, None]
-                out = out.index_add(0, rows, y)
-            start += count
+        routed = x.index_select(0, token).split(counts.tolist())
+        y = torch.cat([self.expert(e, chunk) for e, chunk in enumerate(routed) if len(chunk)])
+        y = y * weights.reshape(-1)[order, None]
+        out = (self.shared(x) if self.shared is not None else torch.zeros_like(x)).index_add(0, token, y)
         share = counts.to(x.dtype) / max(flat_expert.numel(), 1)
         balance = self.num_experts * (share * probs.mean(0)).sum()
         return out, balance
@@ -244,8 +307,7 @@ class SORTBlock(nn.Module):
         context_mask: torch.Tensor,  # (R, 1, C, C) local-attention mask & real keys
         context_valid: torch.Tensor,  # (R, C) real tokens
         candidates: torch.Tensor,  # (B, M, d)
-        candidate_mask: torch.Tensor,  # (B, 1, 1, C + M) real context keys, then the own tokens
-        run_index: torch.Tensor,  # (B,) the request of each row
+        layout: RequestLayout,  # the rows of every request, for candidate attention
         update_context: bool,
         num_queries: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -253,12 +315,15 @@ class SORTBlock(nn.Module):
         context_keys, context_values = self.attention.keys_values(context_in)
         if update_context:
             context = context + self.dropout(self.attention(context_in, context_keys, context_values, context_mask))
-        candidate_in = self.attention_norm(candidates)
-        own_keys, own_values = self.attention.keys_values(candidate_in)
-        keys = torch.cat([context_keys.index_select(0, run_index), own_keys], dim=2)
-        values = torch.cat([context_values.index_select(0, run_index), own_values], dim=2)
-        queries = candidate_in[:, :num_queries]
-        candidates = candidates[:, :num_queries] + self.dropout(self.attention(queries, keys, values, candidate_mask))
+        candidate_in = layout.pad(self.attention_norm(candidates))  # (R, n, M, d)
+        requests, width, tokens, dim = candidate_in.shape
+        own_keys, own_values = self.attention.keys_values(candidate_in.view(requests, width * tokens, dim))
+        keys = torch.cat([context_keys, own_keys], dim=2)  # (R, H, C + n M, dh)
+        values = torch.cat([context_values, own_values], dim=2)
+        queries = candidate_in[:, :, :num_queries].reshape(requests, width * num_queries, dim)
+        attended = self.attention(queries, keys, values, layout.mask(num_queries, tokens))
+        attended = layout.unpad(attended.view(requests, width, num_queries, dim))
+        candidates = candidates[:, :num_queries] + self.dropout(attended)
 
         rows, width = candidates.shape[0], candidates.shape[-1]
         candidate_flat = candidates.reshape(-1, width)
@@ -303,6 +368,9 @@ class SORTConfig(ModelConfig):
     generative_weight: float = Field(default=0.0, ge=0, description="next-behaviour prediction loss; 0: off")
     head_hidden_units: list[int] = [64]
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    input_norm: Literal["none", "batch", "layer"] = Field(
+        default="layer", description="normalise the feature embeddings before the projection (ours)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SORTConfig:
@@ -381,6 +449,15 @@ class SORT(Model):
     )
     Config = SORTConfig
     inputs = ModelInputs(min_categorical=1, request_centric=True)
+    # a Transformer wants warm-up, a decaying rate and more patience than an MLP
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "warmup_steps": 200,
+        "lr_schedule": "cosine",
+        "patience": 4,
+        "grad_clip": 1.0,
+    }
+    # embedding-like: the special tokens, segment, field and position vectors added to the features
+    embedding_like: ClassVar[tuple[str, ...]] = ("special", "segment", "field_embedding", "behaviour_position")
     smoke_overrides = {
         "embedding_dim": 4,
         "model_dim": 16,
@@ -398,7 +475,9 @@ class SORT(Model):
         self.plan = plan = plan_tokens(schema)
         self.use_requests = schema.has_request
         emb, dim = config.embedding_dim, config.model_dim
-        self.embedding = FeatureEmbedding(schema, dim=emb, pool_sequences=False, init_std=config.embedding_init_std)
+        self.embedding = FeatureEmbedding(
+            schema, dim=emb, pool_sequences=False, init_std=config.embedding_init_std, input_norm=config.input_norm
+        )
         std = config.structure_init_std
         for name, index in [
             ("_context_categorical", plan.context_categorical),
@@ -459,7 +538,7 @@ class SORT(Model):
         return self.embedding.embedding(ids.index_select(1, columns).long() + offsets)
 
     def _numeric(self, values: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        return values.index_select(1, columns).unsqueeze(-1) * self.embedding.numeric_weight.index_select(0, columns)
+        return values.index_select(1, columns).unsqueeze(-1) * self.embedding.numeric_vectors().index_select(0, columns)
 
     def _sequence(self, batch: Batch, seq: SequenceInput, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         ids, lengths = batch[batch_key_seq(seq.name)], batch[batch_key_seqlen(seq.name)]
@@ -469,49 +548,78 @@ class SORT(Model):
         embedded = self.embedding.embedding(ids.long() + self.embedding.sequence_offset(seq))
         return embedded * mask.unsqueeze(-1).to(embedded.dtype), mask
 
-    def context_tokens(self, batch: Batch, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The context tokens (R, C, d) of the given rows (one per request) and their real-token mask."""
-        count = len(rows)
+    def lookups(self, batch: Batch, rows: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Every embedding SORT reads, normalised by `input_norm` in one call (so that batch
+        statistics pool all lookups of a vocabulary: a candidate's item and the history's items).
+
+        Keys: "context" (request fields of the given rows, one per request: categorical (R, k, e)
+        then numeric), "behaviour" (the context sequences, (R, L, e) each, in group order),
+        "behaviour_mask", "candidate" (categorical (B, k, e) then numeric), "candidate_sequences"
+        and "candidate_mask" (the per-candidate sequences, (B, L, e) each).
+        """
+        emb = self.embedding
+        parts: list[torch.Tensor] = []
+        slots: list[torch.Tensor] = []
+        masks: list[torch.Tensor | None] = []
+        keys: list[str] = []
+
+        def add(key: str, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+            keys.append(key)
+            parts.append(x)
+            slots.append(slot)
+            masks.append(mask)
+
+        for key, selected, categorical, numeric in (
+            ("context", rows, self._context_categorical, self._context_numeric),
+            ("candidate", None, self._candidate_categorical, self._candidate_numeric),
+        ):
+            if len(categorical):  # a categorical column's slot is its index
+                ids = batch["categorical"] if selected is None else batch["categorical"].index_select(0, selected)
+                add(key, self._categorical(ids, categorical), categorical)
+            if len(numeric):
+                values = batch["numeric"] if selected is None else batch["numeric"].index_select(0, selected)
+                add(key, self._numeric(values, numeric), emb.numeric_slots.index_select(0, numeric))
+        out: dict[str, list[torch.Tensor]] = {"behaviour_mask": [], "candidate_mask": []}
+        for group in self.plan.behaviour_groups:
+            for seq in group:
+                embedded, mask = self._sequence(batch, seq, rows)
+                add("behaviour", embedded, rows.new_full((mask.shape[1],), emb.sequence_slot(seq)), mask)
+                if seq is group[0]:
+                    out["behaviour_mask"].append(mask)
+        for seq in self.plan.candidate_sequences:
+            embedded, mask = self._sequence(batch, seq, None)
+            add("candidate_sequences", embedded, rows.new_full((mask.shape[1],), emb.sequence_slot(seq)), mask)
+            out["candidate_mask"].append(mask)
+        for key, x in zip(keys, emb.normalize(parts, slots, masks)):
+            out.setdefault(key, []).append(x)
+        return out
+
+    def context_tokens(self, found: dict[str, list[torch.Tensor]], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context tokens (R, C, d), one row per request, and their real-token mask."""
         parts = [self.special[0].expand(count, 1, -1)]
-        slot = 0
-        if len(self._context_categorical):
-            ids = batch["categorical"].index_select(0, rows)
-            k = len(self._context_categorical)
-            parts.append(self._scalar_tokens(self._categorical(ids, self._context_categorical), slice(slot, slot + k), PROFILE))
-            slot += k
-        if len(self._context_numeric):
-            values = batch["numeric"].index_select(0, rows)
-            k = len(self._context_numeric)
-            parts.append(self._scalar_tokens(self._numeric(values, self._context_numeric), slice(slot, slot + k), PROFILE))
-        valid = [torch.ones(count, self.num_profile_tokens, dtype=torch.bool, device=rows.device)]
-        for group, projection, position in zip(self.plan.behaviour_groups, self.behaviour_projection, self.behaviour_position):
-            embedded = [self._sequence(batch, seq, rows) for seq in group]
-            tokens = projection(torch.cat([e for e, _ in embedded], dim=-1)) + position + self.segment[BEHAVIOUR]
-            parts.append(tokens)
-            valid.append(embedded[0][1])
+        if "context" in found:
+            profile = torch.cat(found["context"], dim=1)
+            parts.append(self._scalar_tokens(profile, slice(0, profile.shape[1]), PROFILE))
+        valid = [torch.ones(count, self.num_profile_tokens, dtype=torch.bool, device=self.special.device)]
+        elements = iter(found.get("behaviour", []))
+        for group, projection, position, mask in zip(
+            self.plan.behaviour_groups, self.behaviour_projection, self.behaviour_position, found["behaviour_mask"]
+        ):
+            embedded = torch.cat([next(elements) for _ in group], dim=-1)
+            parts.append(projection(embedded) + position + self.segment[BEHAVIOUR])
+            valid.append(mask)
         return torch.cat(parts, dim=1), torch.cat(valid, dim=1)
 
-    def candidate_tokens(self, batch: Batch) -> torch.Tensor:
+    def candidate_tokens(self, found: dict[str, list[torch.Tensor]], count: int) -> torch.Tensor:
         """[CLS] + one token per candidate field: (B, M, d)."""
-        ids = batch["categorical"]
-        rows = ids.shape[0]
-        parts = [self.special[1].expand(rows, 1, -1)]
-        slot = self.num_profile_tokens - 1
-        if len(self._candidate_categorical):
-            k = len(self._candidate_categorical)
-            parts.append(self._scalar_tokens(self._categorical(ids, self._candidate_categorical), slice(slot, slot + k), CANDIDATE))
-            slot += k
-        if len(self._candidate_numeric):
-            k = len(self._candidate_numeric)
-            parts.append(self._scalar_tokens(self._numeric(batch["numeric"], self._candidate_numeric), slice(slot, slot + k), CANDIDATE))
-            slot += k
-        if self.plan.candidate_sequences:
-            pooled = []
-            for seq in self.plan.candidate_sequences:
-                embedded, mask = self._sequence(batch, seq, None)
-                pooled.append(embedded.sum(1) / mask.sum(1, keepdim=True).clamp_min(1).to(embedded.dtype))
-            k = len(pooled)
-            parts.append(self._scalar_tokens(torch.stack(pooled, dim=1), slice(slot, slot + k), CANDIDATE))
+        fields = list(found.get("candidate", []))
+        for embedded, mask in zip(found.get("candidate_sequences", []), found["candidate_mask"]):
+            fields.append((embedded.sum(1) / mask.sum(1, keepdim=True).clamp_min(1).to(embedded.dtype)).unsqueeze(1))
+        parts = [self.special[1].expand(count, 1, -1)]
+        if fields:
+            embedded = torch.cat(fields, dim=1)
+            slot = self.num_profile_tokens - 1
+            parts.append(self._scalar_tokens(embedded, slice(slot, slot + embedded.shape[1]), CANDIDATE))
         return torch.cat(parts, dim=1)
 
     # -------------------------------------------------------------------------------- forward
@@ -523,11 +631,11 @@ class SORT(Model):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         config: SORTConfig = self.config
         run_index, first_rows = self.runs(batch)
-        context, context_valid = self.context_tokens(batch, first_rows)
-        candidates = self.candidate_tokens(batch)
+        found = self.lookups(batch, first_rows)
+        context, context_valid = self.context_tokens(found, len(first_rows))
+        candidates = self.candidate_tokens(found, len(run_index))
         context_mask = self.context_mask[None, None] & context_valid[:, None, None, :]
-        own = torch.ones(len(run_index), candidates.shape[1], dtype=torch.bool, device=candidates.device)
-        candidate_mask = torch.cat([context_valid.index_select(0, run_index), own], dim=1)[:, None, None, :]
+        layout = RequestLayout.build(run_index, first_rows, context_valid)
         full_layers = config.num_layers - config.num_pruned_layers
         balances = []
         for i, block in enumerate(self.blocks):
@@ -537,8 +645,7 @@ class SORT(Model):
                 context_mask,
                 context_valid,
                 candidates,
-                candidate_mask,
-                run_index,
+                layout,
                 update_context=i < full_layers,
                 num_queries=1 if last else candidates.shape[1],
             )

@@ -80,7 +80,7 @@ class SimConfig(BaseModel):
     row_group_rows: int = Field(default=262_144, ge=1024)
 
     @model_validator(mode="after")
-    def _check(self) -> "SimConfig":
+    def _check(self) -> SimConfig:
         if self.promo_day - self.pre_promo_days < 0:
             raise ValueError(f"promo_day ({self.promo_day}) must leave {self.pre_promo_days} pre-promotion days")
         if self.promo_day >= self.train_days:

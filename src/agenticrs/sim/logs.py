@@ -14,16 +14,18 @@ impressions: the delayed-conversion task), `users.parquet`, `items.parquet` (wit
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agenticrs.runtime.files import atomic_write, atomic_write_text
 from agenticrs.sim import catalog
 from agenticrs.sim.config import SimConfig
 from agenticrs.sim.world import (
@@ -250,26 +252,38 @@ class GenerationResult:
 
 
 class _SplitWriters:
+    """One streaming Parquet writer per split, each into an atomic file: published when the
+    generation finishes, removed when it fails (a context manager)."""
+
     def __init__(self, out_dir: Path, prefix: str) -> None:
         self.out_dir, self.prefix = out_dir, prefix
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.rows = dict.fromkeys(SPLITS, 0)
+        self._files = ExitStack()
 
     def path(self, split: str) -> Path:
         return self.out_dir / f"{self.prefix}_{split}.parquet"
 
     def write(self, split: str, table: pa.Table) -> None:
         if split not in self.writers:
-            tmp = self.path(split).with_name(f".{self.path(split).name}.tmp{os.getpid()}")
-            self.writers[split] = pq.ParquetWriter(str(tmp), table.schema, compression="zstd")
+            handle = self._files.enter_context(atomic_write(self.path(split)))
+            self.writers[split] = pq.ParquetWriter(handle, table.schema, compression="zstd")
         self.writers[split].write_table(table)
         self.rows[split] += table.num_rows
 
-    def close(self) -> None:
-        for split, writer in self.writers.items():
-            writer.close()
-            tmp = self.path(split).with_name(f".{self.path(split).name}.tmp{os.getpid()}")
-            os.replace(tmp, self.path(split))
+    def __enter__(self) -> _SplitWriters:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            for writer in self.writers.values():
+                writer.close()  # the footers
+        except BaseException as error:  # a file without its footer must not be published
+            self._files.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._files.__exit__(exc_type, exc, tb)  # publishes the files, or removes them on an error
 
 
 def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[int, int], None] | None = None
@@ -285,12 +299,11 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
     warm = np.arange(k)[None, :] < history.length[:, None]
     all_events.add(np.nonzero(warm)[0], history.items[warm].astype(np.int64), history.types[warm], history.ts[warm])
     pending = _Events()
-    impressions, clicks = _SplitWriters(out_dir, "impressions"), _SplitWriters(out_dir, "clicks")
     rng_req, rng_slate, rng_draw, rng_event = (_rng(config.seed, s) for s in (10, 11, 12, 13))
     slate_sizes = [s.slate_size for s in config.scenarios]
     next_id, n_requests = 1, 0
     round_seconds = SECONDS_PER_DAY // config.rounds_per_day
-    try:
+    with _SplitWriters(out_dir, "impressions") as impressions, _SplitWriters(out_dir, "clicks") as clicks:
         for day in range(config.n_days):
             requests = draw_requests(world, day, rng_req, next_id)
             next_id += len(requests.user)
@@ -323,9 +336,6 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
                 pending = _flush(history, pending, end)
             if progress is not None:
                 progress(day + 1, config.n_days)
-    finally:
-        impressions.close()
-        clicks.close()
     files = {f"impressions_{s}": impressions.path(s) for s in SPLITS}
     files.update({f"clicks_{s}": clicks.path(s) for s in SPLITS})
     files.update(_write_entities(world, all_events, out_dir))
@@ -398,9 +408,9 @@ def _write_entities(world: World, events: _Events, out_dir: Path) -> dict[str, P
         "behaviour": pa.array(type_, pa.int8()), "ts": pa.array(ts, pa.int64()),
     })  # fmt: skip
     paths = {"users": out_dir / "users.parquet", "items": out_dir / "items.parquet", "events": out_dir / "events.parquet"}
-    pq.write_table(users, str(paths["users"]), compression="zstd")
-    pq.write_table(items, str(paths["items"]), compression="zstd")
-    pq.write_table(events_table, str(paths["events"]), compression="zstd")
+    for key, table in (("users", users), ("items", items), ("events", events_table)):
+        with atomic_write(paths[key]) as handle:
+            pq.write_table(table, handle, compression="zstd")
     paths["sequences"] = out_dir / "sequences.txt"
     _write_click_sequences(user[type_ == CLICK], item[type_ == CLICK], paths["sequences"], min_length=3)
     return paths
@@ -409,17 +419,17 @@ def _write_entities(world: World, events: _Events, out_dir: Path) -> dict[str, P
 def _write_click_sequences(user: np.ndarray, item: np.ndarray, path: Path, min_length: int) -> None:
     """S3-Rec format: `user item item ...` per line, time order, users with >= min_length clicks."""
     if len(user) == 0:
-        path.write_text("")
+        atomic_write_text(path, "")
         return
     starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
     lengths = np.diff(np.r_[starts, len(user)])
     keep = np.repeat(lengths >= min_length, lengths)
     user, item = user[keep], item[keep]
     if len(user) == 0:
-        path.write_text("")
+        atomic_write_text(path, "")
         return
     tokens = (item + 1).astype(str).astype(object)
     first = np.r_[True, user[1:] != user[:-1]]
     prefix = np.where(first, np.char.add("\n", (user + 1).astype(str)).astype(object) + " ", " ")
     text = "".join((prefix + tokens).tolist()).lstrip("\n") + "\n"
-    path.write_text(text)
+    atomic_write_text(path, text)

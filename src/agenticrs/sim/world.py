@@ -51,13 +51,13 @@ class History:
     length: np.ndarray  # (n_users,) int32
 
     @classmethod
-    def empty(cls, n_users: int, k: int) -> "History":
+    def empty(cls, n_users: int, k: int) -> History:
         return cls(
             np.full((n_users, k), -1, np.int32), np.zeros((n_users, k), np.int8),
             np.zeros((n_users, k), np.int64), np.zeros(n_users, np.int32),
         )  # fmt: skip
 
-    def copy(self) -> "History":
+    def copy(self) -> History:
         return History(self.items.copy(), self.types.copy(), self.ts.copy(), self.length.copy())
 
     @property

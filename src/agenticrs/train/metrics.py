@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from agenticrs.runtime.registry import Registry
+
 __all__ = [
     "Metric",
     "METRICS",
@@ -39,6 +41,11 @@ __all__ = [
     "is_better",
     "logloss",
     "mean_prediction",
+    "metric_improves",
+    "metric_spec",
+    "ndcg_at_k",
+    "ranking_metrics",
+    "recall_at_k",
     "positive_rate",
 ]
 
@@ -249,17 +256,18 @@ def calibration(labels: ArrayLike, probs: ArrayLike) -> float:
 # Registry
 # --------------------------------------------------------------------------- #
 
-_VALID_NEEDS = frozenset({"labels", "probs", "groups"})
+_VALID_NEEDS = frozenset({"labels", "probs", "groups", "ranks"})
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric and the arrays it needs.
+    """A named metric, the arrays it needs and its direction.
 
-    ``fn`` is called with the arrays named in ``needs``, in that order.
-    ``higher_is_better`` gives the direction of improvement. When ``target`` is
-    set (calibration: 1.0), improvement is judged on ``|value - target|`` and
-    ``higher_is_better`` refers to that distance (so it is ``False``).
+    ``fn`` is called with the arrays named in ``needs``, in that order (ranking metrics get the
+    0-based rank of each target and the cut-off ``k``). ``higher_is_better`` gives the direction
+    of improvement. When ``target`` is set (calibration: 1.0), improvement is judged on
+    ``|value - target|`` and ``higher_is_better`` refers to that distance (so it is ``False``).
+    ``at_k``: the metric takes a cut-off, named ``name@k`` (``recall@10``).
     """
 
     name: str
@@ -267,29 +275,79 @@ class Metric:
     needs: tuple[str, ...]
     higher_is_better: bool
     target: float | None = None
+    at_k: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - _VALID_NEEDS
         if unknown:
             raise ValueError(f"Metric {self.name!r}: unknown needs {sorted(unknown)}; valid: {sorted(_VALID_NEEDS)}")
-        if "labels" not in self.needs:
-            raise ValueError(f"Metric {self.name!r}: needs must include 'labels'")
+        if "labels" not in self.needs and "ranks" not in self.needs:
+            raise ValueError(f"Metric {self.name!r}: needs must include 'labels' (or 'ranks' for ranking metrics)")
 
 
-METRICS: dict[str, Metric] = {
-    "auc": Metric("auc", auc, ("labels", "probs"), higher_is_better=True),
-    "logloss": Metric("logloss", logloss, ("labels", "probs"), higher_is_better=False),
-    "brier": Metric("brier", brier, ("labels", "probs"), higher_is_better=False),
-    "gauc": Metric("gauc", gauc, ("labels", "probs", "groups"), higher_is_better=True),
-    "calibration": Metric("calibration", calibration, ("labels", "probs"), higher_is_better=False, target=1.0),
-}
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Share of targets ranked in the top k (ranks are 0-based; a miss has a rank >= k)."""
+    ranks = np.asarray(ranks)
+    return float(np.mean(ranks < k)) if ranks.size else 0.0
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+    """NDCG@k with one relevant item per query: 1 / log2(rank + 2) inside the top k, else 0."""
+    ranks = np.asarray(ranks)
+    if not ranks.size:
+        return 0.0
+    gains = np.where(ranks < k, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
+    return float(gains.mean())
+
+
+def _train_loss(labels: ArrayLike, probs: ArrayLike) -> float:  # pragma: no cover - monitored, never computed
+    raise ValueError("train_loss is the engine's running training loss; it is not computed from predictions")
+
+
+METRICS: Registry[Metric] = Registry("metric")
+for _metric in (
+    Metric("auc", auc, ("labels", "probs"), higher_is_better=True),
+    Metric("logloss", logloss, ("labels", "probs"), higher_is_better=False),
+    Metric("brier", brier, ("labels", "probs"), higher_is_better=False),
+    Metric("gauc", gauc, ("labels", "probs", "groups"), higher_is_better=True),
+    Metric("calibration", calibration, ("labels", "probs"), higher_is_better=False, target=1.0),
+    Metric("recall", recall_at_k, ("ranks",), higher_is_better=True, at_k=True),
+    Metric("ndcg", ndcg_at_k, ("ranks",), higher_is_better=True, at_k=True),
+    # the engine monitors the running training loss when a task has no validation split
+    Metric("train_loss", _train_loss, ("labels", "probs"), higher_is_better=False),
+):
+    METRICS.register(_metric.name, _metric)
+
+
+def metric_spec(name: str) -> tuple[Metric, int | None]:
+    """The registered metric behind a name and its cut-off: "auc" -> (auc, None), "ndcg@10" ->
+    (ndcg, 10), and "click/auc" (a multi-task head's metric) -> (auc, None)."""
+    base = name.rsplit("/", 1)[-1]
+    head, _, k = base.partition("@")
+    if head not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}")
+    metric = METRICS[head]
+    if metric.at_k != bool(k):
+        form = f"{head}@k (e.g. {head}@10)" if metric.at_k else head
+        raise ValueError(f"metric {name!r} is written {form}")
+    if k and (not k.isdigit() or int(k) < 1):
+        raise ValueError(f"metric {name!r}: the cut-off must be a positive integer")
+    return metric, int(k) if k else None
 
 
 def _get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; known metrics: {sorted(METRICS)}") from None
+    return metric_spec(name)[0]
+
+
+def ranking_metrics(names: Iterable[str], ranks: np.ndarray) -> dict[str, float]:
+    """Ranking metrics (``recall@k``, ``ndcg@k``) from 0-based target ranks."""
+    out: dict[str, float] = {}
+    for name in names:
+        metric, k = metric_spec(name)
+        if "ranks" not in metric.needs:
+            raise ValueError(f"metric {name!r} is not a ranking metric")
+        out[name] = float(metric.fn(ranks, k))
+    return out
 
 
 def needs_groups(names: Iterable[str] | str) -> bool:
@@ -318,6 +376,8 @@ def compute_metrics(
     for m in metrics:
         if "groups" in m.needs and groups is None:
             raise ValueError(f"metric {m.name!r} needs groups (e.g. user ids) but groups=None")
+        if "ranks" in m.needs:
+            raise ValueError(f"metric {m.name!r} is a ranking metric; use ranking_metrics")
     out: dict[str, float] = {}
     for m in metrics:
         out[m.name] = float(m.fn(*(arrays[k] for k in m.needs)))
@@ -330,6 +390,12 @@ def is_better(metric_name: str, new: float, old: float | None) -> bool:
     A NaN ``new`` is never better; any finite ``new`` beats a missing/NaN ``old``.
     Ties are not improvements.
     """
+    return metric_improves(metric_name, new, old)
+
+
+def metric_improves(metric_name: str, new: float | None, old: float | None, min_delta: float = 0.0) -> bool:
+    """Whether ``new`` improves on ``old`` by more than ``min_delta``, in the metric's direction
+    (read from the registry: a rising loss is never an improvement)."""
     m = _get_metric(metric_name)
     if new is None or math.isnan(new):
         return False
@@ -337,4 +403,5 @@ def is_better(metric_name: str, new: float, old: float | None) -> bool:
         return True
     if m.target is not None:
         new, old = abs(new - m.target), abs(old - m.target)
-    return new > old if m.higher_is_better else new < old
+    gain = new - old if m.higher_is_better else old - new
+    return gain > min_delta

@@ -14,11 +14,14 @@ import numpy as np
 from agenticrs.data.registry import resolve_dataset
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
-from agenticrs.models.base import Model, build_model
+from agenticrs.models.base import Model, build_model, model_class
 from agenticrs.progress import SILENT, Reporter
-from agenticrs.train.config import RunConfig
+from agenticrs.runtime import resolve_device, seed_everything
+from agenticrs.train.config import RunConfig, with_model_defaults
+from agenticrs.train.ctr import evaluate, predict_probs
+from agenticrs.train.engine import TrainResult
 from agenticrs.train.run import Run
-from agenticrs.train.trainer import TrainResult, Trainer, evaluate, predict_probs, resolve_device, seed_everything
+from agenticrs.train.trainer import Trainer
 
 
 @dataclass
@@ -36,6 +39,15 @@ def load_data(
     return process_dataset(spec, cache_dir, reporter=reporter)
 
 
+def with_model_train_defaults(config: RunConfig) -> RunConfig:
+    """The run config with the model's own training defaults (`Model.train_defaults`: e.g. warm-up
+    for transformers) filled in wherever the user's config does not set that field."""
+    defaults = model_class(config.model).train_defaults
+    if not defaults:
+        return config
+    return config.model_copy(update={"train": with_model_defaults(config.train, defaults)})
+
+
 def train_run(
     config: RunConfig,
     runs_dir: str | Path = "runs",
@@ -45,6 +57,7 @@ def train_run(
 ) -> TrainedRun:
     """Process the data set (cached), build the model, train it and write the run directory."""
     data = data or load_data(config.dataset, cache_dir, reporter)
+    config = with_model_train_defaults(config)
     seed_everything(config.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
     run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
@@ -52,6 +65,24 @@ def train_run(
     for split in data.splits.values():
         split.load_in_memory()
     result = Trainer(config.train, reporter).fit(model, data, run)
+    return TrainedRun(run=run, model=model, result=result, data=data)
+
+
+def resume_run(
+    run_dir: str | Path, cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+) -> TrainedRun:
+    """Continue a run that was killed: same config and data, from its last checkpoint (the
+    result equals that of an uninterrupted run)."""
+    run = Run(run_dir)
+    if not run.has_checkpoint():
+        raise FileNotFoundError(f"{run.folder} has no checkpoint.pt to resume from (finished, or never started)")
+    config = run.config
+    data = load_data(config.dataset, cache_dir, reporter)
+    seed_everything(config.train.seed)
+    model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
+    for split in data.splits.values():
+        split.load_in_memory()
+    result = Trainer(config.train, reporter).fit(model, data, run, resume=True)
     return TrainedRun(run=run, model=model, result=result, data=data)
 
 

@@ -9,9 +9,8 @@ free and an interrupted conversion (no marker) is redone.
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +25,7 @@ from agenticrs.data.errors import DataError
 from agenticrs.data.fingerprint import fingerprint
 from agenticrs.data.readers import require_file
 from agenticrs.data.spec import DatasetSpec, ReaderOptions
+from agenticrs.runtime.files import atomic_write, atomic_write_text
 
 PathLike = str | Path
 SplitFiles = Mapping[str, PathLike | Sequence[PathLike]]
@@ -253,11 +253,14 @@ class ParquetSink:
         self.path = path
         self.schema = schema
         self.rows = 0
-        self._tmp = path.with_name(path.name + ".tmp")
+        self._file = ExitStack()  # the atomic temp file the writer streams into
         self._writer: pq.ParquetWriter | None = None
 
-    def __enter__(self) -> "ParquetSink":
-        self._writer = pq.ParquetWriter(str(self._tmp), self.schema, compression="zstd")
+    def __enter__(self) -> ParquetSink:
+        with ExitStack() as stack:  # a writer that fails to open removes its temp file
+            handle = stack.enter_context(atomic_write(self.path))
+            self._writer = pq.ParquetWriter(handle, self.schema, compression="zstd")
+            self._file = stack.pop_all()
         return self
 
     def write(self, table: pa.Table) -> None:
@@ -270,11 +273,12 @@ class ParquetSink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._writer is not None
-        self._writer.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        try:
+            self._writer.close()  # writes the footer
+        except BaseException as error:  # a file without its footer must not be published
+            self._file.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._file.__exit__(exc_type, exc, tb)  # publishes the file, or removes it on an error
 
 
 def conversion_key(sources: Sequence[PathLike], settings: Mapping[str, object]) -> str:
@@ -309,11 +313,8 @@ def begin_conversion(out_dir: PathLike) -> Path:
 
 def finish_conversion(out_dir: PathLike, key: str, spec: DatasetSpec, settings: Mapping[str, object]) -> None:
     """Write the marker last (atomically), naming the key, the settings and the spec."""
-    out = Path(out_dir)
-    tmp = out / (MARKER_NAME + ".tmp")
     payload = {"key": key, "settings": dict(settings), "spec": spec.model_dump(mode="json")}
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, out / MARKER_NAME)
+    atomic_write_text(Path(out_dir) / MARKER_NAME, json.dumps(payload, indent=1, default=str))
 
 
 def require_rows(split: str, rows: int, source: str, hint: str) -> None:

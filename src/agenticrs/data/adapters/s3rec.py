@@ -14,7 +14,6 @@ Everything is vectorised over the flattened sequences.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

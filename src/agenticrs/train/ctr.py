@@ -1,0 +1,211 @@
+"""The CTR task of the engine: one label or several (multi-task), binary cross-entropy.
+
+Batches come from the processed split (`iterate_batches`, seeded per epoch; whole requests for
+request-centric models). A single-label model returns `{"logit": (B,)}`; a multi-task model
+returns `{"logit": (B, T)}`, one column per trained label (`train.labels`, or the model's own
+`output_labels`). Rows whose label is missing (an optional label, NaN) leave that label's loss
+and metrics; each label's loss is its mean over the rows that have it, weighted by
+`train.task_weights`. An optional `aux_loss` in the output is added to the loss.
+
+Evaluation reports every metric per label as `label/metric` plus, for several labels, the mean
+over labels under the plain metric name (so `monitor: auc` watches the mean AUC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agenticrs.data.cache import SplitArrays
+from agenticrs.features.batching import LABEL, LABELS, iterate_batches, num_batches
+from agenticrs.features.pipeline import ProcessedDataset
+from agenticrs.progress import SILENT, Reporter
+from agenticrs.runtime import resolve_device
+from agenticrs.train.config import TrainConfig
+from agenticrs.train.metrics import METRICS, compute_metrics
+
+Batch = dict[str, torch.Tensor]
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    split: SplitArrays,
+    batch_size: int = 16384,
+    device: torch.device | str = "cpu",
+    reporter: Reporter = SILENT,
+    description: str = "predict",
+) -> np.ndarray:
+    """Probabilities for every row of a split, in row order (float32): (N,) for a single-head
+    model, (N, T) for a multi-task one."""
+    model.eval()
+    parts = []
+    with reporter.task(description, total=split.rows) as task:
+        for batch in iterate_batches(split, batch_size, label_index=None, device=device):
+            probs = torch.sigmoid(model(batch)["logit"].float()).cpu().numpy()
+            parts.append(probs)
+            task.advance(len(probs))
+    if not parts:
+        return np.empty(0, dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def label_metrics(
+    metrics: list[str], labels: np.ndarray, probs: np.ndarray, groups: np.ndarray | None
+) -> dict[str, float]:
+    """Metrics of one label over the rows that have it (NaN = missing); metrics that need groups
+    are skipped when there are none, and every metric is skipped on rows of one class only."""
+    present = ~np.isnan(labels)
+    if not present.all():
+        labels, probs = labels[present], probs[present]
+        groups = groups[present] if groups is not None else None
+    usable = [m for m in metrics if groups is not None or "groups" not in METRICS[m].needs]
+    if len(labels) == 0:
+        return {}
+    return compute_metrics(usable, labels, probs.astype(np.float64), groups)
+
+
+def evaluate(
+    model: nn.Module,
+    split: SplitArrays,
+    metrics: list[str],
+    batch_size: int = 16384,
+    label_index: int | list[int] = 0,
+    device: torch.device | str = "cpu",
+    reporter: Reporter = SILENT,
+    description: str = "evaluate",
+    label_names: list[str] | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics on a labelled split, and the predictions. With several label indices, metrics are
+    named `label/metric` (plus their mean over labels under `metric`)."""
+    probs = predict_probs(model, split, batch_size, device, reporter, description)
+    groups = np.asarray(split["group"]) if "group" in split else None
+    if not isinstance(label_index, list):
+        labels = np.asarray(split["labels"][:, label_index], dtype=np.float64)
+        return label_metrics(metrics, labels, probs, groups), probs
+    names = label_names or [str(i) for i in label_index]
+    out: dict[str, float] = {}
+    per_label = []
+    for column, (index, name) in enumerate(zip(label_index, names, strict=True)):
+        labels = np.asarray(split["labels"][:, index], dtype=np.float64)
+        values = label_metrics(metrics, labels, probs[:, column], groups)
+        per_label.append(values)
+        out.update({f"{name}/{k}": v for k, v in values.items()})
+    for metric in metrics:
+        values = [v[metric] for v in per_label if metric in v]
+        if values:
+            out[metric] = float(np.mean(values))
+    return out, probs
+
+
+class CTRTask:
+    """Binary click (or conversion) prediction on a processed data set, one label or several."""
+
+    def __init__(self, data: ProcessedDataset, config: TrainConfig, model: nn.Module | None = None,
+                 train_split: str = "train") -> None:  # fmt: skip
+        self.data = data
+        self.config = config
+        self.train = data.split(train_split)
+        self.device = resolve_device(config.device)
+        self.label_names = self._labels(data, config, model)
+        all_labels = list(data.schema.labels)
+        self.label_indices = [all_labels.index(name) for name in self.label_names]
+        self.multi = len(self.label_names) > 1 or config.labels is not None
+        self.keep_requests = bool(getattr(getattr(model, "inputs", None), "request_centric", False))
+        labels = np.asarray(self.train["labels"][:, self.label_indices])
+        self.has_missing = bool(np.isnan(labels).any())
+        weights = [config.task_weights.get(name, 1.0) for name in self.label_names]
+        unknown = set(config.task_weights) - set(self.label_names)
+        if unknown:
+            raise ValueError(f"train.task_weights names labels that are not trained: {sorted(unknown)}")
+        self.weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    @staticmethod
+    def _labels(data: ProcessedDataset, config: TrainConfig, model: nn.Module | None) -> list[str]:
+        available = list(data.schema.labels)
+        heads = getattr(model, "output_labels", None)
+        wanted = config.labels or heads or [config.label or (available[0] if available else "")]
+        missing = [name for name in wanted if name not in available]
+        if missing:
+            shown = ", ".join(f"'{name}'" for name in missing)
+            raise ValueError(f"label {shown} is not a label of the data set (labels: {available})")
+        if heads is not None and list(heads) != list(wanted):
+            raise ValueError(f"the model predicts labels {list(heads)} but train.labels asks for {list(wanted)}")
+        return list(wanted)
+
+    @property
+    def label_index(self) -> int | list[int]:
+        return self.label_indices if self.multi else self.label_indices[0]
+
+    # -- the engine's contract ------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> None:
+        prepare = getattr(model, "prepare", None)
+        if prepare is not None:
+            prepare(self.train, self.label_indices[0])
+
+    def steps_per_epoch(self) -> int:
+        return num_batches(self.train.rows, self.config.batch_size)
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        return iterate_batches(
+            self.train, self.config.batch_size, shuffle=True, seed=self.config.seed, epoch=epoch,
+            label_index=self.label_index, device=self.device, keep_requests=self.keep_requests,
+            skip_batches=skip,
+        )  # fmt: skip
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        output = model(batch)
+        logit = output["logit"]
+        if self.multi:
+            labels = batch[LABELS]
+            if logit.dim() != 2 or logit.shape[1] != labels.shape[1]:
+                raise ValueError(
+                    f"model '{getattr(model, 'name', type(model).__name__)}' returns logits of shape "
+                    f"{tuple(logit.shape)}; training labels {self.label_names} needs one column per label"
+                )
+            loss = self._multi_loss(logit, labels)
+        else:
+            labels = batch[LABEL]
+            if self.has_missing:
+                present = ~torch.isnan(labels)
+                loss = F.binary_cross_entropy_with_logits(logit[present], labels[present])
+            else:
+                loss = F.binary_cross_entropy_with_logits(logit, labels)
+        if "aux_loss" in output:
+            loss = loss + output["aux_loss"]
+        return loss, len(labels)
+
+    def _multi_loss(self, logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        present = ~torch.isnan(labels)
+        safe = torch.where(present, labels, torch.zeros_like(labels))
+        per_cell = F.binary_cross_entropy_with_logits(logit, safe, reduction="none") * present
+        per_label = per_cell.sum(0) / present.sum(0).clamp_min(1)
+        return (per_label * self.weights).sum()
+
+    def has_validation(self) -> bool:
+        return "valid" in self.data.splits
+
+    def evaluate(self, model: nn.Module, split: str, reporter: Reporter = SILENT) -> dict[str, float] | None:
+        rows = self.data.splits.get(split)
+        if rows is None or "labels" not in rows:
+            return None
+        metrics, _ = evaluate(
+            model, rows, self.config.metrics, self.config.eval_batch_size, self.label_index, self.device,
+            reporter, "validate" if split == "valid" else split, self.label_names,
+        )  # fmt: skip
+        return metrics
+
+    def split_rows(self, split: str) -> int:
+        rows = self.data.splits.get(split)
+        return rows.rows if rows is not None else 0
+
+    def summary(self, model: nn.Module) -> dict[str, object]:
+        return {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "label": self.label_names[0] if not self.multi else None,
+            "labels": self.label_names,
+        }
