@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from zoo_helpers import skip_unless_compatible, smoke_model, training_loss
 
 from agenticrs.features.batching import iterate_batches
 from agenticrs.models.base import (
     IncompatibleDataError,
-    Model,
     build_model,
     list_models,
     make_config,
@@ -23,20 +22,9 @@ MODELS = list_models()
 BUILT_IN = ["lr", "fm", "deepfm", "dcnv2", "autoint", "din", "finalmlp"]
 
 
-def _build(name: str, schema, seed: int = 0, **overrides) -> Model:
-    torch.manual_seed(seed)
-    return build_model(name, schema, config=make_config(name, overrides, smoke=True))
-
-
-def _compatible(name: str, dataset) -> None:
-    problems = model_class(name).inputs.problems(dataset.schema)
-    if problems:
-        pytest.skip(f"{name} does not take this data set: {problems}")
-
-
-def _loss(out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
-    loss = F.binary_cross_entropy_with_logits(out["logit"], label)
-    return loss + out["aux_loss"] if "aux_loss" in out else loss
+_build = smoke_model
+_compatible = skip_unless_compatible
+_loss = training_loss
 
 
 def test_builtin_models_are_registered():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from agenticrs.models.base import Model, build_model, make_config
+from agenticrs.models.base import Model, build_model, make_config, model_class
 from agenticrs.models.layers import FeatureEmbedding
 
 
@@ -18,3 +20,21 @@ def visible_smoke_model(name: str, schema, seed: int = 0, smoke: bool = True, **
         if isinstance(module, FeatureEmbedding):
             nn.init.normal_(module.embedding.weight, std=0.3)
     return model.eval()
+
+
+def smoke_model(name: str, schema, seed: int = 0, **overrides) -> Model:
+    """A model with its smoke config (and overrides), seeded."""
+    torch.manual_seed(seed)
+    return build_model(name, schema, config=make_config(name, overrides, smoke=True))
+
+
+def skip_unless_compatible(name: str, dataset) -> None:
+    problems = model_class(name).inputs.problems(dataset.schema)
+    if problems:
+        pytest.skip(f"{name} does not take this data set: {problems}")
+
+
+def training_loss(out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+    """What the CTR task minimises for a single-label model: BCE plus the model's aux loss."""
+    loss = F.binary_cross_entropy_with_logits(out["logit"], label)
+    return loss + out["aux_loss"] if "aux_loss" in out else loss
