@@ -67,3 +67,39 @@ def test_unknown_split_is_a_clear_error(trained, tiny_cache):
 def test_incomplete_run_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         _ = Run(tmp_path).config
+
+
+def test_a_killed_run_resumes_from_the_command_line_to_the_same_result(tiny_synthetic, tiny_cache, tmp_path,
+                                                                      monkeypatch):
+    """`agenticrs train --resume RUN` after a crash mid-epoch: same summary as an uninterrupted run."""
+    from typer.testing import CliRunner
+
+    from agenticrs.cli.main import app
+    from agenticrs.train.ctr import CTRTask
+
+    config = RunConfig(dataset="synthetic-tiny", model="deepfm", smoke=True, model_params={"dropout": 0.1},
+                       train=TrainConfig(batch_size=512, epochs=2, eval_every_steps=6, eval_batch_size=3000, seed=4))
+    whole = train_run(config, tmp_path / "whole", tiny_cache, data=tiny_synthetic)
+
+    calls = {"n": 0}
+    original = CTRTask.loss
+
+    def dying(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] > 15:
+            raise KeyboardInterrupt  # the process is stopped mid-epoch
+        return original(self, model, batch)
+
+    monkeypatch.setattr(CTRTask, "loss", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "killed", tiny_cache, data=tiny_synthetic)
+    monkeypatch.setattr(CTRTask, "loss", original)
+    (killed,) = (tmp_path / "killed").iterdir()
+    assert (killed / "checkpoint.pt").is_file() and not (killed / "summary.json").exists()
+
+    monkeypatch.setenv("AGENTICRS_CACHE_DIR", str(tiny_cache))
+    result = CliRunner().invoke(app, ["train", "--resume", str(killed), "-q", "--cache-dir", str(tiny_cache)])
+    assert result.exit_code == 0, result.output
+    resumed = Run(killed).summary
+    assert resumed["test"] == whole.run.summary["test"] and resumed["steps"] == whole.run.summary["steps"]
+    assert not (killed / "checkpoint.pt").exists()
