@@ -45,10 +45,17 @@ def metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Table
             if k not in names:
                 names.append(k)
     table = Table(title=title)
+    splits = [split for split, values in rows.items() if values]
+    if len(names) > 6:  # many metrics (a multi-task run: one set per label): one row per metric
+        table.add_column("metric")
+        for split in splits:
+            table.add_column(split, justify="right")
+        for n in names:
+            table.add_row(n, *[f"{(rows[split] or {}).get(n, float('nan')):.5f}" for split in splits])
+        return table
     table.add_column("split")
     for n in names:
         table.add_column(n, justify="right")
-    for split, values in rows.items():
-        if values:
-            table.add_row(split, *[f"{values.get(n, float('nan')):.5f}" for n in names])
+    for split in splits:
+        table.add_row(split, *[f"{(rows[split] or {}).get(n, float('nan')):.5f}" for n in names])
     return table
