@@ -20,6 +20,8 @@ def _needs(cls: type[Any]) -> str:
         needs = "behaviour sequence + target" if cls.inputs.needs_target_sequence else "fields"
         if cls.inputs.request_centric:
             needs += " (request-centric: uses request ids when the data has them)"
+        if cls.inputs.multi_task:
+            needs += " + one or more labels (multi-task: one head each)"
         return needs
     from agenticrs.gr.base import SequentialModel
     from agenticrs.gr.zoo import needs_semantic_ids

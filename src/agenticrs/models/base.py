@@ -44,6 +44,7 @@ class ModelInputs:
     needs_target_sequence: bool = False  # a sequence paired with a candidate field (target attention)
     min_fields_for_interaction: int = 1  # e.g. FM needs at least two fields to interact
     request_centric: bool = False  # trains on whole requests (candidates of one request in one batch)
+    multi_task: bool = False  # one head per label (`output_labels`); trains several labels at once
 
     def problems(self, schema: FeatureSchema) -> list[str]:
         found: list[str] = []

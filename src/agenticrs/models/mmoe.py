@@ -36,7 +36,7 @@ class MMoEConfig(ModelConfig):
 class MMoE(Model):
     paper = "Ma et al., Modeling Task Relationships in Multi-task Learning with Multi-gate Mixture-of-Experts, KDD 2018"
     Config = MMoEConfig
-    inputs = ModelInputs(min_categorical=1)
+    inputs = ModelInputs(min_categorical=1, multi_task=True)
     smoke_overrides = {"embedding_dim": 4, "num_experts": 2, "expert_units": [16], "tower_units": [8], "dropout": 0.0}
 
     def __init__(self, schema: FeatureSchema, config: MMoEConfig) -> None:
