@@ -54,3 +54,17 @@ def test_tuning_reads_the_validation_split_only_and_names_the_winner(tiny_cache:
     assert best["point"] == ["train.learning_rate=0.05"]  # 30 steps at 1e-4 barely move LR
     assert "lr: chosen train.learning_rate=0.05" in capsys.readouterr().out
     assert tune.main(args) == 0 and len(json.loads(out.read_text())) == 2  # resumable: nothing re-run
+
+
+def test_speed_ratios_are_measured_in_one_process_against_deepfm(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AGENTICRS_CACHE_DIR", str(tiny_cache))
+    config = tmp_path / "bench.yaml"
+    config.write_text("overrides: [train.batch_size=256]\nmodels:\n  dnn: ['model_params.hidden_units=[8]']\n")
+    out = tmp_path / "speed.json"
+    assert _load("speed_ratio").main(["--dataset", "synthetic-tiny", "--config", str(config), "--models", "lr,dnn",
+                                      "--steps", "2", "--rounds", "2", "--json", str(out)]) == 0  # fmt: skip
+    records = {r["model"]: r for r in json.loads(out.read_text())}
+    assert list(records) == ["deepfm", "lr", "dnn (defaults)", "dnn"]
+    assert records["deepfm"]["ratio_to_deepfm"] == 1.0 and len(records["lr"]["rounds"]) == 2
+    assert records["dnn"]["model_params"] == {"hidden_units": [8]} and records["dnn (defaults)"]["model_params"] == {}
+    assert records["dnn"]["parameters"] < records["dnn (defaults)"]["parameters"]
