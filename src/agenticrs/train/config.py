@@ -46,7 +46,8 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(default=None, gt=0, description="clip the global gradient norm to this")
     # -- schedule --------------------------------------------------------------------------
     lr_schedule: Literal["plateau", "cosine", "constant"] = Field(
-        default="plateau", description="plateau: cut on a flat evaluation; cosine: over the step budget"
+        default="plateau",
+        description="plateau: cut on flat evaluations; cosine: to min_lr over min(max_steps, epochs x steps per epoch)",
     )
     warmup_steps: int = Field(default=0, ge=0, description="linear LR warm-up over this many optimiser steps")
     lr_decay_factor: float = Field(default=0.1, gt=0, le=1, description="LR multiplier on a plateau")
@@ -90,8 +91,6 @@ class TrainConfig(BaseModel):
             raise ValueError("give either `label` (one task) or `labels` (multi-task), not both")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"`labels` repeats a label: {self.labels}")
-        if self.lr_schedule == "cosine" and self.max_steps is None and self.epochs >= 10_000:
-            raise ValueError("the cosine schedule needs a step budget: set max_steps or a smaller epochs")
         return self
 
 
