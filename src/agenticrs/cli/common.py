@@ -44,18 +44,15 @@ def metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Table
         for k in values or {}:
             if k not in names:
                 names.append(k)
-    table = Table(title=title)
     splits = [split for split, values in rows.items() if values]
-    if len(names) > 6:  # many metrics (a multi-task run: one set per label): one row per metric
-        table.add_column("metric")
-        for split in splits:
-            table.add_column(split, justify="right")
-        for n in names:
-            table.add_row(n, *[f"{(rows[split] or {}).get(n, float('nan')):.5f}" for split in splits])
-        return table
-    table.add_column("split")
-    for n in names:
-        table.add_column(n, justify="right")
-    for split in splits:
-        table.add_row(split, *[f"{(rows[split] or {}).get(n, float('nan')):.5f}" for n in names])
+    value = lambda split, name: f"{(rows[split] or {}).get(name, float('nan')):.5f}"  # noqa: E731
+    # many metrics (a multi-task run: one set per label) read better as one row per metric
+    by_metric = len(names) > 6
+    corner, columns, row_keys = ("metric", splits, names) if by_metric else ("split", names, splits)
+    table = Table(title=title)
+    table.add_column(corner)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for key in row_keys:
+        table.add_row(key, *[value(c, key) if by_metric else value(key, c) for c in columns])
     return table

@@ -28,7 +28,7 @@ from torch import nn
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from agenticrs.train.config import TrainConfig
-from agenticrs.train.metrics import metric_improves
+from agenticrs.train.metrics import metric_improves, metric_spec
 from agenticrs.train.optim import LRSchedule, build_optimizers, current_lr
 from agenticrs.train.run import Run
 
@@ -124,7 +124,7 @@ class Engine:
         model.to(device)
         has_valid = task.has_validation()
         monitor = cfg.monitor if has_valid else TRAIN_LOSS
-        metric_improves(monitor, 1.0, None)  # an unknown monitor fails now, not after an epoch
+        metric_spec(monitor)  # an unknown monitor fails now, not after an epoch
         task.prepare(model)
         seed_everything(cfg.seed)
         optimizers = build_optimizers(model, cfg)
