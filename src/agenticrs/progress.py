@@ -2,6 +2,9 @@
 
 Library code reports through a `Progress`-like object it is given; the default is silent so that
 tests and embedding applications stay quiet. The CLI passes a rich one.
+
+Descriptions, status fields and log lines carry text from outside (file paths, field names, data
+values); they are rendered as plain text, never parsed as Rich markup or emoji codes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 
 class Task(Protocol):
@@ -77,22 +81,22 @@ class RichReporter:
     """A rich progress bar per step, with live status text (loss, metrics, rows/s)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, markup=False, emoji=False)
 
     def log(self, message: str) -> None:
-        """A line that stays (e.g. an epoch's validation metrics)."""
-        self.console.print(message)
+        """A line that stays (e.g. an epoch's validation metrics); plain text, whatever it holds."""
+        self.console.print(Text(str(message)))
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Task]:
         progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
+            TextColumn("{task.fields[status]}", markup=False),
             console=self.console,
             transient=False,
             refresh_per_second=4,

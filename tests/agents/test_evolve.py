@@ -312,6 +312,10 @@ def test_evolve_refuses_bad_settings_with_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evolve", "-d", "sim-tiny", "--budget", "soon", "--db", str(tmp_path / "k.db")])
     assert result.exit_code == 2 and "not a duration" in result.output
     result = runner.invoke(app, ["evolve", "--resume", "--db", str(tmp_path / "k.db")])
+    assert result.exit_code == 2 and "no knowledge database at" in result.output  # and none is created
+    assert not (tmp_path / "k.db").exists()
+    KnowledgeStore(str(tmp_path / "k.db")).close()
+    result = runner.invoke(app, ["evolve", "--resume", "--db", str(tmp_path / "k.db")])
     assert result.exit_code == 2 and "no unfinished intent" in result.output
 
 

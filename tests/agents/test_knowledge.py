@@ -503,3 +503,17 @@ def test_missing_binaries_give_a_clear_error(monkeypatch: pytest.MonkeyPatch, tm
     with pytest.raises(PostgresUnavailable):
         TemporaryPostgres().start()
     assert MIGRATIONS.is_dir()
+
+
+def test_the_latest_unfinished_intent_includes_failed_ones(store: KnowledgeStore) -> None:
+    """`evolve --resume` picks up an intent that stopped on an exception (status `failed`)."""
+    with store.transaction() as tx:
+        snapshot = tx.snapshot("synthetic", "fp-resume", {"train": 1})
+        fields = dict(snapshot_id=snapshot.id, text="t", objective="auc", proposer="random", seed=0, ensemble_size=2)
+        running, failed, finished = (tx.create_intent(**fields) for _ in range(3))
+        failed.status, finished.status = "failed", "finished"
+        ids = running.id, failed.id, finished.id
+    with store.transaction() as tx:
+        assert tx.latest_intent().id == ids[2]
+        assert tx.latest_intent(status="running").id == ids[0]
+        assert tx.latest_intent(status=("running", "failed")).id == ids[1]

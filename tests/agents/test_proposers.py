@@ -569,9 +569,10 @@ def test_llm_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTICRS_LLM_MODEL", "local")
     monkeypatch.setenv("OPENAI_API_KEY", "fallback")
     settings = LLMProposer().settings
-    assert (settings.base_url, settings.model, settings.api_key) == ("http://127.0.0.1:1/v1", "local", "fallback")
+    assert (settings.base_url, settings.model) == ("http://127.0.0.1:1/v1", "local")
+    assert settings.api_key.get_secret_value() == "fallback" and "fallback" not in repr(settings)
     monkeypatch.setenv("AGENTICRS_LLM_API_KEY", "primary")
-    assert LLMSettings.resolve().api_key == "primary"
+    assert LLMSettings.resolve().api_key.get_secret_value() == "primary"
     assert LLMProposer(model="other").settings.model == "other"
 
 

@@ -317,3 +317,24 @@ def test_soft_deferral_reaches_every_parameter(seq_data, seq_batch):
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_flatten_readout_reads_each_token_in_its_own_head_slot(seq_data, seq_batch):
+    model = _model(seq_data.schema, readout="flatten")
+    tokens = len(model.token_rank)
+    first = model.mlp.net[0]
+    assert first.in_features == tokens * model.config.token_dim
+    assert model.mlp_ceiling_spec()[0] == tokens * model.config.token_dim
+    # the head sees the final tokens in token order: feeding them ourselves gives the same logit
+    model.eval()
+    with torch.no_grad():
+        states = model.final_norm(model.interact(model.group_tokens(model.embedding(seq_batch).fields))[-1])
+        assert torch.allclose(model(seq_batch)["logit"], model.mlp(states.flatten(1)).squeeze(-1), atol=1e-6)
+        # unlike the mean, the concatenation is not invariant to swapping two tokens
+        swapped = states.clone()
+        swapped[:, [0, 1]] = states[:, [1, 0]]
+        assert not torch.allclose(model.mlp(swapped.flatten(1)), model.mlp(states.flatten(1)))
+    model.train()
+    loss = nn.functional.binary_cross_entropy_with_logits(model(seq_batch)["logit"], seq_batch["label"])
+    loss.backward()
+    assert model.group_weight.grad.abs().sum(dim=(1, 2, 3)).gt(0).all()  # every token reaches the loss

@@ -353,3 +353,18 @@ def test_next_behaviour_loss_matches_its_definition_and_trains_the_head(seq_data
     assert torch.allclose(out["aux_loss"], 0.5 * expected, rtol=1e-4)
     out["aux_loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generative_head.parameters())
+
+
+def test_flatten_readout_reads_every_candidate_token_and_stays_request_exact(seq_data, seq_batch):
+    model = _sort(seq_data.schema, readout="flatten", head_batch_norm=True)
+    width = model.config.model_dim * model.num_candidate_tokens
+    assert model.head.net[0].in_features == width and model.num_candidate_tokens > 1
+    together = _logits(model, seq_batch)
+    for row in range(4):  # still one candidate's score whatever else is in its request
+        alone = _logits(model, {k: v[row : row + 1] for k, v in seq_batch.items()})
+        assert torch.allclose(alone, together[row : row + 1], rtol=1e-4, atol=1e-5)
+    model.train()
+    loss = F.binary_cross_entropy_with_logits(model(seq_batch)["logit"], seq_batch["label"])
+    loss.backward()
+    # the field tokens reach the head directly: the last block's FFN gets gradient from them
+    assert model.field_embedding.grad.abs().sum() > 0

@@ -64,11 +64,22 @@ class Candidate(BaseModel):
         config = make_config(self.model, params)
         return config.model_dump(mode="json", exclude={"input_fields", *model_class(self.model).inert_config})
 
-    def effective(self) -> dict[str, Any]:
-        """What defines the learners (the hash's input): no knob the model ignores."""
+    def knobs_as_given(self) -> dict[str, Any]:
+        """The model's knobs as validated (`model_knobs`), or, for a candidate whose model_params
+        its model's Config refuses, as given: such a candidate can still be described and recorded
+        as invalid (`config_hash(strict=False)`; the check says why)."""
+        try:
+            return self.model_knobs()
+        except (ValueError, KeyError):
+            active = active_knobs(self.model)
+            return {**{k: getattr(self, k) for k in SHARED_KNOBS if k in active}, **self.model_params}
+
+    def effective(self, strict: bool = True) -> dict[str, Any]:
+        """What defines the learners (the hash's input): no knob the model ignores. `strict`: a
+        ValueError for model_params the model's Config refuses; otherwise they are taken as given."""
         return {
             "model": self.model,
-            "model_config": self.model_knobs(),
+            "model_config": self.model_knobs() if strict else self.knobs_as_given(),
             "optimizer": self.optimizer,
             "learning_rate": float(self.learning_rate),
             "batch_size": self.batch_size,
@@ -78,8 +89,10 @@ class Candidate(BaseModel):
             "feature_bagging": float(self.feature_bagging),
         }
 
-    def config_hash(self) -> str:
-        payload = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
+    def config_hash(self, strict: bool = True) -> str:
+        """Hash of the effective configuration (`strict=False`: also for a candidate whose
+        model_params are invalid, to record it; a valid candidate hashes alike either way)."""
+        payload = json.dumps(self.effective(strict), sort_keys=True, separators=(",", ":"), default=repr)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def canonical(self) -> Candidate:
@@ -89,7 +102,7 @@ class Candidate(BaseModel):
         return self.model_copy(update=reset)
 
     def describe(self) -> str:
-        knobs = self.model_knobs()
+        knobs = self.knobs_as_given()
         parts = [self.model]
         for key in ("embedding_dim", "hidden_units", "dropout"):
             if key in knobs:

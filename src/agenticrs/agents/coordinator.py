@@ -9,6 +9,12 @@ written by the coordinator only (the agents' contract in docs/architecture.md).
 
 Splits: proposals and the EnsNAS decision see `valid`; promotion needs the gate (held-out users,
 never shown to a proposer); `test` is read only by the final report.
+
+Faults: a proposal that fails any check (its model's typed config, the search space, the budgets,
+a proposer that raises) is recorded as an invalid candidate or a lesson and the loop goes on. The
+starting incumbent is checked before an intent is opened. An exception that still ends the loop
+marks the intent `failed` with the error in its summary before it propagates (`--intent N
+--resume` continues it); only a process killed outright (SIGKILL, Ctrl-C) leaves it `running`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from agenticrs.agents.audit import audit_records
 from agenticrs.agents.autotrain import MemberTrainer, file_sha256, load_predictions
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
-from agenticrs.agents.knowledge.schema import CandidateRow, Intent
+from agenticrs.agents.knowledge.schema import CandidateRow, Intent, utcnow
 from agenticrs.agents.proposers import make_proposer
 from agenticrs.agents.proposers.base import (
     HistoryEntry,
@@ -37,7 +43,7 @@ from agenticrs.agents.proposers.base import (
     Proposer,
 )
 from agenticrs.agents.settings import EvolveSettings
-from agenticrs.agents.space import check
+from agenticrs.agents.space import CheckReport, check
 from agenticrs.agents.splits import EvolutionData, make_evolution_data
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.train.metrics import METRICS, compute_metrics
@@ -113,6 +119,7 @@ class Coordinator:
         self.intent_id: int | None = None
         self.artifacts: Path = Path(settings.artifacts)
         self._predictions: dict[tuple[int, str, tuple[int, ...]], dict[str, np.ndarray]] = {}
+        self._training_error = ""  # the last failed training's message
 
     def _proposer_settings(self) -> dict[str, Any]:
         return dict(self.settings.llm) if self.settings.proposer == "llm" else {}
@@ -136,6 +143,8 @@ class Coordinator:
                 intent = tx.get(Intent, resume)
                 if intent.snapshot_id != snapshot.id:
                     raise ValueError(f"intent {resume} was run on another data snapshot; cannot resume it here")
+                if intent.status == "failed":  # continued after the fault that stopped it
+                    intent.status, intent.finished_at = "running", None
             else:
                 intent = tx.create_intent(
                     snapshot_id=snapshot.id,
@@ -153,10 +162,20 @@ class Coordinator:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: int | None = None) -> EvolveSummary:
+        start = self.check_start()  # before any intent is opened: a bad start leaves nothing behind
         intent_id = self.open_intent(resume)
+        try:
+            summary = self._run(intent_id, start)
+        except Exception as exc:
+            self._fail_intent(intent_id, exc)
+            raise
+        self.observer("finish", {"summary": summary})
+        return summary
+
+    def _run(self, intent_id: int, start: CheckReport) -> EvolveSummary:
         started = time.perf_counter()
         self.observer("start", {"intent": intent_id, "rows": self.evo.rows, "settings": self.settings})
-        self._seed_round()
+        self._seed_round(start)
         round_ = 1
         while True:
             if self.settings.candidates is not None and round_ > self.settings.candidates:
@@ -171,14 +190,29 @@ class Coordinator:
         summary = self.summary()
         with self.store.transaction() as tx:
             tx.finish_intent(intent_id, asdict(summary))
-        self.observer("finish", {"summary": summary})
         return summary
 
-    def _seed_round(self) -> None:
-        start = self.settings.start
-        report = check(start, self.settings.space, self.evo.data.schema)
+    def check_start(self) -> CheckReport:
+        """The starting incumbent's check; a ValueError naming what is wrong when it fails."""
+        report = check(self.settings.start, self.settings.space, self.evo.data.schema)
         if not report.ok:
-            raise ValueError(f"the starting incumbent is not a valid candidate: {report.reason}")
+            raise ValueError(f"the starting incumbent (start) is not a valid candidate: {report.reason}")
+        return report
+
+    def _fail_intent(self, intent_id: int, exc: Exception) -> None:
+        """Mark the intent failed, with the error, so that it is never left `running` by a fault."""
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            with self.store.transaction() as tx:
+                intent = tx.get(Intent, intent_id)
+                intent.status, intent.finished_at = "failed", utcnow()
+                intent.summary = {**(intent.summary or {}), "error": error}
+                tx.add_lesson("fault", f"the evolution stopped: {error}", intent_id=intent_id)
+        except Exception:  # noqa: BLE001, S110 - the store itself may be the fault; the original error wins
+            pass
+
+    def _seed_round(self, report: CheckReport) -> None:
+        start = self.settings.start
         with self.store.transaction() as tx:
             task = tx.task(self.intent_id, 0, "coordinator", "seed")
             row, _ = tx.add_candidate(
@@ -198,7 +232,7 @@ class Coordinator:
         self.observer("round", {"round": 0, "candidate": start.describe(), "id": candidate_id})
         predictions = self.train_members(candidate_id, start)
         if predictions is None:
-            raise RuntimeError("the starting incumbent failed to train; see the lessons table")
+            raise ValueError(f"the starting incumbent (start) failed to train: {self._training_error}")
         stats = self._member_stats(candidate_id, start.config_hash(), predictions, "valid")
         metrics = self._ensemble_summary(predictions)
         with self.store.transaction() as tx:
@@ -287,17 +321,17 @@ class Coordinator:
                 seed=self.settings.seed,
             )
             parent_id = incumbent_row.id
-        outcome: ProposalOutcome = self.proposer.propose(context)
+        outcome = _safe_propose(self.proposer, context)
         lessons = list(outcome.lessons)
         proposer_name = self.proposer.name
         if outcome.proposal is None and self.fallback is not None:
-            fallback = self.fallback.propose(context)
+            fallback = _safe_propose(self.fallback, context)
             lessons += fallback.lessons
             if fallback.proposal is not None:
                 lessons.append(f"{proposer_name} gave no usable candidate in round {round_}; the built-in proposer stood in")
                 outcome, proposer_name = fallback, f"{self.fallback.name} (fallback)"
         proposal = outcome.proposal
-        report = check(proposal.candidate, self.settings.space, self.evo.data.schema) if proposal else None
+        report = self._check(proposal.candidate) if proposal else None
         with self.store.transaction() as tx:
             for text in lessons:
                 tx.add_lesson("proposal", text, intent_id=self.intent_id)
@@ -305,7 +339,7 @@ class Coordinator:
                 return None
             row, created = tx.add_candidate(
                 self.intent_id,
-                proposal.candidate.config_hash(),
+                proposal.candidate.config_hash(strict=False),  # an invalid one is recorded too
                 round=round_,
                 task_id=task_id,
                 config=proposal.candidate.model_dump(mode="json"),
@@ -327,6 +361,13 @@ class Coordinator:
                 )
             return row
 
+    def _check(self, candidate: Candidate) -> CheckReport:
+        """`space.check`, with any exception it still raises turned into a failed report."""
+        try:
+            return check(candidate, self.settings.space, self.evo.data.schema)
+        except Exception as exc:  # noqa: BLE001 - a candidate that breaks the check is invalid, not fatal
+            return CheckReport(False, [f"the check failed: {type(exc).__name__}: {exc}"])
+
     # -- training ---------------------------------------------------------------------------------
     def train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
                        role: str = "member") -> dict[str, np.ndarray] | None:
@@ -346,6 +387,7 @@ class Coordinator:
                 result = self.trainer.train(candidate, seed, folder)
             except Exception as exc:  # noqa: BLE001 - a failed training is a recorded outcome, not a crash
                 message = f"{type(exc).__name__}: {exc}"
+                self._training_error = message
                 with self.store.transaction() as tx:
                     tx.fail_training(training_id, message + "\n" + traceback.format_exc(limit=3))
                     tx.get(CandidateRow, candidate_id).status = "failed"
@@ -516,6 +558,14 @@ class Coordinator:
             counts=counts,
             final=final,
         )
+
+
+def _safe_propose(proposer: Proposer, context: ProposalContext) -> ProposalOutcome:
+    """A proposer's answer; one that raises gives no candidate and a lesson saying why."""
+    try:
+        return proposer.propose(context)
+    except Exception as exc:  # noqa: BLE001 - a misbehaving proposer costs a round, not the search
+        return ProposalOutcome(None, [f"proposer {proposer.name} failed in round {context.round}: {type(exc).__name__}: {exc}"])
 
 
 def _comparison_fields(result: ensnas.Comparison, incumbent_id: int) -> dict[str, Any]:

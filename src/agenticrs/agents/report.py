@@ -4,7 +4,8 @@ One file, plotly.js inlined (it opens offline, no CDN), written atomically. Seve
 the intent and its outcome, the incumbent's trajectory, every candidate's accuracy and diversity
 gains, the accepted lineage, the calibration audits, the final test-split comparison and the
 full candidate table with the lessons. Everything that comes from the database (rationales
-written by an LLM included) is HTML-escaped before it reaches the page or a hover label.
+written by an LLM included) is HTML-escaped before it reaches the page or a hover label, and
+no secret (an `api_key`, a password, a token) is shown, even from an older database.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agenticrs.agents.knowledge.schema import (
     Lesson,
     Training,
 )
+from agenticrs.agents.knowledge.store import scrub_secrets
 from agenticrs.runtime.files import atomic_write
 
 SECTION_TITLES = {
@@ -199,7 +201,7 @@ def _figure(fig: Any, height: int) -> str:
 # -- sections ---------------------------------------------------------------------------------
 def _overview(d: _Data) -> str:
     intent = d.intent
-    settings = intent.settings or {}
+    settings = scrub_secrets(intent.settings or {})  # a database written before secrets were dropped
     summary = intent.summary or {}
     counts: dict[str, int] = {}
     for row in d.candidates:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.space import SearchSpace
@@ -25,6 +25,31 @@ def default_train() -> TrainConfig:
     return TrainConfig(
         batch_size=2048, epochs=10, patience=2, lr_decay_patience=1, monitor="auc", metrics=["auc", "logloss"]
     )
+
+
+class LLMOptions(BaseModel):
+    """The LLM proposer's settings (`--set llm.base_url=...`); what is not set comes from the environment.
+
+    The API key is a `SecretStr` excluded from every dump: it is never printed with the settings,
+    stored with the intent or written into a report. The recommended route is the environment
+    (`AGENTICRS_LLM_API_KEY`, or `OPENAI_API_KEY`); a key given here lasts for one process, so a
+    `--resume` needs it again (from the environment or `--set llm.api_key=...`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, description="OpenAI-compatible API root (or AGENTICRS_LLM_BASE_URL)")
+    model: str | None = Field(default=None, description="model name (or AGENTICRS_LLM_MODEL)")
+    api_key: SecretStr | None = Field(
+        default=None, exclude=True, description="prefer AGENTICRS_LLM_API_KEY; never printed, stored or reported"
+    )
+    timeout_s: float = Field(default=60.0, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_text(cls, value: Any) -> Any:
+        """A key that YAML or `--set` read as a number is still text."""
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 class EvolveSettings(BaseModel):
@@ -50,7 +75,7 @@ class EvolveSettings(BaseModel):
     start: Candidate = Field(default_factory=default_start)
     train: TrainConfig = Field(default_factory=default_train)
     space: SearchSpace = Field(default_factory=SearchSpace)
-    llm: dict[str, str | float] = Field(default_factory=dict, description="LLM proposer settings (base_url, model, ...)")
+    llm: LLMOptions = Field(default_factory=LLMOptions, description="LLM proposer settings (base_url, model, ...)")
     artifacts: Path = Field(default=Path("runs/evolve"), description="where learners' runs are written")
     cache_dir: Path | None = None
 

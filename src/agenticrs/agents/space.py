@@ -2,20 +2,25 @@
 
 The space bounds what proposers may change (model families, widths, depths, embedding sizes,
 dropout, learning rate, input fields, feature-bagging rate) and carries the guardrails that
-AutoPerf would enforce: a parameter budget and a latency budget. `check` builds the model on the
-data set's schema (no training), counts its parameters and times a forward pass over 1,000
-synthetic rows, so an over-budget or incompatible candidate costs milliseconds, not a training.
+AutoPerf would enforce: a parameter budget and a latency budget. `check` validates the model's
+typed config, counts the parameters on PyTorch's `meta` device (shapes only, nothing allocated:
+a proposal of a billion-unit layer is refused in milliseconds, not by an out-of-memory crash),
+and only a model within the budget is built for real and timed on 1,000 synthetic rows. So an
+over-budget or incompatible candidate costs milliseconds, not a training, and every failure is
+a `CheckReport` with a reason, never an exception.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch.overrides import TorchFunctionMode
 
 from agenticrs.agents.candidate import Candidate, active_knobs
 from agenticrs.features.schema import MISSING_INDEX, FeatureSchema
@@ -147,24 +152,93 @@ def bounds_problems(candidate: Candidate, space: SearchSpace, schema: FeatureSch
     return problems
 
 
+# factory functions whose first argument (or `size=`) is the shape of the tensor they allocate
+_SIZED_FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.empty_strided})
+LARGE_TENSOR = 1 << 20  # elements; the fallback keeps smaller tensors real
+
+
+def _requested_numel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    size = kwargs.get("size")
+    if size is None:
+        if not args:
+            return 0
+        size = args if isinstance(args[0], int) else args[0]  # torch.empty(2, 3) or torch.empty((2, 3))
+    try:
+        return math.prod(int(s) for s in size)
+    except TypeError:
+        return 0
+
+
+class _LargeTensorsOnMeta(TorchFunctionMode):
+    """Tensors of at least `limit` elements created without a device go to `meta`; smaller ones stay
+    real, so a model whose constructor computes from small tensors (index plans, `.item()`) builds."""
+
+    def __init__(self, limit: int = LARGE_TENSOR) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in _SIZED_FACTORIES and kwargs.get("device") is None and _requested_numel(args, kwargs) >= self.limit:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def count_parameters(model: str, schema: FeatureSchema, params: dict[str, Any]) -> tuple[int, int]:
+    """(parameters, buffer elements) of the model `params` describe, counted without allocating them.
+
+    The model is built on the `meta` device (shapes, no storage). A constructor that reads tensor
+    values (MGDIN's token plan, SSR's view indices) cannot run there; it is built again with only
+    its large tensors on `meta`. Config and data problems raise as `build_model` raises them."""
+    try:
+        with torch.device("meta"):
+            shell = build_model(model, schema, params)
+    except (RuntimeError, NotImplementedError):  # data-dependent construction
+        with _LargeTensorsOnMeta():
+            shell = build_model(model, schema, params)
+    return sum(p.numel() for p in shell.parameters()), sum(b.numel() for b in shell.buffers())
+
+
 def check(candidate: Candidate, space: SearchSpace, schema: FeatureSchema) -> CheckReport:
-    """Schema, bounds, parameter count and latency, before any training."""
-    problems = bounds_problems(candidate, space, schema)
-    if problems:
-        return CheckReport(False, problems)
-    params = candidate.model_knobs()
+    """Schema, bounds, parameter count and latency, before any training.
+
+    Never raises for a bad candidate: every problem (a config the model's typed Config refuses, a
+    model that cannot be built, one over the budgets, a failing forward pass) is a failed report."""
+    try:
+        problems = bounds_problems(candidate, space, schema)
+        if problems:
+            return CheckReport(False, problems)
+        params = candidate.model_knobs()
+    except (ValueError, KeyError) as exc:
+        return CheckReport(False, [_message(exc)])
     if candidate.input_fields is not None:
         params["input_fields"] = candidate.input_fields
     try:
-        model = build_model(candidate.model, schema, params)
+        count, buffers = count_parameters(candidate.model, schema, params)
     except (IncompatibleDataError, ValueError, KeyError) as exc:
-        return CheckReport(False, [str(exc)])
-    count = sum(p.numel() for p in model.parameters())
+        return CheckReport(False, [_message(exc)])
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built is a failed check, not a crash
+        return CheckReport(False, [f"the model cannot be built: {type(exc).__name__}: {_message(exc)}"])
     if count > space.max_parameters:
         return CheckReport(False, [f"{count:,} parameters exceed the budget of {space.max_parameters:,}"], count)
-    latency = latency_ms_per_1000(model, schema)
+    if buffers > space.max_parameters:
+        return CheckReport(False, [f"{buffers:,} buffer elements exceed the budget of {space.max_parameters:,}"], count)
+    try:
+        model = build_model(candidate.model, schema, params)
+        latency = latency_ms_per_1000(model, schema)
+    except Exception as exc:  # noqa: BLE001 - e.g. a forward pass that fails for this configuration
+        return CheckReport(False, [f"the model fails on a synthetic batch: {type(exc).__name__}: {_message(exc)}"], count)
     if not math.isfinite(latency) or latency > space.max_latency_ms_per_1000:
         return CheckReport(
             False, [f"latency {latency:.1f} ms/1k rows exceeds {space.max_latency_ms_per_1000:.1f}"], count, latency
         )
     return CheckReport(True, [], count, latency)
+
+
+def _message(exc: BaseException) -> str:
+    """An exception as one line (a KeyError's message without its quotes)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from agenticrs.cli.common import console
+from agenticrs.cli.common import console, friendly_errors
 from agenticrs.data.registry import DATASETS, data_root
 
 
@@ -14,6 +14,7 @@ def _status(requires: str | None, available: bool) -> str:
     return "yes" if available else f"no ({requires} not found)"
 
 
+@friendly_errors
 def datasets() -> None:
     """List the registered data sets of every kind (and where public data is looked for)."""
     from agenticrs.gr.sequences import SEQUENCE_DATASETS  # the GR layer loads only when asked for

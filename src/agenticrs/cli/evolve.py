@@ -11,12 +11,13 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
 from agenticrs.agents.settings import EvolveSettings, parse_duration
-from agenticrs.cli.common import console, err_console, friendly_errors
+from agenticrs.cli.common import console, err_console, friendly_errors, styled
 from agenticrs.config import apply_overrides, deep_merge, dump_yaml, load_yaml
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
@@ -38,16 +39,22 @@ class LiveView:
         self.live: Live | None = None
 
     def render(self) -> Panel:
+        """The panel; every value is a plain `Text` (candidates, rationales and reasons may come
+        from an LLM and are never parsed as markup), whatever console renders it."""
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan")
         table.add_column()
-        table.add_row("intent", f"{self.intent}   round {self.round}   {time.perf_counter() - self.started:,.0f} s")
-        table.add_row("incumbent", f"{self.incumbent}  {self.incumbent_metrics}")
-        table.add_row("candidate", self.current)
-        table.add_row("now", self.activity)
         counts = "  ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "-"
-        table.add_row("verdicts", counts)
-        table.add_row("last", self.last)
+        rows = [
+            ("intent", f"{self.intent}   round {self.round}   {time.perf_counter() - self.started:,.0f} s"),
+            ("incumbent", f"{self.incumbent}  {self.incumbent_metrics}"),
+            ("candidate", self.current),
+            ("now", self.activity),
+            ("verdicts", counts),
+            ("last", self.last),
+        ]
+        for name, value in rows:
+            table.add_row(Text(name), Text(str(value)))
         return Panel(table, title="agenticrs evolve", border_style="cyan")
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
@@ -117,19 +124,21 @@ def evolve(
     """Evolve models: propose, train dual learners, decide with EnsNAS, check the gate, promote."""
     from agenticrs.agents.coordinator import Coordinator
 
-    store = KnowledgeStore(db)
     resume_id = None
     budget_s = parse_duration(budget) if budget else None
     if resume or intent is not None:
+        store = KnowledgeStore(db, create=False)  # nothing to resume in a database that does not exist
         with store.transaction() as tx:
-            row = tx.get(Intent, intent) if intent is not None else tx.latest_intent(status="running")
+            row = tx.get(Intent, intent) if intent is not None else tx.latest_intent(status=("running", "failed"))
             if row is None:
-                raise ValueError(f"no unfinished intent in {db} to resume")
+                raise ValueError(f"no unfinished intent in {store.display} to resume")
             resume_id, stored = row.id, dict(row.settings)
         if candidates is not None:
             stored["candidates"] = candidates
         if budget_s is not None:
             stored["budget_s"] = budget_s
+        # the stored settings hold no secret: an API key given by --set is given again on resume
+        stored = apply_overrides(stored, [o for o in overrides if o.strip().startswith("llm.")])
         settings = EvolveSettings.model_validate(stored)
         err_console.print(f"resuming intent {resume_id}")
     else:
@@ -137,7 +146,14 @@ def evolve(
             config, overrides, dataset=dataset, objective=objective, budget_s=budget_s, candidates=candidates,
             proposer=proposer, seed=seed, ensemble_size=ensemble_size,
         )
+        store = KnowledgeStore(db)  # after the settings: a bad --set creates no database
+        if store.created:
+            err_console.print(f"new knowledge database: {store.display}")
+    # secrets (llm.api_key) are excluded from every dump: not printed, not stored, not reported
     console.print(Syntax(dump_yaml(settings.model_dump(mode="json", exclude={"space"})), "yaml", theme="ansi_dark"))
+    if settings.llm.api_key is not None:
+        err_console.print("llm.api_key is used by this process only (never printed or stored); the recommended route "
+                          "is the AGENTICRS_LLM_API_KEY environment variable, which `--resume` also reads")
     view = LiveView()
     coordinator = Coordinator(store, settings, observer=view)
     if quiet:
@@ -153,7 +169,7 @@ def evolve(
         from agenticrs.agents.report import write_report
 
         path = write_report(store, summary.intent_id, report)
-        console.print(f"report: [bold]{path}[/]")
+        console.print(styled("report: ", (str(path), "bold")))
     store.close()
 
 
@@ -208,7 +224,7 @@ def history(
     intent: int = typer.Option(None, "--intent", help="intent id (default: the newest)"),
 ) -> None:
     """Every candidate of an intent with its gains and verdict."""
-    store = KnowledgeStore(db)
+    store = KnowledgeStore(db, readonly=True)
     _print_history(store, intent)
     with store.transaction() as tx:
         intents = tx.intents()
@@ -222,7 +238,7 @@ def show(
     db: str = DB_OPTION,
 ) -> None:
     """One candidate: its config, why it was proposed, its learners, statistics and decisions."""
-    store = KnowledgeStore(db)
+    store = KnowledgeStore(db, readonly=True)
     with store.transaction() as tx:
         row = tx.get(CandidateRow, candidate)
         trainings = tx.trainings(candidate_id=candidate)
@@ -230,7 +246,7 @@ def show(
         comparisons = [c for c in tx.comparisons(row.intent_id) if c.candidate_id == candidate]
         lessons = [lesson for lesson in tx.lessons(row.intent_id) if lesson.candidate_id == candidate]
         artifacts = tx.artifacts(candidate_id=candidate)
-    console.print(f"[bold]candidate {row.id}[/] (intent {row.intent_id}, round {row.round}) - {row.status}")
+    console.print(styled((f"candidate {row.id}", "bold"), f" (intent {row.intent_id}, round {row.round}) - {row.status}"))
     console.print(f"proposer: {row.proposer}  mutation: {row.mutation}  parent: {row.parent_id}")
     console.print(f"rationale: {row.rationale}")
     console.print(f"hash {row.config_hash}  parameters {row.parameters}  latency {row.latency_ms or 0:.1f} ms/1k rows")
@@ -256,7 +272,7 @@ def show(
             table.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
         console.print(table)
     for d in decisions:
-        console.print(f"[bold]{d.gate}[/]: {'accepted' if d.accepted else 'rejected'} - {d.reason}")
+        console.print(styled((d.gate, "bold"), f": {'accepted' if d.accepted else 'rejected'} - {d.reason}"))
     for lesson in lessons:
         console.print(f"lesson ({lesson.scope}): {lesson.text}")
     for a in artifacts:
@@ -272,11 +288,11 @@ def report(
     """A self-contained HTML report of an intent."""
     from agenticrs.agents.report import write_report
 
-    store = KnowledgeStore(db)
+    store = KnowledgeStore(db, readonly=True)
     with store.transaction() as tx:
         intent_id = _resolve_intent(tx, intent).id
     path = write_report(store, intent_id, out)
-    console.print(f"report: [bold]{path}[/]")
+    console.print(styled("report: ", (str(path), "bold")))
 
 
 @friendly_errors
@@ -289,7 +305,7 @@ def audit(
     """Train real M-ensembles of the incumbent and a candidate; record predicted vs measured error."""
     from agenticrs.agents.coordinator import Coordinator
 
-    store = KnowledgeStore(db)
+    store = KnowledgeStore(db, create=False)
     with store.transaction() as tx:
         row = _resolve_intent(tx, intent)
         settings = EvolveSettings.model_validate(row.settings)

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from agenticrs.cli.common import console
+from agenticrs.cli.common import console, friendly_errors
 from agenticrs.models.base import MODELS, Model, list_models
 
 # the config field that says how wide a model is, per task (CTR: embeddings; SASRec: dim; TIGER: d_model)
@@ -37,6 +37,7 @@ def _defaults(cls: type[Any]) -> dict[str, Any]:
     return config.model_dump()
 
 
+@friendly_errors
 def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show every default hyper-parameter")) -> None:
     """List the registered models of every task (ctr, sequential)."""
     table = Table(title="model zoo")

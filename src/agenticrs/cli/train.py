@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import typer
 from rich.syntax import Syntax
 
-from agenticrs.cli.common import console, friendly_errors, metrics_table, reporter
+from agenticrs.cli.common import console, friendly_errors, metrics_table, reporter, styled
 from agenticrs.config import apply_overrides, dump_yaml, load_yaml
 from agenticrs.train.config import RunConfig
 from agenticrs.train.workflow import evaluate_run, predict_files, resume_run, train_run
@@ -55,7 +53,7 @@ def train(
     console.print(metrics_table(f"{run_config.model} on {trained.data.spec.name} (best epoch {result.best_epoch})",
                                 {"valid": result.valid, "test": result.test}))
     console.print(f"train samples/s: {result.train_samples_per_s:,.0f}   stopped by: {result.stopped_by}")
-    console.print(f"run directory: [bold]{trained.run.folder}[/]")
+    console.print(styled("run directory: ", (str(trained.run.folder), "bold")))
 
 
 @friendly_errors
@@ -80,9 +78,8 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Score files with a saved run."""
-    probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pacsv.write_csv(pa.table({"prediction": probs.astype(np.float64)}), str(out))
+    # the library checks `--out` before the (long) scoring and writes the CSV atomically
+    probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet), out=out)
     console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")
 
 
@@ -98,7 +95,7 @@ def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> Non
         result = trained.result
         console.print(metrics_table(f"{folder} (resumed; best epoch {result.best_epoch})",
                                     {"valid": result.valid, "test": result.test}))
-    console.print(f"stopped by: {result.stopped_by}   run directory: [bold]{folder}[/]")
+    console.print(styled(f"stopped by: {result.stopped_by}   run directory: ", (str(folder), "bold")))
 
 
 def _train_sequential(raw: dict, runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
@@ -112,7 +109,7 @@ def _train_sequential(raw: dict, runs_dir: Path, cache_dir: Path | None, quiet: 
                                 "full ranking)", {"valid": result.valid, "test": result.test}))
     per_epoch = sum(result.epoch_seconds) / max(len(result.epoch_seconds), 1)
     console.print(f"{per_epoch:.1f} s per training epoch   stopped by: {result.stopped_by}")
-    console.print(f"run directory: [bold]{folder}[/]")
+    console.print(styled("run directory: ", (str(folder), "bold")))
 
 
 @friendly_errors

@@ -11,7 +11,10 @@ own encoding, quoting and empty-line handling).
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +67,76 @@ def _require_columns(path: Path, columns: list[str], available: list[str]) -> No
 
 
 # --- delimited text ---------------------------------------------------------------------------
+# leading bytes of binary formats that are sometimes saved under a text name (`train.csv`)
+_MAGIC = (
+    (b"\x1f\x8b", "gzip-compressed data", (".gz",)),
+    (b"BZh", "bzip2-compressed data", (".bz2",)),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data", (".zst",)),
+    (b"\x04\x22\x4d\x18", "lz4-compressed data", (".lz4",)),
+    (b"\xfd7zXZ\x00", "xz-compressed data", ()),
+    (b"PK\x03\x04", "a zip archive", ()),
+    (b"PAR1", "Parquet data", ()),
+)
+
+
+def _require_text(path: Path) -> None:
+    """A DataError when a file read as delimited text holds a compressed or binary format instead.
+
+    Arrow picks the decompressor from the file name, so gzip bytes named `.csv` would be parsed as
+    text and fail on a garbled line; this names the real content and the fix instead.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if path.name.endswith((".gz", ".bz2", ".zst", ".lz4")):
+        try:  # what the decompressed text starts with
+            with pa.input_stream(str(path), compression="detect") as stream:
+                head = stream.read(8)
+        except (OSError, pa.ArrowException):
+            return  # not what its name says: Arrow's own error names the file
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError("the file is UTF-16 text (it starts with a UTF-16 byte-order mark)", file=str(path),
+                        expected="UTF-8 text: save the file as UTF-8")  # fmt: skip
+    for magic, what, suffixes in _MAGIC:
+        if not head.startswith(magic) or path.name.endswith(suffixes or ("\0",)):
+            continue
+        if what == "Parquet data":
+            fix = "set reader.format: parquet in the dataset spec"
+        elif suffixes:
+            fix = f"a name ending in {suffixes[0]} (e.g. {path.name}{suffixes[0]}), so that it is decompressed"
+        else:
+            fix = "unpack it first"
+        raise DataError(f"the file holds {what}, not delimited text", file=str(path), expected=fix)
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    """`text` quoted on one line (control characters escaped), cut to about `limit` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+@contextmanager
+def _no_unraisable_reports() -> Iterator[None]:
+    """Silence "Exception ignored in ..." reports while Arrow calls back into Python.
+
+    Arrow decodes an invalid row's text before calling the handler; bytes that are not UTF-8 make
+    that decoding fail inside the callback, which Python can only report on stderr (an
+    ignored-exception traceback before the real message). The scan does without the text then.
+    """
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda _unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
+# "In CSV column #1: Row #401: CSV conversion error to string: invalid UTF8 data"
+# "CSV parse error: Row #3: Expected 2 columns, got 3: 3,4,5"
+_ARROW_ROW = re.compile(r"Row #(\d+)")
+_ARROW_COLUMN = re.compile(r"In CSV column #(\d+)")
+_ARROW_RAGGED = re.compile(r"Row #\d+: (Expected \d+ columns, got \d+): ?(.*)", re.DOTALL)
+
+
 def _locate_csv_error(
     path: Path, read_options: pacsv.ReadOptions, parse_options: pacsv.ParseOptions, header_lines: int
 ) -> tuple[int | None, str | None]:
@@ -91,15 +164,16 @@ def _locate_csv_error(
         invalid_row_handler=handler,
     )
     try:
-        reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
-            read_options=opts,
-            parse_options=popts,
-            convert_options=pacsv.ConvertOptions(include_columns=[]),
-        )
-        for _ in reader:
-            pass
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+        with _no_unraisable_reports():
+            reader = pacsv.open_csv(
+                pa.input_stream(str(path), compression="detect"),
+                read_options=opts,
+                parse_options=popts,
+                convert_options=pacsv.ConvertOptions(include_columns=[]),
+            )
+            for _ in reader:
+                pass
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError):
         pass
     if not found:
         return None, None
@@ -144,14 +218,48 @@ class _CsvFile:
             convert_options=convert_options,
         )
 
-    def parse_error(self, exc: Exception, row: int | None = None, expected: str | None = None) -> DataError:
-        """A DataError for a parse failure, naming the malformed line and its row where it can be found."""
+    def parse_error(
+        self, exc: Exception, row: int | None = None, expected: str | None = None, columns: list[str] | None = None
+    ) -> DataError:
+        """A DataError for a parse failure, naming the malformed line, its row (and column) where it can be found.
+
+        Arrow's message names the physical row when it reads single-threaded (`Row #401`: the header
+        is row 1); otherwise the file is re-scanned to find it. Nothing of the file is shown but the
+        malformed line itself, quoted on one line.
+        """
         header_lines = 1 if self.options.header else 0
-        located, text = _locate_csv_error(self.path, self.read_options(), self.parse_options(), header_lines)
+        message = str(exc)
+        at_row = _ARROW_ROW.search(message)
+        at_column = _ARROW_COLUMN.search(message)
+        field = None
+        if at_column is not None and columns is not None and int(at_column.group(1)) < len(columns):
+            field = columns[int(at_column.group(1))]
+        if isinstance(exc, UnicodeDecodeError) or "invalid UTF8" in message:
+            encoding = "UTF-8" if self.encoding.lower().replace("-", "") == "utf8" else self.encoding
+            return DataError(
+                f"the text is not valid {encoding}",
+                file=str(self.path),
+                row=int(at_row.group(1)) - header_lines if at_row else None,
+                field=field,
+                expected=f"{encoding} text",
+            )
+        if at_row is not None:
+            located, text = int(at_row.group(1)) - header_lines, None
+            ragged = _ARROW_RAGGED.search(message)
+            if ragged is not None:
+                detail, text = ragged.group(1).lower(), ragged.group(2).rstrip("\r\n")
+                others = [d for d in (",", "\t", ";", "|") if d != self.options.delimiter and d in text]
+                if detail.endswith("got 1") and others:
+                    detail += f" (the line holds {others[0]!r}: is reader.delimiter {self.options.delimiter!r} right?)"
+        else:
+            located, text = _locate_csv_error(self.path, self.read_options(), self.parse_options(), header_lines)
+            detail = None
+        detail = detail or _one_line(message.splitlines()[0] if message else type(exc).__name__, 200).strip("'\"")
         return DataError(
-            f"malformed line {text!r}: {exc}" if text is not None else f"cannot parse as CSV: {exc}",
+            f"malformed line {_one_line(text)}: {detail}" if text is not None else f"cannot parse as CSV: {detail}",
             file=str(self.path),
             row=located if located is not None else row,
+            field=field,
             expected=expected,
         )
 
@@ -159,7 +267,7 @@ class _CsvFile:
         """The column names (from the header line, or as given); reads only the first block."""
         try:
             return self.open(pacsv.ConvertOptions(column_types={}, include_columns=[])).schema.names
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:
             if "Empty CSV file" in str(exc):
                 expected = "a header and data rows" if self.options.header else "data rows"
                 raise DataError("the file is empty", file=str(self.path), expected=expected) from None
@@ -169,6 +277,7 @@ class _CsvFile:
 def read_csv_header(path: str | Path, options: ReaderOptions, *, encoding: str = "utf8") -> list[str]:
     """The column names of a delimited file (its header line, or `options.column_names`)."""
     csv = _CsvFile(require_file(path), options, encoding, '"', keep_empty_lines=False, use_threads=False)
+    _require_text(csv.path)
     return csv.header()
 
 
@@ -198,6 +307,7 @@ def iter_csv(
     naming the file (and the row of the malformed line).
     """
     csv = _CsvFile(require_file(path), options, encoding, quote_char, keep_empty_lines, use_threads)
+    _require_text(csv.path)
     available = csv.header()
     wanted = available if columns is None else columns
     _require_columns(csv.path, wanted, available)
@@ -224,13 +334,13 @@ def iter_csv(
             batch = reader.read_next_batch()
         except StopIteration:
             break
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            if float_columns and "conversion error" in str(exc).lower():
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as exc:
+            if float_columns and "conversion error" in str(exc).lower() and "invalid UTF8" not in str(exc):
                 # a non-numeric cell in a numeric column: re-read the rest as text
                 float_columns = frozenset()
                 reader = None
                 continue
-            raise csv.parse_error(exc, row=first_row, expected=expected) from None
+            raise csv.parse_error(exc, row=first_row, expected=expected, columns=available) from None
         if batch.num_rows == 0:
             continue
         yield Chunk(str(csv.path), first_row, pa.Table.from_batches([batch]))

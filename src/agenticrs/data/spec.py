@@ -17,10 +17,19 @@ from agenticrs.data.errors import DataError
 FieldKind = Literal["categorical", "numeric", "sequence", "text", "label", "timestamp"]
 NumericTransform = Literal["none", "log1p", "standardize", "quantile"]
 FileFormat = Literal["csv", "parquet"]
+_SPEC_SHAPE = "expected a mapping with name, files and fields"
+_MAX_SPEC_BYTES = 16 << 20  # a spec is a few KiB; a bigger file is not one (and is not read into memory)
 
 
 class FieldSpec(BaseModel):
-    """One column of the data and how it becomes model input."""
+    """One column of the data and how it becomes model input.
+
+    Numeric values (numeric fields, numeric sequences) must be finite: a cell holding `inf`,
+    `-inf` or a number beyond the float64 range (`1e400`) stops processing with a DataError naming
+    the file, row and field, as does a value too large for a float32 model input once transformed
+    (e.g. `1e39` with transform `none`). A missing cell (empty, or one of the reader's
+    `null_values` such as `NaN`) is a missing value, not an error.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +88,7 @@ class ReaderOptions(BaseModel):
     column_names: list[str] | None = Field(default=None, description="names when the file has no header")
     list_delimiter: str = "|"
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "NaN", "nan", "NULL", "null", "\\N"])
-    block_size: int = Field(default=4 << 20, description="bytes per streamed chunk")
+    block_size: int = Field(default=4 << 20, ge=1, lt=1 << 31, description="bytes per streamed chunk (Arrow: an int32)")
 
 
 class DatasetSpec(BaseModel):
@@ -186,13 +195,35 @@ class DatasetSpec(BaseModel):
     # --- YAML ----------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> DatasetSpec:
+        """A spec from its YAML file (relative data paths resolved against the file's folder).
+
+        Errors never quote the file: a path that is not a dataset spec (`../../etc/passwd`, a data
+        file, a binary) is reported as such, with the YAML line and column at most.
+        """
         path = Path(path)
+        not_a_spec = f"not a valid dataset spec YAML ({_SPEC_SHAPE})"
         try:
-            raw = yaml.safe_load(path.read_text())
+            if path.is_dir():
+                raise DataError("is a folder, not a dataset spec YAML file", file=str(path))
+            with path.open("rb") as handle:  # bounded: a device or a huge file is never read whole
+                data = handle.read(_MAX_SPEC_BYTES + 1)
+            if len(data) > _MAX_SPEC_BYTES:
+                raise DataError(f"{not_a_spec}: the file is larger than {_MAX_SPEC_BYTES >> 20} MiB", file=str(path))
+            raw = yaml.safe_load(data.decode("utf-8"))
         except FileNotFoundError:
             raise DataError("dataset spec not found", file=str(path)) from None
+        except UnicodeDecodeError:
+            raise DataError(f"{not_a_spec}: the file is not UTF-8 text", file=str(path)) from None
+        except OSError as exc:
+            raise DataError(f"cannot read the dataset spec: {exc.strerror or type(exc).__name__}", file=str(path)) from None
         except yaml.YAMLError as exc:
-            raise DataError(f"not valid YAML: {exc}", file=str(path)) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "unparseable"
+            raise DataError(f"not valid YAML{where}: {problem}", file=str(path)) from None
+        if not isinstance(raw, dict) or not ({"name", "files", "fields"} & set(map(str, raw))):
+            # echo nothing of a file that is not a spec (its keys or lines may be anyone's data)
+            raise DataError(not_a_spec, file=str(path))
         return cls.from_dict(raw, source=str(path)).resolve_paths(path.parent)
 
     @classmethod

@@ -58,12 +58,19 @@ def _first_bad_row(values: pa.Array, parse) -> int:
 
 
 def parse_float(
-    values: pa.Array, chunk: Chunk, spec_field: FieldSpec, null_tokens: pa.Array | None = None
+    values: pa.Array,
+    chunk: Chunk,
+    spec_field: FieldSpec,
+    null_tokens: pa.Array | None = None,
+    *,
+    finite: bool = True,
 ) -> np.ndarray:
     """float64 array with NaN for missing; a clear error naming the row of an unparseable value.
 
     Cells equal to one of `null_tokens` (e.g. "", "NA") are missing; the common all-numeric case
-    costs one cast.
+    costs one cast. With `finite` (numeric fields), an infinite value (`inf`, `-inf`, or a number
+    beyond the float64 range such as `1e400`) is a DataError naming its row: it would otherwise turn
+    every score of the model into NaN once training starts.
     """
     if pa.types.is_floating(values.type) or pa.types.is_integer(values.type) or pa.types.is_boolean(values.type):
         typed = values.cast(pa.float64())
@@ -89,7 +96,33 @@ def parse_float(
                     field=spec_field.name,
                     expected="a number or an empty cell",
                 ) from None
-    return typed.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    out = typed.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if finite:
+        infinite = np.flatnonzero(np.isinf(out))
+        if len(infinite):
+            bad = int(infinite[0])
+            raise DataError(
+                f"{values[bad].as_py()!r} is not a finite number",
+                file=chunk.file,
+                row=chunk.first_row + bad,
+                field=spec_field.name,
+                expected="a finite number (magnitude below 1.8e308) or an empty cell",
+            )
+    return out
+
+
+def _overflow_error(chunk: Chunk, spec_field: FieldSpec, raw: np.ndarray, bad: np.ndarray, what: str) -> DataError:
+    """A DataError naming the first row whose (finite) value overflows once transformed."""
+    row = int(np.flatnonzero(bad)[0])
+    transform = f" (transform '{spec_field.transform}')" if spec_field.kind == "numeric" else ""
+    hint = "; transform: log1p or quantile suits such values" if spec_field.kind == "numeric" else ""
+    return DataError(
+        f"{float(raw[row]):g} is too large {what}{transform}",
+        file=chunk.file,
+        row=chunk.first_row + row,
+        field=spec_field.name,
+        expected=f"a smaller magnitude{hint}",
+    )
 
 
 def as_strings(values: pa.Array) -> pa.Array:
@@ -367,7 +400,14 @@ class FeatureEncoder:
                 reservoirs[f.name].add(finite)
             else:
                 transformed = self._pre_transform(finite, f)
-                sums[f.name] += [len(transformed), transformed.sum(), np.square(transformed).sum()]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    sums[f.name] += [len(transformed), transformed.sum(), np.square(transformed).sum()]
+                if not np.isfinite(sums[f.name]).all():
+                    # the statistics overflow (values beyond ~1e154): name the largest value of the chunk
+                    worst = np.zeros(len(values), dtype=bool)
+                    worst[np.flatnonzero(~np.isnan(values))[int(np.argmax(np.abs(transformed)))]] = True
+                    what = "to standardize" if f.transform == "standardize" else "for a float32 model input"
+                    raise _overflow_error(chunk, f, values, worst, what)
 
         rows = 0
         for chunk in chunks:
@@ -446,6 +486,9 @@ class FeatureEncoder:
             if f.transform == "standardize":
                 value = (value - state.mean) / state.std
             value[is_missing] = 0.0
+            too_large = np.abs(value) > np.finfo(np.float32).max  # the model's inputs are float32
+            if too_large.any():
+                raise _overflow_error(chunk, f, raw, too_large, "for a float32 model input")
             column = numeric_names.index(f.name)
             numeric[:, column] = value
             if state.has_missing:
@@ -458,7 +501,10 @@ class FeatureEncoder:
             if f.element == "numeric":
                 try:
                     parsed = parse_float(flat_values, chunk, f, self.null_tokens) if len(flat_values) else np.zeros(0)
-                except DataError as exc:  # parse_float counts list elements: name the row holding it
+                    too_large = np.abs(np.nan_to_num(parsed)) > np.finfo(np.float32).max
+                    if too_large.any():
+                        raise _overflow_error(chunk, f, parsed, too_large, "for a float32 model input")
+                except DataError as exc:  # list elements are counted: name the row holding the element
                     row = int(np.searchsorted(np.cumsum(lengths), exc.row - chunk.first_row, side="right"))
                     raise DataError(
                         exc.reason, file=exc.file, row=chunk.first_row + row, field=exc.field, expected=exc.expected
@@ -539,7 +585,7 @@ class FeatureEncoder:
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
             values = pc.if_else(pc.equal(lowered, "true"), "1", pc.if_else(pc.equal(lowered, "false"), "0", values))
-        labels = parse_float(values, chunk, f, self.null_tokens)
+        labels = parse_float(values, chunk, f, self.null_tokens, finite=False)
         allowed = (labels == 0) | (labels == 1)
         if f.optional:
             allowed |= np.isnan(labels)

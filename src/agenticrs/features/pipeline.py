@@ -22,13 +22,16 @@ import pyarrow as pa
 
 from agenticrs.data.cache import SplitArrays, SplitWriter, default_cache_root, publish
 from agenticrs.data.fingerprint import fingerprint
-from agenticrs.data.readers import Chunk, iter_split
+from agenticrs.data.readers import Chunk, iter_split, require_file
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.encoder import ENCODER_VERSION, FeatureEncoder
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.progress import SILENT, Reporter
 
 ENCODER_FILE = "encoder.json"
+# bumped when processing starts rejecting input it used to accept (2: infinite numbers), so that a
+# cache written before cannot serve data that processing would now refuse
+CHECKS_VERSION = 2
 
 
 @dataclass
@@ -65,6 +68,7 @@ def cache_key(spec: DatasetSpec, encoder: FeatureEncoder | None, with_labels: bo
         "spec": spec.model_dump(mode="json"),
         "encoder": encoder_digest,
         "version": ENCODER_VERSION,
+        "checks": CHECKS_VERSION,
         "labels": with_labels,
     }
     return fingerprint(files, settings)
@@ -130,6 +134,9 @@ def process_dataset(
 ) -> ProcessedDataset:
     """Fit (unless `encoder` is given) and apply the encoder to every split, with caching."""
     cache_root = Path(cache_root) if cache_root else default_cache_root()
+    for files in spec.files.values():
+        for file in files:
+            require_file(file)  # a missing or empty file is named before anything is fingerprinted
     key = cache_key(spec, encoder, with_labels)
     final = cache_root / f"{spec.name}-{key}"
     if final.exists() and force:

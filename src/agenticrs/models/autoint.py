@@ -23,7 +23,20 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    Layers,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    Units,
+    register,
+)
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
@@ -66,17 +79,17 @@ class InteractingLayer(nn.Module):
 
 
 class AutoIntConfig(ModelConfig):
-    embedding_dim: int = 16
-    num_attention_layers: int = Field(default=3, ge=1)
-    num_heads: int = Field(default=2, ge=1)
-    attention_dim: int = Field(default=32, ge=1, description="width of one head")
+    embedding_dim: EmbeddingDim = 16
+    num_attention_layers: Layers = 3
+    num_heads: Heads = 2
+    attention_dim: Units = Field(default=32, description="width of one head")
     use_residual: bool = True
     use_scale: bool = False
     layer_norm: bool = False
     use_mlp: bool = Field(default=True, description="AutoInt+ (True) or plain AutoInt (False)")
-    hidden_units: list[int] = [400, 400]
-    activation: str = "relu"
-    dropout: float = 0.0
+    hidden_units: HiddenUnits = [400, 400]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
     batch_norm: bool = False
 
 

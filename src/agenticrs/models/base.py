@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from agenticrs.data.cache import SplitArrays
@@ -24,12 +24,36 @@ Batch = dict[str, torch.Tensor]
 _M = TypeVar("_M", bound=nn.Module)
 
 
+# Bounds shared by every model's config. A value outside them is refused when the config is
+# validated, naming the field, before anything is built: a width of 0 would train a degenerate
+# model silently, a width of 1e9 would try to allocate hundreds of gigabytes. The upper bounds
+# are far above any published setting; the parameter budget of a search is checked separately
+# (`agenticrs.agents.space.check`, which counts parameters without allocating them).
+MAX_EMBEDDING_DIM = 4096
+MAX_UNITS = 16384  # width of one layer (hidden units, token / model / feed-forward widths)
+MAX_LAYERS = 64  # layers of one MLP, one stack of blocks or cross layers
+MAX_HEADS = 256  # attention heads, experts, views, prototypes
+MAX_INIT_STD = 10.0
+# the activations `agenticrs.models.layers.MLP` knows (`layers._activation`)
+Activation = Literal["relu", "prelu", "sigmoid", "tanh", "gelu", "dice"]
+EmbeddingDim = Annotated[int, Field(ge=1, le=MAX_EMBEDDING_DIM, description="embedding width per field")]
+Units = Annotated[int, Field(ge=1, le=MAX_UNITS)]
+HiddenUnits = Annotated[list[Units], Field(max_length=MAX_LAYERS, description="widths of the MLP's hidden layers")]
+Layers = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
+Heads = Annotated[int, Field(ge=1, le=MAX_HEADS)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout rate in [0, 1)")]
+InitStd = Annotated[float, Field(gt=0.0, le=MAX_INIT_STD)]
+LossWeight = Annotated[float, Field(ge=0.0, le=1e6)]
+
+
 class ModelConfig(BaseModel):
-    """Base of every model's typed hyper-parameters; defaults are the paper's settings."""
+    """Base of every model's typed hyper-parameters; defaults are the paper's settings.
 
-    model_config = ConfigDict(extra="forbid")
+    Every field is bounded (the shared types above); infinite and NaN floats are refused."""
 
-    embedding_dim: int = 10
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    embedding_dim: EmbeddingDim = 10
     input_fields: list[str] | None = None  # build on these fields only (feature subsets, bagging)
     # normalisation of the looked-up embeddings before the model reads them ("batch": batch norm
     # per embedding component, "layer": layer norm of every vector; see `FeatureEmbedding`)
@@ -179,10 +203,18 @@ def make_config(name: str, overrides: dict[str, Any] | None = None, smoke: bool 
     try:
         return cls.Config(**{**base, **(overrides or {})})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ValueError(
-            f"invalid config for model '{name}': {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from None
+        errors = exc.errors()
+        first = errors[0]
+        where = ".".join(map(str, first["loc"]))
+        got = f" (got {_short(first['input'])})" if first["loc"] and first["type"] != "missing" else ""
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"invalid config for model '{name}': {where + ': ' if where else ''}{message}{got}{more}") from None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_model(

@@ -62,7 +62,22 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    MAX_UNITS,
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    Layers,
+    LossWeight,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    Units,
+    register,
+)
 from agenticrs.models.din import TargetGroup, plan_target_groups
 from agenticrs.models.layers import MLP, FeatureEmbedding, masked_mean
 
@@ -201,19 +216,19 @@ class CDNetViews:
 
 
 class CDNetConfig(ModelConfig):
-    embedding_dim: int = 16
-    top_k: int = Field(default=16, ge=1, description="core behaviours kept per candidate")
-    num_layers: int = Field(default=2, ge=1, description="Transformer layers over [context; core]")
-    num_heads: int = Field(default=2, ge=1)
-    ffn_dim: int = Field(default=64, ge=1)
+    embedding_dim: EmbeddingDim = 16
+    top_k: int = Field(default=16, ge=1, le=MAX_UNITS, description="core behaviours kept per candidate")
+    num_layers: Layers = Field(default=2, description="Transformer layers over [context; core]")
+    num_heads: Heads = 2
+    ffn_dim: Units = 64
     distribution: Literal["prototypes", "categories"] = "prototypes"
-    num_prototypes: int = Field(default=16, ge=1)
-    temperature: float = Field(default=1.0, gt=0)
-    diversity_weight: float = Field(default=1e-3, ge=0, description="prototype-diversity auxiliary loss")
+    num_prototypes: Heads = 16
+    temperature: float = Field(default=1.0, gt=0, le=1e3)
+    diversity_weight: LossWeight = Field(default=1e-3, description="prototype-diversity auxiliary loss")
     fusion: Literal["concat", "gate"] = "concat"
-    hidden_units: list[int] = [512, 256, 128]
-    activation: str = "relu"
-    dropout: float = 0.0
+    hidden_units: HiddenUnits = [512, 256, 128]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
     batch_norm: bool = False
     input_norm: Literal["none", "batch", "layer"] = Field(
         default="layer", description="normalise the embeddings before the type vectors are added (ours)"

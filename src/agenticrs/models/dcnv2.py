@@ -26,7 +26,19 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    HiddenUnits,
+    Layers,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    Units,
+    register,
+)
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
@@ -60,13 +72,13 @@ class CrossNetV2(nn.Module):
 
 
 class DCNv2Config(ModelConfig):
-    embedding_dim: int = 10
+    embedding_dim: EmbeddingDim = 10
     structure: Literal["stacked", "parallel"] = "parallel"
-    num_cross_layers: int = Field(default=3, ge=1)
-    low_rank: int | None = Field(default=None, ge=1, description="rank r of W = U V^T; None: full rank")
-    hidden_units: list[int] = [400, 400, 400]
-    activation: str = "relu"
-    dropout: float = 0.2
+    num_cross_layers: Layers = 3
+    low_rank: Units | None = Field(default=None, description="rank r of W = U V^T; None: full rank")
+    hidden_units: HiddenUnits = [400, 400, 400]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.2
     batch_norm: bool = False
 
 

@@ -19,16 +19,16 @@ import torch
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Activation, Batch, Dropout, EmbeddingDim, HiddenUnits, Model, ModelConfig, ModelInputs, register
 from agenticrs.models.fm import fm_interaction
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
 class DeepFMConfig(ModelConfig):
-    embedding_dim: int = 10
-    hidden_units: list[int] = [400, 400, 400]
-    activation: str = "relu"
-    dropout: float = 0.2
+    embedding_dim: EmbeddingDim = 10
+    hidden_units: HiddenUnits = [400, 400, 400]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.2
     batch_norm: bool = True
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema, SequenceInput
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Activation, Batch, Dropout, EmbeddingDim, HiddenUnits, Model, ModelConfig, ModelInputs, register
 from agenticrs.models.layers import MLP, FeatureEmbedding, masked_mean
 
 
@@ -98,13 +98,13 @@ def plan_target_groups(schema: FeatureSchema) -> tuple[list[TargetGroup], list[s
 
 
 class DINConfig(ModelConfig):
-    embedding_dim: int = 10
-    attention_hidden_units: list[int] = [64, 32]
-    attention_activation: str = "dice"
+    embedding_dim: EmbeddingDim = 10
+    attention_hidden_units: HiddenUnits = [64, 32]
+    attention_activation: Activation = "dice"
     use_softmax: bool = False
-    hidden_units: list[int] = [200, 80]
-    activation: str = "dice"
-    dropout: float = 0.0
+    hidden_units: HiddenUnits = [200, 80]
+    activation: Activation = "dice"
+    dropout: Dropout = 0.0
     batch_norm: bool = False
 
 

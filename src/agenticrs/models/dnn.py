@@ -14,15 +14,15 @@ from __future__ import annotations
 import torch
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Activation, Batch, Dropout, EmbeddingDim, HiddenUnits, Model, ModelConfig, ModelInputs, register
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
 class DNNConfig(ModelConfig):
-    embedding_dim: int = 10
-    hidden_units: list[int] = [400, 400, 400]
-    activation: str = "relu"
-    dropout: float = 0.2
+    embedding_dim: EmbeddingDim = 10
+    hidden_units: HiddenUnits = [400, 400, 400]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.2
     batch_norm: bool = True
 
 

@@ -20,10 +20,22 @@ the streams read.
 from __future__ import annotations
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    register,
+)
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
@@ -71,20 +83,28 @@ class BilinearFusion(nn.Module):
 
 
 class FinalMLPConfig(ModelConfig):
-    embedding_dim: int = 10
-    mlp1_hidden_units: list[int] = [400, 400, 400]
-    mlp1_activation: str = "relu"
-    mlp1_dropout: float = 0.2
+    embedding_dim: EmbeddingDim = 10
+    mlp1_hidden_units: HiddenUnits = [400, 400, 400]
+    mlp1_activation: Activation = "relu"
+    mlp1_dropout: Dropout = 0.2
     mlp1_batch_norm: bool = True
-    mlp2_hidden_units: list[int] = [800]
-    mlp2_activation: str = "relu"
-    mlp2_dropout: float = 0.2
+    mlp2_hidden_units: HiddenUnits = [800]
+    mlp2_activation: Activation = "relu"
+    mlp2_dropout: Dropout = 0.2
     mlp2_batch_norm: bool = True
     use_fs: bool = True
-    fs_hidden_units: list[int] = [800]
+    fs_hidden_units: HiddenUnits = [800]
     fs1_context: list[str] = []
     fs2_context: list[str] = []
-    num_heads: int = 10
+    num_heads: Heads = 10
+
+    @model_validator(mode="after")
+    def _heads_divide_streams(self) -> FinalMLPConfig:
+        for name in ("mlp1_hidden_units", "mlp2_hidden_units"):
+            units = getattr(self, name)
+            if units and units[-1] % self.num_heads:
+                raise ValueError(f"{name}: the last width {units[-1]} is not divisible by num_heads {self.num_heads}")
+        return self
 
 
 @register("finalmlp")

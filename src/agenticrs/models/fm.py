@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Batch, EmbeddingDim, Model, ModelConfig, ModelInputs, register
 from agenticrs.models.layers import FeatureEmbedding
 
 
@@ -29,7 +29,7 @@ def fm_interaction(fields: torch.Tensor) -> torch.Tensor:
 
 
 class FMConfig(ModelConfig):
-    embedding_dim: int = 10
+    embedding_dim: EmbeddingDim = 10
 
 
 @register("fm")

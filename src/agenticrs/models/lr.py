@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Batch, EmbeddingDim, Model, ModelConfig, ModelInputs, register
 from agenticrs.models.layers import FeatureEmbedding
 
 
 class LRConfig(ModelConfig):
-    embedding_dim: int = 1
+    embedding_dim: EmbeddingDim = 1
 
 
 @register("lr")

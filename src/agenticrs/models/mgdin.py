@@ -40,7 +40,9 @@ Ours:
   initialised to a_t - 1/2 (so the gate rounds to the hard mask at initialisation) weighs token
   t as a key (attention bias log g) and its update, h <- h + g (layer(h) - h); alpha =
   `deferral_sharpness` is fixed.
-- head: final LayerNorm, mean-pool over all tokens, MLP(256, 128) with ReLU, one logit. Defaults
+- head: final LayerNorm, mean-pool over all tokens, MLP(256, 128) with ReLU, one logit
+  (`readout="flatten"`, ours: the T final tokens concatenated in token order instead, so the
+  head knows which group a state came from; mean pooling mixes them). Defaults
   d = 16, D = 64, L = 4, 2 heads, feed-forward width 2D, dropout 0.1 (the note's settings where
   it has them).
 
@@ -70,7 +72,21 @@ from torch import nn
 
 from agenticrs.data.cache import SplitArrays
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    MAX_LAYERS,
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    Layers,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    Units,
+    register,
+)
 from agenticrs.models.layers import MLP, FastDropout, FeatureEmbedding
 
 # ------------------------------------------------------------------------------ density measures
@@ -153,24 +169,31 @@ def _sequence_observations(ids: np.ndarray, lengths: np.ndarray, labels: np.ndar
 
 # --------------------------------------------------------------------------------------- config
 class MGDINConfig(ModelConfig):
-    embedding_dim: int = Field(default=16, ge=1, description="field embedding width d")
-    token_dim: int = Field(default=64, ge=1, description="group token width D")
-    granularities: list[int] = Field(default=[2, 4, 8], min_length=1, description="groups per granularity")
-    num_layers: int = Field(default=4, ge=1, description="interaction layers L")
-    num_heads: int = Field(default=2, ge=1)
-    feedforward_dim: int = Field(default=128, ge=1)
+    embedding_dim: EmbeddingDim = Field(default=16, description="field embedding width d")
+    token_dim: Units = Field(default=64, description="group token width D")
+    granularities: list[Units] = Field(
+        default=[2, 4, 8], min_length=1, max_length=MAX_LAYERS, description="groups per granularity"
+    )
+    num_layers: Layers = Field(default=4, description="interaction layers L")
+    num_heads: Heads = 2
+    feedforward_dim: Units = 128
     deferral: Literal["hard", "soft"] = "hard"
-    deferral_sharpness: float = Field(default=8.0, gt=0, description="alpha of the soft gate")
+    deferral_sharpness: float = Field(default=8.0, gt=0, le=1e3, description="alpha of the soft gate")
     density: Literal["mutual_info", "sparsity"] = "mutual_info"
     mutual_info_estimator: Literal["cross_fitted", "plug_in"] = "cross_fitted"
-    numeric_bins: int = Field(default=16, ge=2)
-    density_max_rows: int | None = Field(default=2_000_000, ge=1, description="evenly strided sample for prepare")
-    hidden_units: list[int] = [256, 128]
-    activation: str = "relu"
-    dropout: float = 0.1
+    numeric_bins: int = Field(default=16, ge=2, le=4096)
+    density_max_rows: int | None = Field(
+        default=2_000_000, ge=1, le=10**12, description="evenly strided sample for prepare"
+    )
+    hidden_units: HiddenUnits = [256, 128]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.1
     batch_norm: bool = False
     input_norm: Literal["none", "batch", "layer"] = Field(
         default="layer", description="normalise the field embeddings before grouping (ours; see the docstring)"
+    )
+    readout: Literal["mean", "flatten"] = Field(
+        default="mean", description="head input: the mean of the final tokens, or all of them concatenated (ours)"
     )
 
     @model_validator(mode="after")
@@ -299,7 +322,13 @@ class MGDIN(Model):
             for _ in range(config.num_layers)
         )
         self.final_norm = nn.LayerNorm(dim)
-        self.mlp = MLP.from_config(dim, config, output_dim=1)
+        self.mlp = MLP.from_config(self.readout_width, config, output_dim=1)
+
+    @property
+    def readout_width(self) -> int:
+        """Width of the head's input: D for mean pooling, T * D for the concatenated tokens."""
+        tokens = len(self.token_rank)
+        return self.config.token_dim * (tokens if self.config.readout == "flatten" else 1)
 
     # ------------------------------------------------------------------------------- density
     def prepare(self, train: SplitArrays, label_index: int = 0) -> None:
@@ -394,8 +423,11 @@ class MGDIN(Model):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         tokens = self.group_tokens(self.embedding(batch).fields)
-        pooled = self.final_norm(self.interact(tokens, token_order=False)[-1]).mean(dim=1)
+        if self.config.readout == "flatten":  # which token says what matters: keep them apart, in token order
+            pooled = self.final_norm(self.interact(tokens)[-1]).flatten(1)
+        else:
+            pooled = self.final_norm(self.interact(tokens, token_order=False)[-1]).mean(dim=1)
         return {"logit": self.mlp(pooled).squeeze(-1)}
 
     def mlp_ceiling_spec(self) -> tuple[int, list[int]] | None:
-        return self.config.token_dim, list(self.config.hidden_units)
+        return self.readout_width, list(self.config.hidden_units)

@@ -17,18 +17,29 @@ import torch
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    Activation,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    register,
+)
 from agenticrs.models.layers import MLP, FeatureEmbedding
 
 
 class MMoEConfig(ModelConfig):
-    embedding_dim: int = 10
+    embedding_dim: EmbeddingDim = 10
     tasks: list[str] | None = None  # the labels to predict, one head each; default: every label
-    num_experts: int = 4
-    expert_units: list[int] = [256, 128]
-    tower_units: list[int] = [64]
-    activation: str = "relu"
-    dropout: float = 0.1
+    num_experts: Heads = 4
+    expert_units: HiddenUnits = [256, 128]
+    tower_units: HiddenUnits = [64]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.1
     batch_norm: bool = False
 
 

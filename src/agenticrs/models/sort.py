@@ -66,6 +66,9 @@ Added by us beyond the note:
 - Candidate attention runs per request (`RequestLayout`): the candidates of a request are one
   query set over [context; all their tokens] with a block-diagonal mask, so the context keys are
   never copied per row; the MoE gathers its routed tokens once. Same outputs, faster on CPU.
+- `readout="flatten"`: the head reads every candidate token's final state, concatenated in
+  field order (the last layer then keeps all candidate tokens as queries), instead of [CLS]
+  alone; `head_batch_norm` adds batch norm to the head MLP. Defaults keep the [CLS] readout.
 - `train_defaults`: 200 warm-up steps, cosine decay, patience 4, gradient clipping at 1.
 """
 
@@ -80,7 +83,23 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema, SequenceInput
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import (
+    MAX_HEADS,
+    MAX_LAYERS,
+    Batch,
+    Dropout,
+    EmbeddingDim,
+    Heads,
+    HiddenUnits,
+    InitStd,
+    Layers,
+    LossWeight,
+    Model,
+    ModelConfig,
+    ModelInputs,
+    Units,
+    register,
+)
 from agenticrs.models.layers import MLP, FastDropout, FeatureEmbedding, batch_key_seq, batch_key_seqlen, sequence_mask
 
 REQUEST = "request"
@@ -345,29 +364,35 @@ class SORTBlock(nn.Module):
 
 # -------------------------------------------------------------------------------------- config
 class SORTConfig(ModelConfig):
-    embedding_dim: int = Field(default=16, ge=1, description="width of the shared feature table")
-    embedding_init_std: float = Field(default=0.02, gt=0, description="init std of the feature table")
-    structure_init_std: float = Field(
-        default=0.002, gt=0, description="init std of the special, segment, field and position vectors"
+    embedding_dim: EmbeddingDim = Field(default=16, description="width of the shared feature table")
+    embedding_init_std: InitStd = Field(default=0.02, description="init std of the feature table")
+    structure_init_std: InitStd = Field(
+        default=0.002, description="init std of the special, segment, field and position vectors"
     )
-    model_dim: int = Field(default=64, ge=1, description="token width d")
-    num_layers: int = Field(default=4, ge=1)
-    num_heads: int = Field(default=4, ge=1)
+    model_dim: Units = Field(default=64, description="token width d")
+    num_layers: Layers = 4
+    num_heads: Heads = 4
     num_pruned_layers: int = Field(
-        default=2, ge=0, description="last layers where only candidate tokens are queries (context frozen)"
+        default=2, ge=0, le=MAX_LAYERS, description="last layers where only candidate tokens are queries (context frozen)"
     )
-    local_window: int = Field(default=64, ge=0, description="behaviour tokens attend this far back; 0: no limit")
+    local_window: int = Field(
+        default=64, ge=0, le=1 << 20, description="behaviour tokens attend this far back; 0: no limit"
+    )
     causal_behaviour: bool = Field(default=True, description="behaviour tokens see only earlier positions")
     qk_norm: bool = True
     attention_gate: bool = True
-    num_experts: int = Field(default=8, ge=0, description="routed experts per FFN; 0: a dense SwiGLU FFN")
-    top_k: int = Field(default=2, ge=1)
-    expert_hidden: int = Field(default=128, ge=1, description="SwiGLU hidden width of one expert")
+    num_experts: int = Field(default=8, ge=0, le=MAX_HEADS, description="routed experts per FFN; 0: a dense SwiGLU FFN")
+    top_k: Heads = 2
+    expert_hidden: Units = Field(default=128, description="SwiGLU hidden width of one expert")
     shared_expert: bool = True
-    moe_aux_weight: float = Field(default=1e-2, ge=0, description="weight of the MoE load-balancing loss")
-    generative_weight: float = Field(default=0.0, ge=0, description="next-behaviour prediction loss; 0: off")
-    head_hidden_units: list[int] = [64]
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+    moe_aux_weight: LossWeight = Field(default=1e-2, description="weight of the MoE load-balancing loss")
+    generative_weight: LossWeight = Field(default=0.0, description="next-behaviour prediction loss; 0: off")
+    head_hidden_units: HiddenUnits = [64]
+    head_batch_norm: bool = Field(default=False, description="batch norm in the head MLP (ours)")
+    readout: Literal["cls", "flatten"] = Field(
+        default="cls", description="head input: the [CLS] state, or every candidate token concatenated (ours)"
+    )
+    dropout: Dropout = 0.0
     input_norm: Literal["none", "batch", "layer"] = Field(
         default="layer", description="normalise the feature embeddings before the projection (ours)"
     )
@@ -520,7 +545,14 @@ class SORT(Model):
 
         self.blocks = nn.ModuleList(SORTBlock(config) for _ in range(config.num_layers))
         self.final_norm = RMSNorm(dim)
-        self.head = MLP(dim, config.head_hidden_units, dropout=config.dropout, output_dim=1)
+        self.readout_width = dim * (self.num_candidate_tokens if config.readout == "flatten" else 1)
+        self.head = MLP(
+            self.readout_width,
+            config.head_hidden_units,
+            dropout=config.dropout,
+            batch_norm=config.head_batch_norm,
+            output_dim=1,
+        )
 
         self.generative_head: nn.Module | None = None
         if config.generative_weight > 0:
@@ -647,11 +679,16 @@ class SORT(Model):
                 candidates,
                 layout,
                 update_context=i < full_layers,
-                num_queries=1 if last else candidates.shape[1],
+                num_queries=1 if last and config.readout == "cls" else candidates.shape[1],
             )
             if balance is not None:
                 balances.append(balance)
-        logit = self.head(self.final_norm(candidates[:, 0])).squeeze(-1)
+        # flatten keeps every candidate token apart (the head knows which field a state came from)
+        if config.readout == "flatten":
+            readout = self.final_norm(candidates).flatten(1)
+        else:
+            readout = self.final_norm(candidates[:, 0])
+        logit = self.head(readout).squeeze(-1)
         out = {"logit": logit}
         aux = []
         if balances and config.moe_aux_weight > 0:

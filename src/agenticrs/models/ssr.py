@@ -55,24 +55,26 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import Batch, Model, ModelConfig, ModelInputs, register
+from agenticrs.models.base import Batch, Dropout, EmbeddingDim, Heads, Layers, Model, ModelConfig, ModelInputs, Units, register
 from agenticrs.models.layers import FastDropout, FeatureEmbedding
 
 
 class SSRConfig(ModelConfig):
-    embedding_dim: int = 10
+    embedding_dim: EmbeddingDim = 10
     filter: Literal["static", "ics"] = "static"
-    num_blocks: int = Field(default=2, ge=1)
-    block_units: int = Field(default=400, ge=1, description="output width D_out of every block")
-    num_views: int = Field(default=8, ge=1, description="V parallel views per block")
+    num_blocks: Layers = 2
+    block_units: Units = Field(default=400, description="output width D_out of every block")
+    num_views: Heads = Field(default=8, description="V parallel views per block")
     keep_ratio: float = Field(default=0.25, gt=0, le=1, description="rho: each view keeps k = ceil(rho * D_in) dims")
-    view_units: int = Field(default=64, ge=1, description="m: width of each view's dense transform")
-    ics_iterations: int = Field(default=3, ge=1, description="T competition iterations (filter='ics')")
-    ics_inhibition: float = Field(default=3.0, ge=0, description="gamma: inhibition of dims below the k-th")
-    ics_global_inhibition: float = Field(default=0.1, ge=0, description="beta: inhibition by the mean response")
+    view_units: Units = Field(default=64, description="m: width of each view's dense transform")
+    ics_iterations: int = Field(default=3, ge=1, le=100, description="T competition iterations (filter='ics')")
+    ics_inhibition: float = Field(default=3.0, ge=0, le=1e3, description="gamma: inhibition of dims below the k-th")
+    ics_global_inhibition: float = Field(
+        default=0.1, ge=0, le=1e3, description="beta: inhibition by the mean response"
+    )
     activation: Literal["silu", "relu"] = "silu"
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    filter_seed: int = 0
+    dropout: Dropout = 0.1
+    filter_seed: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 def kept_dims(input_dim: int, keep_ratio: float) -> int:

@@ -8,6 +8,7 @@ replaces the target. A crash mid-write leaves at most a stray `.tmp` file, never
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -58,8 +59,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         handle.write(text)
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf: an undefined metric) replaced by None.
+
+    JSON has no NaN or Infinity; Python's `json` would write the bare tokens, which other readers
+    (jq, browsers, pandas with strict parsing) reject. Dicts, lists and tuples are copied; numpy
+    scalars are plain numbers to `json` only when they are Python floats, so they are converted.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return json_safe(obj.item())
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text of `obj`: non-finite numbers are written as null (see `json_safe`)."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 1) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent))
+    """Write `obj` as strict JSON, atomically; NaN and infinities become null."""
+    atomic_write_text(path, dumps_json(obj, indent=indent))
 
 
 def atomic_save(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:

@@ -9,9 +9,10 @@ can be given the same optimiser-step budget (`max_steps`).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 
@@ -22,18 +23,28 @@ class ParamGroupConfig(BaseModel):
     Lets one run mix optimisers (e.g. Adagrad on embedding tables, Adam on the rest), learning
     rates and weight decays; the first matching group wins, the rest follow the run's settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     match: str = Field(description="regular expression searched in the parameter's name")
     optimizer: OptimizerName | None = None
     learning_rate: float | None = Field(default=None, gt=0)
     weight_decay: float | None = Field(default=None, ge=0)
 
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"match {value!r} is not a regular expression: {exc}") from None
+        return value
+
 
 class TrainConfig(BaseModel):
-    """How to train; the defaults follow FuxiCTR's usual CTR settings."""
+    """How to train; the defaults follow FuxiCTR's usual CTR settings. Infinite and NaN numbers are
+    refused (a learning rate of `inf` would only show as NaN scores after training starts)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # -- optimisation ----------------------------------------------------------------------
     optimizer: OptimizerName = "adam"
@@ -80,7 +91,7 @@ class TrainConfig(BaseModel):
     )
     task_weights: dict[str, float] = Field(default_factory=dict, description="multi-task loss weight per label")
     # -- runtime ---------------------------------------------------------------------------
-    seed: int = 2024
+    seed: int = Field(default=2024, ge=0, lt=2**32, description="seeds Python, NumPy and torch (NumPy needs < 2^32)")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     num_threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; default: all cores")
     log_every: int = Field(default=20, ge=1, description="steps between live loss updates")

@@ -8,11 +8,15 @@ and metrics; each label's loss is its mean over the rows that have it, weighted 
 `train.task_weights`. An optional `aux_loss` in the output is added to the loss.
 
 Evaluation reports every metric per label as `label/metric` plus, for several labels, the mean
-over labels under the plain metric name (so `monitor: auc` watches the mean AUC).
+over labels under the plain metric name (so `monitor: auc` watches the mean AUC), taken over the
+labels where the metric is defined. A metric that is undefined on a split (AUC and calibration
+when a label has one class only there, GAUC when every group has) is NaN in memory, null in the
+run's JSON files, and a warning in the log, once per split.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,7 +30,7 @@ from agenticrs.features.pipeline import ProcessedDataset
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device
 from agenticrs.train.config import TrainConfig
-from agenticrs.train.metrics import METRICS, compute_metrics
+from agenticrs.train.metrics import METRICS, NonFiniteError, compute_metrics
 
 Batch = dict[str, torch.Tensor]
 
@@ -69,6 +73,22 @@ def label_metrics(
     return compute_metrics(usable, labels, probs.astype(np.float64), groups)
 
 
+def undefined_metrics_warning(split: str, label: str, labels: np.ndarray, values: dict[str, float]) -> str | None:
+    """The warning for metrics of one label that are undefined (NaN) on a split, saying why; None
+    when every metric is defined."""
+    undefined = [name for name, value in values.items() if isinstance(value, float) and math.isnan(value)]
+    if not undefined:
+        return None
+    present = labels[~np.isnan(labels)]
+    if len(present) and present.min() == present.max():
+        why = f"has one class only for label '{label}' (all {present[0]:g})"
+    elif undefined == ["gauc"]:
+        why = f"has one class only in every group for label '{label}'"
+    else:
+        why = f"leaves metrics of label '{label}' undefined"
+    return f"warning: the {split} split {why}: {', '.join(undefined)} undefined there (nan; null in the run's JSON files)"
+
+
 def evaluate(
     model: nn.Module,
     split: SplitArrays,
@@ -79,26 +99,46 @@ def evaluate(
     reporter: Reporter = SILENT,
     description: str = "evaluate",
     label_names: list[str] | None = None,
+    split_name: str | None = None,
+    warned: set[str] | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics on a labelled split, and the predictions. With several label indices, metrics are
-    named `label/metric` (plus their mean over labels under `metric`)."""
+    named `label/metric` (plus their mean over the labels where it is defined, under `metric`).
+
+    A metric undefined on the split is logged as a warning through `reporter`, once per split when
+    a `warned` set is shared between calls (`split_name` names the split; `description` otherwise).
+    """
     probs = predict_probs(model, split, batch_size, device, reporter, description)
+    shown_split = split_name or description
+    if not np.isfinite(probs).all():
+        raise NonFiniteError(
+            f"the model predicts NaN on the {shown_split} split: its weights are not finite (training diverged?); "
+            "lower the learning rate or set train.grad_clip"
+        )
     groups = np.asarray(split["group"]) if "group" in split else None
-    if not isinstance(label_index, list):
-        labels = np.asarray(split["labels"][:, label_index], dtype=np.float64)
-        return label_metrics(metrics, labels, probs, groups), probs
-    names = label_names or [str(i) for i in label_index]
+    indices = label_index if isinstance(label_index, list) else [label_index]
+    names = label_names or [str(i) for i in indices]
     out: dict[str, float] = {}
     per_label = []
-    for column, (index, name) in enumerate(zip(label_index, names, strict=True)):
+    for column, (index, name) in enumerate(zip(indices, names, strict=True)):
         labels = np.asarray(split["labels"][:, index], dtype=np.float64)
-        values = label_metrics(metrics, labels, probs[:, column], groups)
+        values = label_metrics(metrics, labels, probs[:, column] if isinstance(label_index, list) else probs, groups)
         per_label.append(values)
-        out.update({f"{name}/{k}": v for k, v in values.items()})
+        message = undefined_metrics_warning(shown_split, name, labels, values)
+        key = f"{shown_split}\0{name}"
+        if message is not None and (warned is None or key not in warned):
+            reporter.log(message)
+            if warned is not None:
+                warned.add(key)
+        if isinstance(label_index, list):
+            out.update({f"{name}/{k}": v for k, v in values.items()})
+    if not isinstance(label_index, list):
+        return per_label[0], probs
     for metric in metrics:
         values = [v[metric] for v in per_label if metric in v]
+        defined = [v for v in values if not math.isnan(v)]
         if values:
-            out[metric] = float(np.mean(values))
+            out[metric] = float(np.mean(defined)) if defined else float("nan")
     return out, probs
 
 
@@ -123,6 +163,24 @@ class CTRTask:
         if unknown:
             raise ValueError(f"train.task_weights names labels that are not trained: {sorted(unknown)}")
         self.weights = torch.tensor(weights, dtype=torch.float32, device=self.device)
+        self._warned: set[str] = set()  # splits and labels whose undefined metrics were reported
+        self.drop_last = self._single_row_batches(model)
+
+    def _single_row_batches(self, model: nn.Module | None) -> bool:
+        """Whether the epoch's last batch (of one row) is left out: batch norm cannot train on one row.
+
+        Only for a model with batch norm and a training split of `k * batch_size + 1` rows; a batch
+        size of 1 or a training split of one row cannot work at all and is refused here."""
+        if model is None or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return False
+        name = getattr(model, "name", type(model).__name__)
+        if self.config.batch_size == 1 or self.train.rows == 1:
+            what = "train.batch_size is 1" if self.config.batch_size == 1 else "the training split has one row"
+            raise ValueError(
+                f"{what}, but model '{name}' uses batch norm, which needs at least 2 rows per training batch "
+                "(use a larger batch size, or set batch_norm / input_norm off in model_params)"
+            )
+        return self.train.rows % self.config.batch_size == 1
 
     @staticmethod
     def _labels(data: ProcessedDataset, config: TrainConfig, model: nn.Module | None) -> list[str]:
@@ -148,13 +206,13 @@ class CTRTask:
             prepare(self.train, self.label_indices[0])
 
     def steps_per_epoch(self) -> int:
-        return num_batches(self.train.rows, self.config.batch_size)
+        return num_batches(self.train.rows, self.config.batch_size, drop_last=self.drop_last)
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         return iterate_batches(
             self.train, self.config.batch_size, shuffle=True, seed=self.config.seed, epoch=epoch,
             label_index=self.label_index, device=self.device, keep_requests=self.keep_requests,
-            skip_batches=skip,
+            skip_batches=skip, drop_last=self.drop_last,
         )  # fmt: skip
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -195,7 +253,7 @@ class CTRTask:
             return None
         metrics, _ = evaluate(
             model, rows, self.config.metrics, self.config.eval_batch_size, self.label_index, self.device,
-            reporter, "validate" if split == "valid" else split, self.label_names,
+            reporter, "validate" if split == "valid" else split, self.label_names, split, self._warned,
         )  # fmt: skip
         return metrics
 

@@ -7,6 +7,11 @@ clipping, step / time / epoch budgets, the evaluation cadence (every epoch or ev
 registry, best-checkpoint restore, resume from a checkpoint (mid-epoch, bit-exact on CPU), live
 progress and the run directory. A new kind of model never brings its own loop.
 
+An undefined monitor (AUC on a validation split of one class: NaN) cannot rank evaluations, so
+early stopping and the best checkpoint then follow the validation log loss (else the training
+loss), as the log says; NaN metrics are written as null in `metrics.jsonl` and `summary.json`. A
+non-finite training loss stops the run with a `NonFiniteError` (a `ValueError`: a setting to fix).
+
 Resume: at each evaluation (and every `checkpoint_every_steps`) the engine writes `checkpoint.pt`
 with the model, the optimisers, the schedule, the engine's counters, its history and every
 random generator's state. Batches of an epoch depend only on (seed, epoch), so a resumed run skips
@@ -28,7 +33,7 @@ from torch import nn
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from agenticrs.train.config import TrainConfig
-from agenticrs.train.metrics import metric_improves, metric_spec
+from agenticrs.train.metrics import NonFiniteError, metric_improves, metric_spec
 from agenticrs.train.optim import LRSchedule, build_optimizers, current_lr
 from agenticrs.train.run import Run
 
@@ -74,6 +79,7 @@ class TrainResult:
     epochs_run: int = 0
     monitor: str = ""
     epoch_seconds: list[float] = field(default_factory=list)
+    monitor_fallback: str | None = None  # followed instead of `monitor` when that was undefined
 
 
 @dataclass
@@ -97,6 +103,9 @@ class _State:
     stopped_by: str | None = None
     epoch_seconds: list[float] = field(default_factory=list)  # training time of each epoch
     this_epoch_seconds: float = 0.0
+    # what early stopping follows instead of the monitor when the monitor is undefined (NaN) on
+    # the validation split (AUC on one class): a validation loss, or the running training loss
+    monitor_fallback: str | None = None
 
     def add_train_time(self, seconds: float) -> None:
         self.train_seconds += seconds
@@ -105,6 +114,24 @@ class _State:
     def close_epoch(self) -> None:
         self.epoch_seconds.append(self.this_epoch_seconds)
         self.this_epoch_seconds = 0.0
+
+
+def _undefined(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _fallback_metric(monitor: str, metrics: dict[str, float]) -> str:
+    """What early stopping follows when `monitor` is undefined on the validation split: the
+    validation log loss (or Brier score) of the same head, of all heads, else the training loss."""
+    head = monitor.rsplit("/", 1)[0] + "/" if "/" in monitor else ""
+    for name in (f"{head}logloss", f"{head}brier", "logloss", "brier"):
+        if name in metrics and not _undefined(metrics[name]):
+            return name
+    return TRAIN_LOSS
+
+
+def _shown(metric: str) -> str:
+    return "the training loss" if metric == TRAIN_LOSS else f"valid {metric}"
 
 
 class Engine:
@@ -221,13 +248,15 @@ class Engine:
             epochs_run=len(state.epoch_seconds),
             monitor=monitor,
             epoch_seconds=list(state.epoch_seconds),
+            monitor_fallback=state.monitor_fallback,
         )
         if run is not None:
-            if best_state is not None:
-                run.save_weights(best_state)
+            # a finished run always holds weights: the best ones, or the last if none ever improved
+            run.save_weights(best_state if best_state is not None else model.state_dict())
             extra = getattr(task, "summary", None)
             run.write_summary({
                 "best_epoch": result.best_epoch, "best_step": result.best_step, "monitor": monitor,
+                **({"monitor_fallback": state.monitor_fallback} if state.monitor_fallback else {}),
                 "valid": result.valid, "test": result.test, "stopped_by": stopped_by,
                 "steps": result.steps, "epochs_run": result.epochs_run,
                 "train_samples_per_s": result.train_samples_per_s, "eval_samples_per_s": result.eval_samples_per_s,
@@ -245,7 +274,7 @@ class Engine:
         schedule.apply(optimizers, state.global_step)
         loss, examples = task.loss(model, batch)
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(
+            raise NonFiniteError(
                 f"the training loss is {float(loss.detach())} at step {state.global_step} (epoch {state.epoch}); "
                 "lower the learning rate or set train.grad_clip"
             )
@@ -279,12 +308,20 @@ class Engine:
             state.eval_seconds += time.perf_counter() - t0
             state.eval_samples += int(getattr(task, "split_rows", lambda _split: 0)("valid"))
             record.update({f"valid_{k}": v for k, v in metrics.items()})
-            current = metrics.get(monitor)
-            if current is None:
+            if metrics.get(monitor) is None:
                 raise ValueError(f"monitor '{monitor}' is not among the task's metrics {sorted(metrics)}")
+            if state.monitor_fallback is None and _undefined(metrics[monitor]):
+                state.monitor_fallback = _fallback_metric(monitor, metrics)
+                state.best_value = None  # it held values of the monitor, not of the fallback
+                self.reporter.log(
+                    f"warning: valid {monitor} is undefined (nan: one class only?); early stopping and the best "
+                    f"checkpoint follow {_shown(state.monitor_fallback)} instead"
+                )
+            watched = state.monitor_fallback or monitor
+            current = record[TRAIN_LOSS] if watched == TRAIN_LOSS else metrics[watched]
         else:
-            current = record[TRAIN_LOSS]
-        improved = metric_improves(monitor, current, state.best_value, cfg.min_delta)
+            watched, current = monitor, record[TRAIN_LOSS]
+        improved = metric_improves(watched, current, state.best_value, cfg.min_delta)
         record["improved"] = improved
         state.history.append(record)
         shown = "  ".join(f"{k[6:]}={v:.5f}" for k, v in record.items() if k.startswith("valid_"))
@@ -303,7 +340,7 @@ class Engine:
                 state.stopped_by = "patience"
         schedule.after_evaluation(improved)
         if run is not None:
-            run.log(record)
+            run.log(record)  # the run writer writes an undefined metric as null
             self._checkpoint(run, model, optimizers, schedule, state)
 
     def _checkpoint(

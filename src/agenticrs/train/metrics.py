@@ -34,6 +34,7 @@ from agenticrs.runtime.registry import Registry
 __all__ = [
     "Metric",
     "METRICS",
+    "NonFiniteError",
     "auc",
     "calibration",
     "compute_metrics",
@@ -48,6 +49,13 @@ __all__ = [
     "recall_at_k",
     "positive_rate",
 ]
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """Training diverged: a loss or a prediction is NaN or infinite.
+
+    A `FloatingPointError`, and a `ValueError` too: it is a fault of the settings (a learning rate
+    too large, no gradient clipping) that the user can fix, so the CLI reports it in one line."""
 
 
 # --------------------------------------------------------------------------- #

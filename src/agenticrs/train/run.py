@@ -8,6 +8,10 @@ continues from; removed when training ends) and `summary.json` (written last).
 One writer for every task: CTR runs add the data set spec and encoder (`write_setup`), sequential
 runs their item count and semantic IDs (`write_config`, `save_arrays`). Every whole-file write is
 atomic (`agenticrs.runtime.files`), so a run killed at any moment leaves complete files.
+
+Loading refuses a damaged run with one line naming the file and what is wrong with it (a
+`FileNotFoundError` for a missing file, a `ValueError` for a truncated, corrupt or mismatched
+one), never a traceback from YAML, JSON, pickle or `load_state_dict`.
 """
 
 from __future__ import annotations
@@ -15,18 +19,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from agenticrs.config import dump_yaml, load_yaml
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.encoder import FeatureEncoder
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Model, build_model
-from agenticrs.runtime.files import atomic_save, atomic_write_json, atomic_write_text
+from agenticrs.runtime.files import atomic_save, atomic_write_json, atomic_write_text, dumps_json
 from agenticrs.train.config import RunConfig
 
 CONFIG, DATASET, ENCODER, SCHEMA, WEIGHTS, METRICS, SUMMARY, CHECKPOINT = (
@@ -39,6 +45,23 @@ CONFIG, DATASET, ENCODER, SCHEMA, WEIGHTS, METRICS, SUMMARY, CHECKPOINT = (
     "summary.json",
     "checkpoint.pt",
 )
+_T = TypeVar("_T")
+
+
+class DamagedRunError(ValueError):
+    """A file of a run directory exists but cannot be read: truncated, corrupt or inconsistent."""
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in one line (a pydantic error as `field: message`)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{where + ': ' if where else ''}{first['msg']}{more}"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = "; ".join(lines[:2]) if lines else "no details"  # e.g. load_state_dict: a header, then what differs
+    return f"{type(exc).__name__}: {text if len(text) <= 300 else text[:297] + '...'}"
 
 
 class Run:
@@ -81,12 +104,12 @@ class Run:
 
     def log(self, record: dict[str, Any]) -> None:
         with (self.folder / METRICS).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(dumps_json(record) + "\n")
             handle.flush()
 
     def rewrite_log(self, records: list[dict[str, Any]]) -> None:
         """The log as a checkpoint knew it (a resumed run drops records written after it)."""
-        atomic_write_text(self.folder / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(self.folder / METRICS, "".join(dumps_json(r) + "\n" for r in records))
 
     # -- weights and checkpoints ----------------------------------------------------------------
     def save_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -96,7 +119,11 @@ class Run:
         return (self.folder / WEIGHTS).is_file()
 
     def load_weights(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        return torch.load(self._require(WEIGHTS), map_location=device, weights_only=True)
+        return self._read(
+            WEIGHTS,
+            lambda path: torch.load(path, map_location=device, weights_only=True),
+            "cannot be read as saved weights (truncated or corrupt)",
+        )
 
     def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         atomic_save(self.folder / CHECKPOINT, lambda handle: torch.save(checkpoint, handle))
@@ -109,7 +136,11 @@ class Run:
         if not path.is_file():
             return None
         # the checkpoint holds generator states and plain Python records besides tensors
-        return torch.load(path, map_location=device, weights_only=False)
+        return self._read(
+            CHECKPOINT,
+            lambda path: torch.load(path, map_location=device, weights_only=False),
+            "cannot be read as a resume checkpoint (truncated or corrupt; delete it to train from scratch)",
+        )
 
     def remove_checkpoint(self) -> None:
         (self.folder / CHECKPOINT).unlink(missing_ok=True)
@@ -119,39 +150,74 @@ class Run:
 
     # -- loading --------------------------------------------------------------------------
     def _require(self, name: str) -> Path:
+        if not self.folder.is_dir():
+            what = "is not a directory" if self.folder.exists() else "does not exist"
+            raise FileNotFoundError(f"run directory {self.folder} {what}")
         path = self.folder / name
         if not path.exists():
             raise FileNotFoundError(f"{self.folder} is not a complete run directory: {name} is missing")
+        if not path.is_file():
+            raise DamagedRunError(f"{path} is not a file")
         return path
+
+    def _read(self, name: str, parse: Callable[[Path], _T], what: str = "is not valid") -> _T:
+        """`parse(path)` of one file of the run; any failure names the file and what is wrong."""
+        path = self._require(name)
+        try:
+            return parse(path)
+        except (FileNotFoundError, DamagedRunError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - YAML, JSON, pickle, zip and validation errors alike
+            raise DamagedRunError(f"{path} {what}: {_reason(exc)}") from exc
 
     @property
     def config(self) -> RunConfig:
-        return RunConfig.model_validate(load_yaml(self._require(CONFIG)))
+        return self._read(CONFIG, lambda path: RunConfig.model_validate(load_yaml(path)), "is not a valid run config")
 
     @property
     def spec(self) -> DatasetSpec:
-        return DatasetSpec.from_dict(load_yaml(self._require(DATASET)), source=str(self.folder / DATASET))
+        return self._read(
+            DATASET, lambda path: DatasetSpec.from_dict(load_yaml(path), source=str(path)), "is not a valid dataset spec"
+        )
 
     @property
     def encoder(self) -> FeatureEncoder:
-        return FeatureEncoder.load(self._require(ENCODER))
+        return self._read(ENCODER, FeatureEncoder.load, "is not a valid saved encoder")
 
     @property
     def schema(self) -> FeatureSchema:
-        return FeatureSchema.from_dict(json.loads(self._require(SCHEMA).read_text()))
+        return self._read(SCHEMA, lambda path: FeatureSchema.from_dict(json.loads(path.read_text())), "is not a valid schema")
 
     @property
     def summary(self) -> dict[str, Any]:
-        return json.loads(self._require(SUMMARY).read_text())
+        summary = self._read(SUMMARY, lambda path: json.loads(path.read_text()), "is not valid JSON")
+        if not isinstance(summary, dict):
+            raise DamagedRunError(f"{self.folder / SUMMARY} is not a valid summary: expected a JSON object")
+        return summary
 
     def metrics_log(self) -> list[dict[str, Any]]:
         path = self.folder / METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError as exc:
+                raise DamagedRunError(f"{path}, line {number}: not a JSON record ({exc})") from exc
+        return records
 
     def load_model(self, device: str | torch.device = "cpu") -> Model:
         config = self.config
         model = build_model(config.model, self.schema, config.model_params, smoke=config.smoke)
-        model.load_state_dict(self.load_weights(device))
+        weights = self.load_weights(device)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise DamagedRunError(
+                f"{self.folder / WEIGHTS} does not match the model {self.folder / CONFIG} describes "
+                f"('{config.model}'): {_reason(exc)}"
+            ) from exc
         return model.to(device).eval()

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from agenticrs.data.registry import resolve_dataset
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
-from agenticrs.models.base import Model, build_model, model_class
+from agenticrs.models.base import Model, build_model, make_config, model_class
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, seed_everything
+from agenticrs.runtime.files import atomic_write
 from agenticrs.train.config import RunConfig, with_model_defaults
 from agenticrs.train.ctr import evaluate, predict_probs
 from agenticrs.train.engine import TrainResult
@@ -55,7 +58,12 @@ def train_run(
     reporter: Reporter = SILENT,
     data: ProcessedDataset | None = None,
 ) -> TrainedRun:
-    """Process the data set (cached), build the model, train it and write the run directory."""
+    """Process the data set (cached), build the model, train it and write the run directory.
+
+    The model's config and the device are checked first: a bad value is one clear error before
+    any data is processed or any run directory is created."""
+    make_config(config.model, config.model_params, smoke=config.smoke)  # ValueError naming the field
+    resolve_device(config.train.device)  # ValueError when e.g. cuda is asked for without a GPU
     data = data or load_data(config.dataset, cache_dir, reporter)
     config = with_model_train_defaults(config)
     seed_everything(config.train.seed)  # the initial weights are part of what the seed fixes
@@ -74,9 +82,12 @@ def resume_run(
     """Continue a run that was killed: same config and data, from its last checkpoint (the
     result equals that of an uninterrupted run)."""
     run = Run(run_dir)
+    if not run.folder.is_dir():
+        raise FileNotFoundError(f"run directory {run.folder} does not exist")
     if not run.has_checkpoint():
         raise FileNotFoundError(f"{run.folder} has no checkpoint.pt to resume from (finished, or never started)")
     config = run.config
+    resolve_device(config.train.device)
     data = load_data(config.dataset, cache_dir, reporter)
     seed_everything(config.train.seed)
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
@@ -100,6 +111,7 @@ def evaluate_run(
     """Metrics and predictions of a saved run on one of its splits, or on other labelled files."""
     run = Run(run_dir)
     config, spec = run.config, run.spec
+    device = resolve_device(config.train.device)
     if files:
         spec, split = _with_files(spec, "eval", files), "eval"
     elif split not in spec.files:
@@ -107,7 +119,6 @@ def evaluate_run(
     else:
         spec = spec.model_copy(update={"files": {"train": [], split: spec.files[split]}})
     data = process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter)
-    device = resolve_device(config.train.device)
     model = run.load_model(device)
     label_index = list(run.schema.labels).index(run.summary.get("label", run.schema.labels[0]))
     return evaluate(
@@ -115,14 +126,53 @@ def evaluate_run(
     )
 
 
+def check_output_path(out: str | Path, inputs: list[str] | list[Path]) -> Path:
+    """Where predictions may be written: a file (not a folder, not under a file) that is none of
+    the input files, so scoring can never replace its own input. Returns the path."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(
+            f"the output {out} is a folder; give a file name for the predictions CSV (e.g. {out / 'predictions.csv'})"
+        )
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"the output {out} cannot be written: {blocking} is a file, not a folder")
+    for source in map(Path, inputs):
+        same = out.resolve() == source.resolve() or (out.exists() and source.exists() and out.samefile(source))
+        if same:
+            raise ValueError(
+                f"the output {out} is also an input file ({source}); refusing to replace the input: "
+                "write the predictions to another file"
+            )
+    return out
+
+
+def write_predictions(out: str | Path, probs: np.ndarray) -> None:
+    """One `prediction` column, in input row order, written atomically (never a half-written CSV)."""
+    with atomic_write(out, "wb") as handle:
+        pacsv.write_csv(pa.table({"prediction": np.asarray(probs, dtype=np.float64)}), handle)
+
+
 def predict_files(
-    run_dir: str | Path, files: list[str], cache_dir: str | Path | None = None, reporter: Reporter = SILENT
+    run_dir: str | Path,
+    files: list[str],
+    cache_dir: str | Path | None = None,
+    reporter: Reporter = SILENT,
+    out: str | Path | None = None,
 ) -> np.ndarray:
-    """Click probabilities of a saved run for unlabelled (or labelled) files, in row order."""
+    """Click probabilities of a saved run for unlabelled (or labelled) files, in row order.
+
+    With `out`, the predictions are also written there as CSV (`write_predictions`); the path is
+    checked before anything is scored (`check_output_path`: not a folder, not an input file)."""
+    if out is not None:
+        check_output_path(out, files)
     run = Run(run_dir)
     config = run.config
+    device = resolve_device(config.train.device)
     spec = _with_files(run.spec, "predict", files)
     data = process_dataset(spec, cache_dir, encoder=run.encoder, with_labels=False, reporter=reporter)
-    device = resolve_device(config.train.device)
     model = run.load_model(device)
-    return predict_probs(model, data.split("predict"), config.train.eval_batch_size, device, reporter)
+    probs = predict_probs(model, data.split("predict"), config.train.eval_batch_size, device, reporter)
+    if out is not None:
+        write_predictions(out, probs)
+    return probs

@@ -57,7 +57,7 @@ class Intent(Base):
     seed: Mapped[int] = mapped_column(Integer)
     ensemble_size: Mapped[int] = mapped_column(Integer)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # written at the end: counts, test metrics
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -7,17 +7,29 @@ get-or-create under a unique constraint inside a savepoint: the loser reads the 
 SQLite runs in WAL mode and takes its write lock at BEGIN (IMMEDIATE), so concurrent writers
 queue instead of failing on a lock upgrade; PostgreSQL locks the intent row when it promotes
 (`FOR NO KEY UPDATE`, see `lock_intent`), and migrations there hold an advisory lock.
+
+A store opened `readonly=True` (the read-side commands: history, show, report) neither migrates
+nor changes the journal mode nor takes a write lock, so it reads a database in a read-only folder
+or file; it never creates a database either. Every fault of opening one (a malformed or
+unsupported URL, an unreachable server, a read-only folder, a missing file, a file that is not a
+knowledge database) is a `KnowledgeStoreError` with one line that says what is wrong. Secrets
+(`api_key`, passwords, tokens) are dropped from an intent's settings before they are stored.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agenticrs.agents.knowledge.schema import (
@@ -42,51 +54,202 @@ T = TypeVar("T", bound=Base)
 DEFAULT_DB = "sqlite:///runs/knowledge.db"
 
 
+# an intent's settings keep no secret: these keys (at any depth) are dropped before storing or reporting
+SECRET_KEYS = frozenset({"api_key", "apikey", "password", "passwd", "secret", "token", "access_token", "auth_token"})
+_SECRET_SUFFIXES = ("_api_key", "_password", "_secret", "_token")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_USAGE = "use a SQLite file path (or sqlite:///PATH) or postgresql://USER@HOST:PORT/DATABASE"
+
+
+class KnowledgeStoreError(RuntimeError):
+    """The knowledge database cannot be opened or used; the message is one line that says why."""
+
+
+def is_secret_key(key: str) -> bool:
+    name = key.lower()
+    return name in SECRET_KEYS or name.endswith(_SECRET_SUFFIXES)
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A copy of `value` (nested dicts and lists) without any secret-named key."""
+    if isinstance(value, dict):
+        return {k: scrub_secrets(v) for k, v in value.items() if not (isinstance(k, str) and is_secret_key(k))}
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value]
+    return value
+
+
+def display_url(url: str) -> str:
+    """A URL as it may be printed: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def normalise_url(url: str) -> str:
-    """Accept a bare file path for SQLite and `postgresql://` for psycopg 3."""
+    """Accept a bare file path for SQLite and `postgresql://` for psycopg 3; refuse anything else.
+
+    A text with a URL scheme but no `://` (`postgresql:/db`, a typo) is refused rather than taken as
+    a file name, so that a mistyped URL never creates an empty SQLite database silently."""
+    if not url or not url.strip():
+        raise KnowledgeStoreError(f"no knowledge database given: {_USAGE}")
     if "://" not in url:
+        match = _SCHEME.match(url)
+        if match and len(match.group(1)) > 1:  # one letter: a Windows drive (C:\\...), a path
+            raise KnowledgeStoreError(
+                f"'{display_url(url)}' is not a database URL (a URL needs '://', e.g. postgresql://USER@HOST/DB "
+                f"or sqlite:///PATH); for a SQLite file of that name write ./{url}"
+            )
         return f"sqlite:///{Path(url)}"
-    if url.startswith(("postgresql://", "postgres://")):
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("postgresql", "postgres"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
+    if scheme in _SQLITE_SCHEMES or scheme in _POSTGRES_SCHEMES:
+        return url
+    raise KnowledgeStoreError(f"unsupported database URL scheme '{scheme}' in {display_url(url)}: {_USAGE}")
 
 
-def make_engine(url: str) -> Engine:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for an in-memory database or another dialect)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
+def _check_writable_sqlite(path: Path) -> None:
+    """Refuse, with the reason, a SQLite file that cannot be written (SQLite says only 'readonly')."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KnowledgeStoreError(
+            f"cannot create the folder {path.parent} for the knowledge database: {exc.strerror or exc}"
+        ) from None
+    if path.is_dir():
+        raise KnowledgeStoreError(f"the knowledge database {path} is a folder, not a file")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise KnowledgeStoreError(
+            f"the folder {path.parent} is read-only, and the knowledge database {path.name} needs to write there "
+            "(SQLite keeps its journal next to the file); read-only commands (history, show, report) still work"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise KnowledgeStoreError(
+            f"the knowledge database {path} is read-only; read-only commands (history, show, report) still work"
+        )
+
+
+def _readonly_sqlite_creator(path: Path) -> Any:
+    """Connections to a SQLite file this process may not write: `mode=ro`, and `immutable=1` where
+    SQLite could not even create its shared-memory file (a WAL database in a read-only folder)."""
+    target = path.resolve()
+    wal_files = all(Path(f"{target}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    uri = f"file:{quote(str(target))}?mode=ro" + ("" if wal_files else "&immutable=1")
+    return lambda: sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+
+
+def make_engine(url: str, readonly: bool = False, create: bool = True) -> Engine:
+    """The engine of a knowledge database; `readonly` never writes, `create=False` refuses a missing SQLite file."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
+        path = sqlite_path(url)
+        if path is not None and (readonly or not create) and not path.exists():
+            raise KnowledgeStoreError(f"no knowledge database at {path} (`agenticrs evolve` creates one)")
+        if path is not None and readonly:
+            if path.is_dir():
+                raise KnowledgeStoreError(f"the knowledge database {path} is a folder, not a file")
+        elif path is not None:
+            _check_writable_sqlite(path)
+        writable = path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK))
+        if readonly and not writable:
+            assert path is not None
+            engine = create_engine("sqlite://", creator=_readonly_sqlite_creator(path))
+        else:
+            engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (savepoints work)
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            if not readonly:  # a reader must not write (journal_mode=WAL writes the file header)
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=60000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # a server that does not answer is an error after 10 s, not a hang (unless the URL says otherwise)
+    connect_args = {} if "connect_timeout" in url else {"connect_timeout": 10}
+    try:
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except ImportError as exc:
+        raise KnowledgeStoreError(
+            f"the database driver for {display_url(url)} is not installed ({exc}); PostgreSQL needs `psycopg`"
+        ) from None
+    except ArgumentError as exc:
+        raise KnowledgeStoreError(f"malformed database URL {display_url(url)}: {_one_line(exc)}") from None
 
 
 class KnowledgeStore:
-    """Opens (and migrates) the database; hands out transactions."""
+    """Opens (and migrates) the database; hands out transactions.
 
-    def __init__(self, url: str = DEFAULT_DB, migrate: bool = True) -> None:
+    `readonly=True`: no migration, no journal-mode change and no write lock, and a database that
+    does not exist (or holds no knowledge tables) is an error instead of being created.
+    `create=False`: a missing SQLite file is an error (resuming or auditing needs an existing one).
+    `created` says whether this store created a new SQLite file."""
+
+    def __init__(self, url: str = DEFAULT_DB, migrate: bool = True, readonly: bool = False, create: bool = True) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
-        if migrate:
-            from agenticrs.agents.knowledge.migrate import upgrade
+        self.readonly = readonly
+        path = sqlite_path(self.url)
+        self.display = str(path) if path is not None else display_url(url)  # as the user wrote it
+        self.created = path is not None and not path.exists() and not readonly
+        self.engine = make_engine(self.url, readonly=readonly, create=create)
+        try:
+            if readonly:
+                self._check_schema()
+            elif migrate:
+                from agenticrs.agents.knowledge.migrate import upgrade
 
-            upgrade(self.engine)
+                upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise KnowledgeStoreError(f"cannot open the knowledge database {self.display}: {_one_line(exc)}") from None
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _check_schema(self) -> None:
+        from alembic.script import ScriptDirectory
+
+        from agenticrs.agents.knowledge.migrate import alembic_config, current_revision
+
+        head = ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
+        current = current_revision(self.engine)
+        if current is None:
+            raise KnowledgeStoreError(
+                f"{self.display} holds no knowledge tables (not an agenticrs knowledge database, or an empty one)"
+            )
+        if current != head:
+            raise KnowledgeStoreError(
+                f"the knowledge database {self.display} has schema revision {current}, this agenticrs reads {head}: "
+                "run a writing command (agenticrs evolve) on it once to migrate it"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[KnowledgeTx]:
@@ -132,6 +295,8 @@ class KnowledgeTx:
         return row
 
     def create_intent(self, **fields: Any) -> Intent:
+        if "settings" in fields:  # secrets are never stored (an LLM API key comes from the environment)
+            fields["settings"] = scrub_secrets(fields["settings"])
         row = Intent(**fields)
         self.session.add(row)
         self.session.flush()
@@ -140,10 +305,11 @@ class KnowledgeTx:
     def intents(self) -> list[Intent]:
         return list(self.session.scalars(select(Intent).order_by(Intent.id)))
 
-    def latest_intent(self, status: str | None = None) -> Intent | None:
+    def latest_intent(self, status: str | tuple[str, ...] | None = None) -> Intent | None:
+        """The newest intent, optionally only among those with the given status(es)."""
         query = select(Intent).order_by(Intent.id.desc())
         if status:
-            query = query.where(Intent.status == status)
+            query = query.where(Intent.status.in_((status,) if isinstance(status, str) else status))
         return self.session.scalars(query).first()
 
     def lock_intent(self, intent_id: int) -> Intent:

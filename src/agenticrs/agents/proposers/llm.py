@@ -9,7 +9,9 @@ never as an exception, so a misbehaving endpoint costs a round, not the search.
 
 Settings: ``LLMSettings`` (base URL, model, API key, timeout, temperature), given directly or read
 from ``AGENTICRS_LLM_BASE_URL``, ``AGENTICRS_LLM_MODEL`` and ``AGENTICRS_LLM_API_KEY`` (falling
-back to ``OPENAI_API_KEY``).
+back to ``OPENAI_API_KEY``; the environment is the recommended route for the key). The key is a
+``SecretStr``: it reaches the ``Authorization`` header and nothing else (not a repr, a dump, an
+error message or a lesson).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.proposers.base import (
@@ -73,7 +75,7 @@ class LLMSettings(BaseModel):
 
     base_url: str = Field(description="OpenAI-compatible API root, e.g. https://api.openai.com/v1")
     model: str
-    api_key: str | None = None
+    api_key: SecretStr | None = Field(default=None, exclude=True, description="never printed, stored or reported")
     timeout_s: float = Field(default=60.0, gt=0)
     temperature: float = Field(default=0.0, ge=0, le=2)
 
@@ -82,13 +84,15 @@ class LLMSettings(BaseModel):
         cls,
         base_url: str | None = None,
         model: str | None = None,
-        api_key: str | None = None,
+        api_key: str | SecretStr | None = None,
         timeout_s: float = 60.0,
         temperature: float = 0.0,
         environ: dict[str, str] | None = None,
     ) -> LLMSettings:
         """Explicit values first, then the environment; a clear error when base_url/model are missing."""
         env = os.environ if environ is None else environ
+        if isinstance(api_key, SecretStr):
+            api_key = api_key.get_secret_value()
         base_url = base_url or env.get(ENV_BASE_URL) or None
         model = model or env.get(ENV_MODEL) or None
         api_key = api_key or env.get(ENV_API_KEY) or env.get(ENV_API_KEY_FALLBACK) or None
@@ -169,7 +173,7 @@ class LLMProposer:
         self,
         base_url: str | None = None,
         model: str | None = None,
-        api_key: str | None = None,
+        api_key: str | SecretStr | None = None,
         timeout_s: float = 60.0,
         temperature: float = 0.0,
         name: str = "llm",
@@ -221,8 +225,8 @@ class LLMProposer:
             "seed": self.request_seed(context),
         }
         headers = {"Content-Type": "application/json"}
-        if s.api_key:
-            headers["Authorization"] = f"Bearer {s.api_key}"
+        if s.api_key is not None and s.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {s.api_key.get_secret_value()}"
         url = s.base_url.rstrip("/") + "/chat/completions"
         response = httpx.post(url, json=body, headers=headers, timeout=s.timeout_s)
         response.raise_for_status()
@@ -244,12 +248,17 @@ class LLMProposer:
             return self._fail(f"LLM request to {url} timed out after {self.settings.timeout_s:g} s")
         except httpx.HTTPStatusError as exc:
             detail = exc.response.text[:ANSWER_EXCERPT].strip()
-            return self._fail(f"LLM request to {url} failed: HTTP {exc.response.status_code} {detail}".rstrip())
-        except httpx.HTTPError as exc:
-            return self._fail(f"LLM request to {url} failed: {type(exc).__name__}: {exc}")
+            return self._fail(self.redact(f"LLM request to {url} failed: HTTP {exc.response.status_code} {detail}".rstrip()))
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return self._fail(self.redact(f"LLM request to {url} failed: {type(exc).__name__}: {exc}"))
         except ValueError as exc:  # not JSON, or not the chat-completions shape
-            return self._fail(f"LLM response from {url} unusable: {exc}")
+            return self._fail(self.redact(f"LLM response from {url} unusable: {exc}"))
         return self.parse_answer(content, context)
+
+    def redact(self, text: str) -> str:
+        """`text` without the API key (an error that quotes a header must not carry it into a lesson)."""
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key is not None else ""
+        return text.replace(key, "**********") if key else text
 
     def parse_answer(self, content: str, context: ProposalContext) -> ProposalOutcome:
         raw = extract_json_object(content)
