@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 shutil.rmtree(folder)
             started = time.perf_counter()
-            folder, result = run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console))
+            folder, result = run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
             tokenizer = folder / "tokenizer.json"
             token_info = json.loads(tokenizer.read_text()) if tokenizer.exists() else None
             label = model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,14 @@ def label(record: dict) -> str:
     return record.get("model_label", record["model"])
 
 
-def main(paths: list[str]) -> int:
+def parse_args(argv: list[str] | None) -> list[str]:
+    parser = argparse.ArgumentParser(description="Render gr_benchmark.py JSON files as the README's Markdown table.")
+    parser.add_argument("paths", nargs="+", metavar="JSON", help="benchmark result files")
+    return parser.parse_args(argv).paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = parse_args(argv)
     records = [r for p in paths for r in json.loads(Path(p).read_text())]
     print("| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
     print("|---|---|---|" + "---|" * (len(KEYS) + 2))

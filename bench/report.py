@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -51,7 +52,14 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(paths: list[str]) -> int:
+def parse_args(argv: list[str] | None) -> list[str]:
+    parser = argparse.ArgumentParser(description="Render ctr_benchmark.py JSON files as the README's Markdown tables.")
+    parser.add_argument("paths", nargs="+", metavar="JSON", help="benchmark result files")
+    return parser.parse_args(argv).paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = parse_args(argv)
     for path in paths:
         records = json.loads(Path(path).read_text())
         if records:

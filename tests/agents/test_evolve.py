@@ -209,6 +209,15 @@ def _kill_when(process: subprocess.Popen, db: Path, trainings: int, timeout: flo
     process.wait()
 
 
+def test_audit_command_shows_progress_over_its_learners(evolved: tuple[KnowledgeStore, Any, Coordinator]) -> None:
+    # issue 23: `audit -M 3` printed nothing while it trained; now a bar counts its 2 x M learners
+    store, summary, _ = evolved
+    result = CliRunner().invoke(app, ["audit", "--db", store.url, "-M", "3"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "audit: 6 learners" in result.output and "6/6" in result.output
+    assert "calibration audit" in result.output
+
+
 def test_sigkill_and_resume_reach_the_uninterrupted_champion(tmp_path: Path, tiny_cache: Path) -> None:
     config = write_config(tmp_path, tiny_cache)
     reference_db = tmp_path / "reference.db"

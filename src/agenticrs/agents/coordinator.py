@@ -101,8 +101,13 @@ class Coordinator:
         reporter: Reporter = SILENT,
         proposer: Proposer | None = None,
         evo: EvolutionData | None = None,
+        strict_proposer: bool = False,
     ) -> None:
+        """`strict_proposer`: a proposer (llm, optuna) that gives no usable candidate stops the
+        evolution with a ValueError naming why (an unreachable LLM server, say) instead of letting the
+        built-in proposer stand in; either way the observer hears a `fallback` event first."""
         self.store = store
+        self.strict_proposer = strict_proposer
         self.settings = settings
         self.observer = observer
         self.reporter = reporter
@@ -325,6 +330,11 @@ class Coordinator:
         lessons = list(outcome.lessons)
         proposer_name = self.proposer.name
         if outcome.proposal is None and self.fallback is not None:
+            why = "; ".join(outcome.lessons) or "no answer"
+            self.observer("fallback", {"round": round_, "proposer": proposer_name, "reason": why,
+                                       "strict": self.strict_proposer})
+            if self.strict_proposer:
+                raise ValueError(f"the {proposer_name} proposer gave no usable candidate in round {round_}: {why}")
             fallback = _safe_propose(self.fallback, context)
             lessons += fallback.lessons
             if fallback.proposal is not None:
@@ -381,6 +391,7 @@ class Coordinator:
             folder = self.trainer.run_dir(self.artifacts, candidate_id, role, seed)
             if done:
                 per_seed.append(load_predictions(folder))
+                self.observer("trained", {"candidate_id": candidate_id, "seed": seed, "role": role, "cached": True})
                 continue
             self.observer("training", {"candidate_id": candidate_id, "seed": seed, "index": index, "of": len(seeds)})
             try:
@@ -403,6 +414,7 @@ class Coordinator:
                 tx.add_artifact("run", str(result.run_dir), intent_id=self.intent_id, candidate_id=candidate_id,
                                 training_id=training_id)
             per_seed.append(result.predictions)
+            self.observer("trained", {"candidate_id": candidate_id, "seed": seed, "role": role, "cached": False})
         return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}
 
     def predictions(self, candidate_id: int, role: str = "member", seeds: list[int] | None = None) -> dict[str, np.ndarray]:

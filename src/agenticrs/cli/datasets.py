@@ -19,13 +19,17 @@ def datasets() -> None:
     """List the registered data sets of every kind (and where public data is looked for)."""
     from agenticrs.gr.sequences import SEQUENCE_DATASETS  # the GR layer loads only when asked for
 
+    rows = [(e.name, e.task, _status(e.requires, e.available()), e.description) for e in DATASETS.values()]
+    # and the sequence data sets, for `agenticrs train --task sequential`
+    rows += [(s.name, s.task, _status(s.requires, s.available()), s.description) for s in SEQUENCE_DATASETS.values()]
     table = Table(title="data sets")
-    for column in ("name", "task", "available", "description"):
-        table.add_column(column)
-    for entry in DATASETS.values():
-        table.add_row(entry.name, entry.task, _status(entry.requires, entry.available()), entry.description)
-    for seq in SEQUENCE_DATASETS.values():  # for `agenticrs train --task sequential`
-        table.add_row(seq.name, seq.task, _status(seq.requires, seq.available()), seq.description)
+    # names are what one types: never cut or folded (at 80 columns the description wraps instead)
+    table.add_column("name", no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    table.add_column("task", overflow="fold")
+    table.add_column("available", overflow="fold")
+    table.add_column("description", ratio=1)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     root = data_root()
     console.print(f"public data root: {root if root else 'not found (set AGENTICRS_DATA_DIR)'}")

@@ -17,7 +17,7 @@ from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
 from agenticrs.agents.settings import EvolveSettings, parse_duration
-from agenticrs.cli.common import console, err_console, friendly_errors, styled
+from agenticrs.cli.common import console, err_console, friendly_errors, reporter, styled
 from agenticrs.config import apply_overrides, deep_merge, dump_yaml, load_yaml
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
@@ -101,7 +101,69 @@ def _settings(
     for key, value in flags.items():
         if value is not None:
             raw[key] = value
-    return EvolveSettings.model_validate(apply_overrides(raw, overrides))
+    settings = EvolveSettings.model_validate(apply_overrides(raw, overrides))
+    check_effective_overrides(overrides, settings)
+    return settings
+
+
+# `train.X` keys that every candidate sets itself (`Candidate.run_config`), and the key that works
+CANDIDATE_TRAIN_KEYS = {
+    "optimizer": "start.optimizer", "learning_rate": "start.learning_rate", "batch_size": "start.batch_size",
+    "embedding_l2": "start.embedding_l2", "epochs": "start.epochs", "seed": "seed",
+}
+
+
+def _override_key(item: str) -> list[str]:
+    return [p for p in item.split("=", 1)[0].strip().split(".") if p]
+
+
+def check_effective_overrides(overrides: list[str], settings: EvolveSettings) -> None:
+    """A ValueError for a `--set` key that would be accepted and then have no effect, naming the key
+    that would: `train.epochs` (each candidate's own epochs win: `start.epochs`), `train.seed`
+    (`seed`: the learners' seeds derive from it), or a `start.` knob the starting model does not use."""
+    from agenticrs.agents.candidate import SHARED_KNOBS, active_knobs
+
+    for item in overrides:
+        parts = _override_key(item)
+        key = ".".join(parts)
+        if len(parts) == 2 and parts[0] == "train" and parts[1] in CANDIDATE_TRAIN_KEYS:
+            works = CANDIDATE_TRAIN_KEYS[parts[1]]
+            why = "the learners' seeds derive from the evolution's seed" if parts[1] == "seed" else \
+                f"every candidate sets its own {parts[1]} (the starting one: {works})"
+            raise ValueError(f"--set {key} has no effect in evolve: {why}; use --set {works}=...")
+        if len(parts) >= 2 and parts[0] == "start" and parts[1] in SHARED_KNOBS:
+            model = settings.start.model
+            if parts[1] not in active_knobs(model):
+                raise ValueError(f"--set {key} has no effect: the starting model '{model}' has no {parts[1]} "
+                                 "(set start.model to a model that uses it)")
+
+
+class FallbackNotice:
+    """Passes events on to the live view, and says on the console, once, when the chosen proposer
+    gave no candidate and the built-in one stood in (with the LLM's URL and the reason)."""
+
+    def __init__(self, settings: EvolveSettings, view: LiveView | None) -> None:
+        self.settings = settings
+        self.view = view
+        self.warned = False
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "fallback" and not self.warned and not info.get("strict"):
+            self.warned = True
+            where = ""
+            if self.settings.proposer == "llm":
+                import os
+
+                url = self.settings.llm.base_url or os.environ.get("AGENTICRS_LLM_BASE_URL") or "(no base_url set)"
+                where = f" at {url}"
+            err_console.print(styled(
+                ("warning:", "bold yellow"),
+                f" the {info['proposer']} proposer{where} gave no usable candidate in round {info['round']} "
+                f"({info['reason']}); the built-in proposer stands in whenever that happens (use --strict to stop "
+                "instead)",
+            ), soft_wrap=True)
+        if self.view is not None:
+            self.view(event, info)
 
 
 @friendly_errors
@@ -117,9 +179,14 @@ def evolve(
     seed: int = typer.Option(None, "--seed", "-s"),
     ensemble_size: int = typer.Option(None, "--ensemble-size", "-M", help="deployed ensemble size M (default 8)"),
     config: Path = typer.Option(None, "--config", "-c", help="EvolveSettings YAML"),
-    overrides: list[str] = typer.Option([], "--set", help="override a setting, e.g. start.model=deepfm"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="override a setting, e.g. start.model=deepfm or start.epochs=3 (the starting candidate's "
+        "epochs, learning_rate, batch_size, optimizer, embedding_l2 are start.*, not train.*)"),
     report: Path = typer.Option(None, "--report", help="write the HTML report here at the end"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live view"),
+    strict: bool = typer.Option(
+        False, "--strict", help="stop (exit 2) when the llm/optuna proposer gives no candidate, e.g. an unreachable "
+        "LLM server, instead of letting the built-in proposer stand in"),
 ) -> None:
     """Evolve models: propose, train dual learners, decide with EnsNAS, check the gate, promote."""
     from agenticrs.agents.coordinator import Coordinator
@@ -127,6 +194,12 @@ def evolve(
     resume_id = None
     budget_s = parse_duration(budget) if budget else None
     if resume or intent is not None:
+        given = {"--dataset": dataset, "--objective": objective, "--proposer": proposer, "--seed": seed,
+                 "--ensemble-size": ensemble_size, "--config": config}
+        ignored = [flag for flag, value in given.items() if value is not None]
+        if ignored:
+            raise ValueError(f"{ignored[0]} has no effect with --resume: the intent continues with its stored settings "
+                             "(only --candidates, --budget and llm.* keys apply)")
         store = KnowledgeStore(db, create=False)  # nothing to resume in a database that does not exist
         with store.transaction() as tx:
             row = tx.get(Intent, intent) if intent is not None else tx.latest_intent(status=("running", "failed"))
@@ -138,7 +211,14 @@ def evolve(
         if budget_s is not None:
             stored["budget_s"] = budget_s
         # the stored settings hold no secret: an API key given by --set is given again on resume
-        stored = apply_overrides(stored, [o for o in overrides if o.strip().startswith("llm.")])
+        fixed = [o for o in overrides if not o.strip().startswith("llm.")]
+        if fixed:
+            raise ValueError(
+                f"--set {'.'.join(_override_key(fixed[0]))} has no effect with --resume: "
+                f"intent {resume_id} continues with its stored settings (only llm.* keys, --candidates and --budget "
+                "apply); start a new evolution to change it"
+            )
+        stored = apply_overrides(stored, overrides)
         settings = EvolveSettings.model_validate(stored)
         err_console.print(f"resuming intent {resume_id}")
     else:
@@ -155,9 +235,9 @@ def evolve(
         err_console.print("llm.api_key is used by this process only (never printed or stored); the recommended route "
                           "is the AGENTICRS_LLM_API_KEY environment variable, which `--resume` also reads")
     view = LiveView()
-    coordinator = Coordinator(store, settings, observer=view)
+    observer = FallbackNotice(settings, None if quiet else view)
+    coordinator = Coordinator(store, settings, observer=observer, strict_proposer=strict)
     if quiet:
-        coordinator.observer = lambda *_: None
         summary = coordinator.run(resume_id)
     else:
         with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
@@ -301,8 +381,10 @@ def audit(
     intent: int = typer.Option(None, "--intent", help="intent id (default: the newest)"),
     candidate: int = typer.Option(None, "--candidate", help="candidate to audit (default: the newest trained one)"),
     ensemble_size: int = typer.Option(8, "--ensemble-size", "-M", help="size of the real ensembles"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """Train real M-ensembles of the incumbent and a candidate; record predicted vs measured error."""
+    """Train real M-ensembles of the incumbent and a candidate; record predicted vs measured error
+    (2 x M learners; the dual learners of each side are reused, so 2 x (M - 2) are trained)."""
     from agenticrs.agents.coordinator import Coordinator
 
     store = KnowledgeStore(db, create=False)
@@ -321,9 +403,19 @@ def audit(
     if target is None:
         raise ValueError(f"candidate {candidate} is not part of intent {intent_id}")
     incumbent = target.parent_id or lineage[0].candidate_id
-    coordinator = Coordinator(store, settings)
+    progress = reporter(quiet)
+    coordinator = Coordinator(store, settings, reporter=progress)
     coordinator.open_intent(intent_id)
-    records = coordinator.run_audit(candidate, incumbent, ensemble_size)
+    total = 2 * ensemble_size
+    with progress.task(f"audit: {total} learners of #{candidate} and #{incumbent}", total=total) as task:
+
+        def advance(event: str, info: dict[str, Any]) -> None:
+            if event == "trained":
+                task.advance(1, learner=f"#{info['candidate_id']} seed {info['seed']}"
+                             + (" (stored)" if info.get("cached") else ""))
+
+        coordinator.observer = advance
+        records = coordinator.run_audit(candidate, incumbent, ensemble_size)
     table = Table(title=f"calibration audit: candidate #{candidate} vs incumbent #{incumbent}, M={ensemble_size}")
     for col in ("split", "cand predicted", "cand measured", "inc predicted", "inc measured", "pred gain", "meas gain", "agree"):
         table.add_column(col, justify="right")

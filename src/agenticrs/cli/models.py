@@ -40,10 +40,18 @@ def _defaults(cls: type[Any]) -> dict[str, Any]:
 @friendly_errors
 def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show every default hyper-parameter")) -> None:
     """List the registered models of every task (ctr, sequential)."""
+    names = sorted(list_models(None), key=lambda n: (MODELS[n].task != "ctr", MODELS[n].task, n))
     table = Table(title="model zoo")
-    for column in ("name", "task", "paper", "needs", "defaults" if verbose else "width"):
-        table.add_column(column, overflow="fold")
-    for name in sorted(list_models(None), key=lambda n: (MODELS[n].task != "ctr", MODELS[n].task, n)):
+    # names (what one types) and the width setting are never cut or folded; the paper and needs wrap
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
+    table.add_column("task", no_wrap=True)
+    table.add_column("paper", overflow="fold", ratio=3)
+    table.add_column("needs", overflow="fold", ratio=2)
+    if verbose:
+        table.add_column("defaults", overflow="fold", ratio=3)
+    else:
+        table.add_column("width", no_wrap=True)
+    for name in names:
         cls = MODELS[name]
         defaults = _defaults(cls)
         if verbose:

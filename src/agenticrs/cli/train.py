@@ -29,6 +29,11 @@ def train(
 ) -> None:
     """Train a model on a data set and write a run directory (or continue one with --resume)."""
     if resume is not None:
+        given = {"--set": overrides, "--dataset": dataset, "--model": model, "--config": config, "--smoke": smoke}
+        ignored = [flag for flag, value in given.items() if value]
+        if ignored:
+            raise ValueError(f"{ignored[0]} has no effect with --resume: a run continues with the settings it was "
+                             "started with (its config.yaml); start a new run to change them")
         _resume(resume, task, cache_dir, quiet)
         return
     raw = load_yaml(config) if config else {}
@@ -42,12 +47,12 @@ def train(
     if "dataset" not in raw or "model" not in raw:
         raise ValueError("both a data set (--dataset) and a model (--model) are needed, on the command line or in --config")
     if task == "sequential":
-        _train_sequential(raw, runs_dir, cache_dir, quiet)
+        _train_sequential(raw, overrides, runs_dir, cache_dir, quiet)
         return
     if task != "ctr":
         raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
     run_config = RunConfig.model_validate(raw)
-    console.print(Syntax(dump_yaml(run_config.model_dump(mode="json")), "yaml", theme="ansi_dark"))
+    _print_config(run_config.model_dump(mode="json"), overrides)
     trained = train_run(run_config, runs_dir, cache_dir, reporter(quiet))
     result = trained.result
     console.print(metrics_table(f"{run_config.model} on {trained.data.spec.name} (best epoch {result.best_epoch})",
@@ -73,7 +78,7 @@ def evaluate(
 def predict(
     run: Path = typer.Option(..., "--run", "-r", help="run directory"),
     input: list[Path] = typer.Option(..., "--input", "-i", help="file(s) in the run's data layout (labels optional)"),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV file with one `prediction` column, in input row order"),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV file: columns `row` (input row, from 0) and `prediction`"),
     cache_dir: Path = typer.Option(None, "--cache-dir"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -81,6 +86,13 @@ def predict(
     # the library checks `--out` before the (long) scoring and writes the CSV atomically
     probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet), out=out)
     console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")
+
+
+def _print_config(effective: dict, overrides: list[str]) -> None:
+    """The effective configuration as YAML, then the `--set` overrides that went into it."""
+    console.print(Syntax(dump_yaml(effective), "yaml", theme="ansi_dark"))
+    if overrides:
+        console.print(styled(("overrides (--set):", "bold"), " " + "  ".join(o.strip() for o in overrides)))
 
 
 def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> None:
@@ -98,12 +110,35 @@ def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> Non
     console.print(styled(f"stopped by: {result.stopped_by}   run directory: ", (str(folder), "bold")))
 
 
-def _train_sequential(raw: dict, runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+# TrainConfig settings that only a CTR run reads (a sequential run's target is the next item)
+CTR_ONLY_TRAIN_KEYS = ("label", "labels", "task_weights")
+
+
+def check_sequential_settings(raw: dict, job: object) -> None:
+    """A ValueError for a setting `train --task sequential` would accept and then ignore."""
+    from agenticrs.gr.zoo import needs_semantic_ids, sequential_model_class
+
+    if raw.get("smoke"):
+        raise ValueError("--smoke (smoke) has no effect with --task sequential; use small settings instead, e.g. "
+                         "--set train.epochs=1 --set train.max_steps_per_epoch=20")
+    for key in CTR_ONLY_TRAIN_KEYS:
+        if key in (raw.get("train") or {}):
+            raise ValueError(f"train.{key} has no effect with --task sequential (the target is the next item); "
+                             "it is a CTR setting (--task ctr)")
+    model = getattr(job, "model")  # noqa: B009 - a SequentialJob
+    if raw.get("tokenizer") and not needs_semantic_ids(sequential_model_class(model)):
+        key = next(iter(raw["tokenizer"]))
+        raise ValueError(f"tokenizer.{key} has no effect: {model} uses no semantic IDs (only models that decode "
+                         "them, e.g. tiger, have a tokenizer)")
+
+
+def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
     from agenticrs.gr.workflow import SequentialJob, run_sequential_job
 
-    raw.pop("smoke", None)
+    smoke = raw.pop("smoke", None)
     job = SequentialJob.model_validate(raw)
-    console.print(Syntax(dump_yaml(job.model_dump(mode="json")), "yaml", theme="ansi_dark"))
+    check_sequential_settings({**raw, "smoke": smoke}, job)
+    _print_config(job.model_dump(mode="json"), overrides)
     folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter(quiet))
     console.print(metrics_table(f"{job.model} on {job.dataset} (best epoch {result.best_epoch}, leave-one-out, "
                                 "full ranking)", {"valid": result.valid, "test": result.test}))

@@ -27,7 +27,7 @@ moves each colliding item's last code to its nearest free code instead.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -241,6 +241,13 @@ class Tokenizer(ABC):
             config = config.model_copy(update=overrides)
         self.config = config if config is not None else self.Config(**overrides)
         self.fitted = False
+        # called after each training epoch of a tokenizer that trains in epochs (RQ-VAE): (done, of, loss)
+        self.on_epoch: Callable[[int, int, float], None] | None = None
+
+    @property
+    def fit_epochs(self) -> int | None:
+        """How many epochs `fit` trains (RQ-VAE), for a progress bar; None when it does not train in epochs."""
+        return None
 
     @property
     def levels(self) -> int:
@@ -493,6 +500,10 @@ class RQVAE(Tokenizer):
         self.in_dim = in_dim
         return net.to(self.config.device)
 
+    @property
+    def fit_epochs(self) -> int | None:
+        return self.config.epochs
+
     def fit(self, x: np.ndarray) -> RQVAE:
         """Build, k-means-initialise the codebooks on the first batch (paper), train `epochs`."""
         xt = _as_tensor(x, self.config.device)
@@ -525,7 +536,7 @@ class RQVAE(Tokenizer):
         if self._optimizer is None:
             self._optimizer = self._make_optimizer()
         c, n = self.config, len(xt)
-        for _ in range(epochs):
+        for done in range(1, epochs + 1):
             self.net.train()
             counts = torch.zeros((c.levels, c.codebook_size), dtype=torch.long, device=xt.device)
             totals = np.zeros(3)
@@ -545,6 +556,8 @@ class RQVAE(Tokenizer):
             self.history.append(
                 RQVAEEpoch(epoch=len(self.history), loss=loss, recon=recon, vq=vq, usage=usage, dead_reset=reset)
             )
+            if self.on_epoch is not None:
+                self.on_epoch(done, epochs, loss)
         self.net.eval()
         return self
 

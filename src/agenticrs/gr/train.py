@@ -40,7 +40,7 @@ from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device
 from agenticrs.train.config import TrainConfig
 from agenticrs.train.engine import Engine
-from agenticrs.train.run import CONFIG, WEIGHTS, Run
+from agenticrs.train.run import CONFIG, WEIGHTS, Run, run_task
 
 SEMANTIC_IDS = "semantic_ids.npz"
 
@@ -268,6 +268,11 @@ def load_sequential_config(run_dir: str | Path) -> tuple[Path, SequentialRunConf
     folder = Path(run_dir)
     if not (folder / CONFIG).is_file():
         raise FileNotFoundError(f"{folder} is not a sequential run directory: {CONFIG} is missing")
+    if run_task(folder) == "ctr":
+        raise ValueError(
+            f"{folder} is a CTR run (click model); `recommend` takes sequential runs (train --task sequential). "
+            f"For this run use `agenticrs evaluate --run {folder}` or `agenticrs predict --run {folder} -i FILE -o OUT`"
+        )
     return folder, SequentialRunConfig.model_validate(load_yaml(folder / CONFIG))
 
 

@@ -44,6 +44,7 @@ from agenticrs.gr.zoo import (
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import seed_everything
 from agenticrs.train.config import with_model_defaults
+from agenticrs.train.run import Run
 
 TOKENIZER_FILE, TOKENIZER_STATS, JOB_FILE = "tokenizer.pt", "tokenizer.json", "job.yaml"
 
@@ -110,15 +111,24 @@ def item_embeddings(data: SequenceData, settings: TokenizerSettings, cache_dir: 
 
 
 def build_semantic_ids(
-    data: SequenceData, settings: TokenizerSettings, cache_dir: Path, folder: Path | None = None
+    data: SequenceData, settings: TokenizerSettings, cache_dir: Path, folder: Path | None = None,
+    reporter: Reporter = SILENT,
 ) -> tuple[SemanticIds, TokenizerStats, str]:
-    """Fit the tokenizer on the items' content, add the collision digit, save what a run needs."""
+    """Fit the tokenizer on the items' content, add the collision digit, save what a run needs
+    (`reporter`: a progress bar over the fit, per epoch for a tokenizer that trains, e.g. RQ-VAE)."""
     embeddings, source = item_embeddings(data, settings, cache_dir)
     tokenizer = make_tokenizer(
         settings.method, levels=settings.levels, codebook_size=settings.codebook_size, seed=settings.seed,
         **settings.params,
     )
-    tokenizer.fit(embeddings[1:])
+    epochs = tokenizer.fit_epochs
+    with reporter.task(f"tokenizer {settings.method} fit", total=epochs if epochs else 1) as task:
+        if epochs:
+            tokenizer.on_epoch = lambda done, of, loss: task.advance(1, epoch=f"{done}/{of}", loss=float(loss))
+        tokenizer.fit(embeddings[1:])
+        tokenizer.on_epoch = None
+        if not epochs:
+            task.advance(1)
     sids = semantic_ids(tokenizer, embeddings, collision=settings.collision)
     stats = tokenizer.stats(embeddings[1:])
     if folder is not None:
@@ -136,17 +146,25 @@ def run_sequential_job(
     cache_dir: str | Path | None = None,
     reporter: Reporter = SILENT,
     data: SequenceData | None = None,
+    folder: str | Path | None = None,
 ) -> tuple[Path, SeqTrainResult]:
-    """Load the data, build semantic IDs if the model decodes them, train and write the run."""
+    """Load the data, build semantic IDs if the model decodes them, train and write the run.
+
+    The run directory follows the one naming rule of every task (`Run.create`, as a CTR run):
+    `RUNS_DIR/<name or model-dataset>-<time>-<random>`, new each time, so that re-running a job
+    never collides. `folder` writes to that exact directory instead (it must be empty or absent)."""
     cache = Path(cache_dir) if cache_dir else default_cache_root()
     data = data or resolve_sequences(job.dataset, cache)
-    folder = Path(runs_dir) / (job.name or f"{job.model}-{data.name}-seed{job.train.seed}")
-    if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
+    if folder is not None:
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
+    else:
+        folder = Run.create(runs_dir, job.name or f"{job.model}-{data.name}").folder
     sids = None
     if needs_semantic_ids(sequential_model_class(job.model)):
         reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
-        sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder)
+        sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder, reporter)
         reporter.log(
             f"tokenizer ({source}): usage {', '.join(f'{u:.2f}' for u in stats.usage)}, collision rate "
             f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"

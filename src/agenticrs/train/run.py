@@ -46,6 +46,31 @@ CONFIG, DATASET, ENCODER, SCHEMA, WEIGHTS, METRICS, SUMMARY, CHECKPOINT = (
     "checkpoint.pt",
 )
 _T = TypeVar("_T")
+SEQUENTIAL_JOB = "job.yaml"  # written by a sequential (next-item) run only
+
+
+def run_task(folder: str | Path) -> str | None:
+    """'ctr', 'sequential' or None (not a run directory we can tell): a sequential run has
+    `job.yaml` or a `config.yaml` with `num_items`; a CTR run has its `dataset.yaml` / `encoder.json`."""
+    folder = Path(folder)
+    if (folder / SEQUENTIAL_JOB).is_file():
+        return "sequential"
+    if (folder / DATASET).is_file() or (folder / ENCODER).is_file():
+        return "ctr"
+    try:
+        raw = load_yaml(folder / CONFIG)
+    except Exception:  # noqa: BLE001 - missing or unreadable: the caller's own read says why
+        return None
+    return "sequential" if "num_items" in raw else None
+
+
+def require_ctr_run(folder: str | Path, command: str) -> None:
+    """A one-line ValueError when `folder` is a sequential run given to a CTR command."""
+    if run_task(folder) == "sequential":
+        raise ValueError(
+            f"{folder} is a sequential (next-item) run; `{command}` takes CTR runs. For this run use "
+            f"`agenticrs recommend --run {folder} --user ID` (its test metrics are in summary.json)"
+        )
 
 
 class DamagedRunError(ValueError):
@@ -172,6 +197,7 @@ class Run:
 
     @property
     def config(self) -> RunConfig:
+        require_ctr_run(self.folder, "evaluate / predict / train --resume")
         return self._read(CONFIG, lambda path: RunConfig.model_validate(load_yaml(path)), "is not a valid run config")
 
     @property

@@ -148,9 +148,13 @@ def check_output_path(out: str | Path, inputs: list[str] | list[Path]) -> Path:
 
 
 def write_predictions(out: str | Path, probs: np.ndarray) -> None:
-    """One `prediction` column, in input row order, written atomically (never a half-written CSV)."""
+    """Two columns, `row` (the input row's 0-based position, over the input files in order) and
+    `prediction`, an unquoted header, written atomically (never a half-written CSV)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    table = pa.table({"row": np.arange(len(probs), dtype=np.int64), "prediction": probs})
     with atomic_write(out, "wb") as handle:
-        pacsv.write_csv(pa.table({"prediction": np.asarray(probs, dtype=np.float64)}), handle)
+        handle.write(b"row,prediction\n")  # Arrow quotes a header it writes; these names need no quotes
+        pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
 def predict_files(
