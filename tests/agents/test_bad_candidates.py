@@ -138,7 +138,7 @@ FAST: dict[str, Any] = {
     "seed": 0,
     "bootstrap": 50,
     "start": {"model": "lr", "learning_rate": 0.01, "epochs": 1},
-    "train": {"batch_size": 1024, "epochs": 1, "patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"],
+    "train": {"patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"],
               "num_threads": 1},
     "space": {"models": ["lr", "dnn", "finalmlp"], "widths": [16, 32], "embedding_dims": [4, 8], "depth_max": 2},
 }

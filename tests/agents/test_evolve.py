@@ -35,8 +35,6 @@ FAST: dict[str, Any] = {
     "bootstrap": 100,
     "start": {"model": "lr", "learning_rate": 0.01, "epochs": 2, "embedding_dim": 8, "hidden_units": [32]},
     "train": {
-        "batch_size": 1024,
-        "epochs": 2,
         "patience": 1,
         "monitor": "logloss",
         "metrics": ["auc", "logloss"],

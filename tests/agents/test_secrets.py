@@ -31,7 +31,7 @@ FAST: dict[str, Any] = {
     "seed": 0,
     "bootstrap": 50,
     "start": {"model": "lr", "learning_rate": 0.01, "epochs": 2, "embedding_dim": 8, "hidden_units": [32]},
-    "train": {"batch_size": 1024, "epochs": 2, "patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"],
+    "train": {"patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"],
               "num_threads": 1},
     "space": {"models": ["lr", "fm", "dnn"], "widths": [16, 32], "embedding_dims": [4, 8], "depth_max": 2},
 }

@@ -28,7 +28,7 @@ def error_lines(output: str) -> list[str]:
     ("key", "works"),
     [("train.epochs=1", "start.epochs"), ("train.learning_rate=0.1", "start.learning_rate"),
      ("train.batch_size=64", "start.batch_size"), ("train.optimizer=adagrad", "start.optimizer"),
-     ("train.embedding_l2=0.1", "start.embedding_l2"), ("train.seed=3", "--set seed=")],
+     ("train.embedding_l2=0.1", "start.embedding_l2"), ("train.seed=3", "use seed instead")],
 )
 def test_evolve_refuses_train_keys_every_candidate_overrides(tmp_path: Path, key: str, works: str) -> None:
     result = runner.invoke(app, ["evolve", "-d", "sim-tiny", "--db", str(tmp_path / "k.db"), "--set", key],
@@ -239,3 +239,14 @@ def test_names_are_whole_at_80_columns(command: str, monkeypatch: pytest.MonkeyP
     names = [*DATASETS, *SEQUENCE_DATASETS] if command == "datasets" else list_models(None)
     missing = [name for name in names if name not in first_cells]
     assert not missing, missing
+
+
+def test_evolve_refuses_a_config_file_whose_train_section_would_be_ignored(tmp_path: Path) -> None:
+    config = tmp_path / "evolve.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "sim-tiny", "train": {"patience": 3, "epochs": 1}}))
+    result = runner.invoke(app, ["evolve", "--config", str(config), "--db", str(tmp_path / "k.db")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    [line] = error_lines(result.output)
+    assert str(config) in line and "train.epochs" in line and "start.epochs" in line and "no effect" in line
+    assert not (tmp_path / "k.db").exists()

@@ -97,12 +97,16 @@ def _settings(
         key: nested[key].get_default(call_default_factory=True).model_dump(mode="json")
         for key in ("start", "train", "space")
     }
-    raw = deep_merge(raw, load_yaml(config) if config else {})
+    from_file = load_yaml(config) if config else {}
+    raw = deep_merge(raw, from_file)
     for key, value in flags.items():
         if value is not None:
             raw[key] = value
     settings = EvolveSettings.model_validate(apply_overrides(raw, overrides))
     check_effective_overrides(overrides, settings)
+    train_in_file = from_file.get("train") if isinstance(from_file, dict) else None
+    if isinstance(train_in_file, dict):  # the config file's train section is held to the same rule as --set
+        check_effective_overrides([f"train.{key}" for key in train_in_file], settings, source=f"{config}:")
     return settings
 
 
@@ -117,10 +121,11 @@ def _override_key(item: str) -> list[str]:
     return [p for p in item.split("=", 1)[0].strip().split(".") if p]
 
 
-def check_effective_overrides(overrides: list[str], settings: EvolveSettings) -> None:
+def check_effective_overrides(overrides: list[str], settings: EvolveSettings, source: str = "--set") -> None:
     """A ValueError for a `--set` key that would be accepted and then have no effect, naming the key
     that would: `train.epochs` (each candidate's own epochs win: `start.epochs`), `train.seed`
-    (`seed`: the learners' seeds derive from it), or a `start.` knob the starting model does not use."""
+    (`seed`: the learners' seeds derive from it), or a `start.` knob the starting model does not use.
+    `source` names where the keys came from (`--set`, or the `--config` file)."""
     from agenticrs.agents.candidate import SHARED_KNOBS, active_knobs
 
     for item in overrides:
@@ -130,11 +135,11 @@ def check_effective_overrides(overrides: list[str], settings: EvolveSettings) ->
             works = CANDIDATE_TRAIN_KEYS[parts[1]]
             why = "the learners' seeds derive from the evolution's seed" if parts[1] == "seed" else \
                 f"every candidate sets its own {parts[1]} (the starting one: {works})"
-            raise ValueError(f"--set {key} has no effect in evolve: {why}; use --set {works}=...")
+            raise ValueError(f"{source} {key} has no effect in evolve: {why}; use {works} instead")
         if len(parts) >= 2 and parts[0] == "start" and parts[1] in SHARED_KNOBS:
             model = settings.start.model
             if parts[1] not in active_knobs(model):
-                raise ValueError(f"--set {key} has no effect: the starting model '{model}' has no {parts[1]} "
+                raise ValueError(f"{source} {key} has no effect: the starting model '{model}' has no {parts[1]} "
                                  "(set start.model to a model that uses it)")
 
 
