@@ -31,8 +31,8 @@ from agenticrs.agents.knowledge.schema import (
     Lesson,
     Training,
 )
-from agenticrs.agents.knowledge.store import scrub_secrets
 from agenticrs.runtime.files import atomic_write
+from agenticrs.runtime.secrets import scrub_secrets
 
 SECTION_TITLES = {
     "overview": "1. Overview",

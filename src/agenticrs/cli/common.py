@@ -26,6 +26,7 @@ from rich.text import Text
 
 from agenticrs.data.errors import DataError
 from agenticrs.progress import SILENT, Reporter, RichReporter
+from agenticrs.runtime.secrets import is_secret_key
 
 console = Console(markup=False, emoji=False)
 err_console = Console(stderr=True, markup=False, emoji=False)
@@ -40,7 +41,6 @@ CRASH_DIR_ENV = "AGENTICRS_CRASH_DIR"
 # set to 1 to let an unexpected exception propagate with its traceback (for debugging)
 TRACEBACK_ENV = "AGENTICRS_TRACEBACK"
 MESSAGE_LIMIT = 400
-_SECRET_WORDS = ("key", "secret", "password", "token")
 
 
 def _exits() -> tuple[type[BaseException], ...]:
@@ -79,7 +79,7 @@ def _validation_lines(exc: ValidationError) -> list[str]:
         message = err.get("msg", "invalid")
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         got = err.get("input")
-        secret = any(word in loc.lower() for word in _SECRET_WORDS)
+        secret = any(is_secret_key(str(part)) for part in err.get("loc", ()))
         shown = ""
         if not secret and isinstance(got, str | int | float | bool) and err.get("type") != "missing":
             shown = f" (got {one_line(repr(got), 60)})"

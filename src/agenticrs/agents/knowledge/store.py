@@ -48,15 +48,13 @@ from agenticrs.agents.knowledge.schema import (
     Training,
     utcnow,
 )
+from agenticrs.runtime.secrets import scrub_secrets
 
 T = TypeVar("T", bound=Base)
 
 DEFAULT_DB = "sqlite:///runs/knowledge.db"
 
 
-# an intent's settings keep no secret: these keys (at any depth) are dropped before storing or reporting
-SECRET_KEYS = frozenset({"api_key", "apikey", "password", "passwd", "secret", "token", "access_token", "auth_token"})
-_SECRET_SUFFIXES = ("_api_key", "_password", "_secret", "_token")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 _POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -65,20 +63,6 @@ _USAGE = "use a SQLite file path (or sqlite:///PATH) or postgresql://USER@HOST:P
 
 class KnowledgeStoreError(RuntimeError):
     """The knowledge database cannot be opened or used; the message is one line that says why."""
-
-
-def is_secret_key(key: str) -> bool:
-    name = key.lower()
-    return name in SECRET_KEYS or name.endswith(_SECRET_SUFFIXES)
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of `value` (nested dicts and lists) without any secret-named key."""
-    if isinstance(value, dict):
-        return {k: scrub_secrets(v) for k, v in value.items() if not (isinstance(k, str) and is_secret_key(k))}
-    if isinstance(value, list):
-        return [scrub_secrets(v) for v in value]
-    return value
 
 
 def display_url(url: str) -> str:
