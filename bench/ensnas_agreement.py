@@ -86,7 +86,7 @@ def jackknife_se(candidate: np.ndarray, incumbent: np.ndarray, labels: np.ndarra
 
 
 def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, cache_dir: Path | None,
-                epochs: int, patience: int) -> list[dict[str, Any]]:
+                epochs: int, patience: int, limit: int | None = None) -> list[dict[str, Any]]:
     data = load_data(dataset, cache_dir)
     evo = make_evolution_data(data)
     base = TrainConfig(batch_size=2048, epochs=epochs, patience=patience, monitor="auc",
@@ -99,7 +99,7 @@ def run_dataset(dataset: str, m: int, out: Path, bootstrap: int, level: float, c
     inc, _ = ensemble(trainer, root, "incumbent", incumbent, seeds)
     inc_measured = ensnas.measured_ensemble_error(inc["valid"], labels)
     records = []
-    for name, candidate in candidates():
+    for name, candidate in candidates()[:limit]:
         candidate = candidate.model_copy(update={"epochs": epochs})
         started = time.perf_counter()
         cand, seconds = ensemble(trainer, root, name, candidate, seeds)
@@ -177,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30, help="epoch cap of every learner")
     parser.add_argument("--patience", type=int, default=2, help="early-stopping patience (on the stop slice)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--candidates", type=int, default=None, help="only the first N candidates (a quick check)")
     args = parser.parse_args(argv)
     records: list[dict[str, Any]] = []
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         records += run_dataset(dataset, args.ensemble_size, args.out / f"e{args.epochs}p{args.patience}", args.bootstrap,
-                               args.level, args.cache_dir, args.epochs, args.patience)
+                               args.level, args.cache_dir, args.epochs, args.patience, args.candidates)
     summary = summarise(records, args.ensemble_size)
     table = Table(title=f"EnsNAS (2 learners) vs real M={args.ensemble_size} ensembles, valid Brier")
     for col in ("dataset", "candidate", "pred. gain", "meas. gain", "± seed SE", "CI low", "EnsNAS", "truth", "agree"):

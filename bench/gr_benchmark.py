@@ -8,13 +8,15 @@ test targets at the best validation epoch, training seconds per epoch, and (for 
 decode) beam-search latency per user measured on 512 test users. Model and training settings
 come from bench/configs/gr.yaml (per data set and model), `--set model.key=value` overrides them.
 The tokenizer statistics of TIGER runs are printed and stored. Each run writes its record to the
-JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT.
+JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT and continues a
+killed run from its checkpoint (wall_s then counts only the resumed part).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from rich.table import Table
 
 from agenticrs.config import apply_overrides, deep_merge
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
-from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+from agenticrs.gr.workflow import SequentialJob, resume_sequential_job, run_sequential_job
 from agenticrs.progress import RichReporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -100,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             job = job_for(args.dataset, model, seed, args.set, args.runs_dir)
             folder = args.runs_dir / job.name
-            if folder.exists():
-                import shutil
-
-                shutil.rmtree(folder)
             started = time.perf_counter()
-            folder, result = run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
+            if args.resume and (folder / "checkpoint.pt").is_file():  # a killed run goes on where it stopped
+                console.print(f"resuming {folder} from its checkpoint")
+                result = resume_sequential_job(folder, args.cache_dir, RichReporter(console))
+            else:
+                if folder.exists():
+                    shutil.rmtree(folder)
+                folder, result = run_sequential_job(
+                    job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
             tokenizer = folder / "tokenizer.json"
             token_info = json.loads(tokenizer.read_text()) if tokenizer.exists() else None
             label = model

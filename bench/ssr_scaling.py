@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="training rows of 'criteo-layout'")
     parser.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the trainer's, early stopping)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch")
+    parser.add_argument("--step-budget", type=int, default=None, help="total optimiser steps (train.max_steps)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="run-config override for both models, e.g. train.embedding_l2=0.05")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))

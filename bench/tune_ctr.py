@@ -45,16 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
+    parser.add_argument("--max-trials", type=int, default=None, help="at most the first N grid points per model")
     args = parser.parse_args(argv)
     args.epochs = args.max_steps = args.step_budget = None
     overrides, model_overrides = run_overrides(args)
     grid = yaml.safe_load(args.grid.read_text())
     models = [m.strip() for m in args.models.split(",")] if args.models else list(grid)
     trials: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.json.exists() else []
-    done = {(t["model"], tuple(t["point"]), t["seed"]) for t in trials}
+    # a trial is done for one data set (older records without the field were written per data set)
+    done = {(t["model"], tuple(t["point"]), t["seed"]) for t in trials if t.get("dataset", args.dataset) == args.dataset}
     console = Console(width=160)
     for model in models:
-        for point in grid_points(grid[model]):
+        for point in grid_points(grid[model])[: args.max_trials]:
             for seed in range(1, args.seeds + 1):
                 if (model, tuple(point), seed) in done:
                     continue
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                           "model_overrides": {model: model_overrides.get(model, []) + point}, "skip_ceiling": True,
                           "skip_test": True}  # fmt: skip
                 record = _in_subprocess(run_one, args.dataset, model, seed, worker)
-                trial = {"model": model, "point": point, "seed": seed, "valid_auc": record["valid_auc"],
+                trial = {"dataset": args.dataset, "model": model, "point": point, "seed": seed,
+                         "valid_auc": record["valid_auc"],
                          "stopped_by": record["stopped_by"], "steps": record["steps"], "best_step": record["best_step"]}
                 trials.append(trial)
                 console.print(f"{model} {point} seed {seed}: valid AUC {trial['valid_auc']:.4f} "
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for column in ("point", "valid AUC", "std", "best steps"):
             table.add_column(column)
         rows = []
-        for point in grid_points(grid[model]):
+        for point in grid_points(grid[model])[: args.max_trials]:
             values = [t for t in trials if t["model"] == model and t["point"] == point]
             if values:
                 aucs = [t["valid_auc"] for t in values]

@@ -327,8 +327,8 @@ def test_evolve_refuses_bad_settings_with_one_line(tmp_path: Path) -> None:
 
 
 def test_nested_overrides_keep_the_section_defaults(tmp_path: Path) -> None:
+    from agenticrs.agents.settings import build_evolve_settings as _settings
     from agenticrs.agents.settings import default_start, default_train
-    from agenticrs.cli.evolve import _settings
 
     config = tmp_path / "evolve.yaml"
     config.write_text(yaml.safe_dump({"dataset": "sim-tiny", "train": {"patience": 3}}))

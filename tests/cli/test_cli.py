@@ -60,13 +60,40 @@ def test_models_lists_the_zoo_of_every_task(wide):
     assert "semantic IDs" in rows["tiger"][2] and "semantic IDs" not in rows["sasrec"][2]
 
 
+def _blocks(output: str) -> dict[str, str]:
+    """`models -v` output cut into one text block per model (a block starts at an unindented line)."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in output.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            blocks[name] = line
+        elif name is not None:
+            blocks[name] += "\n" + line
+    return blocks
+
+
 def test_models_verbose_shows_sequential_defaults(wide):
     wide(400)
     result = runner.invoke(app, ["models", "-v"])
     assert result.exit_code == 0, result.output
-    rows = _rows(result.output)
-    assert "d_model=128" in rows["tiger"][3] and "dim=64" in rows["sasrec"][3]
-    assert "embedding_dim=" in rows["deepfm"][3]
+    blocks = _blocks(result.output)
+    assert "d_model=128" in blocks["tiger"] and "dim=64" in blocks["sasrec"]
+    assert "embedding_dim=" in blocks["deepfm"] and "[ctr]" in blocks["deepfm"]
+
+
+def test_models_verbose_never_splits_a_setting_at_80_columns(wide):
+    """At 80 columns every `key=value` setting stays on one line (lines break between settings)."""
+    wide(80)
+    result = runner.invoke(app, ["models", "-v"])
+    assert result.exit_code == 0, result.output
+    blocks = _blocks(result.output)
+    assert set(blocks) >= {"deepfm", "sort", "mgdin", "sasrec", "tiger"}
+    assert "hidden_units=[400,400,400]" in blocks["dcnv2"].replace("\n", " ")
+    words = [w for line in result.output.splitlines() for w in line.split()]
+    for setting in ("embedding_dim=10", "hidden_units=[400,400,400]", "structure=parallel"):
+        assert setting in words, (setting, blocks["dcnv2"])
+    assert max(len(line) for line in result.output.splitlines()) <= 80
 
 
 def test_datasets_lists_ctr_and_sequence_data_sets(monkeypatch, tmp_path, wide):

@@ -672,3 +672,16 @@ def test_transform_of_a_chunk_slice_matches(hand):
 def test_fnv_reference_matches_library():
     values = ["u1", "", "é"]
     assert fnv1a_64(pa.array(values)).tolist() == [fnv_reference(v) for v in values]
+
+
+def test_float_categoricals_with_nan_and_huge_values() -> None:
+    """A float column used as a categorical (pandas writes missing ints as NaN floats): NaN is a
+    missing value, integral floats are the same token as their integer text, and values beyond
+    the exact-integer range keep their float text instead of failing the cast."""
+    import pyarrow as pa
+
+    from agenticrs.features.encoder import as_strings
+
+    values = pa.array([3.0, float("nan"), None, 2.5, 1e300, float("inf"), -4.0, 2.0**60])
+    assert as_strings(values).to_pylist() == ["3", None, None, "2.5", "1e+300", "inf", "-4", "1.152921504606847e+18"]
+    assert as_strings(pa.array([7.0], pa.float32())).to_pylist() == ["7"]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.space import SearchSpace
+from agenticrs.config import apply_overrides, deep_merge, load_yaml
 from agenticrs.train.config import TrainConfig
 
 Objective = Literal["auc", "logloss", "brier"]
@@ -103,3 +104,62 @@ def parse_duration(text: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError(f"budget '{text}' is not a duration (use e.g. 90s, 20m, 1.5h)") from None
+
+
+def build_evolve_settings(
+    config: Path | None, overrides: list[str], **flags: Any
+) -> EvolveSettings:
+    """Defaults, then the YAML file `config`, then flags, then `overrides` (`a.b=c`): a nested
+    override (train.patience=3) keeps the other defaults of its section (the learners'
+    early-stopping monitor, say). A key that would be accepted and then ignored is a ValueError
+    naming the key that works (`check_effective_overrides`). The CLI and `agenticrs.api.evolve`
+    both build their settings here."""
+    nested = EvolveSettings.model_fields
+    raw: dict[str, Any] = {
+        key: nested[key].get_default(call_default_factory=True).model_dump(mode="json")
+        for key in ("start", "train", "space")
+    }
+    from_file = load_yaml(config) if config else {}
+    raw = deep_merge(raw, from_file)
+    for key, value in flags.items():
+        if value is not None:
+            raw[key] = value
+    settings = EvolveSettings.model_validate(apply_overrides(raw, overrides))
+    check_effective_overrides(overrides, settings)
+    train_in_file = from_file.get("train") if isinstance(from_file, dict) else None
+    if isinstance(train_in_file, dict):  # the config file's train section is held to the same rule as --set
+        check_effective_overrides([f"train.{key}" for key in train_in_file], settings, source=f"{config}:")
+    return settings
+
+
+# `train.X` keys that every candidate sets itself (`Candidate.run_config`), and the key that works
+CANDIDATE_TRAIN_KEYS = {
+    "optimizer": "start.optimizer", "learning_rate": "start.learning_rate", "batch_size": "start.batch_size",
+    "embedding_l2": "start.embedding_l2", "epochs": "start.epochs", "seed": "seed",
+}
+
+
+def override_key(item: str) -> list[str]:
+    return [p for p in item.split("=", 1)[0].strip().split(".") if p]
+
+
+def check_effective_overrides(overrides: list[str], settings: EvolveSettings, source: str = "--set") -> None:
+    """A ValueError for a `--set` key that would be accepted and then have no effect, naming the key
+    that would: `train.epochs` (each candidate's own epochs win: `start.epochs`), `train.seed`
+    (`seed`: the learners' seeds derive from it), or a `start.` knob the starting model does not use.
+    `source` names where the keys came from (`--set`, or the `--config` file)."""
+    from agenticrs.agents.candidate import SHARED_KNOBS, active_knobs
+
+    for item in overrides:
+        parts = override_key(item)
+        key = ".".join(parts)
+        if len(parts) == 2 and parts[0] == "train" and parts[1] in CANDIDATE_TRAIN_KEYS:
+            works = CANDIDATE_TRAIN_KEYS[parts[1]]
+            why = "the learners' seeds derive from the evolution's seed" if parts[1] == "seed" else \
+                f"every candidate sets its own {parts[1]} (the starting one: {works})"
+            raise ValueError(f"{source} {key} has no effect in evolve: {why}; use {works} instead")
+        if len(parts) >= 2 and parts[0] == "start" and parts[1] in SHARED_KNOBS:
+            model = settings.start.model
+            if parts[1] not in active_knobs(model):
+                raise ValueError(f"{source} {key} has no effect: the starting model '{model}' has no {parts[1]} "
+                                 "(set start.model to a model that uses it)")

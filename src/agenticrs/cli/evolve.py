@@ -16,9 +16,9 @@ from rich.text import Text
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
-from agenticrs.agents.settings import EvolveSettings, parse_duration
+from agenticrs.agents.settings import EvolveSettings, build_evolve_settings, override_key, parse_duration
 from agenticrs.cli.common import console, err_console, friendly_errors, reporter, styled
-from agenticrs.config import apply_overrides, deep_merge, dump_yaml, load_yaml
+from agenticrs.config import apply_overrides, dump_yaml
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
 
@@ -85,62 +85,6 @@ class LiveView:
                 self.counts[status] = self.counts.get(status, 0) + 1
         if self.live is not None:
             self.live.update(self.render())
-
-
-def _settings(
-    config: Path | None, overrides: list[str], **flags: Any
-) -> EvolveSettings:
-    """Defaults, then the YAML, then flags, then `--set`: a nested override (train.epochs=3) keeps
-    the other defaults of its section (the learners' early-stopping monitor, say)."""
-    nested = EvolveSettings.model_fields
-    raw: dict[str, Any] = {
-        key: nested[key].get_default(call_default_factory=True).model_dump(mode="json")
-        for key in ("start", "train", "space")
-    }
-    from_file = load_yaml(config) if config else {}
-    raw = deep_merge(raw, from_file)
-    for key, value in flags.items():
-        if value is not None:
-            raw[key] = value
-    settings = EvolveSettings.model_validate(apply_overrides(raw, overrides))
-    check_effective_overrides(overrides, settings)
-    train_in_file = from_file.get("train") if isinstance(from_file, dict) else None
-    if isinstance(train_in_file, dict):  # the config file's train section is held to the same rule as --set
-        check_effective_overrides([f"train.{key}" for key in train_in_file], settings, source=f"{config}:")
-    return settings
-
-
-# `train.X` keys that every candidate sets itself (`Candidate.run_config`), and the key that works
-CANDIDATE_TRAIN_KEYS = {
-    "optimizer": "start.optimizer", "learning_rate": "start.learning_rate", "batch_size": "start.batch_size",
-    "embedding_l2": "start.embedding_l2", "epochs": "start.epochs", "seed": "seed",
-}
-
-
-def _override_key(item: str) -> list[str]:
-    return [p for p in item.split("=", 1)[0].strip().split(".") if p]
-
-
-def check_effective_overrides(overrides: list[str], settings: EvolveSettings, source: str = "--set") -> None:
-    """A ValueError for a `--set` key that would be accepted and then have no effect, naming the key
-    that would: `train.epochs` (each candidate's own epochs win: `start.epochs`), `train.seed`
-    (`seed`: the learners' seeds derive from it), or a `start.` knob the starting model does not use.
-    `source` names where the keys came from (`--set`, or the `--config` file)."""
-    from agenticrs.agents.candidate import SHARED_KNOBS, active_knobs
-
-    for item in overrides:
-        parts = _override_key(item)
-        key = ".".join(parts)
-        if len(parts) == 2 and parts[0] == "train" and parts[1] in CANDIDATE_TRAIN_KEYS:
-            works = CANDIDATE_TRAIN_KEYS[parts[1]]
-            why = "the learners' seeds derive from the evolution's seed" if parts[1] == "seed" else \
-                f"every candidate sets its own {parts[1]} (the starting one: {works})"
-            raise ValueError(f"{source} {key} has no effect in evolve: {why}; use {works} instead")
-        if len(parts) >= 2 and parts[0] == "start" and parts[1] in SHARED_KNOBS:
-            model = settings.start.model
-            if parts[1] not in active_knobs(model):
-                raise ValueError(f"{source} {key} has no effect: the starting model '{model}' has no {parts[1]} "
-                                 "(set start.model to a model that uses it)")
 
 
 class FallbackNotice:
@@ -219,7 +163,7 @@ def evolve(
         fixed = [o for o in overrides if not o.strip().startswith("llm.")]
         if fixed:
             raise ValueError(
-                f"--set {'.'.join(_override_key(fixed[0]))} has no effect with --resume: "
+                f"--set {'.'.join(override_key(fixed[0]))} has no effect with --resume: "
                 f"intent {resume_id} continues with its stored settings (only llm.* keys, --candidates and --budget "
                 "apply); start a new evolution to change it"
             )
@@ -227,7 +171,7 @@ def evolve(
         settings = EvolveSettings.model_validate(stored)
         err_console.print(f"resuming intent {resume_id}")
     else:
-        settings = _settings(
+        settings = build_evolve_settings(
             config, overrides, dataset=dataset, objective=objective, budget_s=budget_s, candidates=candidates,
             proposer=proposer, seed=seed, ensemble_size=ensemble_size,
         )

@@ -136,6 +136,8 @@ def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir
     from agenticrs.gr.workflow import SequentialJob, run_sequential_job
 
     smoke = raw.pop("smoke", None)
+    if isinstance(raw.get("dataset"), str) and Path(raw["dataset"]).exists():
+        raw["dataset"] = str(Path(raw["dataset"]).resolve())  # a simulator folder: found again from any directory
     job = SequentialJob.model_validate(raw)
     check_sequential_settings({**raw, "smoke": smoke}, job)
     _print_config(job.model_dump(mode="json"), overrides)

@@ -133,9 +133,14 @@ def as_strings(values: pa.Array) -> pa.Array:
             return values  # kept encoded: counting and lookup work on the (small) dictionary
         values = values.cast(values.type.value_type)
     if pa.types.is_floating(values.type):
+        # NaN is a missing value (as pandas writes it), never a token; out-of-range values (inf,
+        # |x| >= 2**53) keep their float text
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+        exact = pc.and_(pc.less_equal(pc.abs(values), 2.0**53), pc.is_finite(values))
+        safe = pc.if_else(exact, values, pa.scalar(0.0, values.type))
         # 3.0 and "3" must be the same token: integral floats are written without a fraction
-        as_int = pc.cast(values, pa.int64(), safe=False)
-        integral = pc.equal(pc.cast(as_int, pa.float64()), values)
+        as_int = pc.cast(safe, pa.int64(), safe=False)
+        integral = pc.and_(exact, pc.equal(pc.cast(as_int, values.type), values))
         return pc.if_else(integral, as_int.cast(pa.string()), values.cast(pa.string()))
     return values.cast(pa.string())
 
@@ -349,6 +354,11 @@ class FeatureEncoder:
         parsed chunk is what the pipeline spills, so the transform pass never parses again.
         """
         table = chunk.table
+        missing = [f for f in self.spec.fields if f.kind != "label" and f.source not in table.column_names]
+        if missing:  # rows built in memory (scoring, serving) may lack a column a file reader would have caught
+            names = ", ".join(f.source for f in missing)
+            raise DataError(f"missing column(s) {names}", file=chunk.file, field=missing[0].name,
+                            expected=f"a column for every input field of the data set ({len(missing)} missing)")
         parsed = {}
         for f in self.spec.fields:
             if f.kind == "label" and f.source not in table.column_names:

@@ -361,11 +361,17 @@ for _entry in [
 
 
 def resolve_sequences(name: str, cache_dir: PathLike | None = None) -> SequenceData:
-    """A registered sequence data set by name (real data from the data root; `sim-*` generated into the cache)."""
+    """A registered sequence data set by name (real data from the data root; `sim-*` generated into the
+    cache), or the click sequences of a simulator output folder given by its path (or a spec in it)."""
     from agenticrs.data.cache import default_cache_root
 
     if name not in SEQUENCE_DATASETS:
-        raise DataError(f"unknown sequence data set '{name}'", expected=f"one of {sorted(SEQUENCE_DATASETS)}")
+        path = Path(name)
+        if path.exists():  # a simulator output folder (`agenticrs simulate --out DIR`) or one of its task specs
+            folder = path if path.is_dir() else path.parent
+            return load_sim_sequences(folder, name=str(folder.resolve()))  # the name finds it again
+        raise DataError(f"unknown sequence data set '{name}'",
+                        expected=f"one of {sorted(SEQUENCE_DATASETS)} or a simulator output folder")
     cache_root = Path(cache_dir) if cache_dir else default_cache_root()
     return SEQUENCE_DATASETS[name].load(cache_root)
 

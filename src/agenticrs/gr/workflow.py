@@ -160,7 +160,7 @@ def run_sequential_job(
         if folder.exists() and any(folder.iterdir()):
             raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
     else:
-        folder = Run.create(runs_dir, job.name or f"{job.model}-{data.name}").folder
+        folder = Run.create(runs_dir, job.name or f"{job.model}-{Path(data.name).name}").folder  # a path's last part
     sids = None
     if needs_semantic_ids(sequential_model_class(job.model)):
         reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
@@ -196,21 +196,44 @@ def resume_sequential_job(
     return train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids, resume=True)
 
 
+def recommend_for_users(
+    run_dir: str | Path, users: list[int], k: int = 10, cache_dir: str | Path | None = None, batch_size: int = 1024
+) -> dict[int, list[int]]:
+    """Top-k next items of a sequential run for each user of its data set (after their whole
+    sequence), in one batched pass per `batch_size` users. An unknown user is a KeyError naming it."""
+    model, config = load_sequential_run(run_dir)
+    data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
+    rows_of = {int(u): i for i, u in enumerate(data.users.tolist())}
+    missing = [u for u in users if int(u) not in rows_of]
+    if missing:
+        raise KeyError(f"user {missing[0]} is not in data set '{data.name}' "
+                       f"(user ids {data.users.min()}..{data.users.max()})")
+    max_len = getattr(model.config, "max_len", 50)
+    out: dict[int, list[int]] = {}
+    model.eval()
+    for first in range(0, len(users), batch_size):
+        chunk = [int(u) for u in users[first : first + batch_size]]
+        rows = np.array([rows_of[u] for u in chunk], dtype=np.int64)
+        starts, ends = data.offsets[rows], data.offsets[rows + 1]
+        lengths = (ends - starts).astype(np.int64)
+        flat = np.concatenate([data.items[s:e] for s, e in zip(starts, ends, strict=True)]) if len(rows) else data.items[:0]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        batch = {"history": torch.from_numpy(pad_histories(offsets, flat, max_len)),
+                 "user": torch.tensor(chunk, dtype=torch.long)}
+        with torch.no_grad():
+            top = model.recommend(batch, k)
+        out.update({u: top[i].tolist() for i, u in enumerate(chunk)})
+    return out
+
+
 def recommend_for_user(
     run_dir: str | Path, user: int, k: int = 10, cache_dir: str | Path | None = None
 ) -> tuple[list[int], list[str], list[int]]:
     """Top-k next items for a user of the run's data set (after their whole sequence),
     their text where the data has it, and the history used."""
-    model, config = load_sequential_run(run_dir)
+    items = recommend_for_users(run_dir, [user], k, cache_dir)[int(user)]
+    _, config = load_sequential_run(run_dir)
     data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
-    rows = np.flatnonzero(data.users == user)
-    if len(rows) == 0:
-        raise KeyError(f"user {user} is not in data set '{data.name}' (user ids {data.users.min()}..{data.users.max()})")
-    row = int(rows[0])
-    start, end = int(data.offsets[row]), int(data.offsets[row + 1])
-    max_len = getattr(model.config, "max_len", 50)
-    offsets = np.array([0, end - start], dtype=np.int64)
-    history = pad_histories(offsets, data.items[start:end], max_len)
-    batch = {"history": torch.from_numpy(history), "user": torch.tensor([user], dtype=torch.long)}
-    items = model.recommend(batch, k)[0].tolist()
-    return items, [data.item_text.get(int(i), "") for i in items], data.items[start:end].tolist()
+    row = int(np.flatnonzero(data.users == user)[0])
+    history = data.items[int(data.offsets[row]) : int(data.offsets[row + 1])].tolist()
+    return items, [data.item_text.get(int(i), "") for i in items], history

@@ -97,6 +97,7 @@ class Run:
     @classmethod
     def create(cls, root: str | Path, name: str) -> Run:
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = name.replace("/", "_").replace("\\", "_").strip("._") or "run"  # one folder, never a path
         folder = Path(root) / f"{name}-{stamp}-{secrets.token_hex(2)}"
         folder.mkdir(parents=True, exist_ok=False)
         return cls(folder)
