@@ -163,7 +163,7 @@ def missing_public_data(text: str) -> str | None:
     from agenticrs.gr.sequences import SEQUENCE_DATASETS
 
     for name in PUBLIC:
-        if re.search(rf"(?<![\w-]){name}(?![\w-])", text):
+        if re.search(rf"(?<!\w){name}(?!\w)", text):  # also inside a run name: runs/deepfm-frappe-…
             entry = DATASETS.get(name) if name in DATASETS else SEQUENCE_DATASETS.get(name)
             if entry is not None and not entry.available():
                 return f"public data set '{name}' is not available here"
