@@ -168,13 +168,11 @@ def train(
                            "train": train_settings, "name": name}
     reporter = _reporter(progress)
     if _is_sequential(model):
-        from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+        from agenticrs.gr.workflow import SequentialJob, check_sequential_settings, run_sequential_job
 
         if tokenizer:
             raw["tokenizer"] = dict(tokenizer)
         job = SequentialJob.model_validate(raw)
-        from agenticrs.cli.train import check_sequential_settings
-
         check_sequential_settings(raw, job)
         folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter)
         from agenticrs.gr.train import load_sequential_run

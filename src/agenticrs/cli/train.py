@@ -110,30 +110,8 @@ def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> Non
     console.print(styled(f"stopped by: {result.stopped_by}   run directory: ", (str(folder), "bold")))
 
 
-# TrainConfig settings that only a CTR run reads (a sequential run's target is the next item)
-CTR_ONLY_TRAIN_KEYS = ("label", "labels", "task_weights")
-
-
-def check_sequential_settings(raw: dict, job: object) -> None:
-    """A ValueError for a setting `train --task sequential` would accept and then ignore."""
-    from agenticrs.gr.zoo import needs_semantic_ids, sequential_model_class
-
-    if raw.get("smoke"):
-        raise ValueError("--smoke (smoke) has no effect with --task sequential; use small settings instead, e.g. "
-                         "--set train.epochs=1 --set train.max_steps_per_epoch=20")
-    for key in CTR_ONLY_TRAIN_KEYS:
-        if key in (raw.get("train") or {}):
-            raise ValueError(f"train.{key} has no effect with --task sequential (the target is the next item); "
-                             "it is a CTR setting (--task ctr)")
-    model = getattr(job, "model")  # noqa: B009 - a SequentialJob
-    if raw.get("tokenizer") and not needs_semantic_ids(sequential_model_class(model)):
-        key = next(iter(raw["tokenizer"]))
-        raise ValueError(f"tokenizer.{key} has no effect: {model} uses no semantic IDs (only models that decode "
-                         "them, e.g. tiger, have a tokenizer)")
-
-
 def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
-    from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+    from agenticrs.gr.workflow import SequentialJob, check_sequential_settings, run_sequential_job
 
     smoke = raw.pop("smoke", None)
     if isinstance(raw.get("dataset"), str) and Path(raw["dataset"]).exists():

@@ -78,6 +78,26 @@ class SequentialJob(BaseModel):
     name: str | None = None
 
 
+# TrainConfig settings that only a CTR run reads (a sequential run's target is the next item)
+CTR_ONLY_TRAIN_KEYS = ("label", "labels", "task_weights")
+
+
+def check_sequential_settings(raw: dict, job: object) -> None:
+    """A ValueError for a setting `train --task sequential` would accept and then ignore."""
+    if raw.get("smoke"):
+        raise ValueError("--smoke (smoke) has no effect with --task sequential; use small settings instead, e.g. "
+                         "--set train.epochs=1 --set train.max_steps_per_epoch=20")
+    for key in CTR_ONLY_TRAIN_KEYS:
+        if key in (raw.get("train") or {}):
+            raise ValueError(f"train.{key} has no effect with --task sequential (the target is the next item); "
+                             "it is a CTR setting (--task ctr)")
+    model = getattr(job, "model")  # noqa: B009 - a SequentialJob
+    if raw.get("tokenizer") and not needs_semantic_ids(sequential_model_class(model)):
+        key = next(iter(raw["tokenizer"]))
+        raise ValueError(f"tokenizer.{key} has no effect: {model} uses no semantic IDs (only models that decode "
+                         "them, e.g. tiger, have a tokenizer)")
+
+
 def embedding_source(data: SequenceData, settings: TokenizerSettings) -> str:
     if settings.source != "auto":
         return settings.source
@@ -196,13 +216,8 @@ def resume_sequential_job(
     return train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids, resume=True)
 
 
-def recommend_for_users(
-    run_dir: str | Path, users: list[int], k: int = 10, cache_dir: str | Path | None = None, batch_size: int = 1024
-) -> dict[int, list[int]]:
-    """Top-k next items of a sequential run for each user of its data set (after their whole
-    sequence), in one batched pass per `batch_size` users. An unknown user is a KeyError naming it."""
-    model, config = load_sequential_run(run_dir)
-    data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
+def _top_items(model, data: SequenceData, users: list[int], k: int, batch_size: int = 1024) -> dict[int, list[int]]:
+    """Top-k next items per user after their whole sequence, batched."""
     rows_of = {int(u): i for i, u in enumerate(data.users.tolist())}
     missing = [u for u in users if int(u) not in rows_of]
     if missing:
@@ -215,9 +230,8 @@ def recommend_for_users(
         chunk = [int(u) for u in users[first : first + batch_size]]
         rows = np.array([rows_of[u] for u in chunk], dtype=np.int64)
         starts, ends = data.offsets[rows], data.offsets[rows + 1]
-        lengths = (ends - starts).astype(np.int64)
-        flat = np.concatenate([data.items[s:e] for s, e in zip(starts, ends, strict=True)]) if len(rows) else data.items[:0]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        flat = np.concatenate([data.items[s:e] for s, e in zip(starts, ends, strict=True)])
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
         batch = {"history": torch.from_numpy(pad_histories(offsets, flat, max_len)),
                  "user": torch.tensor(chunk, dtype=torch.long)}
         with torch.no_grad():
@@ -226,14 +240,24 @@ def recommend_for_users(
     return out
 
 
+def recommend_for_users(
+    run_dir: str | Path, users: list[int], k: int = 10, cache_dir: str | Path | None = None
+) -> dict[int, list[int]]:
+    """Top-k next items of a sequential run for each user of its data set (after their whole
+    sequence), in batched passes. An unknown user is a KeyError naming it."""
+    model, config = load_sequential_run(run_dir)
+    data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
+    return _top_items(model, data, list(users), k)
+
+
 def recommend_for_user(
     run_dir: str | Path, user: int, k: int = 10, cache_dir: str | Path | None = None
 ) -> tuple[list[int], list[str], list[int]]:
     """Top-k next items for a user of the run's data set (after their whole sequence),
     their text where the data has it, and the history used."""
-    items = recommend_for_users(run_dir, [user], k, cache_dir)[int(user)]
-    _, config = load_sequential_run(run_dir)
+    model, config = load_sequential_run(run_dir)
     data = resolve_sequences(config.dataset, Path(cache_dir) if cache_dir else default_cache_root())
+    items = _top_items(model, data, [int(user)], k)[int(user)]
     row = int(np.flatnonzero(data.users == user)[0])
     history = data.items[int(data.offsets[row]) : int(data.offsets[row + 1])].tolist()
     return items, [data.item_text.get(int(i), "") for i in items], history
