@@ -28,6 +28,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what `rng_state` saved, so that dropout and sampled negatives continue exactly."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # generator states are CPU byte tensors wherever training runs
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

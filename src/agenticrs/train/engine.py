@@ -359,7 +359,9 @@ class Engine:
         self, run: Run, model: nn.Module, optimizers: list[torch.optim.Optimizer], schedule: LRSchedule,
         device: torch.device,
     ) -> tuple[_State, dict[str, torch.Tensor] | None]:  # fmt: skip
-        saved = run.load_checkpoint(device)
+        # read on the CPU: generator states must stay CPU tensors, and load_state_dict moves the
+        # model's and the optimisers' tensors to wherever their parameters live
+        saved = run.load_checkpoint("cpu")
         if saved is None:
             raise FileNotFoundError(f"{run.folder} has no checkpoint to resume from")
         if saved["config"] != self.config.model_dump(mode="json"):
