@@ -517,3 +517,23 @@ def test_the_latest_unfinished_intent_includes_failed_ones(store: KnowledgeStore
         assert tx.latest_intent().id == ids[2]
         assert tx.latest_intent(status="running").id == ids[0]
         assert tx.latest_intent(status=("running", "failed")).id == ids[1]
+
+
+def test_a_database_at_revision_0001_migrates_to_serving_and_keeps_its_artifacts(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from agenticrs.agents.knowledge.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO artifacts (kind, path, sha256, created_at) "
+                                "VALUES ('report', '/r.html', 'ab', '2026-11-25 00:00:00')"))  # fmt: skip
+    engine.dispose()
+    store = KnowledgeStore(url)  # opening a writable store migrates it to head
+    with store.transaction() as tx:
+        (artifact,) = tx.artifacts()
+        assert artifact.path == "/r.html" and artifact.details == {} and artifact.size_bytes is None
+        assert tx.deployments() == [] and tx.rollouts() == []
+    store.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -218,9 +219,11 @@ class Artifact(Base):
     intent_id: Mapped[int | None] = mapped_column(ForeignKey("intents.id"), nullable=True)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), nullable=True)
     training_id: Mapped[int | None] = mapped_column(ForeignKey("trainings.id"), nullable=True)
-    kind: Mapped[str] = mapped_column(String(30))  # predictions | run | report
+    kind: Mapped[str] = mapped_column(String(30))  # predictions | run | report | export
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. an export's format, parity, latency profile
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -236,4 +239,55 @@ class Audit(Base):
     predicted: Mapped[float] = mapped_column(Float)  # from the first two members (dual-learner stats)
     measured: Mapped[float] = mapped_column(Float)  # Brier of the real M-ensemble
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Deployment(Base):
+    """A model put behind the scoring service: which run, which backend, from when to when."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), nullable=True)
+    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"), nullable=True)
+    run_path: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(20))  # torch | onnx | onnx-int8
+    endpoint: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(20), default="serving")  # serving | retired | failed
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Rollout(Base):
+    """A canary of a candidate against the serving champion; its steps are `RolloutStep` rows."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    intent_id: Mapped[int | None] = mapped_column(ForeignKey("intents.id"), nullable=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    incumbent_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), nullable=True)
+    share: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | promoted | rolled_back | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RolloutStep(Base):
+    """One observation window of a rollout: the guardrails measured and the verdict taken. Unique
+    per (rollout, step), so a resumed rollout continues after its last recorded step."""
+
+    __tablename__ = "rollout_steps"
+    __table_args__ = (UniqueConstraint("rollout_id", "step", name="uq_rollout_step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    share: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verdict: Mapped[str] = mapped_column(String(20))  # continue | promote | rollback
+    reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -40,10 +40,13 @@ from agenticrs.agents.knowledge.schema import (
     Champion,
     DataSnapshot,
     Decision,
+    Deployment,
     EnsNASComparison,
     Intent,
     Lesson,
     MemberStatsRow,
+    Rollout,
+    RolloutStep,
     Task,
     Training,
     utcnow,
@@ -486,3 +489,46 @@ class KnowledgeTx:
         if intent_id is not None:
             query = query.where(Audit.intent_id == intent_id)
         return list(self.session.scalars(query))
+
+    # -- serving: deployments and rollouts ----------------------------------------------------------
+    def add_deployment(self, run_path: str, backend: str, **fields: Any) -> Deployment:
+        row = Deployment(run_path=run_path, backend=backend, **fields)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def end_deployment(self, deployment_id: int, status: str = "retired") -> None:
+        row = self.get(Deployment, deployment_id)
+        row.status, row.ended_at = status, utcnow()
+
+    def deployments(self, status: str | None = None) -> list[Deployment]:
+        query = select(Deployment).order_by(Deployment.id)
+        if status is not None:
+            query = query.where(Deployment.status == status)
+        return list(self.session.scalars(query))
+
+    def start_rollout(self, candidate_id: int, share: float, **fields: Any) -> Rollout:
+        row = Rollout(candidate_id=candidate_id, share=share, **fields)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def rollouts(self, candidate_id: int | None = None, status: str | None = None) -> list[Rollout]:
+        query = select(Rollout).order_by(Rollout.id)
+        if candidate_id is not None:
+            query = query.where(Rollout.candidate_id == candidate_id)
+        if status is not None:
+            query = query.where(Rollout.status == status)
+        return list(self.session.scalars(query))
+
+    def record_rollout_step(self, rollout_id: int, step: int, **fields: Any) -> tuple[RolloutStep, bool]:
+        """Idempotent per (rollout, step): a resumed rollout re-recording a step gets the first row."""
+        return self._get_or_create(RolloutStep, {"rollout_id": rollout_id, "step": step}, fields)
+
+    def rollout_steps(self, rollout_id: int) -> list[RolloutStep]:
+        query = select(RolloutStep).where(RolloutStep.rollout_id == rollout_id).order_by(RolloutStep.step)
+        return list(self.session.scalars(query))
+
+    def finish_rollout(self, rollout_id: int, status: str, reason: str) -> None:
+        row = self.get(Rollout, rollout_id)
+        row.status, row.reason, row.finished_at = status, reason, utcnow()
