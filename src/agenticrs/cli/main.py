@@ -8,6 +8,7 @@ from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.models import models
+from agenticrs.cli.serve import serve
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, recommend, train
 
@@ -31,6 +32,7 @@ app.command()(history)
 app.command()(show)
 app.command()(report)
 app.command()(audit)
+app.command()(serve)
 
 if __name__ == "__main__":
     app()
