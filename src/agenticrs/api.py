@@ -277,21 +277,6 @@ def simulate(
     return Simulation(folder, {t: folder / f"{t}.yaml" for t in TASKS}, meta)
 
 
-def _world_of_run(folder: Path) -> World | None:
-    """The simulated world a CTR run was trained on, rebuilt from the `meta.json` that the
-    simulator wrote next to the run's training files (None when the run's data is not simulated)."""
-    from agenticrs.sim.config import SimConfig
-    from agenticrs.sim.world import build_world
-    from agenticrs.train.run import Run
-
-    files = Run(folder).spec.files.get("train") or []
-    for path in files[:1]:
-        meta = Path(path).parent / "meta.json"
-        if meta.is_file():
-            return build_world(SimConfig.model_validate(json.loads(meta.read_text())["config"]))
-    return None
-
-
 def _policy(arm: Any) -> Callable[..., np.ndarray]:
     from agenticrs.sim.environment import OraclePolicy, PopularityPolicy, RandomPolicy
     from agenticrs.train.policy import RunPolicy
@@ -326,13 +311,14 @@ def ab_test(
     from agenticrs.sim.config import sim_preset
     from agenticrs.sim.environment import Environment
     from agenticrs.sim.world import build_world
+    from agenticrs.train.policy import world_of_run
 
     if world is None and preset is not None:
         world = build_world(sim_preset(preset, seed=seed))
     if world is None:
         for arm in (control, treatment):
             if isinstance(arm, str | Path | TrainedModel) and Path(_run_path(arm)).is_dir():
-                world = _world_of_run(_run_path(arm))
+                world = world_of_run(_run_path(arm))
                 if world is not None:
                     break
     if world is None:

@@ -245,12 +245,11 @@ def test_the_champion_service_follows_promotions_and_records_deployments(world: 
 
 
 def test_the_environment_scores_through_the_endpoint_as_in_process(world: dict) -> None:
-    from agenticrs.api import _world_of_run
     from agenticrs.sim.environment import Environment
-    from agenticrs.train.policy import RunPolicy
+    from agenticrs.train.policy import RunPolicy, world_of_run
 
     run = world["runs"]["deepfm"]
-    env = Environment(_world_of_run(run), seed=3, rate_scale=0.2)
+    env = Environment(world_of_run(run), seed=3, rate_scale=0.2)
     local, _ = env.serve(RunPolicy(run))
     with running(run_app([run])) as url:
         policy = HttpPolicy(url, world["fields"], world["context"], request_column="request_id")

@@ -8,7 +8,7 @@ from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.models import models
-from agenticrs.cli.serve import serve
+from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, recommend, train
 
@@ -33,6 +33,7 @@ app.command()(show)
 app.command()(report)
 app.command()(audit)
 app.command()(serve)
+app.command()(rollout)
 
 if __name__ == "__main__":
     app()

@@ -42,3 +42,34 @@ def serve(
     finally:
         if follower is not None:
             follower.retire()
+
+
+@friendly_errors
+def rollout(
+    candidate: int = typer.Option(..., "--candidate", help="the knowledge-layer candidate to roll out"),
+    share: float = typer.Option(0.1, "--share", help="share of users routed to the candidate"),
+    db: str = typer.Option("sqlite:///runs/evolve/knowledge.db", "--db", help="knowledge database URL"),
+    days: int = typer.Option(4, "--days", help="simulated days (steps) before the candidate may be promoted"),
+    max_drop: float = typer.Option(0.0, "--max-drop", help="tolerated relative drop of a guard metric"),
+    p99_ms: float = typer.Option(250.0, "--p99-ms", help="latency guardrail"),
+    backend: str = typer.Option("torch", "--backend", help="torch, onnx or onnx-int8"),
+    seed: int = typer.Option(0, "--seed", help="the simulated days' seed"),
+    out: Path = typer.Option(Path("runs/rollouts"), "--out", help="folder for the per-step outcomes"),
+) -> None:
+    """Canary a candidate against its intent's champion through the HTTP service and the simulator;
+    promote or roll back by the guardrails. A rollout still running (killed) resumes."""
+    from rich.table import Table
+
+    from agenticrs.serve.rollout import RolloutSettings, run_rollout
+
+    settings = RolloutSettings(share=share, days=days, max_drop=max_drop, p99_ms=p99_ms, backend=backend, seed=seed)
+    result = run_rollout(db, candidate, settings, out)
+    table = Table(title=f"rollout {result.rollout_id}: candidate {candidate} on {share:.0%} of users")
+    for column in ("day", "clicks lift [CI]", "purchases lift [CI]", "gmv lift [CI]", "p99 ms", "verdict"):
+        table.add_column(column, justify="left" if column == "verdict" else "right")
+    for step in result.steps:
+        m = step["metrics"]
+        cells = [f"{m[k]['lift']:+.1%} [{m[k]['ci_low']:+.1%}, {m[k]['ci_high']:+.1%}]" for k in ("clicks", "purchases", "gmv")]
+        table.add_row(str(step["step"]), *cells, f"{m['p99_ms']:.1f}", step["verdict"])
+    console.print(table)
+    console.print(f"{result.status}: {result.reason}")

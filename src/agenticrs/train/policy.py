@@ -7,11 +7,13 @@ is served.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from agenticrs.sim.environment import RequestBatch
+from agenticrs.sim.world import World
 from agenticrs.train.scoring import Scorer
 
 
@@ -24,3 +26,18 @@ class RunPolicy:
 
     def __call__(self, batch: RequestBatch) -> np.ndarray:
         return self.scorer.score(batch.table, source=f"<environment requests of day {int(batch.requests.day[0])}>")
+
+
+def world_of_run(folder: str | Path) -> World | None:
+    """The simulated world a CTR run was trained on, rebuilt from the `meta.json` that the
+    simulator wrote next to the run's training files (None when the run's data is not simulated)."""
+    from agenticrs.sim.config import SimConfig
+    from agenticrs.sim.world import build_world
+    from agenticrs.train.run import Run
+
+    files = Run(folder).spec.files.get("train") or []
+    for path in files[:1]:
+        meta = Path(path).parent / "meta.json"
+        if meta.is_file():
+            return build_world(SimConfig.model_validate(json.loads(meta.read_text())["config"]))
+    return None
