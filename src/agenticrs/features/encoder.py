@@ -173,11 +173,16 @@ def pad_sequences(lengths: np.ndarray, flat: np.ndarray, max_len: int) -> tuple[
 _POOL: ThreadPoolExecutor | None = None
 
 
-def _run_parallel(tasks: list) -> None:
-    """Run independent per-field tasks on all cores (Arrow and NumPy release the GIL)."""
+# below this many rows a thread hand-off costs more than the field's work (a served request)
+PARALLEL_MIN_ROWS = 8_192
+
+
+def _run_parallel(tasks: list, rows: int | None = None) -> None:
+    """Run independent per-field tasks on all cores (Arrow and NumPy release the GIL); inline for
+    small chunks."""
     global _POOL
     workers = int(os.environ.get("AGENTICRS_NUM_THREADS", os.cpu_count() or 1))
-    if len(tasks) <= 1 or workers <= 1:
+    if len(tasks) <= 1 or workers <= 1 or (rows is not None and rows < PARALLEL_MIN_ROWS):
         for task in tasks:
             task()
         return
@@ -527,7 +532,7 @@ class FeatureEncoder:
         tasks = [(lambda j=j, f=f: encode_categorical(j, f)) for j, f in enumerate(cat_fields)]
         tasks += [(lambda f=f: encode_numeric(f)) for f in self.dense_numeric_fields]
         tasks += [(lambda f=f: encode_sequence(f)) for f in self.sequence_fields]
-        _run_parallel(tasks)
+        _run_parallel(tasks, n)
         out["categorical"] = categorical
         out["numeric"] = numeric
         if all(f.source in chunk.table.column_names for f in self.spec.labels):  # absent when predicting

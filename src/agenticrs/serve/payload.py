@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+_MISSING = object()
 Scalar = int | float | str | None
 Value = Scalar | list[Scalar]
 
@@ -103,20 +105,55 @@ def _check_value(where: str, kind: str, value: Any) -> None:
         raise PayloadError(f"{where}: expected a number or null, got the string {_describe(value)}")
 
 
-def _column(name: str, values: list[Any], kind: str) -> pa.Array:
+_SCALARS = {int, float, str, type(None)}
+
+
+def _finite(values: pa.Array) -> bool:
+    """No NaN or infinity among the non-null values (nulls read back as NaN)."""
+    if not pa.types.is_floating(values.type):
+        return True
+    return int(np.isfinite(values.to_numpy(zero_copy_only=False)).sum()) == len(values) - values.null_count
+
+
+def _column(values: list[Any], kind: str) -> pa.Array | None:
+    """The column of one field, or None when a value is of the wrong type (the caller then finds
+    and names it). One pass over Python values by type; the rest is Arrow."""
+    types = {type(v) for v in values}
     if kind == "sequence":
-        values = [None if v is None else [str(e) if isinstance(e, str) else e for e in v] for v in values]
-        if any(isinstance(e, str) for v in values if v for e in v):
-            values = [None if v is None else [str(e) for e in v] for v in values]
-        return pa.array(values)
+        if not types <= {list, type(None)}:
+            return None
+        try:
+            column = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed element types: compare as strings
+            try:
+                column = pa.array([None if v is None else [str(e) for e in v] for v in values])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+        if pa.types.is_null(column.type):
+            return column
+        if not pa.types.is_list(column.type) or pa.types.is_nested(column.type.value_type) or \
+                pa.types.is_boolean(column.type.value_type) or not _finite(column.flatten()):  # fmt: skip
+            return None
+        return column
+    if not types <= _SCALARS:
+        return None
     if kind == "numeric":
-        return pa.array(values, pa.float64())
-    if any(isinstance(v, str) for v in values):  # mixed ids: the encoder compares tokens as strings
-        values = [None if v is None else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)) for v in values]
-        return pa.array(values, pa.string())
-    if any(isinstance(v, float) for v in values):
-        return pa.array(values, pa.float64())
-    return pa.array(values, pa.int64())
+        if str in types:
+            return None
+        column = pa.array(values, pa.float64())
+        return column if _finite(column) else None
+    if str in types:  # mixed ids: the encoder compares tokens as strings ("3" and 3.0 are one token)
+        if float in types and any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return None
+        return pa.array([None if v is None else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+                         for v in values], pa.string())  # fmt: skip
+    if float in types:
+        column = pa.array(values, pa.float64())
+        return column if _finite(column) else None
+    try:
+        return pa.array(values, pa.int64())
+    except (OverflowError, pa.ArrowInvalid):  # beyond 64 bits: an id, compared as a string
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def request_table(request: ScoreRequest, fields: FieldKinds, max_candidates: int, request_id: int = 0) -> pa.Table:
@@ -147,19 +184,20 @@ def request_table(request: ScoreRequest, fields: FieldKinds, max_candidates: int
         if name in request.context:
             value = request.context[name]
             _check_value(f"context.{name}", kind, value)
-            values = [value] * n
-        else:
-            values = []
-            for i, candidate in enumerate(request.candidates):
-                if name not in candidate:
+            column = _column([value], kind)
+            if column is None:
+                raise PayloadError(f"context.{name}: unsupported value {_describe(value)}")
+            columns[name] = pa.repeat(column[0], n) if n > 1 else column
+            continue
+        values = [c.get(name, _MISSING) for c in request.candidates]
+        column = None if any(v is _MISSING for v in values) else _column(values, kind)
+        if column is None:  # the slow path: find the first bad candidate and name it
+            for i, value in enumerate(values):
+                if value is _MISSING:
                     raise PayloadError(f"candidates[{i}].{name}: missing field (it is not in context either)")
-                _check_value(f"candidates[{i}].{name}", kind, candidate[name])
-                values.append(candidate[name])
-        try:
-            columns[name] = _column(name, values, kind)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-            place = f"context.{name}" if name in request.context else f"candidates[*].{name}"
-            raise PayloadError(f"{place}: values of mixed or unsupported types ({str(exc).splitlines()[0][:120]})") from None
+                _check_value(f"candidates[{i}].{name}", kind, value)
+            raise PayloadError(f"candidates[*].{name}: values of mixed or unsupported types")
+        columns[name] = column
     if fields.request_key and fields.request_key not in columns:
         columns[fields.request_key] = pa.array([request_id] * n, pa.int64())
     return pa.table(columns)

@@ -1,0 +1,208 @@
+"""Latency and throughput of the scoring service under a bounded open-loop load, on loopback.
+
+For each model and backend (eager PyTorch, ONNX Runtime, int8 ONNX Runtime) the service runs in a
+child process pinned to one core (one scoring thread, one intra-op thread); the load generator runs
+in this process on another core. At each request rate it sends requests of `--candidates`
+candidates on a fixed schedule for `--seconds` (at most `--max-requests`), and measures each
+request's latency from its scheduled send time (so a service that falls behind shows it), p50 /
+p99, the rate it sustained and errors. The rate at which p99 crosses `--target-ms` is the
+model's serving capacity on one core. Prints a table and writes JSON, one record per
+(model, backend, rate).
+
+    python bench/serve_benchmark.py --dataset sim-small --config bench/configs/sim.yaml \\
+        --models deepfm,dcnv2,din,sort --rates 50,100,200,400,800 --json bench/results/serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from agenticrs.config import apply_overrides
+from agenticrs.runtime.files import atomic_write_json
+from agenticrs.serve.client import request_payloads
+from agenticrs.serve.payload import FieldKinds
+from agenticrs.serve.server import free_port
+from agenticrs.train.config import RunConfig
+from agenticrs.train.run import Run
+from agenticrs.train.workflow import train_run
+
+
+def _train(dataset: str, model: str, bench_config: Path | None, steps: int, runs_dir: Path) -> Path:
+    raw = yaml.safe_load(bench_config.read_text()) if bench_config else {}
+    overrides = [o for o in raw.get("overrides", []) if not o.startswith("train.max_steps")]
+    overrides += (raw.get("models") or {}).get(model, []) + [f"train.max_steps={steps}"]
+    config = RunConfig.model_validate(apply_overrides({"dataset": dataset, "model": model, "train": {"seed": 1}}, overrides))
+    return train_run(config, runs_dir).run.folder
+
+
+def _payload(run_dir: Path, candidates: int) -> dict[str, Any]:
+    """One request of `candidates` candidates: the context of a test request and the item fields
+    of consecutive test rows (real values, so encoding does real work)."""
+    spec = Run(run_dir).spec
+    table = pq.read_table(spec.files["test"][0]).slice(0, candidates)
+    fields = FieldKinds.of(Run(run_dir).encoder)
+    (_, _, payload), = request_payloads(table, fields, list(spec.request_fields), None)
+    return payload
+
+
+def _export(run_dir: Path, backend: str) -> None:
+    if backend == "torch":
+        return
+    from agenticrs.serve.export import export_onnx
+
+    if not (run_dir / "export" / ("model.int8.onnx" if backend == "onnx-int8" else "model.onnx")).is_file():
+        export_onnx(run_dir, quantize=True)
+
+
+class Service:
+    """`agenticrs serve` in a child process on one core, on loopback; stops on exit."""
+
+    def __init__(self, run_dir: Path, backend: str, core: int) -> None:
+        self.port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "AGENTICRS_NUM_THREADS": "1"}
+        cores = sorted(os.sched_getaffinity(0))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agenticrs.cli.main", "serve", "--run", str(run_dir), "--backend", backend,
+             "--port", str(self.port), "--max-wait-ms", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=lambda: os.sched_setaffinity(0, {cores[core % len(cores)]}),
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Service:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the service did not become ready in 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _load(url: str, payload: dict[str, Any], rate: float, seconds: float, max_requests: int) -> dict[str, Any]:
+    """Open loop: request i is due at start + i / rate; its latency counts from then."""
+    total = min(int(rate * seconds), max_requests)
+    body = json.dumps(payload).encode()
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
+        for _ in range(5):  # warm-up
+            await client.post("/score", content=body, headers={"content-type": "application/json"})
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                response = await client.post("/score", content=body, headers={"content-type": "application/json"})
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append((loop.time() - due) * 1000)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+        elapsed = loop.time() - start
+    lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    return {"rate": rate, "requests": total, "achieved_rps": len(latencies) / elapsed, "errors": errors,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "mean_ms": float(lat.mean())}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="sim-small")
+    parser.add_argument("--config", type=Path, default=None, help="a benchmark config (its per-model settings)")
+    parser.add_argument("--models", default="deepfm,dcnv2,din,sort")
+    parser.add_argument("--run", action="append", default=[], help="MODEL=RUN_DIR: serve this run instead of training")
+    parser.add_argument("--train-steps", type=int, default=300, help="optimiser steps of the runs trained here")
+    parser.add_argument("--backends", default="torch,onnx,onnx-int8")
+    parser.add_argument("--rates", default="50,100,200,400,800", help="requests per second, ascending")
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per rate")
+    parser.add_argument("--max-requests", type=int, default=4_000, help="bound on the requests of one rate")
+    parser.add_argument("--target-ms", type=float, default=10.0)
+    parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/serve-runs"))
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+    given = dict(item.split("=", 1) for item in args.run)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    rates = sorted(float(r) for r in args.rates.split(","))
+    records: list[dict[str, Any]] = []
+    console = Console(width=150)
+    for model in models:
+        if model in given:
+            run_dir = Path(given[model])
+        else:
+            run_dir = _train(args.dataset, model, args.config, args.train_steps, args.runs_dir)
+        payload = _payload(run_dir, args.candidates)
+        for backend in backends:
+            try:
+                _export(run_dir, backend)
+            except Exception as exc:  # noqa: BLE001 - a model that cannot export serves eagerly; say so
+                console.print(f"{model}: {backend} unavailable ({str(exc).splitlines()[0]})")
+                continue
+            with Service(run_dir, backend, core=0) as service:
+                for rate in rates:
+                    result = asyncio.run(_load(service.url, payload, rate, args.seconds, args.max_requests))
+                    records.append({"model": model, "backend": backend, "candidates": args.candidates, "run": str(run_dir),
+                                    **result})  # fmt: skip
+                    r = result
+                    console.print(f"{model:8s} {backend:9s} {rate:6.0f}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                                  f"{r['achieved_rps']:.0f}/s, {r['errors']} errors")  # fmt: skip
+                    if result["p99_ms"] > 20 * args.target_ms:  # far past saturation: higher rates add nothing
+                        break
+            atomic_write_json(args.json, records)
+    table = Table(title=f"scoring service on one core, {args.candidates} candidates per request: p50 / p99 ms by rate")
+    table.add_column("model")
+    table.add_column("backend")
+    for rate in rates:
+        table.add_column(f"{rate:.0f}/s", justify="right")
+    table.add_column(f"max rate with p99 ≤ {args.target_ms:.0f} ms", justify="right")
+    for model in models:
+        for backend in backends:
+            rows = {r["rate"]: r for r in records if r["model"] == model and r["backend"] == backend}
+            if not rows:
+                continue
+            cells = [f"{rows[r]['p50_ms']:.1f} / {rows[r]['p99_ms']:.1f}" if r in rows else "" for r in rates]
+            ok = [r for r in rates if r in rows and rows[r]["p99_ms"] <= args.target_ms and rows[r]["errors"] == 0]
+            table.add_row(model, backend, *cells, f"{max(ok):.0f}/s" if ok else "none")
+    console.print(table)
+    atomic_write_json(args.json, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
