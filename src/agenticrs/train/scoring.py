@@ -158,7 +158,7 @@ class Scorer:
         with torch.no_grad():
             for start in range(0, rows, self.batch_size):
                 part = {
-                    k: torch.from_numpy(np.ascontiguousarray(arrays[k][start : start + self.batch_size])).to(self.device)
+                    k: torch.from_numpy(np.array(arrays[k][start : start + self.batch_size])).to(self.device)  # a writable copy
                     for k in keys
                 }
                 parts.append(torch.sigmoid(self.model(part)["logit"].float()).cpu().numpy())
