@@ -7,6 +7,7 @@ import typer
 from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
+from agenticrs.cli.export import export
 from agenticrs.cli.models import models
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, recommend, train
@@ -31,6 +32,7 @@ app.command()(history)
 app.command()(show)
 app.command()(report)
 app.command()(audit)
+app.command()(export)
 
 if __name__ == "__main__":
     app()

@@ -22,6 +22,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import sys
 import tempfile
 import time
 import warnings
@@ -119,11 +121,21 @@ def _quiet() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]  # the exporters' C++ side writes graphs straight to the descriptors
+    null = os.open(os.devnull, os.O_WRONLY)
     try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
