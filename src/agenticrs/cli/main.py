@@ -7,6 +7,7 @@ import typer
 from agenticrs.cli.datasets import datasets
 from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
+from agenticrs.cli.export import export
 from agenticrs.cli.models import models
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
@@ -32,6 +33,7 @@ app.command()(history)
 app.command()(show)
 app.command()(report)
 app.command()(audit)
+app.command()(export)
 app.command()(serve)
 app.command()(rollout)
 

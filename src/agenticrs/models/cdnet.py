@@ -363,7 +363,6 @@ def _diversity_penalty(theta: torch.Tensor, has_history: torch.Tensor) -> torch.
     equally, log P when it uses one only."""
     weights = has_history.to(theta.dtype).unsqueeze(-1)
     mean = (theta * weights).sum(0) / weights.sum().clamp_min(1.0)
-    if not bool(has_history.any()):
-        return theta.sum() * 0.0
     entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum()
-    return math.log(theta.shape[1]) - entropy
+    # a select, not a Python branch on a tensor value: the model traces for ONNX export
+    return torch.where(has_history.any(), math.log(theta.shape[1]) - entropy, theta.sum() * 0.0)

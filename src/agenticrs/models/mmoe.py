@@ -74,7 +74,7 @@ class MMoE(Model):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = self.embedding(batch).fields.flatten(1)
         experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # (B, E, h)
-        gates = self.gates(x).view(len(x), len(self.towers), -1).softmax(-1)  # (B, T, E)
+        gates = self.gates(x).view(x.shape[0], len(self.towers), -1).softmax(-1)  # (B, T, E)
         mixed = torch.bmm(gates, experts)  # (B, T, h)
         logits = torch.stack([tower(mixed[:, t]).squeeze(-1) for t, tower in enumerate(self.towers)], dim=1)
         return {"logit": logits if logits.shape[1] > 1 else logits[:, 0]}  # one head: (B,) like every model

@@ -142,7 +142,7 @@ class SSRBlock(nn.Module):
     def filtered(self, x: torch.Tensor) -> torch.Tensor:
         """The views' filtered inputs: (B, V, k) for the static filter, (B, V, D_in) sparse for ICS."""
         if self.filter == "static":
-            return x.index_select(1, self.view_indices.flatten()).view(len(x), *self.view_indices.shape)
+            return x.index_select(1, self.view_indices.flatten()).view(x.shape[0], *self.view_indices.shape)
         z = x.unsqueeze(1) * self.gain
         return competitive_sparse(z, self.k, self.iterations, self.gamma, self.beta)
 
