@@ -10,6 +10,7 @@ from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.models import models
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, recommend, train
+from agenticrs.cli.ui import ui
 
 app = typer.Typer(
     name="agenticrs",
@@ -31,6 +32,7 @@ app.command()(history)
 app.command()(show)
 app.command()(report)
 app.command()(audit)
+app.command()(ui)
 
 if __name__ == "__main__":
     app()
