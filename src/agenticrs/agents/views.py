@@ -227,7 +227,8 @@ def num(text: str) -> str:
 # -- charts: inline SVG, a label at each point ------------------------------------------------
 @dataclass
 class Series:
-    """Points (x, y, label, hover) drawn as dots, optionally joined (a step line for incumbents)."""
+    """Points (x, y, label, hover) drawn as labelled dots, optionally joined (a step line for
+    incumbents); a point with an empty label is a line vertex only."""
 
     name: str
     colour: str
@@ -316,13 +317,14 @@ def svg_chart(
             dash = ' stroke-dasharray="5 4"' if s.dashed else ""
             parts.append(f'<polyline points="{" ".join(coords)}" fill="none" stroke="{s.colour}" stroke-width="2"{dash}/>')
         for x, y, label, hover in pts:
+            if not label:  # a line vertex only (a step carried on to the last round), not a data point
+                continue
             cx, cy = px(x), py(y)
             parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{s.radius}" fill="{s.colour}">'
                          f"<title>{e(hover)}</title></circle>")
-            if label:
-                anchor = "end" if cx > left + plot_w - 30 else "start" if cx < left + 30 else "middle"
-                parts.append(f'<text class="pl" x="{cx:.1f}" y="{cy - s.radius - 3:.1f}" '
-                             f'text-anchor="{anchor}">{e(label)}</text>')
+            anchor = "end" if cx > left + plot_w - 30 else "start" if cx < left + 30 else "middle"
+            parts.append(f'<text class="pl" x="{cx:.1f}" y="{cy - s.radius - 3:.1f}" '
+                         f'text-anchor="{anchor}">{e(label)}</text>')
     parts.append("</svg>")
     legend = "".join(
         f'<span class="key"><i style="background:{s.colour}"></i>{e(s.name)}</span>' for s in series if s.points
