@@ -129,7 +129,7 @@ def test_api_state_versions_and_errors(db: tuple[str, int, dict[str, int]], tmp_
     url, intent_id, ids = db
     with TestClient(create_dashboard(url)) as client:
         page = client.get("/")
-        assert page.status_code == 200 and "Champion #%d</b>" % ids["promoted"] in page.text
+        assert page.status_code == 200 and f"Champion #{ids['promoted']}</b>" in page.text
         assert "sk-secret" not in page.text and "<script src" not in page.text
         first = client.get("/api/state").json()
         assert first["state"]["headline"]["champion_id"] == ids["promoted"]

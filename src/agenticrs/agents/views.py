@@ -236,6 +236,7 @@ class Series:
     join: str = ""  # "" (dots only) | "line" | "step"
     dashed: bool = False
     radius: float = 4.0
+    below: bool = False  # labels under the dots (a series that shadows another one's points)
 
 
 def _ticks(low: float, high: float, count: int = 4) -> list[float]:
@@ -323,7 +324,8 @@ def svg_chart(
             parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{s.radius}" fill="{s.colour}">'
                          f"<title>{e(hover)}</title></circle>")
             anchor = "end" if cx > left + plot_w - 30 else "start" if cx < left + 30 else "middle"
-            parts.append(f'<text class="pl" x="{cx:.1f}" y="{cy - s.radius - 3:.1f}" '
+            ly = cy + s.radius + 11 if s.below else cy - s.radius - 3
+            parts.append(f'<text class="pl" x="{cx:.1f}" y="{ly:.1f}" '
                          f'text-anchor="{anchor}">{e(label)}</text>')
     parts.append("</svg>")
     legend = "".join(
@@ -483,7 +485,7 @@ def trajectory(d: IntentData) -> str:
                [(float(r.round), predicted[r.id], f"#{r.id}", hover(r)) for r in others if r.id in predicted]),
         Series("incumbent: measured 2-ensemble Brier", "#2e7d32", incumbent("brier"), join="step", radius=5),
         Series(f"incumbent: predicted M={d.intent.ensemble_size} ensemble Brier (EnsNAS)", "#1565c0",
-               incumbent("", predicted), join="step", dashed=True, radius=3),
+               incumbent("", predicted), join="step", dashed=True, radius=3, below=True),
     ], title="valid Brier by round (lower is better)", x_label="round", y_label="Brier", integer_x=True)
     auc = svg_chart([
         Series("candidate: mean member AUC (2 learners)", "#bcaaa4",
@@ -797,7 +799,8 @@ svg .frame{fill:none;stroke:#bdbdbd}svg .grid{stroke:#eeeeee}svg .ref{stroke:#42
 .legend i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:4px;vertical-align:-1px}
 .legend i.dot{border-radius:0;height:0;border-top:2px dotted #424242}
 .live{font-size:12px;color:#616161}.live.bad{color:#c62828}
-@media (max-width:600px){body{padding:0 10px 40px}.headline{font-size:15px}h2{font-size:17px}}
+@media (max-width:600px){body{padding:0 10px 40px}header.top{position:static}.headline{font-size:15px}h2{font-size:17px}
+svg .pl,svg .tick{font-size:12px}svg .axis{font-size:13px}}
 """
 
 
