@@ -147,6 +147,17 @@ def test_api_state_versions_and_errors(db: tuple[str, int, dict[str, int]], tmp_
         create_dashboard(str(tmp_path / "nope.db"))
 
 
+def test_ui_command_names_a_database_it_cannot_open(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agenticrs.cli.main import app
+
+    result = CliRunner().invoke(app, ["ui", "--db", str(tmp_path / "missing.db"), "--port", "1"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.db" in lines[0]
+
+
 # -- in a real browser -----------------------------------------------------------------------------
 def _browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
