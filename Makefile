@@ -6,8 +6,9 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 PG_INSTALL ?= 1
+BROWSER_INSTALL ?= 1
 
-.PHONY: demo test test-fast bench install dev pg lint clean
+.PHONY: demo test test-fast bench install dev pg browser lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,16 +42,34 @@ pg:
 	    || echo "PostgreSQL could not be installed: its tests will be skipped"; \
 	fi
 
+# Debian's chromium and chromedriver for the dashboard's browser tests (tests/serve, marker
+# `browser`), which drive headless chromium through selenium. Installed with apt-get where missing
+# (as root, BROWSER_INSTALL=1); where that is not possible those tests skip with the reason.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  :; \
+	elif [ "$(BROWSER_INSTALL)" != 1 ]; then \
+	  echo "chromium is not installed (BROWSER_INSTALL=$(BROWSER_INSTALL)): the browser tests will be skipped"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium is not installed and there is no apt-get as root: the browser tests will be skipped"; \
+	else \
+	  echo "installing chromium and chromium-driver with apt-get for the browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; }; } \
+	    || echo "chromium could not be installed: the browser tests will be skipped"; \
+	fi
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/agenticrs demo
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests bench
 
-test: $(VENV)/.dev pg lint
+test: $(VENV)/.dev pg browser lint
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.dev pg lint
+test-fast: $(VENV)/.dev pg browser lint
 	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev

@@ -145,9 +145,15 @@ def test_report_renders_every_section(store: KnowledgeStore, tmp_path: Path) -> 
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # one file, no temporary left behind
 
     text = path.read_text(encoding="utf-8")
-    assert re.search(r"<script[^>]*\ssrc\s*=", text, re.IGNORECASE) is None  # plotly.js is inlined
+    assert re.search(r"<script[^>]*\ssrc\s*=", text, re.IGNORECASE) is None  # self-contained: nothing fetched
     assert re.search(r"<link[^>]*https?://", text, re.IGNORECASE) is None
-    assert "Plotly.newPlot" in text
+    assert "<script" not in text and len(text) < 200_000  # inline SVG charts, no multi-MB plotly bundle
+    assert text.count('<svg class="chart"') == 4  # trajectory (Brier, AUC), gains, audits
+    assert '<meta name="viewport"' in text
+    # the headline (champion and its result in one line) comes before every section
+    top = text.split("<section", 1)[0]
+    assert f"Champion #{ids['promoted']}</b> {CONFIGS['promoted'].describe()}" in top
+    assert "valid auc 0.65700" in top and "test auc 0.63000 (+2.000e-02 vs seed)" in top
     for title in SECTION_TITLES.values():
         assert f"<h2>{title}</h2>" in text
 

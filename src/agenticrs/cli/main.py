@@ -12,6 +12,7 @@ from agenticrs.cli.models import models
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.train import evaluate, predict, recommend, train
+from agenticrs.cli.ui import ui
 
 app = typer.Typer(
     name="agenticrs",
@@ -36,6 +37,7 @@ app.command()(audit)
 app.command()(export)
 app.command()(serve)
 app.command()(rollout)
+app.command()(ui)
 
 if __name__ == "__main__":
     app()
