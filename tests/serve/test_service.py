@@ -6,6 +6,7 @@ environment scoring through the endpoint. Every server listens on 127.0.0.1 and 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -295,3 +296,25 @@ def test_payloads_round_trip_a_table(world: dict) -> None:
     scorer = Scorer(world["runs"]["deepfm"])
     np.testing.assert_allclose(scorer.score(table), scorer.score(world["test"].slice(start, stop - start)), rtol=1e-6)
     assert isinstance(table, pa.Table) and table.num_rows == stop - start
+
+
+def test_an_onnx_champion_is_exported_recorded_and_scores_as_the_eager_model(world: dict, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    run_copy = tmp_path / "deepfm-run"  # the module's run stays unexported for the other tests
+    shutil.copytree(world["runs"]["deepfm"], run_copy)
+    intent, first, _ = _knowledge_with_champion({"runs": {**world["runs"], "deepfm": run_copy}}, db)
+    app, follower = champion_app(db, backend="onnx", poll_s=5)
+    start, stop, payload = world["payloads"][2]
+    with TestClient(app) as client:
+        ready = client.get("/readyz").json()
+        assert ready["champion"]["backend"] == "onnx" and ready["champion"]["candidate"] == first
+        scores = client.post("/score", json=payload).json()["scores"]
+    eager = Scorer(run_copy).score(world["test"].slice(start, stop - start))
+    np.testing.assert_allclose(scores, eager, atol=1e-5)
+    follower.retire()
+    store = KnowledgeStore(db, readonly=True)
+    with store.transaction() as tx:
+        (artifact,) = tx.artifacts(candidate_id=first, kind="export")
+        assert artifact.sha256 and artifact.size_bytes > 0 and artifact.details
+        assert [d.backend for d in tx.deployments()] == ["onnx"]
+    store.close()

@@ -85,14 +85,26 @@ class ChampionFollower:
 
         store = KnowledgeStore(self.db)
         try:
-            model = ServedModel.load(candidate_runs(store, candidate_id), self.backend, candidate_id=candidate_id)
+            from agenticrs.serve.export import ExportError
+
+            runs = candidate_runs(store, candidate_id)
+            backend, why_eager = self.backend, None
+            if backend != "torch":
+                try:
+                    ensure_exports(store, runs, backend, candidate_id, intent_id)
+                except ExportError as exc:  # e.g. SORT: served eagerly, and the deployment says why
+                    backend, why_eager = "torch", str(exc).splitlines()[0]
+                    print(f"champion follower: candidate {candidate_id} serves eagerly: {why_eager}")
+            model = ServedModel.load(runs, backend, candidate_id=candidate_id)
             self.router.swap(model)  # loaded first, swapped in one assignment: no request waits or fails
             with store.transaction() as tx:
                 if self.deployment_id is not None:
                     tx.end_deployment(self.deployment_id)
-                row = tx.add_deployment(str(model.runs[0]), self.backend, candidate_id=candidate_id, endpoint=self.endpoint,
-                                        details={"intent": intent_id, "runs": [str(p) for p in model.runs],
-                                                 "version": model.version})  # fmt: skip
+                details = {"intent": intent_id, "runs": [str(p) for p in model.runs], "version": model.version}
+                if why_eager:
+                    details["eager_because"] = why_eager
+                row = tx.add_deployment(str(model.runs[0]), backend, candidate_id=candidate_id, endpoint=self.endpoint,
+                                        details=details)  # fmt: skip
                 self.deployment_id = row.id
         finally:
             store.close()
@@ -120,6 +132,19 @@ class ChampionFollower:
             except Exception as exc:  # noqa: BLE001 - a failed load keeps the current model serving
                 print(f"champion follower: {str(exc).splitlines()[0]}")
             await asyncio.sleep(self.poll_s)
+
+
+def ensure_exports(store, runs: list[Path], backend: str, candidate_id: int | None = None,
+                   intent_id: int | None = None) -> None:  # fmt: skip
+    """Export the runs an ONNX backend needs (once; each export is recorded as an artifact of the
+    candidate). A model that cannot export raises `ExportError`: the caller serves it eagerly."""
+    from agenticrs.serve.export import export_onnx, record_export
+
+    name = "model.int8.onnx" if backend == "onnx-int8" else "model.onnx"
+    for run in runs:
+        if not (run / "export" / name).is_file():
+            report = export_onnx(run, quantize=backend == "onnx-int8")
+            record_export(store, report, candidate_id=candidate_id, intent_id=intent_id)
 
 
 def champion_app(db: str, intent_id: int | None = None, backend: str = "torch", poll_s: float = 2.0,
