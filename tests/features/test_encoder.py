@@ -685,3 +685,26 @@ def test_float_categoricals_with_nan_and_huge_values() -> None:
     values = pa.array([3.0, float("nan"), None, 2.5, 1e300, float("inf"), -4.0, 2.0**60])
     assert as_strings(values).to_pylist() == ["3", None, None, "2.5", "1e+300", "inf", "-4", "1.152921504606847e+18"]
     assert as_strings(pa.array([7.0], pa.float32())).to_pylist() == ["7"]
+
+
+def test_small_batches_look_up_as_arrow_does(tiny_synthetic, monkeypatch) -> None:
+    """Served requests (a few rows) look values up in a cached dict; the ids equal Arrow's
+    index_in path (unseen -> OOV, null tokens and nulls -> missing, dictionary arrays)."""
+    import agenticrs.features.encoder as encoder_module
+
+    encoder = tiny_synthetic.encoder
+    table = pq.read_table(tiny_synthetic.spec.files["valid"][0]).slice(0, 500)
+    chunk = encoder.parse_chunk(Chunk(file="<rows>", first_row=1, table=table))
+    small = encoder.transform(chunk)
+    monkeypatch.setattr(encoder_module, "SMALL_LOOKUP_ROWS", -1)  # every lookup through Arrow
+    large = encoder.transform(chunk)
+    assert small.keys() == large.keys()
+    for key in small:
+        np.testing.assert_array_equal(np.asarray(small[key]), np.asarray(large[key]), err_msg=key)
+    values = pa.array(["never-seen", None, "NULL", *encoder.categorical[encoder.categorical_fields[0].name].vocab[:3]])
+    owner = encoder.categorical_fields[0].name
+    monkeypatch.setattr(encoder_module, "SMALL_LOOKUP_ROWS", 2_048)
+    via_dict = encoder.encode_values(values, owner)
+    monkeypatch.setattr(encoder_module, "SMALL_LOOKUP_ROWS", -1)
+    np.testing.assert_array_equal(via_dict, encoder.encode_values(values, owner))
+    assert via_dict[0] == OOV_INDEX and via_dict[1] == MISSING_INDEX and via_dict[2] == MISSING_INDEX

@@ -21,21 +21,24 @@ def serve(
     poll_s: float = typer.Option(2.0, "--poll-s", help="how often --champion looks for a promotion"),
     max_candidates: int = typer.Option(2_000, "--max-candidates", help="the most candidates one request may carry"),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="how long a request waits to share a scoring call"),
+    threads: int = typer.Option(1, "--threads", min=1, help="intra-op threads of the model (PyTorch and ONNX Runtime)"),
 ) -> None:
     """Serve click probabilities over HTTP: POST /score {context, candidates} -> scores in order;
     /healthz, /readyz, /metrics (Prometheus)."""
+    import torch
     import uvicorn
 
     from agenticrs.serve.app import ServiceLimits
     from agenticrs.serve.server import champion_app, run_app
 
+    torch.set_num_threads(threads)
     limits = ServiceLimits(max_candidates=max_candidates, max_wait_ms=max_wait_ms)
     if champion == bool(run):
         raise ValueError("give either --run DIR (one or more) or --champion --db URL")
     if champion:
-        app, follower = champion_app(db, intent, backend, poll_s, limits, endpoint=f"http://{host}:{port}")
+        app, follower = champion_app(db, intent, backend, poll_s, limits, endpoint=f"http://{host}:{port}", threads=threads)
     else:
-        app, follower = run_app(run, backend, limits), None
+        app, follower = run_app(run, backend, limits, threads=threads), None
         console.print(f"serving {', '.join(map(str, run))} ({backend}) on http://{host}:{port}")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -175,6 +175,9 @@ _POOL: ThreadPoolExecutor | None = None
 
 # below this many rows a thread hand-off costs more than the field's work (a served request)
 PARALLEL_MIN_ROWS = 8_192
+# up to this many values, vocab lookups go through a cached dict instead of Arrow's index_in, which
+# builds a hash table of the whole vocab on every call
+SMALL_LOOKUP_ROWS = 2_048
 
 
 def _run_parallel(tasks: list, rows: int | None = None) -> None:
@@ -289,6 +292,7 @@ class FeatureEncoder:
         # cells equal to one of these are missing values (categorical and numeric alike)
         self.null_tokens = pa.array(sorted(set(spec.reader.null_values)), pa.string())
         self._value_sets: dict[str, pa.Array] = {}
+        self._lookups: dict[str, dict[str, int]] = {}
 
     # -- layout -----------------------------------------------------------------------
     @property
@@ -565,13 +569,23 @@ class FeatureEncoder:
             return ids.astype(np.int32)
         # one hash lookup finds vocab ids and null tokens alike: positions past the vocab are missing
         value_set = self._value_set(owner)
-        index = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
+        if len(values) <= SMALL_LOOKUP_ROWS:  # a served request: Arrow would hash the whole vocab per call
+            lookup = self._lookup(owner)
+            index = np.fromiter((lookup.get(v, -1) for v in values.to_pylist()), np.int64, count=len(values))
+        else:
+            index = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
         ids = index.astype(np.int64) + NUM_RESERVED
         ids[index < 0] = OOV_INDEX
         ids[index >= len(state.vocab)] = MISSING_INDEX
         if values.null_count:
             ids[pc.is_null(values).to_numpy(zero_copy_only=False)] = MISSING_INDEX
         return ids.astype(np.int32)
+
+    def _lookup(self, owner: str) -> dict[str, int]:
+        """The value set as a dict (token -> position), built once: small batches look up in it."""
+        if owner not in self._lookups:
+            self._lookups[owner] = {token: i for i, token in enumerate(self._value_set(owner).to_pylist())}
+        return self._lookups[owner]
 
     def _value_set(self, owner: str) -> pa.Array:
         if owner not in self._value_sets:

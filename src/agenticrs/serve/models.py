@@ -24,9 +24,7 @@ _versions = itertools.count(1)
 def load_scorer(run_dir: str | Path, backend: str = "torch", threads: int | None = None) -> Scorer:
     if backend not in BACKENDS:
         raise ValueError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
-    if backend == "torch":
-        return Scorer(run_dir)
-    return Scorer(run_dir, backend=backend, threads=threads)  # type: ignore[call-arg]
+    return Scorer(run_dir, backend=backend, threads=threads)
 
 
 @dataclass

@@ -57,6 +57,7 @@ class ChampionFollower:
     backend: str = "torch"
     endpoint: str = ""
     poll_s: float = 2.0
+    threads: int | None = None
     current: int | None = None
     deployment_id: int | None = None
 
@@ -95,7 +96,7 @@ class ChampionFollower:
                 except ExportError as exc:  # e.g. SORT: served eagerly, and the deployment says why
                     backend, why_eager = "torch", str(exc).splitlines()[0]
                     print(f"champion follower: candidate {candidate_id} serves eagerly: {why_eager}")
-            model = ServedModel.load(runs, backend, candidate_id=candidate_id)
+            model = ServedModel.load(runs, backend, candidate_id=candidate_id, threads=self.threads)
             self.router.swap(model)  # loaded first, swapped in one assignment: no request waits or fails
             with store.transaction() as tx:
                 if self.deployment_id is not None:
@@ -148,10 +149,11 @@ def ensure_exports(store, runs: list[Path], backend: str, candidate_id: int | No
 
 
 def champion_app(db: str, intent_id: int | None = None, backend: str = "torch", poll_s: float = 2.0,
-                 limits: ServiceLimits | None = None, endpoint: str = "") -> tuple[FastAPI, ChampionFollower]:  # fmt: skip
+                 limits: ServiceLimits | None = None, endpoint: str = "",
+                 threads: int | None = None) -> tuple[FastAPI, ChampionFollower]:  # fmt: skip
     """A service that serves an intent's champion and follows its promotions."""
     router = Router()
-    follower = ChampionFollower(db, router, intent_id, backend, endpoint, poll_s)
+    follower = ChampionFollower(db, router, intent_id, backend, endpoint, poll_s, threads)
     tasks: list[asyncio.Task] = []
 
     async def start(app: FastAPI) -> None:
@@ -163,7 +165,7 @@ def champion_app(db: str, intent_id: int | None = None, backend: str = "torch", 
 
 
 def run_app(runs: list[str | Path], backend: str = "torch", limits: ServiceLimits | None = None,
-            route_field: str | None = None) -> FastAPI:  # fmt: skip
+            route_field: str | None = None, threads: int | None = None) -> FastAPI:  # fmt: skip
     """A service over fixed run directories (their mean when several)."""
-    model = ServedModel.load(list(runs), backend)
+    model = ServedModel.load(list(runs), backend, threads=threads)
     return create_app(Router(champion=model, route_field=route_field), limits)
