@@ -72,13 +72,13 @@ def _export(run_dir: Path, backend: str) -> None:
 class Service:
     """`agenticrs serve` in a child process on one core, on loopback; stops on exit."""
 
-    def __init__(self, run_dir: Path, backend: str, core: int) -> None:
+    def __init__(self, run_dir: Path, backend: str, core: int, extra: list[str] | None = None) -> None:
         self.port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "AGENTICRS_NUM_THREADS": "1"}
         cores = sorted(os.sched_getaffinity(0))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agenticrs.cli.main", "serve", "--run", str(run_dir), "--backend", backend,
-             "--port", str(self.port), "--max-wait-ms", "1"],
+             "--port", str(self.port), *(extra or [])],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=lambda: os.sched_setaffinity(0, {cores[core % len(cores)]}),
         )  # fmt: skip
@@ -140,6 +140,35 @@ async def _load(url: str, payload: dict[str, Any], rate: float, seconds: float, 
             "mean_ms": float(lat.mean())}  # fmt: skip
 
 
+def _sequential(url: str, payload: dict[str, Any], requests: int) -> dict[str, Any]:
+    """Closed loop on one keep-alive connection: the service's own latency with no queueing, and the
+    server-side mean from its Prometheus histogram (what the HTTP client adds is the difference)."""
+    body = json.dumps(payload).encode()
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(10):
+            client.post("/score", content=body, headers=headers)
+        before = _server_latency(client)
+        latencies = []
+        for _ in range(requests):
+            began = time.perf_counter()
+            client.post("/score", content=body, headers=headers)
+            latencies.append((time.perf_counter() - began) * 1000)
+        after = _server_latency(client)
+    lat = np.asarray(latencies)
+    server_ms = (after[0] - before[0]) / max(after[1] - before[1], 1) * 1000
+    return {"rate": "sequential", "requests": requests, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "server_mean_ms": server_ms, "errors": 0,
+            "achieved_rps": requests / (lat.sum() / 1000)}  # fmt: skip
+
+
+def _server_latency(client: httpx.Client) -> tuple[float, float]:
+    text = client.get("/metrics").text
+    total = float(text.split('agenticrs_request_latency_seconds_sum{arm="champion"} ')[1].split()[0])
+    count = float(text.split('agenticrs_request_latency_seconds_count{arm="champion"} ')[1].split()[0])
+    return total, count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="sim-small")
@@ -148,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="append", default=[], help="MODEL=RUN_DIR: serve this run instead of training")
     parser.add_argument("--train-steps", type=int, default=300, help="optimiser steps of the runs trained here")
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
-    parser.add_argument("--rates", default="50,100,200,400,800", help="requests per second, ascending")
+    parser.add_argument("--rates", default="50,100,150,200,300,400", help="requests per second, ascending")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per rate")
     parser.add_argument("--max-requests", type=int, default=4_000, help="bound on the requests of one rate")
     parser.add_argument("--target-ms", type=float, default=10.0)
+    parser.add_argument("--sequential", type=int, default=300, help="closed-loop requests on one connection first")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/serve-runs"))
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -174,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - a model that cannot export serves eagerly; say so
                 console.print(f"{model}: {backend} unavailable ({str(exc).splitlines()[0]})")
                 continue
-            with Service(run_dir, backend, core=0) as service:
+            cores = sorted(os.sched_getaffinity(0))
+            with Service(run_dir, backend, core=0, extra=["--inline-scoring"]) as service:
+                if len(cores) > 1:  # the load generator on the other cores, away from the service's
+                    os.sched_setaffinity(0, set(cores[1:]))
+                result = _sequential(service.url, payload, args.sequential)
+                records.append({"model": model, "backend": backend, "candidates": args.candidates, "run": str(run_dir), **result})
+                r = result
+                console.print(f"{model:8s} {backend:9s} sequential: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                              f"server mean {r['server_mean_ms']:.1f} ms")  # fmt: skip
                 for rate in rates:
                     result = asyncio.run(_load(service.url, payload, rate, args.seconds, args.max_requests))
                     records.append({"model": model, "backend": backend, "candidates": args.candidates, "run": str(run_dir),
@@ -184,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{r['achieved_rps']:.0f}/s, {r['errors']} errors")  # fmt: skip
                     if result["p99_ms"] > 20 * args.target_ms:  # far past saturation: higher rates add nothing
                         break
+                os.sched_setaffinity(0, set(cores))
             atomic_write_json(args.json, records)
     table = Table(title=f"scoring service on one core, {args.candidates} candidates per request: p50 / p99 ms by rate")
     table.add_column("model")
     table.add_column("backend")
+    table.add_column("one at a time", justify="right")
     for rate in rates:
         table.add_column(f"{rate:.0f}/s", justify="right")
     table.add_column(f"max rate with p99 ≤ {args.target_ms:.0f} ms", justify="right")
@@ -196,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
             rows = {r["rate"]: r for r in records if r["model"] == model and r["backend"] == backend}
             if not rows:
                 continue
-            cells = [f"{rows[r]['p50_ms']:.1f} / {rows[r]['p99_ms']:.1f}" if r in rows else "" for r in rates]
+            one = rows.pop("sequential", None)
+            cells = [f"{one['p50_ms']:.1f} / {one['p99_ms']:.1f}" if one else ""]
+            cells += [f"{rows[r]['p50_ms']:.1f} / {rows[r]['p99_ms']:.1f}" if r in rows else "" for r in rates]
             ok = [r for r in rates if r in rows and rows[r]["p99_ms"] <= args.target_ms and rows[r]["errors"] == 0]
             table.add_row(model, backend, *cells, f"{max(ok):.0f}/s" if ok else "none")
+    console.print("one at a time: closed loop on one connection (the service's own latency); a rate: open loop, "
+                  "latency from each request's scheduled time, Python asyncio client on another core")
     console.print(table)
     atomic_write_json(args.json, records)
     return 0

@@ -20,7 +20,11 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     poll_s: float = typer.Option(2.0, "--poll-s", help="how often --champion looks for a promotion"),
     max_candidates: int = typer.Option(2_000, "--max-candidates", help="the most candidates one request may carry"),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="how long a request waits to share a scoring call"),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms",
+                                      help="how long a request may wait for others to share its scoring call "
+                                           "(0: only those already queued)"),
+    inline_scoring: bool = typer.Option(False, "--inline-scoring",
+                                        help="score on the event loop's thread (fewer hand-offs on one core)"),
     threads: int = typer.Option(1, "--threads", min=1, help="intra-op threads of the model (PyTorch and ONNX Runtime)"),
 ) -> None:
     """Serve click probabilities over HTTP: POST /score {context, candidates} -> scores in order;
@@ -32,7 +36,7 @@ def serve(
     from agenticrs.serve.server import champion_app, run_app
 
     torch.set_num_threads(threads)
-    limits = ServiceLimits(max_candidates=max_candidates, max_wait_ms=max_wait_ms)
+    limits = ServiceLimits(max_candidates=max_candidates, max_wait_ms=max_wait_ms, inline_scoring=inline_scoring)
     if champion == bool(run):
         raise ValueError("give either --run DIR (one or more) or --champion --db URL")
     if champion:
