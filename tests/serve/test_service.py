@@ -318,3 +318,22 @@ def test_an_onnx_champion_is_exported_recorded_and_scores_as_the_eager_model(wor
         assert artifact.sha256 and artifact.size_bytes > 0 and artifact.details
         assert [d.backend for d in tx.deployments()] == ["onnx"]
     store.close()
+
+
+def test_a_request_centric_model_never_attends_across_batched_requests(world: dict, tiny_cache: Path) -> None:
+    """SORT encodes each request's candidates together: requests merged into one micro-batch keep
+    their own request ids, so each gets the scores it gets alone."""
+    params = {"model_dim": 16, "num_heads": 2, "num_layers": 1, "num_pruned_layers": 0, "num_experts": 2, "top_k": 1,
+              "expert_hidden": 16}  # fmt: skip
+    run = api.train(world["sim"]["ctr"], "sort", params=params, train={"max_steps": 4}, seed=1,
+                    runs_dir=world["folder"] / "runs", cache_dir=tiny_cache).run_dir  # fmt: skip
+    scorer = Scorer(run)
+    payloads = world["payloads"][:12]
+    with running(run_app([run], limits=ServiceLimits(max_wait_ms=30))) as url:
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(lambda p: httpx.post(url + "/score", json=p[2], timeout=30), payloads))
+        metrics = httpx.get(url + "/metrics").text
+    assert float(metrics.split("agenticrs_batch_rows_count ")[1].split()[0]) < len(payloads)  # they were batched
+    for (start, stop, _), response in zip(payloads, responses):
+        alone = scorer.score(world["test"].slice(start, stop - start))
+        np.testing.assert_allclose(response.json()["scores"], alone, rtol=1e-5, atol=1e-6)
