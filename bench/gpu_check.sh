@@ -25,7 +25,7 @@ for seed in $seeds; do
         --set tiger.train.time_budget_s=null --runs-dir /tmp/gr-runs --json "$out/gr_beauty_cuda_seed$seed.json" \
         >"$out/gr_seed$seed.log" 2>&1 &
 done
-python3 -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider -n 4 2>&1 | tee "$out/pytest_cuda.log" | tail -25
+python3 -m pytest -q -m cuda tests/test_cuda.py tests/train/test_engine.py -p no:cacheprovider -n 4 2>&1 | tee "$out/pytest_cuda.log" | tail -25
 python3 bench/speed_ratio.py --dataset sim-small --config bench/configs/sim.yaml --device cuda --json "$out/speed_sim_cuda.json"
 wait
 tail -c 3000 "$out"/gr_seed*.log

@@ -196,10 +196,13 @@ class CrashingTask(CTRTask):
         return super().loss(model, batch)
 
 
-def test_resume_mid_epoch_gives_the_same_final_weights(tiny_synthetic, tmp_path: Path) -> None:
-    # deepfm with dropout: the resumed run must also continue the random generators exactly
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")])])
+def test_resume_mid_epoch_gives_the_same_final_weights(tiny_synthetic, tmp_path: Path, device: str) -> None:
+    # deepfm with dropout: the resumed run must also continue the random generators exactly (on a
+    # GPU the checkpoint is read on the CPU and moved: generator states must stay CPU tensors)
     config = TrainConfig(batch_size=512, epochs=2, eval_every_steps=7, checkpoint_every_steps=5, patience=5,
-                         eval_batch_size=4096, seed=3, metrics=["auc", "logloss"])  # fmt: skip
+                         eval_batch_size=4096, seed=3, metrics=["auc", "logloss"], device=device)  # fmt: skip
     params = {"dropout": 0.2}
 
     def fresh():
@@ -223,9 +226,14 @@ def test_resume_mid_epoch_gives_the_same_final_weights(tiny_synthetic, tmp_path:
     resumed_model = fresh()  # the process restarts: a new model, the checkpoint brings the state back
     result = Trainer(config).fit(resumed_model, tiny_synthetic, crashed_run, resume=True)
     assert result.steps == expected.steps and result.best_step == expected.best_step
-    assert result.valid == expected.valid and result.stopped_by == expected.stopped_by
+    assert result.stopped_by == expected.stopped_by
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed_model.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+        if device == "cpu":
+            assert torch.equal(a, b), name
+        else:  # GPU embedding backward sums with atomics: equal up to float rounding, not bit for bit
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    if device == "cpu":
+        assert result.valid == expected.valid
     assert [r["step"] for r in crashed_run.metrics_log()] == [r["step"] for r in full_run.metrics_log()]
     assert not (crashed_run.folder / CHECKPOINT).exists()  # removed once training ended
 
