@@ -141,7 +141,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fuzz_no_payload_gets_a_500(world: dict, client: TestClient, data: st.DataObject) -> None:
     """Mutations of a valid request (a field dropped, replaced by any JSON value, a candidate
