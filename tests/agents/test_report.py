@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from agenticrs.agents.report import (
     SECTION_TITLES,
     write_report,
 )
+from knowledge_rows import comparison
 
 MALICIOUS = '<script>alert("pwned")</script>'
 MALICIOUS_LESSON = "<img src=x onerror=alert(1)>"
@@ -40,16 +40,6 @@ def store(tmp_path: Path) -> Iterator[KnowledgeStore]:
         store.close()
 
 
-def comparison(incumbent_id: int, g_acc: float, g_div: float, predicted: float, inc_predicted: float) -> dict[str, Any]:
-    improvement = g_acc + g_div
-    return {
-        "incumbent_id": incumbent_id, "ensemble_size": 8, "error": predicted + 0.001, "bias": 0.05,
-        "variance": 0.004, "covariance": 0.003, "correlation": 0.7, "delta_error": -g_acc,
-        "gain_accuracy": g_acc, "gain_diversity": g_div, "gain_variance_shift": 0.0,
-        "predicted_candidate": predicted, "predicted_incumbent": inc_predicted, "improvement": improvement,
-        "ci_low": improvement - 0.0004, "ci_high": improvement + 0.0004,
-        "paper_condition": improvement > 0, "exact_condition": improvement > 0,
-    }
 
 
 def metrics(auc: float, brier: float) -> dict[str, dict[str, float]]:

@@ -28,6 +28,7 @@ from agenticrs.agents.knowledge import KnowledgeStore
 from agenticrs.agents.knowledge.store import KnowledgeStoreError
 from agenticrs.agents.report import write_report
 from agenticrs.serve.dashboard import create_dashboard
+from knowledge_rows import comparison
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -43,16 +44,6 @@ def metrics(auc: float, brier: float) -> dict[str, dict[str, float]]:
     return {split: {"auc": auc, "logloss": 0.23, "brier": brier} for split in ("valid", "gate")}
 
 
-def comparison(incumbent_id: int, g_acc: float, g_div: float, predicted: float, inc_predicted: float) -> dict[str, Any]:
-    improvement = g_acc + g_div
-    return {
-        "incumbent_id": incumbent_id, "ensemble_size": 8, "error": predicted + 0.001, "bias": 0.05,
-        "variance": 0.004, "covariance": 0.003, "correlation": 0.7, "delta_error": -g_acc,
-        "gain_accuracy": g_acc, "gain_diversity": g_div, "gain_variance_shift": 0.0,
-        "predicted_candidate": predicted, "predicted_incumbent": inc_predicted, "improvement": improvement,
-        "ci_low": improvement - 0.0004, "ci_high": improvement + 0.0004,
-        "paper_condition": improvement > 0, "exact_condition": improvement > 0,
-    }
 
 
 def build_db(url: str) -> tuple[int, dict[str, int]]:

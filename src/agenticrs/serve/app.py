@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from agenticrs.data.errors import DataError
 from agenticrs.serve.models import ServedModel
-from agenticrs.serve.payload import FieldKinds, PayloadError, ScoreRequest, ScoreResponse, request_table
+from agenticrs.serve.payload import PayloadError, ScoreRequest, ScoreResponse, request_table
 
 
 @dataclass
@@ -252,7 +252,7 @@ def create_app(router: Router, limits: ServiceLimits | None = None,
             return error(503, "no model is loaded yet", arm)
         try:
             # each request its own request id: a micro-batch must not merge requests for request-centric models (SORT)
-            table = request_table(parsed, FieldKinds.of(model.encoder), limits.max_candidates, next(request_ids))
+            table = request_table(parsed, model.fields, limits.max_candidates, next(request_ids))
             scores = await batcher.score(model, table)
         except PayloadError as exc:
             return error(exc.status, str(exc), arm)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from agenticrs.serve.payload import FieldKinds
 from agenticrs.train.scoring import Scorer
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -55,6 +57,11 @@ class ServedModel:
     @property
     def encoder(self):
         return self.scorers[0].encoder
+
+    @cached_property
+    def fields(self) -> FieldKinds:
+        """The input fields a request must carry, by kind (read once, not per request)."""
+        return FieldKinds.of(self.encoder)
 
     def score(self, table: pa.Table, source: str = "<request>") -> np.ndarray:
         scores = [np.asarray(s.score(table, source=source), dtype=np.float64) for s in self.scorers]

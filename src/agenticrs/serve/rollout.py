@@ -33,7 +33,6 @@ from agenticrs.runtime.files import atomic_save
 from agenticrs.serve.app import Router, create_app, in_canary
 from agenticrs.serve.client import HttpPolicy
 from agenticrs.serve.models import ServedModel, candidate_runs
-from agenticrs.serve.payload import FieldKinds
 from agenticrs.serve.server import running
 from agenticrs.sim.environment import METRICS, Environment, relative_lift
 from agenticrs.train.policy import world_of_run
@@ -156,11 +155,12 @@ def run_rollout(db: str, candidate_id: int, settings: RolloutSettings | None = N
             for step in range(len(done), settings.days):
                 if stop_after is not None and new_steps >= stop_after:
                     break
-                policy = HttpPolicy(url, FieldKinds.of(champion.encoder), list(spec.request_fields),
+                policy = HttpPolicy(url, champion.fields, list(spec.request_fields),
                                     request_column=spec.request_key, concurrency=settings.concurrency)  # fmt: skip
-                arm, _ = env.serve(policy, day_offset=step, name=f"day-{step}")
+                day_batch = env.requests(step)
+                arm, _ = env.serve(policy, day_offset=step, name=f"day-{step}", batch=day_batch)
                 # the arm the service used for each row must be the one the users' hash gives
-                expected = np.where(canary_users[env.requests(step).user], "canary", "champion")
+                expected = np.where(canary_users[day_batch.user], "canary", "champion")
                 served = policy.row_arm
                 routed_ok = served is not None and bool(np.all((served == expected) | (served == "error")))
                 day = {m: arm.per_user[m] for m in METRICS}
