@@ -337,3 +337,54 @@ def test_a_request_centric_model_never_attends_across_batched_requests(world: di
     for (start, stop, _), response in zip(payloads, responses):
         alone = scorer.score(world["test"].slice(start, stop - start))
         np.testing.assert_allclose(response.json()["scores"], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_the_one_call_table_and_the_shared_context_encode_exactly_as_row_by_row(world: dict, monkeypatch) -> None:
+    """The fast paths (every candidate's columns in one Arrow call; the context encoded once and
+    repeated) give the same table and the same model inputs as the careful per-field, per-row path."""
+    from agenticrs.serve import payload as payload_module
+    from agenticrs.serve.payload import ScoreRequest, request_table
+
+    scorer = Scorer(world["runs"]["deepfm"])
+    for _, _, payload in world["payloads"][:5]:
+        request = ScoreRequest.model_validate(payload)
+        fast = request_table(request, world["fields"], 1000, 7)
+        with monkeypatch.context() as patch:
+            patch.setattr(payload_module, "_uniform_columns", lambda *args: None)
+            careful = request_table(request, world["fields"], 1000, 7)
+        assert fast.num_rows > 1 and fast.equals(careful.select(fast.column_names))
+        shared = scorer.encode(fast, shared=frozenset(request.context))
+        per_row = scorer.encode(fast)
+        assert shared.keys() == per_row.keys()
+        for key in shared:
+            np.testing.assert_array_equal(shared[key], per_row[key], err_msg=key)
+
+
+def test_a_bad_request_in_a_micro_batch_fails_alone(world: dict) -> None:
+    """Requests are encoded one by one inside a batch: one that the encoder refuses gets its own
+    4xx while the others of the same scoring call are answered."""
+    from agenticrs.data.errors import DataError
+
+    model = ServedModel.load([world["runs"]["deepfm"]])
+    refused = -77
+    encode = model.encode
+
+    def refusing_encode(table: pa.Table, shared=(), source="<request>"):
+        if refused in table.column("hour").to_pylist():
+            raise DataError("hour -77 is refused here", file=source, field="hour", expected="an hour of the day")
+        return encode(table, shared, source)
+
+    model.encode = refusing_encode  # type: ignore[method-assign]
+    app = create_app(Router(champion=model), ServiceLimits(max_wait_ms=50.0))
+    good, bad = _valid(world), _valid(world)
+    holder = bad["context"] if "hour" in bad["context"] else bad["candidates"][0]
+    holder["hour"] = refused
+    bodies = [good, bad] + [good] * 10
+    with running(app) as url, ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(lambda body: httpx.post(url + "/score", json=body, timeout=30), bodies))
+        metrics = httpx.get(url + "/metrics").text
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200, 422] + [200] * 10, statuses
+    assert "hour" in responses[1].json()["detail"]
+    assert float(metrics.split("agenticrs_batch_rows_count ")[1].split()[0]) < len(bodies)  # batches were shared
+    np.testing.assert_allclose(responses[0].json()["scores"], responses[2].json()["scores"])

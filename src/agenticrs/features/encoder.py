@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,9 @@ _QUANTILE_SAMPLE = 200_000
 # ----------------------------------------------------------------------------- parsing
 def _column(chunk: Chunk, spec_field: FieldSpec) -> pa.Array:
     col = chunk.table.column(spec_field.source)
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()  # one chunk: no copy
+    return col
 
 
 def _first_bad_row(values: pa.Array, parse) -> int:
@@ -363,14 +365,15 @@ class FeatureEncoder:
         parsed chunk is what the pipeline spills, so the transform pass never parses again.
         """
         table = chunk.table
-        missing = [f for f in self.spec.fields if f.kind != "label" and f.source not in table.column_names]
+        present = set(table.column_names)  # (`column_names` builds a new list on every access)
+        missing = [f for f in self.spec.fields if f.kind != "label" and f.source not in present]
         if missing:  # rows built in memory (scoring, serving) may lack a column a file reader would have caught
             names = ", ".join(f.source for f in missing)
             raise DataError(f"missing column(s) {names}", file=chunk.file, field=missing[0].name,
                             expected=f"a column for every input field of the data set ({len(missing)} missing)")
         parsed = {}
         for f in self.spec.fields:
-            if f.kind == "label" and f.source not in table.column_names:
+            if f.kind == "label" and f.source not in present:
                 continue  # unlabelled rows (predicting, serving)
             if f.kind in ("numeric", "label") and f.source not in parsed:
                 column = _column(chunk, f)
@@ -479,12 +482,18 @@ class FeatureEncoder:
         return self
 
     # -- transforming -----------------------------------------------------------------
-    def transform(self, chunk: Chunk) -> dict[str, np.ndarray | pa.Array]:
+    def transform(self, chunk: Chunk, shared: Collection[str] = ()) -> dict[str, np.ndarray | pa.Array]:
         """Arrays for one chunk: `categorical` (n, F) int32, `numeric` (n, D) float32,
         `seq/<name>` (n, L) + `seqlen/<name>` (n,), `labels` (n, K) float32, `group` (n,) int64,
-        `ts/<name>` (n,) int64, `text/<name>` Arrow strings. Fields are encoded in parallel."""
+        `ts/<name>` (n,) int64, `text/<name>` Arrow strings. Fields are encoded in parallel.
+
+        `shared` names source columns that hold one value for every row (a served request's user
+        context: the user, their history): those are encoded from the first row only and repeated,
+        so a request of 100 candidates looks up its history once, not 100 times."""
         self._require_fitted()
         n = chunk.num_rows
+        head = Chunk(chunk.file, chunk.first_row, chunk.table.slice(0, 1)) if shared and n > 1 else chunk
+        source_of = lambda f: head if f.source in shared else chunk  # noqa: E731
         out: dict[str, np.ndarray | pa.Array] = {}
         cat_fields = self.categorical_fields
         categorical = np.empty((n, len(cat_fields)), dtype=np.int32)
@@ -492,14 +501,16 @@ class FeatureEncoder:
         numeric = np.zeros((n, len(numeric_names)), dtype=np.float32)
 
         def encode_categorical(j: int, f: FieldSpec) -> None:
+            rows = source_of(f)  # a shared field's single id is broadcast down the column
             if f.kind == "numeric":
-                categorical[:, j] = self._bucketize(self._numeric_raw(chunk, f), f)
+                categorical[:, j] = self._bucketize(self._numeric_raw(rows, f), f)
             else:
-                categorical[:, j] = self.encode_values(as_strings(_column(chunk, f)), f.name)
+                categorical[:, j] = self.encode_values(as_strings(_column(rows, f)), f.name)
 
         def encode_numeric(f: FieldSpec) -> None:
             state = self.numeric[f.name]
-            raw = self._numeric_raw(chunk, f)
+            rows = source_of(f)
+            raw = self._numeric_raw(rows, f)
             is_missing = np.isnan(raw)
             value = self._pre_transform(np.where(is_missing, 0.0, raw), f)
             if f.transform == "standardize":
@@ -507,31 +518,35 @@ class FeatureEncoder:
             value[is_missing] = 0.0
             too_large = np.abs(value) > np.finfo(np.float32).max  # the model's inputs are float32
             if too_large.any():
-                raise _overflow_error(chunk, f, raw, too_large, "for a float32 model input")
+                raise _overflow_error(rows, f, raw, too_large, "for a float32 model input")
             column = numeric_names.index(f.name)
             numeric[:, column] = value
             if state.has_missing:
                 numeric[:, column + 1] = is_missing
 
         def encode_sequence(f: FieldSpec) -> None:
-            lists = _sequence_lists(_column(chunk, f), f, self.spec.reader.list_delimiter)
+            rows = source_of(f)
+            lists = _sequence_lists(_column(rows, f), f, self.spec.reader.list_delimiter)
             lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
             flat_values = pc.list_flatten(lists)
             if f.element == "numeric":
                 try:
-                    parsed = parse_float(flat_values, chunk, f, self.null_tokens) if len(flat_values) else np.zeros(0)
+                    parsed = parse_float(flat_values, rows, f, self.null_tokens) if len(flat_values) else np.zeros(0)
                     too_large = np.abs(np.nan_to_num(parsed)) > np.finfo(np.float32).max
                     if too_large.any():
-                        raise _overflow_error(chunk, f, parsed, too_large, "for a float32 model input")
+                        raise _overflow_error(rows, f, parsed, too_large, "for a float32 model input")
                 except DataError as exc:  # list elements are counted: name the row holding the element
-                    row = int(np.searchsorted(np.cumsum(lengths), exc.row - chunk.first_row, side="right"))
+                    row = int(np.searchsorted(np.cumsum(lengths), exc.row - rows.first_row, side="right"))
                     raise DataError(
-                        exc.reason, file=exc.file, row=chunk.first_row + row, field=exc.field, expected=exc.expected
+                        exc.reason, file=exc.file, row=rows.first_row + row, field=exc.field, expected=exc.expected
                     ) from None
                 flat = np.nan_to_num(parsed, nan=0.0).astype(np.float32)
             else:
                 flat = self.encode_values(as_strings(flat_values), self._vocab_owner(f))
-            out[f"seq/{f.name}"], out[f"seqlen/{f.name}"] = pad_sequences(lengths, flat, f.max_len)
+            padded, kept = pad_sequences(lengths, flat, f.max_len)
+            if rows is not chunk:  # one shared history, repeated for every row
+                padded, kept = np.repeat(padded, n, axis=0), np.repeat(kept, n)
+            out[f"seq/{f.name}"], out[f"seqlen/{f.name}"] = padded, kept
 
         tasks = [(lambda j=j, f=f: encode_categorical(j, f)) for j, f in enumerate(cat_fields)]
         tasks += [(lambda f=f: encode_numeric(f)) for f in self.dense_numeric_fields]

@@ -8,6 +8,7 @@ through its `run` artifacts.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from agenticrs.serve.payload import FieldKinds
-from agenticrs.train.scoring import Scorer
+from agenticrs.train.scoring import Scorer, concat_encoded
+
+Encoded = dict[str, np.ndarray]
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 _versions = itertools.count(1)
@@ -63,9 +66,19 @@ class ServedModel:
         """The input fields a request must carry, by kind (read once, not per request)."""
         return FieldKinds.of(self.encoder)
 
-    def score(self, table: pa.Table, source: str = "<request>") -> np.ndarray:
-        scores = [np.asarray(s.score(table, source=source), dtype=np.float64) for s in self.scorers]
+    def encode(self, table: pa.Table, shared: Collection[str] = (), source: str = "<request>") -> list[Encoded]:
+        """One request's input arrays, per run (runs may hold different vocabularies). `shared`:
+        the request's context columns, encoded once rather than once per candidate."""
+        return [s.encode(table, source, shared) for s in self.scorers]
+
+    def score_encoded(self, requests: list[list[Encoded]]) -> np.ndarray:
+        """The mean probability of the runs for several encoded requests, scored in one call per run."""
+        scores = [np.asarray(s.score_encoded(concat_encoded([r[i] for r in requests])), dtype=np.float64)
+                  for i, s in enumerate(self.scorers)]  # fmt: skip
         return np.mean(scores, axis=0).astype(np.float32)
+
+    def score(self, table: pa.Table, source: str = "<request>", shared: Collection[str] = ()) -> np.ndarray:
+        return self.score_encoded([self.encode(table, shared, source)])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "backend": self.backend, "candidate": self.candidate_id,

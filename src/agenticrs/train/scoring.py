@@ -13,7 +13,7 @@ server can encode several requests, concatenate their arrays along axis 0 and sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -95,6 +95,13 @@ class OnnxModel:
         return self.session.run([self.output], feed)[0]
 
 
+def concat_encoded(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The encoded arrays of several `Scorer.encode` calls as one batch (rows in call order)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
 class Scorer:
     """A loaded CTR run that scores tables: click probability (the run's label) per row, in order.
 
@@ -133,11 +140,14 @@ class Scorer:
         self.device = torch.device("cpu")
         self.onnx = OnnxModel(path, threads)
 
-    def encode(self, rows: Any, source: str = "<rows>") -> dict[str, np.ndarray]:
+    def encode(self, rows: Any, source: str = "<rows>", shared: Collection[str] = ()) -> dict[str, np.ndarray]:
         """The model's input arrays for `rows` (the run's encoder; `source` names the rows in
-        error messages). Arrays of several calls may be concatenated along axis 0 and scored at once."""
+        error messages). Arrays of several calls may be concatenated along axis 0
+        (`concat_encoded`) and scored at once. `shared` names columns that hold one value in every
+        row (a request's user context), encoded once and repeated."""
         table = as_arrow(rows)
-        arrays = self.encoder.transform(self.encoder.parse_chunk(Chunk(file=source, first_row=1, table=table)))
+        chunk = self.encoder.parse_chunk(Chunk(file=source, first_row=1, table=table))
+        arrays = self.encoder.transform(chunk, shared=shared)
         return {k: np.asarray(arrays[k]) for k in model_input_keys(arrays)}
 
     def score_encoded(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
