@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for the simulation, data and runs (default: a temporary one)")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--smoke", action="store_true", help="a shrunken world and a few steps (the docs' test)")
+    parser.add_argument("--online", action="store_true",
+                        help="A/B-test pCTR x pCVR x price with CM-DCM (B) against the first other model (A) in the "
+                        "simulator over the last promotion's pre-promotion days and promotion day (seed 0's runs)")
+    parser.add_argument("--ctr-steps", type=int, default=400, help="optimiser steps of the pCTR run (--online)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
@@ -140,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         datasets[history] = process_dataset(spec, work / "cache")
         for split in datasets[history].splits.values():
             split.load_in_memory()
-    records = []
+    records: list[dict[str, Any]] = []
+    runs: dict[tuple[str, int], Path] = {}
     for seed in range(args.seeds):
         for row, model, params, history in variants(models, ablations):
             data = datasets[history]
@@ -167,14 +172,48 @@ def main(argv: list[str] | None = None) -> int:
                 **score_record(list(data.schema.labels), test, pred),
             }  # fmt: skip
             records.append(record)
+            runs[(row, seed)] = trained.run.folder
             print(f"{row:<26} seed {seed}  del AUC {record['del_auc']:.4f}  ECE {record['del_ece']:.4f}  "
                   f"pred/obs {record['del_ratio']:.3f}  cvr AUC {record['cvr_auc']:.4f}  ({record['stopped_by']}, "
                   f"{record['seconds']}s)", flush=True)  # fmt: skip
     print_table(records)
+    output: Any = records
+    if args.online:
+        output = {"offline": records, "online": online(args, config, sim_dir, work, models, runs)}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
     return 0
+
+
+def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: list[str],
+           runs: dict[tuple[str, int], Path]) -> dict[str, Any]:  # fmt: skip
+    """CM-DCM's pCVR against the first other model's in pCTR x pCVR x price, in the simulator."""
+    from agenticrs.sim import build_world
+    from agenticrs.train.promo_online import ValuePolicy, promo_ab_test
+
+    others = [m for m in models if m != "cmdcm"]
+    if "cmdcm" not in models:
+        raise SystemExit("--online compares CM-DCM with a baseline: --models must include cmdcm")
+    train = TrainConfig(epochs=1, max_steps=4 if args.smoke else args.ctr_steps, batch_size=2048,
+                        eval_every_steps=4 if args.smoke else args.ctr_steps, seed=0, num_threads=args.threads,
+                        metrics=["auc", "logloss"], log_every=1000)  # fmt: skip
+    ctr = train_run(RunConfig(dataset=str(sim_dir / "ctr.yaml"), model="dnn", train=train, name="ctr-dnn"),
+                    runs_dir=work / "runs", cache_dir=work / "cache")  # fmt: skip
+    baseline = others[0] if others else None
+    policy_a = ValuePolicy(ctr.run.folder, runs[(baseline, 0)] if baseline else None, config)
+    policy_b = ValuePolicy(ctr.run.folder, runs[("cmdcm", 0)], config)
+    world = build_world(config)
+    names = (f"pCTR x pCVR({baseline}) x price" if baseline else "pCTR x price", "pCTR x pCVR(cmdcm) x price")
+    report = promo_ab_test(world, sim_dir / "events.parquet", policy_a, policy_b, names=names)
+    report["ctr_run_valid_auc"] = ctr.result.valid.get("auc")
+    print(f"\nonline, promotion on day {report['promotion_day']}: B = {names[1]} vs A = {names[0]}")
+    for period, body in report["periods"].items():
+        for metric in ("purchases", "gmv"):
+            c = body["comparisons"][metric]
+            print(f"  {period:<14} {metric:<10} lift {c['lift']:+.4f}  95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+                  f"  p {c['p_value']:.3f}")
+    return report
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
