@@ -2,7 +2,8 @@
 
 A model states what it needs (`ModelInputs`); a data set that cannot satisfy it is refused with a
 clear message before any training starts. The trainer never special-cases a model: it calls
-`forward(batch)` and reads `{"logit": (B,), "aux_loss": optional scalar}`.
+`forward(batch)` and reads `{"logit": (B,), "aux_loss": optional scalar}`; a model whose own
+loss term needs the labels defines `labelled_loss(output, labels) -> scalar` (see `train.ctr`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class ModelInputs:
     min_fields_for_interaction: int = 1  # e.g. FM needs at least two fields to interact
     request_centric: bool = False  # trains on whole requests (candidates of one request in one batch)
     multi_task: bool = False  # one head per label (`output_labels`); trains several labels at once
+    min_labels: int = 1  # labels the model trains at once (e.g. CM-DCM: direct, cart and delayed conversion)
 
     def problems(self, schema: FeatureSchema) -> list[str]:
         found: list[str] = []
@@ -88,6 +90,8 @@ class ModelInputs:
             )
         if not schema.labels:
             found.append("needs a binary label")
+        elif len(schema.labels) < self.min_labels:
+            found.append(f"needs at least {self.min_labels} labels; the data set has {len(schema.labels)}")
         return found
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 GENERATOR_VERSION = 1
@@ -64,13 +65,26 @@ class SimConfig(BaseModel):
     history_len: int = Field(default=30, ge=1, description="K: behaviours kept per impression")
     # --- calendar ------------------------------------------------------------------------
     n_days: int = Field(default=14, ge=3)
-    promo_day: int = Field(default=9, ge=1, description="the promotion day (0-based)")
-    pre_promo_days: int = Field(default=3, ge=0, description="days before the promotion when purchases are deferred")
+    promo_day: int = Field(default=9, ge=1, description="the promotion day (0-based); unused when `promo_days` is set")
+    promo_days: tuple[int, ...] | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="several promotion days (0-based, increasing, each with its own pre-promotion window); "
+        "None: the single `promo_day`",
+    )
+    pre_promo_days: int = Field(default=3, ge=0, description="days before each promotion when purchases are deferred")
     valid_days: int = Field(default=1, ge=1)
     test_days: int = Field(default=1, ge=1)
     rounds_per_day: int = Field(default=4, ge=1, description="histories refresh between rounds of a day")
     # --- behaviour -----------------------------------------------------------------------
     defer_prob: float = Field(default=0.9, ge=0.0, le=1.0, description="P(a pre-promotion purchase waits for the promotion)")
+    defer_prob_no_cart: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="P(a pre-promotion purchase without a cart waits for the promotion); None: `defer_prob`",
+    )
+    defer_user_sigma: float = Field(
+        default=0.0, ge=0.0, le=5.0,
+        description="spread (logit scale) of users' own propensity to defer around `defer_prob` (0: everyone alike)",
+    )
     promo_discount: float = Field(default=0.2, ge=0.0, lt=1.0)
     delay_median_hours: float = Field(default=8.0, gt=0.0)
     delay_sigma: float = Field(default=1.3, gt=0.0)
@@ -81,10 +95,22 @@ class SimConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SimConfig:
-        if self.promo_day - self.pre_promo_days < 0:
-            raise ValueError(f"promo_day ({self.promo_day}) must leave {self.pre_promo_days} pre-promotion days")
-        if self.promo_day >= self.train_days:
-            raise ValueError(f"promo_day ({self.promo_day}) must fall in the training days (< {self.train_days})")
+        if self.promo_days is None:
+            if self.promo_day - self.pre_promo_days < 0:
+                raise ValueError(f"promo_day ({self.promo_day}) must leave {self.pre_promo_days} pre-promotion days")
+            if self.promo_day >= self.train_days:
+                raise ValueError(f"promo_day ({self.promo_day}) must fall in the training days (< {self.train_days})")
+        else:
+            days = self.promo_days
+            if days[0] - self.pre_promo_days < 0:
+                raise ValueError(f"promo_days: the first promotion ({days[0]}) must leave {self.pre_promo_days} "
+                                 "pre-promotion days")  # fmt: skip
+            gaps = [b - a for a, b in zip(days, days[1:])]
+            if any(g <= self.pre_promo_days for g in gaps):
+                raise ValueError(f"promo_days {list(days)}: promotions must be increasing and more than pre_promo_days "
+                                 f"({self.pre_promo_days}) apart, so that pre-promotion windows do not overlap")  # fmt: skip
+            if days[-1] >= self.n_days:
+                raise ValueError(f"promo_days: the last promotion ({days[-1]}) must fall in the log (< n_days = {self.n_days})")
         if len(self.scenarios) < 1:
             raise ValueError("at least one scenario is required")
         return self
@@ -98,14 +124,42 @@ class SimConfig(BaseModel):
             return "train"
         return "valid" if day < self.train_days + self.valid_days else "test"
 
+    @property
+    def promotions(self) -> tuple[int, ...]:
+        """The promotion days, increasing (`promo_days`, or the single `promo_day`)."""
+        return self.promo_days if self.promo_days is not None else (self.promo_day,)
+
+    def next_promo(self, day):
+        """The first promotion day on or after `day` (an int or an array of days); -1 after the last."""
+        days = np.asarray(self.promotions)
+        index = np.searchsorted(days, day, side="left")
+        return np.where(index < len(days), days[np.minimum(index, len(days) - 1)], -1)
+
+    def days_to_promo(self, day):
+        """Days until the next promotion (0 on a promotion day); -1 after the last promotion."""
+        nxt = self.next_promo(day)
+        return np.where(nxt >= 0, nxt - np.asarray(day), -1)
+
+    def is_promo_day(self, day):
+        """Whether `day` (an int or an array of days) is a promotion day."""
+        return np.isin(day, self.promotions) if np.ndim(day) else day in self.promotions
+
     def is_pre_promo(self, day):
-        """Whether `day` (an int or an array of days) is one of the pre-promotion days."""
-        return (self.promo_day - self.pre_promo_days <= day) & (day < self.promo_day)
+        """Whether `day` (an int or an array of days) is one of the pre-promotion days of a promotion."""
+        nxt = self.next_promo(day)
+        return (nxt >= 0) & (nxt - self.pre_promo_days <= day) & (day < nxt)
 
     def config_hash(self) -> str:
-        payload = {"generator_version": GENERATOR_VERSION, "config": self.model_dump(mode="json")}
+        config = self.model_dump(mode="json")
+        for name, default in _ADDED_DEFAULTS.items():  # fields added later: absent at their default (same hash)
+            if config.get(name) == default:
+                config.pop(name)
+        payload = {"generator_version": GENERATOR_VERSION, "config": config}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+
+# fields added after presets were first hashed, with the default that leaves the world unchanged
+_ADDED_DEFAULTS: dict[str, Any] = {"promo_days": None, "defer_prob_no_cart": None, "defer_user_sigma": 0.0}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few seconds; the default behind `make demo` and the tests
@@ -116,6 +170,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # >= 10M impressions
     "large": {"n_users": 60_000, "n_items": 60_000, "new_items_per_day": 400, "n_days": 30, "promo_day": 22,
               "requests_per_user_day": 0.7, "history_len": 20},
+    # several promotions (CM-DCM: learn from earlier promotions' pre-promotion windows, predict the
+    # last one's); impulse purchases without a cart rarely wait, users differ in deferring
+    "promo": {"n_users": 6000, "n_items": 4000, "new_items_per_day": 20, "n_days": 32,
+              "promo_days": (7, 15, 23, 30), "defer_prob_no_cart": 0.3, "defer_user_sigma": 1.5, "history_len": 20},
 }  # fmt: skip
 
 

@@ -47,8 +47,8 @@ HIDDEN_COLUMNS = ("p_click", "p_cart", "p_purchase", "cart", "purchase", "purcha
 
 
 def traffic_multiplier(config: SimConfig, day: int) -> float:
-    """More requests on the promotion day (x1.6) and in the days before it (x1.2)."""
-    if day == config.promo_day:
+    """More requests on a promotion day (x1.6) and in the days before it (x1.2)."""
+    if config.is_promo_day(day):
         return 1.6
     return 1.2 if config.is_pre_promo(day) else 1.0
 
@@ -142,7 +142,7 @@ def realise(world: World, user: np.ndarray, item: np.ndarray, scenario: np.ndarr
     purchase_ts = np.full(len(item), -1, np.int64)
     if purchase.any():
         buyers = np.flatnonzero(purchase)
-        purchase_ts[buyers] = ts[buyers] + world.purchase_delay(day[buyers], ts[buyers], delay_rng)
+        purchase_ts[buyers] = ts[buyers] + world.purchase_delay(day[buyers], ts[buyers], delay_rng, user[buyers], cart[buyers])
     gmv = np.where(purchase, world.price_paid(item, purchase_ts // SECONDS_PER_DAY), 0.0)
     p_purchase = p_cart * p_buy_cart + (1 - p_cart) * p_buy_direct
     return Outcomes(p_click, p_cart, p_purchase, click, cart, purchase, purchase_ts, gmv)

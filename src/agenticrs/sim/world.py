@@ -123,6 +123,7 @@ class World:
     user_age: np.ndarray
     user_gender: np.ndarray
     user_city: np.ndarray
+    user_defer_z: np.ndarray  # N(0, 1): the user's own propensity to defer a purchase (scaled by defer_user_sigma)
     # context effects
     age_effect: np.ndarray
     gender_effect: np.ndarray
@@ -197,7 +198,7 @@ class World:
         """f = base_s + a_i + q_brand + e_age + e_gender + e_city + e_hour + w_int,s cos(u(d), v_i)
         - w_price,s sens_u z_i - decay_s log1p(pos) + w_rel,s R + 0.25 [promotion day]."""
         cos = np.einsum("nd,nd->n", self.interest(users, day), self.item_latent[items])
-        promo = (np.asarray(day) == self.config.promo_day).astype(np.float64)
+        promo = np.asarray(self.config.is_promo_day(np.asarray(day))).astype(np.float64)
         return (
             self.scenario_array("base_logit")[scenario]
             + self.item_appeal[items]
@@ -224,29 +225,49 @@ class World:
         cos = np.einsum("nd,nd->n", self.interest(users, day), self.item_latent[items])
         price = self.user_price_sensitivity[users] * self.item_price_z[items]
         pre = np.broadcast_to(self.config.is_pre_promo(day), cos.shape).astype(np.float64)
-        promo = np.broadcast_to(day == self.config.promo_day, cos.shape).astype(np.float64)
+        promo = np.broadcast_to(self.config.is_promo_day(day), cos.shape).astype(np.float64)
         p_cart = sigmoid(-1.0 + 0.8 * cos - 0.3 * price + 1.2 * pre + 0.3 * promo)
         p_buy_cart = sigmoid(-0.3 + 0.8 * cos - 0.5 * price + 0.8 * pre + 0.9 * promo)
         p_buy_direct = sigmoid(-2.8 + 0.6 * cos - 0.5 * price + 0.8 * promo)
         return p_cart, p_buy_cart, p_buy_direct
 
     def price_paid(self, items: np.ndarray, purchase_day: np.ndarray) -> np.ndarray:
-        discount = np.where(np.asarray(purchase_day) == self.config.promo_day, self.config.promo_discount, 0.0)
+        discount = np.where(self.config.is_promo_day(np.asarray(purchase_day)), self.config.promo_discount, 0.0)
         return self.item_price[items] * (1.0 - discount)
 
-    def purchase_delay(self, click_day: np.ndarray, click_ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Seconds from click to purchase: log-normal (median 8 h; 1/7 of that on the promotion
+    def defer_probability(self, users: np.ndarray, cart: np.ndarray) -> np.ndarray | float:
+        """P(a pre-promotion purchase waits for the promotion): `defer_prob` after a cart,
+        `defer_prob_no_cart` without one, shifted per user by `defer_user_sigma` z_u on the logit
+        scale. The scalar `defer_prob` when neither knob is set (the draws of older presets)."""
+        cfg = self.config
+        if cfg.defer_prob_no_cart is None and cfg.defer_user_sigma == 0.0:
+            return cfg.defer_prob
+        base = np.where(cart, cfg.defer_prob, cfg.defer_prob if cfg.defer_prob_no_cart is None else cfg.defer_prob_no_cart)
+        if cfg.defer_user_sigma == 0.0:
+            return base
+        logit = np.log(np.clip(base, 1e-6, 1 - 1e-6) / np.clip(1.0 - base, 1e-6, 1.0))
+        return sigmoid(logit + cfg.defer_user_sigma * self.user_defer_z[users])
+
+    def purchase_delay(self, click_day: np.ndarray, click_ts: np.ndarray, rng: np.random.Generator,
+                       users: np.ndarray | None = None, cart: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Seconds from click to purchase: log-normal (median 8 h; 1/7 of that on a promotion
         day), capped by the attribution window; on pre-promotion days the purchase waits for the
-        promotion day with probability `defer_prob` (at an hour drawn from the traffic profile)."""
+        next promotion day with probability `defer_probability(users, cart)` (at an hour drawn
+        from the traffic profile)."""
         cfg = self.config
         n = len(click_ts)
-        median = np.where(click_day == cfg.promo_day, cfg.delay_median_hours / 7.0, cfg.delay_median_hours) * 3600.0
+        click_day = np.asarray(click_day)
+        median = np.where(cfg.is_promo_day(click_day), cfg.delay_median_hours / 7.0, cfg.delay_median_hours) * 3600.0
         delay = median * np.exp(cfg.delay_sigma * rng.standard_normal(n))
         delay = np.minimum(delay, cfg.attribution_days * SECONDS_PER_DAY - 1.0)
-        pre = cfg.is_pre_promo(np.asarray(click_day))
-        defer = pre & (rng.random(n) < cfg.defer_prob)
+        pre = cfg.is_pre_promo(click_day)
+        if users is None or cart is None:
+            p_defer = self.defer_probability(np.zeros(n, np.int64), np.ones(n, bool))
+        else:
+            p_defer = self.defer_probability(users, cart)
+        defer = pre & (rng.random(n) < p_defer)
         hour = rng.choice(24, size=n, p=hour_profile())
-        promo_time = cfg.promo_day * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n)
+        promo_time = cfg.next_promo(click_day) * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n)
         return np.where(defer, promo_time - click_ts, np.round(delay)).astype(np.int64)
 
     # ------------------------------------------------------------------ candidates
@@ -419,6 +440,7 @@ def build_world(config: SimConfig) -> World:
         user_age=rng_user.choice(N_AGE, n_users, p=[0.05, 0.2, 0.25, 0.2, 0.15, 0.1, 0.05]),
         user_gender=rng_user.integers(0, N_GENDER, n_users),
         user_city=rng_user.choice(N_CITY, n_users, p=[0.2, 0.3, 0.3, 0.2]),
+        user_defer_z=_rng(cfg.seed, 4).standard_normal(n_users),  # its own stream: older draws unchanged
         age_effect=rng_effect.normal(0, 0.15, N_AGE), gender_effect=rng_effect.normal(0, 0.1, N_GENDER),
         city_effect=rng_effect.normal(0, 0.15, N_CITY), hour_effect=rng_effect.normal(0, 0.12, 24),
     )  # fmt: skip

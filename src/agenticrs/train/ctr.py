@@ -5,7 +5,10 @@ request-centric models). A single-label model returns `{"logit": (B,)}`; a multi
 returns `{"logit": (B, T)}`, one column per trained label (`train.labels`, or the model's own
 `output_labels`). Rows whose label is missing (an optional label, NaN) leave that label's loss
 and metrics; each label's loss is its mean over the rows that have it, weighted by
-`train.task_weights`. An optional `aux_loss` in the output is added to the loss.
+`train.task_weights`. An optional `aux_loss` in the output is added to the loss, and so is
+`model.labelled_loss(output, labels)` for a model that defines it: a supervised term of its own
+that needs the batch's labels ((B, T), the trained labels in order, NaN where missing; e.g. the
+counterfactual loss of CM-DCM), so no model is special-cased here.
 
 Evaluation reports every metric per label as `label/metric` plus, for several labels, the mean
 over labels under the plain metric name (so `monitor: auc` watches the mean AUC), taken over the
@@ -235,6 +238,9 @@ class CTRTask:
                 loss = F.binary_cross_entropy_with_logits(logit, labels)
         if "aux_loss" in output:
             loss = loss + output["aux_loss"]
+        labelled_loss = getattr(model, "labelled_loss", None)
+        if labelled_loss is not None:  # a model's own supervised term (e.g. CM-DCM's counterfactual loss)
+            loss = loss + labelled_loss(output, labels if labels.dim() == 2 else labels.unsqueeze(1))
         return loss, len(labels)
 
     def _multi_loss(self, logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
