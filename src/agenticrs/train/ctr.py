@@ -42,6 +42,7 @@ from torch import nn
 from agenticrs.data.cache import SplitArrays
 from agenticrs.features.batching import LABEL, LABELS, iterate_batches, num_batches
 from agenticrs.features.pipeline import ProcessedDataset
+from agenticrs.models.base import Model
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device
 from agenticrs.train.config import TrainConfig
@@ -98,14 +99,15 @@ def with_conversion_metrics(metrics: list[str], conversion: Conversion | None) -
 
 
 def model_targets(model: nn.Module) -> Targets | None:
-    """The model's `targets` (labels -> head targets) as a NumPy function; None when it has none."""
+    """The model's `targets` (labels -> head targets) as a NumPy function; None when it has none
+    or keeps the default (each head learns its label)."""
     targets = getattr(model, "targets", None)
-    if targets is None:
+    if targets is None or getattr(type(model), "targets", None) is Model.targets:
         return None
 
     def apply(labels: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return targets(torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float64))).numpy()
+            return targets(torch.from_numpy(np.ascontiguousarray(labels))).numpy()
 
     return apply
 
@@ -247,7 +249,7 @@ class CTRTask:
         self.multi = len(self.label_names) > 1 or config.labels is not None
         self.keep_requests = bool(getattr(getattr(model, "inputs", None), "request_centric", False))
         self.targets = model_targets(model) if model is not None and self.multi else None
-        labels = np.asarray(self.train["labels"][:, self.label_indices], dtype=np.float64)
+        labels = np.asarray(self.train["labels"][:, self.label_indices])
         heads = self.targets(labels) if self.targets is not None else labels
         self.has_missing = bool(np.isnan(heads).any())
         self.conversion = self._conversion(config, model, labels, heads)
@@ -340,9 +342,8 @@ class CTRTask:
         logit = output["logit"]
         if self.multi:
             labels = batch[LABELS]
-            targets = getattr(model, "targets", None)
-            if targets is not None:
-                labels = targets(labels)
+            if self.targets is not None:
+                labels = model.targets(labels)
             if logit.dim() != 2 or logit.shape[1] != labels.shape[1]:
                 raise ValueError(
                     f"model '{getattr(model, 'name', type(model).__name__)}' returns logits of shape "
