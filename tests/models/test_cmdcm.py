@@ -18,7 +18,8 @@ from agenticrs.data.spec import DatasetSpec, FieldSpec, ReaderOptions
 from agenticrs.features.batching import LABELS, iterate_batches
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import IncompatibleDataError, build_model
-from agenticrs.models.cmdcm import chain_logit, ips_dr_loss
+from agenticrs.models.cmdcm import ips_dr_loss
+from agenticrs.models.layers import product_logit
 from agenticrs.train.config import RunConfig, TrainConfig
 from agenticrs.train.ctr import CTRTask
 from agenticrs.train.metrics import auc
@@ -127,16 +128,16 @@ def test_the_gate_reads_the_user_state_and_only_it(planted):
         assert (plain.components(other_item)["gates"] - plain.components(batch)["gates"]).abs().max() > 1e-4
 
 
-def test_chain_logit_is_the_product_in_log_space():
+def test_product_logit_is_the_product_in_log_space():
     a = torch.tensor([0.3, -2.0, 4.0, -60.0, 60.0, 30.0])
     b = torch.tensor([1.2, 0.5, -3.0, -60.0, 60.0, 1.0])
-    logit = chain_logit(a, b)
+    logit = product_logit(a, b)
     expected = torch.sigmoid(a.double()) * torch.sigmoid(b.double())
     assert torch.isfinite(logit).all()
     assert torch.allclose(torch.sigmoid(logit.double())[:4], expected[:4], rtol=1e-5, atol=1e-30)
     assert torch.sigmoid(logit[4]) > 0.999 and torch.sigmoid(logit[5]) > 0.7
     a.requires_grad_(True)
-    chain_logit(a, b).sum().backward()
+    product_logit(a, b).sum().backward()
     assert torch.isfinite(a.grad).all()
 
 
@@ -191,5 +192,20 @@ def test_missing_labels_and_state_fields_are_named(planted):
         build_model("cmdcm", planted.schema, {"user_state_fields": ["nowhere"]})
     assert build_model("cmdcm", planted.schema, {}).state_index == [3]  # the default fields it has: hist_carts
     one_label = dataclasses.replace(planted.schema, labels=("y_dir",))
-    with pytest.raises(IncompatibleDataError, match="at least 3 labels"):
+    with pytest.raises(IncompatibleDataError, match="at least 3 label fields"):
         build_model("cmdcm", one_label, {"user_state_fields": ["hist_carts"]})
+
+
+def test_cmdcm_exports_to_onnx_with_parity(planted, tmp_path: Path):
+    """CM-DCM reads three labels the simulator's impression specs lack, so the zoo-wide export test
+    (tests/serve/test_export.py) leaves it to this one, on the planted pre-promotion data."""
+    from agenticrs.serve.export import export_onnx
+    from agenticrs.train.scoring import Scorer
+
+    train = TrainConfig(max_steps=3, batch_size=256, seed=0, num_threads=1)
+    run = train_run(RunConfig(dataset="planted", model="cmdcm", model_params={"embedding_dim": 4, "expert_units": [8]},
+                              train=train), runs_dir=tmp_path, data=planted).run.folder  # fmt: skip
+    report = export_onnx(run, latency_sizes=())
+    assert report.parity_max_abs_diff <= 1e-5 and report.test_rows > 0
+    rows = pq.read_table(planted.spec.files["test"][0]).slice(0, 200)
+    np.testing.assert_allclose(Scorer(run, backend="onnx", threads=1).score(rows), Scorer(run).score(rows), atol=1e-5)

@@ -44,7 +44,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> dict:
     return {"folder": folder, "sim": sim, "rows": rows, "run": run, "cache": tiny_cache}
 
 
-@pytest.mark.parametrize("model", api.models("ctr"))
+# a model that needs more labels than the simulator's impression specs carry (CM-DCM's direct, cart
+# and delayed conversions) is exported in its own test, on data that has them (tests/models/test_cmdcm.py)
+EXPORTED_HERE = [m for m in api.models("ctr") if model_class(m).inputs.min_labels <= 2]
+
+
+@pytest.mark.parametrize("model", EXPORTED_HERE)
 def test_every_ctr_model_exports_with_parity_or_says_why_not(world: dict, model: str) -> None:
     run = world["run"](model)
     if model in NOT_EXPORTABLE:

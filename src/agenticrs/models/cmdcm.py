@@ -38,7 +38,6 @@ Ours (the abstract gives no architecture; `/work/shared/specs/cm_dcm.md` §3-5):
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 import torch
@@ -59,11 +58,10 @@ from agenticrs.models.base import (
     ModelInputs,
     register,
 )
-from agenticrs.models.layers import MLP, FeatureEmbedding
+from agenticrs.models.layers import MLP, FeatureEmbedding, product_logit
 
 DEFAULT_LABELS = ("y_dir", "y_atc", "y_del")
 DEFAULT_USER_STATE = ("hist_len", "hist_carts", "hist_purchases", "hist_promo_purchases", "days_to_promo")
-_LOG_HALF = -math.log(2.0)
 
 
 class CMDCMConfig(ModelConfig):
@@ -91,17 +89,6 @@ class CMDCMConfig(ModelConfig):
     propensity_clip: Annotated[float, Field(gt=0.0, le=1.0, description="lower clip of p_atc in 1/p_atc")] = 0.05
     score: Literal["union", "sum"] = "union"
     delayed_weight: Annotated[float, Field(ge=0.0, le=100.0, description="weight of p_del in score='sum'")] = 1.0
-
-
-def log1mexp(log_p: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(log_p)) for log_p < 0, stable at both ends (Maechler 2012)."""
-    return torch.where(log_p > _LOG_HALF, torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p)))
-
-
-def chain_logit(*logits: torch.Tensor) -> torch.Tensor:
-    """The logit of prod_k sigma(logit_k), through log probabilities (no underflow, no 0/0)."""
-    log_p = sum(F.logsigmoid(z) for z in logits).clamp_max(-1e-7)
-    return log_p - log1mexp(log_p)
 
 
 def ips_dr_loss(
@@ -135,7 +122,7 @@ class CMDCM(Model):
     inputs = ModelInputs(min_categorical=1, multi_task=True, min_labels=3)
     smoke_overrides = {"embedding_dim": 4, "num_experts": 2, "expert_units": [16], "tower_units": [8],
                        "gate_units": [8], "dropout": 0.0}  # fmt: skip
-    TOWERS = ("dir", "atc", "del", "imp")
+    TOWERS = ("direct", "cart", "delayed", "imputed")  # (module names: `del` is a Python keyword)
 
     def __init__(self, schema: FeatureSchema, config: CMDCMConfig) -> None:
         super().__init__(schema, config)
@@ -205,21 +192,21 @@ class CMDCM(Model):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.components(batch)
-        del_logit = chain_logit(c["atc"], c["del"])
-        p_dir, p_del = torch.sigmoid(c["dir"]), torch.sigmoid(del_logit)
+        del_logit = product_logit(c["cart"], c["delayed"])
+        p_dir, p_del = torch.sigmoid(c["direct"]), torch.sigmoid(del_logit)
         if self.config.score == "union":
             score = p_dir + (1.0 - p_dir) * p_del
         else:
             score = p_dir + self.config.delayed_weight * p_del
         return {
-            "logit": torch.stack([c["dir"], c["atc"], del_logit], dim=1),
+            "logit": torch.stack([c["direct"], c["cart"], del_logit], dim=1),
             "score": score,
             "p_dir": p_dir,
-            "p_atc": torch.sigmoid(c["atc"]),
-            "p_del_given_atc": torch.sigmoid(c["del"]),
+            "p_atc": torch.sigmoid(c["cart"]),
+            "p_del_given_atc": torch.sigmoid(c["delayed"]),
             "p_del": p_del,
-            "del_given_atc_logit": c["del"],
-            "imputed_logit": c["imp"],
+            "del_given_atc_logit": c["delayed"],
+            "imputed_logit": c["imputed"],
             "gates": c["gates"],
         }
 

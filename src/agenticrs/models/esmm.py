@@ -31,7 +31,6 @@ Ours:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import (
@@ -47,7 +46,7 @@ from agenticrs.models.base import (
     ModelInputs,
     register,
 )
-from agenticrs.models.layers import MLP, FeatureEmbedding
+from agenticrs.models.layers import MLP, FeatureEmbedding, product_logit
 
 
 class ESMMConfig(ModelConfig):
@@ -63,10 +62,7 @@ class ESMMConfig(ModelConfig):
 
 def ctcvr_logit(ctr_logit: torch.Tensor, cvr_logit: torch.Tensor) -> torch.Tensor:
     """logit(sigmoid(a) * sigmoid(b)) = log p - log(1 - p), finite for every finite a, b."""
-    log_ctr, log_cvr = F.logsigmoid(ctr_logit), F.logsigmoid(cvr_logit)
-    log_p = log_ctr + log_cvr
-    log_not_p = torch.logaddexp(F.logsigmoid(-ctr_logit), log_ctr + F.logsigmoid(-cvr_logit))
-    return log_p - log_not_p
+    return product_logit(ctr_logit, cvr_logit)
 
 
 @register("esmm")

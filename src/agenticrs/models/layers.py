@@ -389,3 +389,17 @@ class Dice(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.norm(x.reshape(-1, x.shape[-1])).reshape(x.shape))
         return gate * x + (1 - gate) * self.alpha * x
+
+
+def product_logit(*logits: torch.Tensor) -> torch.Tensor:
+    """The logit of prod_k sigmoid(z_k): the chain of a funnel (ESMM's pCTR x pCVR, CM-DCM's
+    p_atc x p_del|atc), finite for any finite logits and exportable to ONNX.
+
+    log p is the sum of log-sigmoids; 1 - p is the probability that some step fails, the first
+    failing at step k: log(1 - p) = logsumexp_k [log(1 - p_k) + sum_{j<k} log p_j]."""
+    logits = torch.broadcast_tensors(*logits)
+    failures, reached = [], torch.zeros_like(logits[0])
+    for z in logits:
+        failures.append(reached + F.logsigmoid(-z))
+        reached = reached + F.logsigmoid(z)
+    return reached - torch.logsumexp(torch.stack(failures), dim=0)
