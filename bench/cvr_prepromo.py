@@ -338,13 +338,15 @@ def finetune(args: argparse.Namespace, settings: dict[str, Any], datasets, specs
     run = RunConfig(dataset=str(specs["past"]), model="cmdcm", model_params=params, train=train,
                     name=f"cmdcm-finetune-seed{seed}")  # fmt: skip
     first = train_run(run, runs_dir=work / "runs", data=datasets["past"])
+    test = datasets["past"].split("test")
+    labels = list(datasets["past"].schema.labels)
+    before = score_record(labels, test, predict_components(first.model, test))  # stage 1 alone
     frozen = freeze_delayed(first.model)
     second_values = {**values, "learning_rate": values.get("learning_rate", 1e-3) * stage.get("learning_rate_scale", 1.0),
                      "monitor": stage.get("monitor", "logloss"),
                      **{k: stage[k] for k in ("max_steps", "eval_every_steps", "patience", "batch_size") if k in stage}}
     second_cfg = train_config(second_values, seed, args.threads, args.smoke)
     second = Trainer(second_cfg).fit(first.model, datasets["current-in-past"])
-    test = datasets["past"].split("test")
     record = {"row": "cmdcm-finetune", "model": "cmdcm", "seed": seed, "history": True, "model_params": params,
               "train": {k: getattr(train, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
                                                        "batch_size", "learning_rate", "embedding_l2")},
@@ -356,7 +358,8 @@ def finetune(args: argparse.Namespace, settings: dict[str, Any], datasets, specs
               **run_summary(first.result), "finetune_stopped_by": second.stopped_by,
               "finetune_steps": second.steps, "finetune_best_step": second.best_step,
               "seconds": round(time.perf_counter() - t0, 1),
-              **score_record(list(datasets["past"].schema.labels), test, predict_components(first.model, test))}  # fmt: skip
+              "stage1": {k: before[k] for k in ("del_auc", "del_ece", "del_ratio", "cvr_auc", "atc_auc")},
+              **score_record(labels, test, predict_components(first.model, test))}  # fmt: skip
     return record
 
 
