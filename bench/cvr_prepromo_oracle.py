@@ -2,7 +2,8 @@
 
 On the pre-promotion benchmark's test clicks (the last promotion's later pre-promotion days, as
 `bench/cvr_prepromo.py` writes them under `--work`), the true P(y_del | click) of the simulator
-is split into its parts and each part's AUC against y_del is measured:
+is split into its parts and each part's AUC against y_del is measured (without `--work`, or when
+the folder has no pre-promotion data yet, the simulation and the data are written first):
 
     P(y_del | click) = p_cart P(buy | cart) d_u(cart) + (1 - p_cart) P(buy | no cart) d_u(no cart)
 
@@ -10,18 +11,21 @@ with d_u the user's own deferral probability (sigma(logit(0.9 or 0.3) + 1.5 z_u)
 much of the rankable signal is the chain's first factor (the cart), how much the item-level
 purchase intent and how much the per-user deferral latent z_u that no logged column shows.
 
-    python bench/cvr_prepromo_oracle.py --work WORK --json bench/results/cvr_prepromo_oracle.json
+    python bench/cvr_prepromo_oracle.py --json bench/results/cvr_prepromo_oracle.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from agenticrs.data.prepromo import write_prepromo_dataset
+from agenticrs.data.simulated import write_simulation
 from agenticrs.sim import build_world, sim_preset
 from agenticrs.train.metrics import auc
 
@@ -48,15 +52,23 @@ def parts(table, world) -> dict[str, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, help="the --work folder of a bench/cvr_prepromo.py run")
+    parser.add_argument("--work", default=None, help="the --work folder of a bench/cvr_prepromo.py run")
     parser.add_argument("--preset", default="promo")
     parser.add_argument("--sim-seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a shrunken world (the docs' test)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    world = build_world(sim_preset(args.preset, seed=args.sim_seed))
+    smoke = {"n_users": 700, "n_items": 600, "new_items_per_day": 5, "requests_per_user_day": 1.0}
+    config = sim_preset(args.preset, seed=args.sim_seed, **(smoke if args.smoke else {}))
+    work = Path(args.work or tempfile.mkdtemp(prefix="cvr-prepromo-oracle-"))
+    if not (work / "prepromo-history" / "prepromo_test.parquet").is_file():
+        sim_dir = work / f"sim-{args.preset}-{args.sim_seed}{'-smoke' if args.smoke else ''}"
+        write_simulation(config, sim_dir, name=f"sim-{args.preset}")
+        write_prepromo_dataset(sim_dir, config, work / "prepromo-history")
+    world = build_world(config)
     out: dict[str, dict] = {}
     for split in ("train", "test"):
-        table = pq.read_table(str(Path(args.work) / "prepromo-history" / f"prepromo_{split}.parquet"))
+        table = pq.read_table(str(work / "prepromo-history" / f"prepromo_{split}.parquet"))
         y_del = table["y_del"].to_numpy(zero_copy_only=False).astype(np.float64)
         y_atc = table["y_atc"].to_numpy().astype(np.float64)
         known = ~np.isnan(y_del)
