@@ -83,11 +83,12 @@ def row_settings(settings: dict[str, Any], row: str) -> dict[str, Any]:
 
 def train_config(values: dict[str, Any], seed: int, threads: int, smoke: bool) -> TrainConfig:
     keys = ("learning_rate", "batch_size", "embedding_l2", "max_steps", "eval_every_steps", "patience", "monitor",
-            "epochs")  # fmt: skip
+            "epochs", "lr_schedule", "min_lr", "warmup_steps")  # fmt: skip
     fields = {k: values[k] for k in keys if k in values}
     fields.setdefault("epochs", 1000)  # the step budget decides
     if smoke:
         fields.update(epochs=2, max_steps=4, eval_every_steps=2, batch_size=min(fields.get("batch_size", 512), 512))
+        fields.pop("warmup_steps", None)
     return TrainConfig(**fields, metrics=["auc", "logloss", "calibration"], seed=seed, num_threads=threads,
                        log_every=1000)  # fmt: skip
 
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = train_run(run, runs_dir=work / "runs", data=data)
         record = {"row": row, "model": model, "seed": seed, "history": history, "model_params": params,
                   "train": {k: getattr(train, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
-                                                           "batch_size", "learning_rate", "embedding_l2")},
+                                                           "batch_size", "learning_rate", "embedding_l2", "lr_schedule")},
                   **context, "train_rows": data.split("train").rows, **run_summary(trained.result),
                   "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
         return record, trained
