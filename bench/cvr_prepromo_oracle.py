@@ -76,11 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         carted = y_atc == 1
         columns = {name: values[known] for name, values in parts(table, world).items()}
         rows = {name: {"auc": auc(y_del, p), "auc_carted": auc(y_del[carted], p[carted])} for name, p in columns.items()}
+        cart_auc = auc(y_atc, columns["p_cart (the chain's first factor)"])  # how learnable the first factor is
         out[split] = {"rows": int(len(y_del)), "del_rate": float(y_del.mean()), "atc_rate": float(y_atc.mean()),
                       "del_uncarted_share": float(y_del[~carted].sum() / max(y_del.sum(), 1)),
-                      "p_del_given_atc_observed": float(y_del[carted].mean()), "auc": rows}  # fmt: skip
+                      "p_del_given_atc_observed": float(y_del[carted].mean()), "p_cart_auc_on_y_atc": cart_auc,
+                      "auc": rows}  # fmt: skip
         print(f"{split}: {len(y_del)} clicks with y_del, delayed rate {y_del.mean():.3f}, carted {y_atc.mean():.3f}, "
-              f"delayed without a cart {out[split]['del_uncarted_share']:.3f} of delayed")  # fmt: skip
+              f"delayed without a cart {out[split]['del_uncarted_share']:.3f} of delayed; true p_cart's AUC on y_atc "
+              f"{cart_auc:.4f}")  # fmt: skip
         for name, r in rows.items():
             print(f"  {name:<44} AUC {r['auc']:.4f}   inside carted clicks {r['auc_carted']:.4f}")
     if args.json:
