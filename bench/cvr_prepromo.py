@@ -55,12 +55,14 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "cmdcm": {"embedding_dim": 8, "num_experts": 4, "expert_units": [64, 32], "tower_units": [32], "dropout": 0.1},
     "mmoe": {"embedding_dim": 8, "num_experts": 4, "expert_units": [64, 32], "tower_units": [32], "dropout": 0.1,
              "tasks": ["y_dir", "y_atc", "y_del"]},
-    "esmm": {"embedding_dim": 8, "tower_units": [64, 32], "dropout": 0.1},
+    # ESMM (Ma et al., SIGIR 2018) on the pre-promotion labels: its "click" is the cart (y_atc) and its
+    # "conversion" the delayed purchase (y_del), so its CTCVR head p_atc x p_del|atc is trained on
+    # "carted and bought on the promotion day" (it misses the few delayed purchases without a cart)
+    # and read as p_del; it has no direct-conversion head (p_cvr = p_del). CM-DCM's chain without
+    # the direct tower, the experts, the gating and the counterfactual term.
+    "esmm": {"embedding_dim": 8, "ctr_units": [64, 32], "cvr_units": [64, 32], "dropout": 0.1,
+             "click_label": "y_atc", "conversion_label": "y_del"},
 }  # fmt: skip
-# ESMM's two heads (CTR over the shown items, CTCVR = CTR x CVR) mapped to the pre-promotion labels:
-# its "click" is the cart (y_atc) and its "conversion" the delayed purchase (y_del), so CTCVR =
-# p_atc x p_del|atc is CM-DCM's chain without the direct tower, gating or counterfactual term.
-ESMM_LABELS = ["y_atc", "y_del"]
 SMOKE_WORLD = {"n_users": 700, "n_items": 600, "new_items_per_day": 5, "requests_per_user_day": 1.0}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cvr_prepromo.yaml"
 FROZEN = ("towers.del.", "towers.imp.")  # the delayed towers, frozen in the fine-tune stage
@@ -235,8 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         kind = "history" if history else "current"
         data = datasets[kind]
         params = {**params, **(values.get("model_params") or {})}
-        if model == "esmm":
-            params.setdefault("labels", ESMM_LABELS)
         train = train_config(values, seed, args.threads, args.smoke)
         run = RunConfig(dataset=str(specs[kind]), model=model, model_params=params, train=train, name=f"{row}-seed{seed}")
         t0 = time.perf_counter()
