@@ -541,6 +541,24 @@ def test_taobao_histories_labels_and_day_split(tmp_path: Path) -> None:
     assert test[1]["hist_item_id"] == ["200", "201"] and test[1]["hist_ts"] == [T0 + 20, T0 + DAY + 30]
 
 
+def test_taobao_user_item_samples_carry_funnel_labels(tmp_path: Path) -> None:
+    path = write(tmp_path / "UserBehavior.csv", TAOBAO)
+    spec = convert_taobao(path, tmp_path / "out", history_len=2, sample="user_item")
+    assert [f.name for f in spec.fields if f.kind == "label"] == ["is_engage", "is_cart", "is_buy"]
+    train, valid, test = (read_split(spec, s) for s in ("train", "valid", "test"))
+    pairs = lambda rows: [(r["user_id"], r["item_id"], r["is_engage"], r["is_cart"], r["is_buy"]) for r in rows]  # noqa: E731
+    # one row per (user, item) at its first event, split by that time; labels over all its events:
+    # (2, 200) is viewed on day 0 and bought on day 2 (the label looks ahead), (2, 201) favourited
+    assert pairs(train) == [("1", "100", 1, 0, 1), ("2", "200", 1, 0, 1)]
+    assert pairs(valid) == [("1", "101", 1, 1, 0), ("2", "201", 1, 0, 0)]
+    assert pairs(test) == [("1", "102", 0, 0, 0), ("1", "103", 1, 0, 1)]
+    assert [r["timestamp"] - T0 for r in train + valid + test] == [5, 20, DAY + 5, DAY + 30, 2 * DAY + 1, 2 * DAY + 3]
+    assert valid[0]["hist_item_id"] == ["100", "100"] and valid[0]["hist_behavior"] == ["buy", "pv"]
+    assert test[1]["hist_item_id"] == ["101", "102"] and train[1]["hist_item_id"] == []
+    with pytest.raises(DataError, match="unknown sample"):
+        convert_taobao(path, tmp_path / "o2", sample="pairs")  # type: ignore[arg-type]
+
+
 def test_taobao_fraction_split(tmp_path: Path) -> None:
     path = write(tmp_path / "UserBehavior.csv", TAOBAO)
     spec = convert_taobao(path, tmp_path / "out", split_by="fraction", valid_fraction=0.25, test_fraction=0.25)

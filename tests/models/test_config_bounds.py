@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from agenticrs.models.base import (
+    LABEL_NAME,
     MAX_LAYERS,
     MAX_UNITS,
     Activation,
@@ -37,6 +38,8 @@ def fields_with_default(kind: type) -> list[tuple[str, str]]:
             if kind is list:
                 if isinstance(default, list) and default and all(isinstance(v, int) for v in default):
                     found.append((name, field))
+            elif kind is str and info.description == LABEL_NAME:
+                continue  # a label name: any string, checked against the data set when the model is built
             elif isinstance(default, kind):
                 found.append((name, field))
     return found
@@ -94,6 +97,13 @@ def test_every_width_list_refuses_zero_huge_and_too_many_layers(model: str, fiel
 @pytest.mark.parametrize(("model", "field"), fields_with_default(str))
 def test_every_choice_is_restricted(model: str, field: str) -> None:
     refused(model, field, "no-such-choice")
+
+
+def test_label_name_settings_are_bounded_strings() -> None:
+    for field in ("click_label", "conversion_label"):
+        assert "at least 1 character" in refused("esmm", field, "")
+        refused("esmm", field, "x" * 10_000)
+        make_config("esmm", {field: "is_buy"})
 
 
 @pytest.mark.parametrize("model", CTR_MODELS)

@@ -247,7 +247,7 @@ def test_autoint_plus_batch_norm_in_the_deep_part(seq_data, seq_batch):
 
 
 # ------------------------------------------------------------------------ training defaults
-ALLOWED_TRAIN_DEFAULTS = {"warmup_steps": int, "lr_schedule": str, "patience": int, "grad_clip": float}
+ALLOWED_TRAIN_DEFAULTS = {"warmup_steps": int, "lr_schedule": str, "patience": int, "grad_clip": float, "monitor": str}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -258,6 +258,10 @@ def test_train_defaults_use_known_keys_and_types(name):
         assert isinstance(value, ALLOWED_TRAIN_DEFAULTS[key]), f"{name}: {key}={value!r}"
     if "lr_schedule" in defaults:
         assert defaults["lr_schedule"] in ("plateau", "cosine", "constant")
+    if "monitor" in defaults:
+        from agenticrs.train.metrics import metric_spec
+
+        metric_spec(defaults["monitor"])  # a registered metric
 
 
 def test_transformers_ask_for_warm_up_and_patience():

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agenticrs.data.spec import DatasetSpec
+from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import Model, build_model, make_config, model_class
 from agenticrs.models.layers import FeatureEmbedding
 
@@ -38,3 +45,22 @@ def training_loss(out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Te
     """What the CTR task minimises for a single-label model: BCE plus the model's aux loss."""
     loss = F.binary_cross_entropy_with_logits(out["logit"], label)
     return loss + out["aux_loss"] if "aux_loss" in out else loss
+
+
+def funnel_data(root: Path, click: str = "click", conversion: str = "purchase", rows: int = 600) -> ProcessedDataset:
+    """A processed data set of two labels, a click and a conversion (0 on unclicked rows), and two
+    categorical fields; `rows` rows, all in the training split."""
+    rng = np.random.default_rng(3)
+    clicks = rng.random(rows) < 0.3
+    bought = clicks & (rng.random(rows) < 0.4)
+    table = pa.table({
+        click: clicks.astype(np.int8), conversion: bought.astype(np.int8),
+        "user": [f"u{u}" for u in rng.integers(0, 20, rows)], "item": [f"i{i}" for i in rng.integers(0, 30, rows)],
+    })  # fmt: skip
+    pq.write_table(table, root / "funnel.parquet")
+    spec = DatasetSpec.from_dict({
+        "name": "funnel", "files": {"train": str(root / "funnel.parquet")}, "reader": {"format": "parquet"},
+        "fields": [{"name": click, "kind": "label"}, {"name": conversion, "kind": "label"},
+                   {"name": "user", "kind": "categorical"}, {"name": "item", "kind": "categorical"}],
+    })  # fmt: skip
+    return process_dataset(spec, root / "cache")

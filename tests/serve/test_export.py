@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from agenticrs import api
 from agenticrs.agents.knowledge import KnowledgeStore
 from agenticrs.cli.main import app
+from agenticrs.models.base import model_class
 from agenticrs.progress import SILENT
 from agenticrs.serve.export import ExportError, export_onnx, file_sha256, latency_profile, load_report, record_export
 from agenticrs.train.config import RunConfig
@@ -33,7 +34,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> dict:
 
     def run(model: str) -> Path:
         if model not in runs:
-            config = RunConfig.model_validate({"dataset": sim["ctr"], "model": model, "smoke": True,
+            # a conversion model (ESMM) needs the click and purchase labels of the same impressions
+            task = "multi_scenario" if model_class(model).inputs.min_labels > 1 else "ctr"
+            config = RunConfig.model_validate({"dataset": sim[task], "model": model, "smoke": True,
                                                "train": {"max_steps": 2, "seed": 1}})
             runs[model] = train_run(config, folder / "runs", tiny_cache, SILENT).run.folder
         return runs[model]

@@ -23,7 +23,9 @@ def _needs(cls: type[Any]) -> str:
         needs = "behaviour sequence + target" if cls.inputs.needs_target_sequence else "fields"
         if cls.inputs.request_centric:
             needs += " (request-centric: uses request ids when the data has them)"
-        if cls.inputs.multi_task:
+        if cls.inputs.multi_task and cls.inputs.min_labels > 1:
+            needs += f" + {cls.inputs.min_labels} labels (multi-task: a click -> conversion funnel)"
+        elif cls.inputs.multi_task:
             needs += " + one or more labels (multi-task: one head each)"
         return needs
     from agenticrs.gr.base import SequentialModel

@@ -45,6 +45,9 @@ Heads = Annotated[int, Field(ge=1, le=MAX_HEADS)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout rate in [0, 1)")]
 InitStd = Annotated[float, Field(gt=0.0, le=MAX_INIT_STD)]
 LossWeight = Annotated[float, Field(ge=0.0, le=1e6)]
+# the name of a label field of the data set (checked against the data set when the model is built)
+LABEL_NAME = "the name of a label of the data set"
+LabelName = Annotated[str, Field(min_length=1, max_length=256, description=LABEL_NAME)]
 
 
 class ModelConfig(BaseModel):
@@ -70,7 +73,7 @@ class ModelInputs:
     min_fields_for_interaction: int = 1  # e.g. FM needs at least two fields to interact
     request_centric: bool = False  # trains on whole requests (candidates of one request in one batch)
     multi_task: bool = False  # one head per label (`output_labels`); trains several labels at once
-    min_labels: int = 1  # labels the model trains at once (e.g. CM-DCM: direct, cart and delayed conversion)
+    min_labels: int = 1  # label fields the model trains on at once (ESMM: click and conversion; CM-DCM: direct, cart, delayed)
 
     def problems(self, schema: FeatureSchema) -> list[str]:
         found: list[str] = []
@@ -91,7 +94,7 @@ class ModelInputs:
         if not schema.labels:
             found.append("needs a binary label")
         elif len(schema.labels) < self.min_labels:
-            found.append(f"needs at least {self.min_labels} labels; the data set has {len(schema.labels)}")
+            found.append(f"needs at least {self.min_labels} label fields; the data set has {len(schema.labels)}")
         return found
 
 
@@ -110,6 +113,11 @@ class Model(nn.Module):
     # training settings the model wants unless the user says otherwise (e.g. transformers want
     # warm-up and more patience): keys of `agenticrs.train.config.TrainConfig`
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # A multi-task model sets `self.output_labels` (the data set's labels it trains, one head each,
+    # in column order of its (B, T) logit). A conversion model also sets `conversion_labels`:
+    # (click label, conversion label) of the funnel its runs are scored on (`ctr_auc`, `cvr_auc`,
+    # `ctcvr_auc`; `agenticrs.train.ctr`).
+    conversion_labels: tuple[str, str] | None = None
 
     def __init__(self, schema: FeatureSchema, config: ModelConfig) -> None:
         super().__init__()
@@ -118,6 +126,13 @@ class Model(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The training target of each head from the trained labels' columns: (B, L) -> (B, T),
+        NaN where a row has no target (it leaves that head's loss and metrics). The trainer and
+        the evaluation apply it to `output_labels`' columns. Default: the labels themselves (head
+        t predicts label t); ESMM trains its second head on click AND conversion."""
+        return labels
 
     def prepare(self, train: SplitArrays, label_index: int = 0) -> None:
         """Statistics of the training split the model is built around (e.g. MGDIN's field

@@ -243,7 +243,8 @@ def export_onnx(
                            encoder=run.encoder)
     split = data.split("test")
     arrays = {k: np.ascontiguousarray(split[k]) for k in model_input_keys(split)}
-    label_name = run.summary.get("label", run.schema.labels[0])
+    # a multi-task run (summary label None) is checked on its first head's label, as `_auc` scores it
+    label_name = run.summary.get("label") or (run.summary.get("labels") or run.schema.labels)[0]
     labels = np.asarray(split["labels"])[:, list(run.schema.labels).index(label_name)]
 
     torch_scorer = Scorer(run.folder, device="cpu")

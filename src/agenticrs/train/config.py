@@ -90,6 +90,11 @@ class TrainConfig(BaseModel):
         default=None, description="multi-task: train these labels at once (the model must have one head each)"
     )
     task_weights: dict[str, float] = Field(default_factory=dict, description="multi-task loss weight per label")
+    conversion_labels: list[str] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="multi-task conversion: [click label, conversion label]; adds ctr_auc, cvr_auc and ctcvr_auc "
+        "to the metrics (a conversion model such as esmm names its own)",
+    )
     # -- runtime ---------------------------------------------------------------------------
     seed: int = Field(default=2024, ge=0, lt=2**32, description="seeds Python, NumPy and torch (NumPy needs < 2^32)")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -102,6 +107,8 @@ class TrainConfig(BaseModel):
             raise ValueError("give either `label` (one task) or `labels` (multi-task), not both")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"`labels` repeats a label: {self.labels}")
+        if self.conversion_labels is not None and self.conversion_labels[0] == self.conversion_labels[1]:
+            raise ValueError(f"`conversion_labels` needs two different labels, got {self.conversion_labels}")
         return self
 
 

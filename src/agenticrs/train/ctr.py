@@ -15,12 +15,27 @@ over labels under the plain metric name (so `monitor: auc` watches the mean AUC)
 labels where the metric is defined. A metric that is undefined on a split (AUC and calibration
 when a label has one class only there, GAUC when every group has) is NaN in memory, null in the
 run's JSON files, and a warning in the log, once per split.
+
+A model may train its heads on targets derived from the labels (`Model.targets`: ESMM's second
+head learns click AND conversion); the loss and the per-head metrics use those targets.
+
+Conversion runs (a funnel of a click label and a conversion label: the model's
+`conversion_labels`, or `train.conversion_labels` for any multi-task model) also report the
+per-task funnel metrics `ctr_auc` (click, every impression), `cvr_auc` (conversion, clicked rows
+only) and `ctcvr_auc` (click AND conversion, every impression), each over the rows that have its
+label (`agenticrs.train.metrics.Funnel`). Their scores come from the two heads: P(click) is the
+click head; the conversion head is P(click AND conversion) when it is trained over impressions
+(ESMM; MMoE / PLE on labels that are 0 on unclicked impressions), so P(conversion | click) is its
+ratio to P(click); when its target is missing on every unclicked training row it is
+P(conversion | click) and P(click AND conversion) is its product with P(click).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,12 +45,74 @@ from torch import nn
 from agenticrs.data.cache import SplitArrays
 from agenticrs.features.batching import LABEL, LABELS, iterate_batches, num_batches
 from agenticrs.features.pipeline import ProcessedDataset
+from agenticrs.models.base import Model
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device
 from agenticrs.train.config import TrainConfig
-from agenticrs.train.metrics import METRICS, NonFiniteError, compute_metrics
+from agenticrs.train.metrics import (
+    METRICS,
+    Funnel,
+    NonFiniteError,
+    compute_metrics,
+    conversion_metrics,
+    is_conversion_metric,
+)
 
 Batch = dict[str, torch.Tensor]
+Targets = Callable[[np.ndarray], np.ndarray]
+CONVERSION_METRICS = ["ctr_auc", "cvr_auc", "ctcvr_auc"]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """The click -> conversion funnel of a run: which heads (columns of the model's output) hold
+    the click and the conversion label, and what the conversion head predicts (`space`:
+    "impressions" = P(click AND conversion), "clicks" = P(conversion | click))."""
+
+    click: str
+    conversion: str
+    click_column: int
+    conversion_column: int
+    space: Literal["impressions", "clicks"]
+
+    def funnel(self, labels: np.ndarray, probs: np.ndarray) -> Funnel:
+        """The funnel of a split: raw label columns (N, L) in head order, head probabilities (N, T)."""
+        p_ctr = probs[:, self.click_column].astype(np.float64)
+        head = probs[:, self.conversion_column].astype(np.float64)
+        if self.space == "clicks":
+            p_cvr, p_ctcvr = head, p_ctr * head
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p_cvr = np.where(p_ctr > 0, head / np.maximum(p_ctr, np.finfo(np.float64).tiny), 0.0)
+            p_ctcvr = head
+        return Funnel(labels[:, self.click_column], labels[:, self.conversion_column], p_ctr, p_cvr, p_ctcvr)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"click": self.click, "conversion": self.conversion, "space": self.space}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], label_names: list[str]) -> Conversion:
+        return cls(value["click"], value["conversion"], label_names.index(value["click"]),
+                   label_names.index(value["conversion"]), value["space"])  # fmt: skip
+
+
+def with_conversion_metrics(metrics: list[str], conversion: Conversion | None) -> list[str]:
+    """The metrics a run reports: the configured ones, plus the funnel metrics of a conversion run."""
+    return list(metrics) + [m for m in (CONVERSION_METRICS if conversion else []) if m not in metrics]
+
+
+def model_targets(model: nn.Module) -> Targets | None:
+    """The model's `targets` (labels -> head targets) as a NumPy function; None when it has none
+    or keeps the default (each head learns its label)."""
+    targets = getattr(model, "targets", None)
+    if targets is None or getattr(type(model), "targets", None) is Model.targets:
+        return None
+
+    def apply(labels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return targets(torch.from_numpy(np.ascontiguousarray(labels))).numpy()
+
+    return apply
 
 
 @torch.no_grad()
@@ -104,9 +181,13 @@ def evaluate(
     label_names: list[str] | None = None,
     split_name: str | None = None,
     warned: set[str] | None = None,
+    targets: Targets | None = None,
+    conversion: Conversion | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics on a labelled split, and the predictions. With several label indices, metrics are
-    named `label/metric` (plus their mean over the labels where it is defined, under `metric`).
+    named `label/metric` (plus their mean over the labels where it is defined, under `metric`),
+    against the model's head targets (`targets`: the label columns (N, L) -> (N, T); default the
+    labels); with a `conversion` funnel, the conversion metrics in `metrics` (`ctr_auc`, ...) too.
 
     A metric undefined on the split is logged as a warning through `reporter`, once per split when
     a `warned` set is shared between calls (`split_name` names the split; `description` otherwise).
@@ -121,10 +202,19 @@ def evaluate(
     groups = np.asarray(split["group"]) if "group" in split else None
     indices = label_index if isinstance(label_index, list) else [label_index]
     names = label_names or [str(i) for i in indices]
+    funnel_metrics = [m for m in metrics if is_conversion_metric(m)]
+    if funnel_metrics and (conversion is None or not isinstance(label_index, list)):
+        raise ValueError(
+            f"metrics {funnel_metrics} need a click -> conversion funnel: train a conversion model (esmm) or set "
+            "train.conversion_labels=[<click label>, <conversion label>] with a multi-task model"
+        )
+    metrics = [m for m in metrics if m not in funnel_metrics]
+    raw = np.asarray(split["labels"][:, indices], dtype=np.float64)
+    heads = targets(raw) if targets is not None and isinstance(label_index, list) else raw
     out: dict[str, float] = {}
     per_label = []
-    for column, (index, name) in enumerate(zip(indices, names, strict=True)):
-        labels = np.asarray(split["labels"][:, index], dtype=np.float64)
+    for column, name in enumerate(names):
+        labels = heads[:, column]
         values = label_metrics(metrics, labels, probs[:, column] if isinstance(label_index, list) else probs, groups)
         per_label.append(values)
         message = undefined_metrics_warning(shown_split, name, labels, values)
@@ -142,6 +232,8 @@ def evaluate(
         defined = [v for v in values if not math.isnan(v)]
         if values:
             out[metric] = float(np.mean(defined)) if defined else float("nan")
+    if funnel_metrics and conversion is not None:
+        out.update(conversion_metrics(funnel_metrics, conversion.funnel(raw, probs)))
     return out, probs
 
 
@@ -159,8 +251,18 @@ class CTRTask:
         self.label_indices = [all_labels.index(name) for name in self.label_names]
         self.multi = len(self.label_names) > 1 or config.labels is not None
         self.keep_requests = bool(getattr(getattr(model, "inputs", None), "request_centric", False))
+        self.targets = model_targets(model) if model is not None and self.multi else None
         labels = np.asarray(self.train["labels"][:, self.label_indices])
-        self.has_missing = bool(np.isnan(labels).any())
+        heads = self.targets(labels) if self.targets is not None else labels
+        self.has_missing = bool(np.isnan(heads).any())
+        self.conversion = self._conversion(config, model, labels, heads)
+        asked = [m for m in config.metrics if is_conversion_metric(m)]
+        if asked and self.conversion is None:
+            raise ValueError(
+                f"train.metrics {asked} need a click -> conversion funnel: train a conversion model (esmm) or set "
+                "train.conversion_labels=[<click label>, <conversion label>] with a multi-task model"
+            )
+        self.metrics = with_conversion_metrics(config.metrics, self.conversion)
         weights = [config.task_weights.get(name, 1.0) for name in self.label_names]
         unknown = set(config.task_weights) - set(self.label_names)
         if unknown:
@@ -198,6 +300,26 @@ class CTRTask:
             raise ValueError(f"the model predicts labels {list(heads)} but train.labels asks for {list(wanted)}")
         return list(wanted)
 
+    def _conversion(self, config: TrainConfig, model: nn.Module | None, labels: np.ndarray,
+                    heads: np.ndarray) -> Conversion | None:  # fmt: skip
+        """The run's funnel: `train.conversion_labels`, else the model's `conversion_labels`."""
+        own = getattr(model, "conversion_labels", None)
+        pair = tuple(config.conversion_labels) if config.conversion_labels is not None else own
+        if pair is None:
+            return None
+        if own is not None and tuple(own) != pair:
+            raise ValueError(f"train.conversion_labels {list(pair)} differ from the model's funnel {list(own)}")
+        missing = [name for name in pair if name not in self.label_names]
+        if missing or not self.multi:
+            raise ValueError(
+                f"train.conversion_labels {list(pair)}: {missing or list(pair)} must be trained labels "
+                f"(train.labels or the model's heads: {self.label_names}), with one head each"
+            )
+        click, conversion = (self.label_names.index(name) for name in pair)
+        unclicked = labels[:, click] == 0
+        on_clicks = bool(unclicked.any()) and bool(np.isnan(heads[unclicked, conversion]).all())
+        return Conversion(pair[0], pair[1], click, conversion, "clicks" if on_clicks else "impressions")
+
     @property
     def label_index(self) -> int | list[int]:
         return self.label_indices if self.multi else self.label_indices[0]
@@ -223,6 +345,8 @@ class CTRTask:
         logit = output["logit"]
         if self.multi:
             labels = batch[LABELS]
+            if self.targets is not None:
+                labels = model.targets(labels)
             if logit.dim() != 2 or logit.shape[1] != labels.shape[1]:
                 raise ValueError(
                     f"model '{getattr(model, 'name', type(model).__name__)}' returns logits of shape "
@@ -258,8 +382,9 @@ class CTRTask:
         if rows is None or "labels" not in rows:
             return None
         metrics, _ = evaluate(
-            model, rows, self.config.metrics, self.config.eval_batch_size, self.label_index, self.device,
+            model, rows, self.metrics, self.config.eval_batch_size, self.label_index, self.device,
             reporter, "validate" if split == "valid" else split, self.label_names, split, self._warned,
+            self.targets, self.conversion,
         )  # fmt: skip
         return metrics
 
@@ -272,4 +397,5 @@ class CTRTask:
             "parameters": sum(p.numel() for p in model.parameters()),
             "label": self.label_names[0] if not self.multi else None,
             "labels": self.label_names,
+            **({"conversion": self.conversion.to_json()} if self.conversion else {}),
         }

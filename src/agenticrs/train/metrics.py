@@ -18,6 +18,13 @@ Why hand-written instead of calling scikit-learn everywhere:
 A small registry (:data:`METRICS`, :func:`compute_metrics`, :func:`is_better`)
 lets callers ask for metrics by name; each :class:`Metric` declares which
 arrays it needs, so evaluation only gathers group ids when a metric uses them.
+
+Conversion (click -> purchase funnel) metrics need two labels and three scores
+per row, a :class:`Funnel`: ``ctr_auc`` (click on every impression),
+``cvr_auc`` (conversion on clicked rows only, the rows where it is observed),
+``ctcvr_auc`` (click AND conversion on every impression). A row whose label of
+a task is missing (NaN) leaves that task's metric; :func:`conversion_metrics`
+computes them.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ __all__ = [
     "Metric",
     "METRICS",
     "NonFiniteError",
+    "Funnel",
     "auc",
     "calibration",
     "compute_metrics",
+    "conversion_metrics",
+    "is_conversion_metric",
     "gauc",
     "is_better",
     "logloss",
@@ -264,7 +274,7 @@ def calibration(labels: ArrayLike, probs: ArrayLike) -> float:
 # Registry
 # --------------------------------------------------------------------------- #
 
-_VALID_NEEDS = frozenset({"labels", "probs", "groups", "ranks"})
+_VALID_NEEDS = frozenset({"labels", "probs", "groups", "ranks", "funnel"})
 
 
 @dataclass(frozen=True)
@@ -272,7 +282,8 @@ class Metric:
     """A named metric, the arrays it needs and its direction.
 
     ``fn`` is called with the arrays named in ``needs``, in that order (ranking metrics get the
-    0-based rank of each target and the cut-off ``k``). ``higher_is_better`` gives the direction
+    0-based rank of each target and the cut-off ``k``; conversion metrics get a :class:`Funnel`).
+    ``higher_is_better`` gives the direction
     of improvement. When ``target`` is set (calibration: 1.0), improvement is judged on
     ``|value - target|`` and ``higher_is_better`` refers to that distance (so it is ``False``).
     ``at_k``: the metric takes a cut-off, named ``name@k`` (``recall@10``).
@@ -289,8 +300,11 @@ class Metric:
         unknown = set(self.needs) - _VALID_NEEDS
         if unknown:
             raise ValueError(f"Metric {self.name!r}: unknown needs {sorted(unknown)}; valid: {sorted(_VALID_NEEDS)}")
-        if "labels" not in self.needs and "ranks" not in self.needs:
-            raise ValueError(f"Metric {self.name!r}: needs must include 'labels' (or 'ranks' for ranking metrics)")
+        if not {"labels", "ranks", "funnel"} & set(self.needs):
+            raise ValueError(
+                f"Metric {self.name!r}: needs must include 'labels' (or 'ranks' for ranking metrics, "
+                "'funnel' for conversion metrics)"
+            )
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
@@ -308,6 +322,80 @@ def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     return float(gains.mean())
 
 
+@dataclass(frozen=True)
+class Funnel:
+    """Labels and scores of a click -> conversion funnel, one entry per impression.
+
+    ``click`` and ``conversion`` are 0/1 with NaN for a missing label (a conversion label may
+    exist on clicked rows only); ``p_ctr`` = P(click), ``p_cvr`` = P(conversion | click) and
+    ``p_ctcvr`` = P(click and conversion) are the model's scores (any real scores rank the same).
+    """
+
+    click: np.ndarray
+    conversion: np.ndarray
+    p_ctr: np.ndarray
+    p_cvr: np.ndarray
+    p_ctcvr: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(_as_1d(self.click, "click"))
+        for name in ("conversion", "p_ctr", "p_cvr", "p_ctcvr"):
+            if len(_as_1d(getattr(self, name), name)) != n:
+                raise ValueError(f"funnel: click and {name} have different lengths")
+
+    def ctcvr_labels(self) -> np.ndarray:
+        """click AND conversion: 0 on an unclicked impression (whatever its conversion label),
+        the conversion label on a clicked one, NaN where that is missing (or the click is)."""
+        click = np.asarray(self.click, np.float64)
+        conversion = np.asarray(self.conversion, np.float64)
+        return np.where(click == 0.0, 0.0, click * conversion)
+
+
+def _present_auc(labels: np.ndarray, scores: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """AUC over the rows (of `rows`, default all) whose label is present; NaN when none is or
+    when they hold one class only."""
+    labels = np.asarray(labels, np.float64)
+    keep = ~np.isnan(labels) if rows is None else rows & ~np.isnan(labels)
+    if not keep.any():
+        return float("nan")
+    return auc(labels[keep], np.asarray(scores, np.float64)[keep])
+
+
+def ctr_auc(funnel: Funnel) -> float:
+    """AUC of P(click) against the click label, over the impressions that have one."""
+    return _present_auc(funnel.click, funnel.p_ctr)
+
+
+def cvr_auc(funnel: Funnel) -> float:
+    """AUC of P(conversion | click) against the conversion label, over clicked rows only (the
+    rows where a conversion can be observed) that have a conversion label."""
+    return _present_auc(funnel.conversion, funnel.p_cvr, rows=np.asarray(funnel.click, np.float64) == 1.0)
+
+
+def ctcvr_auc(funnel: Funnel) -> float:
+    """AUC of P(click and conversion) against click x conversion, over every impression that has
+    that label (`Funnel.ctcvr_labels`)."""
+    return _present_auc(funnel.ctcvr_labels(), funnel.p_ctcvr)
+
+
+def conversion_metrics(names: Iterable[str] | str, funnel: Funnel) -> dict[str, float]:
+    """The named conversion metrics (``ctr_auc``, ``cvr_auc``, ``ctcvr_auc``) of a funnel."""
+    if isinstance(names, str):
+        names = [names]
+    out: dict[str, float] = {}
+    for name in names:
+        metric = _get_metric(name)
+        if "funnel" not in metric.needs:
+            raise ValueError(f"metric {name!r} is not a conversion metric")
+        out[name] = float(metric.fn(funnel))
+    return out
+
+
+def is_conversion_metric(name: str) -> bool:
+    """Whether a metric name is a conversion (funnel) metric."""
+    return "funnel" in _get_metric(name).needs
+
+
 def _train_loss(labels: ArrayLike, probs: ArrayLike) -> float:  # pragma: no cover - monitored, never computed
     raise ValueError("train_loss is the engine's running training loss; it is not computed from predictions")
 
@@ -321,6 +409,10 @@ for _metric in (
     Metric("calibration", calibration, ("labels", "probs"), higher_is_better=False, target=1.0),
     Metric("recall", recall_at_k, ("ranks",), higher_is_better=True, at_k=True),
     Metric("ndcg", ndcg_at_k, ("ranks",), higher_is_better=True, at_k=True),
+    # conversion funnel (multi-task conversion runs): per task, over the rows that have its label
+    Metric("ctr_auc", ctr_auc, ("funnel",), higher_is_better=True),
+    Metric("cvr_auc", cvr_auc, ("funnel",), higher_is_better=True),
+    Metric("ctcvr_auc", ctcvr_auc, ("funnel",), higher_is_better=True),
     # the engine monitors the running training loss when a task has no validation split
     Metric("train_loss", _train_loss, ("labels", "probs"), higher_is_better=False),
 ):
@@ -386,6 +478,8 @@ def compute_metrics(
             raise ValueError(f"metric {m.name!r} needs groups (e.g. user ids) but groups=None")
         if "ranks" in m.needs:
             raise ValueError(f"metric {m.name!r} is a ranking metric; use ranking_metrics")
+        if "funnel" in m.needs:
+            raise ValueError(f"metric {m.name!r} is a conversion metric; use conversion_metrics")
     out: dict[str, float] = {}
     for m in metrics:
         out[m.name] = float(m.fn(*(arrays[k] for k in m.needs)))

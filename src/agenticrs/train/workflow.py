@@ -21,7 +21,7 @@ from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, seed_everything
 from agenticrs.runtime.files import atomic_write
 from agenticrs.train.config import RunConfig, with_model_defaults
-from agenticrs.train.ctr import evaluate, predict_probs
+from agenticrs.train.ctr import Conversion, evaluate, model_targets, predict_probs, with_conversion_metrics
 from agenticrs.train.engine import TrainResult
 from agenticrs.train.run import Run
 from agenticrs.train.trainer import Trainer
@@ -120,7 +120,16 @@ def evaluate_run(
         spec = spec.model_copy(update={"files": {"train": [], split: spec.files[split]}})
     data = process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter)
     model = run.load_model(device)
-    label_index = list(run.schema.labels).index(run.summary.get("label", run.schema.labels[0]))
+    summary, labels = run.summary, list(run.schema.labels)
+    heads = list(summary.get("labels") or [])
+    if summary.get("label") is None and heads:  # a multi-task run: its heads, targets and funnel
+        conversion = Conversion.from_json(summary["conversion"], heads) if summary.get("conversion") else None
+        return evaluate(
+            model, data.split(split), with_conversion_metrics(config.train.metrics, conversion),
+            config.train.eval_batch_size, [labels.index(n) for n in heads], device, reporter, label_names=heads,
+            targets=model_targets(model), conversion=conversion,
+        )  # fmt: skip
+    label_index = labels.index(summary.get("label") or labels[0])
     return evaluate(
         model, data.split(split), config.train.metrics, config.train.eval_batch_size, label_index, device, reporter
     )

@@ -8,6 +8,15 @@ sequences `hist_item_id` (vocab of `item_id`), `hist_cate_id` (vocab of `cate_id
 the event's own behaviour. Splits are by time: by default the last calendar day (China time) is
 test and the day before valid; alternatively the last fractions of events.
 
+`sample="user_item"` (for multi-task conversion models: ESMM, MMoE, PLE) makes one sample per
+(user, item) pair instead, at the pair's first event (the user reaching the item's page; its
+history: the user's events before it; split by its time), with funnel labels over all of the
+pair's events in the log: `is_engage` (carted, favourited or bought), `is_cart` and `is_buy`.
+`is_buy` implies `is_engage`, so (`is_engage`, `is_buy`) is a click -> conversion funnel
+(`--set model_params.click_label=is_engage`). Ours, not a published protocol: the log has no
+impressions, so a page view stands for the exposure and engagement for the click; the labels
+look ahead to the log's end (a pair first seen in train may convert on a test day).
+
 The file is read in blocks into compact NumPy columns (ids as int64, behaviour as int8), sorted
 once by (user, time), and written chunk by chunk with vectorised history gathering, so memory is
 bounded by the compact columns, the sort permutation and one output chunk (roughly 100 bytes per
@@ -43,6 +52,7 @@ VERSION = 1
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 BEHAVIORS = ("pv", "cart", "fav", "buy")
 SplitBy = Literal["days", "fraction"]
+Sample = Literal["event", "user_item"]
 
 
 def _read(path: Path, block_size: int) -> dict[str, np.ndarray]:
@@ -112,15 +122,20 @@ def convert_taobao(
     utc_offset_hours: float = 8.0,
     name: str = "taobao_userbehavior",
     block_size: int = 16 << 20,
+    sample: Sample = "event",
 ) -> DatasetSpec:
-    """Convert a UserBehavior CSV into per-split Parquet files (rows in time order) in `out_dir`."""
+    """Convert a UserBehavior CSV into per-split Parquet files (rows in time order) in `out_dir`:
+    one sample per event (`sample="event"`) or per (user, item) pair (`"user_item"`)."""
     path = require_file(path)
     if history_len < 1:
         raise DataError("history_len must be >= 1", field="history_len", expected="a positive length")
+    if sample not in ("event", "user_item"):
+        raise DataError(f"unknown sample {sample!r}", field="sample", expected="'event' or 'user_item'")
     settings = {
         "adapter": "taobao", "version": VERSION, "history_len": history_len, "split_by": split_by,
         "valid_days": valid_days, "test_days": test_days, "valid_fraction": valid_fraction,
         "test_fraction": test_fraction, "utc_offset_hours": utc_offset_hours, "name": name,
+        **({"sample": sample} if sample != "event" else {}),  # event samples keep their earlier cache key
     }  # fmt: skip
     conversion = Conversion(out_dir, [path], settings)
     if conversion.cached is not None:
@@ -138,17 +153,27 @@ def convert_taobao(
     sorted_cate = as_strings(log["category_id"][order])
     sorted_beh = behavior_names.take(pa.array(log["behavior_type"][order]))
     sorted_ts = pa.array(ts[order])
-    masks = _split_masks(ts, split_by, valid_days, test_days, valid_fraction, test_fraction, utc_offset_hours)
+    split_settings = (split_by, valid_days, test_days, valid_fraction, test_fraction, utc_offset_hours)
+    if sample == "user_item":
+        samples, labels = _pair_samples(log, order)
+        masks = {}
+        for split, mask in _split_masks(ts[samples], *split_settings).items():  # by the samples' times
+            masks[split] = np.zeros(n, dtype=bool)
+            masks[split][samples[mask]] = True
+    else:
+        buy, cart, behavior = BEHAVIORS.index("buy"), BEHAVIORS.index("cart"), log["behavior_type"]
+        labels = {"is_buy": (behavior == buy).astype(np.int8), "is_cart": (behavior == cart).astype(np.int8)}
+        masks = _split_masks(ts, *split_settings)
     time_order = np.argsort(ts, kind="stable")
+    label_names = list(labels)
     schema = pa.schema(
         [
-            ("is_buy", pa.int8()), ("is_cart", pa.int8()), ("user_id", pa.string()), ("item_id", pa.string()),
+            *((label, pa.int8()) for label in label_names), ("user_id", pa.string()), ("item_id", pa.string()),
             ("cate_id", pa.string()), ("timestamp", pa.int64()), ("hist_item_id", pa.list_(pa.string())),
             ("hist_cate_id", pa.list_(pa.string())), ("hist_behavior", pa.list_(pa.string())),
             ("hist_ts", pa.list_(pa.int64())),
         ]
     )  # fmt: skip
-    buy, cart = BEHAVIORS.index("buy"), BEHAVIORS.index("cart")
     for split in SPLITS:
         rows = time_order[masks[split][time_order]]
         hint = "the log spans too little time for this split (see split_by)"
@@ -156,12 +181,10 @@ def convert_taobao(
             for start in range(0, len(rows), CHUNK_ROWS):
                 r = rows[start : start + CHUNK_ROWS]
                 s = rank[r]
-                beh = log["behavior_type"][r]
                 sink.write(
                     pa.table(
                         {
-                            "is_buy": pa.array((beh == buy).astype(np.int8)),
-                            "is_cart": pa.array((beh == cart).astype(np.int8)),
+                            **{label: pa.array(values[r]) for label, values in labels.items()},
                             "user_id": as_strings(log["user_id"][r]),
                             "item_id": as_strings(log["item_id"][r]),
                             "cate_id": as_strings(log["category_id"][r]),
@@ -177,8 +200,7 @@ def convert_taobao(
     return conversion.finish(
         name=name,
         fields=[
-            FieldSpec(name="is_buy", kind="label"),
-            FieldSpec(name="is_cart", kind="label"),
+            *(FieldSpec(name=label, kind="label") for label in label_names),
             FieldSpec(name="user_id", kind="categorical"),
             FieldSpec(name="item_id", kind="categorical"),
             FieldSpec(name="cate_id", kind="categorical"),
@@ -189,9 +211,38 @@ def convert_taobao(
             FieldSpec(name="hist_ts", element="numeric", **_parallel(), **seq),
         ],
         group_key="user_id",
-        description=f"Taobao UserBehavior {path.name}: one sample per event, labels is_buy/is_cart, "
-        f"history of the previous {history_len} events",
+        description=f"Taobao UserBehavior {path.name}: one sample per "
+        + ("(user, item) pair at its first event" if sample == "user_item" else "event")
+        + f", labels {'/'.join(label_names)}, history of the previous {history_len} events",
     )
+
+
+def _pair_samples(log: dict[str, np.ndarray], order: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The first event of every (user, item) pair (row indices of the log) and, per log row, the
+    pair's funnel labels (set on those rows): engaged (cart, fav or buy), carted, bought."""
+    user, item = log["user_id"][order], log["item_id"][order]
+    offset = int(item.max()) - int(item.min()) + 1
+    if int(user.max()) - int(user.min()) < np.iinfo(np.int64).max // offset:
+        key = (user - user.min()) * offset + (item - item.min())
+        _, first, pair = np.unique(key, return_index=True, return_inverse=True)
+    else:  # ids too large for one integer key
+        _, first, pair = np.unique(np.stack([user, item], axis=1), axis=0, return_index=True, return_inverse=True)
+    pair = pair.reshape(-1)
+    behavior = log["behavior_type"][order]
+    per_pair = lambda codes: np.bincount(pair, weights=np.isin(behavior, codes), minlength=len(first)) > 0  # noqa: E731
+    index = {b: BEHAVIORS.index(b) for b in BEHAVIORS}
+    funnel = {
+        "is_engage": per_pair([index["cart"], index["fav"], index["buy"]]),
+        "is_cart": per_pair([index["cart"]]),
+        "is_buy": per_pair([index["buy"]]),
+    }
+    samples = order[first]  # `order` sorts by (user, time, file order): the first index is the first event
+    n = len(order)
+    labels = {}
+    for name, values in funnel.items():
+        labels[name] = np.zeros(n, dtype=np.int8)
+        labels[name][samples] = values
+    return samples, labels
 
 
 def _parallel() -> dict[str, str]:
