@@ -191,5 +191,5 @@ def test_missing_labels_and_state_fields_are_named(planted):
         build_model("cmdcm", planted.schema, {"user_state_fields": ["nowhere"]})
     assert build_model("cmdcm", planted.schema, {}).state_index == [3]  # the default fields it has: hist_carts
     one_label = dataclasses.replace(planted.schema, labels=("y_dir",))
-    with pytest.raises(IncompatibleDataError, match="at least 3 labels"):
+    with pytest.raises(IncompatibleDataError, match="at least 3 label"):
         build_model("cmdcm", one_label, {"user_state_fields": ["hist_carts"]})
