@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="promo", help="simulator preset with several promotions")
     parser.add_argument("--sim-seed", type=int, default=0)
-    parser.add_argument("--models", default="cmdcm,mmoe", help="registered multi-task models with a y_del head")
+    parser.add_argument("--models", default="cmdcm,mmoe,esmm", help="registered multi-task models with a y_del head")
     parser.add_argument("--ablations", default="no-gating,no-counterfactual,chain-only,no-history",
                         help=f"CM-DCM ablations among {','.join(ABLATIONS)} ('none': no ablation rows)")
     parser.add_argument("--rows", default=None, help="run only these rows of the table (comma-separated names)")
