@@ -4,10 +4,11 @@ Train on the earlier promotions' pre-promotion clicks (plus the current promotio
 pre-promotion day, without delayed labels) and evaluate on the held-out last promotion's later
 pre-promotion clicks (`agenticrs.data.prepromo`): delayed-conversion AUC and calibration (ECE over
 10 equal-mass bins, predicted / observed ratio), plus the AUC of the composed p_cvr on "bought by
-the promotion day" (y_dir or y_del). Rows: each model of `--models` (CM-DCM, MMoE on the same
-inputs and labels, later ESMM ...) and CM-DCM's ablations (`--ablations`: no-gating,
-no-counterfactual, no-history). One JSON record per model x seed with its settings and
-`stopped_by`.
+the promotion day" (y_dir or y_del), the cart AUC of p_atc and the delayed AUC inside carted
+clicks. Rows: each model of `--models` (CM-DCM; MMoE on the same inputs and labels; ESMM with the
+cart as its click and the delayed purchase as its conversion) and CM-DCM's ablations
+(`--ablations`: no-gating, no-counterfactual, chain-only, no-history). One JSON record per row x
+seed with its settings, `stopped_by` and best step.
 
 Settings come from `--config` (default `bench/configs/cvr_prepromo.yaml`): one optimiser-step
 budget, evaluation cadence and patience (in evaluations every `eval_every_steps` steps) for every
@@ -17,7 +18,7 @@ spec's two-stage row: CM-DCM trained on the historical promotions only, then fin
 current promotion's observed days (y_dir, y_atc) with the delayed towers frozen.
 
     python bench/cvr_prepromo.py --search --json bench/results/cvr_prepromo_search.json
-    python bench/cvr_prepromo.py --models cmdcm,mmoe --seeds 3 --finetune --json bench/results/cvr_prepromo.json
+    python bench/cvr_prepromo.py --models cmdcm,mmoe,esmm --seeds 3 --finetune --online --json bench/results/cvr_prepromo.json
 """
 
 from __future__ import annotations
