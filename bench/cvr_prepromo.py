@@ -4,12 +4,21 @@ Train on the earlier promotions' pre-promotion clicks (plus the current promotio
 pre-promotion day, without delayed labels) and evaluate on the held-out last promotion's later
 pre-promotion clicks (`agenticrs.data.prepromo`): delayed-conversion AUC and calibration (ECE over
 10 equal-mass bins, predicted / observed ratio), plus the AUC of the composed p_cvr on "bought by
-the promotion day" (y_dir or y_del). Rows: each model of `--models` (CM-DCM, MMoE on the same
-inputs and labels, later ESMM ...) and CM-DCM's ablations (`--ablations`: no-gating,
-no-counterfactual, no-history). One JSON record per model x seed with its settings and
-`stopped_by`.
+the promotion day" (y_dir or y_del), the cart AUC of p_atc and the delayed AUC inside carted
+clicks. Rows: each model of `--models` (CM-DCM; MMoE on the same inputs and labels; ESMM with the
+cart as its click and the delayed purchase as its conversion) and CM-DCM's ablations
+(`--ablations`: no-gating, no-counterfactual, chain-only, no-history). One JSON record per row x
+seed with its settings, `stopped_by` and best step.
 
-    python bench/cvr_prepromo.py --models cmdcm,mmoe --seeds 3 --json bench/results/cvr_prepromo.json
+Settings come from `--config` (default `bench/configs/cvr_prepromo.yaml`): one optimiser-step
+budget, evaluation cadence and patience (in evaluations every `eval_every_steps` steps) for every
+row, and each row's learning rate, batch size and model overrides, chosen on the valid split by
+`--search` (the config's grid, seed 0; the search results go to `--json`). `--finetune` adds the
+spec's two-stage row: CM-DCM trained on the historical promotions only, then fine-tuned on the
+current promotion's observed days (y_dir, y_atc) with the delayed towers frozen.
+
+    python bench/cvr_prepromo.py --search --json bench/results/cvr_prepromo_search.json
+    python bench/cvr_prepromo.py --models cmdcm,mmoe,esmm --seeds 3 --finetune --online --json bench/results/cvr_prepromo.json
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from agenticrs.data.prepromo import write_prepromo_dataset
 from agenticrs.data.simulated import write_simulation
@@ -30,20 +40,60 @@ from agenticrs.features.batching import iterate_batches
 from agenticrs.features.pipeline import process_dataset
 from agenticrs.sim import sim_preset
 from agenticrs.train.config import RunConfig, TrainConfig
-from agenticrs.train.metrics import auc, logloss
+from agenticrs.train.metrics import auc, logloss, metric_spec
+from agenticrs.train.trainer import Trainer
 from agenticrs.train.workflow import train_run
 
 ABLATIONS = {
     "no-gating": {"gating": False},
     "no-counterfactual": {"counterfactual": False},
+    # neither gating nor the counterfactual term: MMoE's gates on every field with the chain
+    # p_atc x p_del|atc in place of a direct y_del head (the chain alone against MMoE)
+    "chain-only": {"gating": False, "counterfactual": False},
     "no-history": {},  # the data set changes, not the model
 }
 MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "cmdcm": {"embedding_dim": 8, "num_experts": 4, "expert_units": [64, 32], "tower_units": [32], "dropout": 0.1},
     "mmoe": {"embedding_dim": 8, "num_experts": 4, "expert_units": [64, 32], "tower_units": [32], "dropout": 0.1,
              "tasks": ["y_dir", "y_atc", "y_del"]},
+    # ESMM (Ma et al., SIGIR 2018) on the pre-promotion labels: its "click" is the cart (y_atc) and its
+    # "conversion" the delayed purchase (y_del), so its CTCVR head p_atc x p_del|atc is trained on
+    # "carted and bought on the promotion day" (it misses the few delayed purchases without a cart)
+    # and read as p_del; it has no direct-conversion head (p_cvr = p_del). CM-DCM's chain without
+    # the direct tower, the experts, the gating and the counterfactual term.
+    "esmm": {"embedding_dim": 8, "ctr_units": [64, 32], "cvr_units": [64, 32], "dropout": 0.1,
+             "click_label": "y_atc", "conversion_label": "y_del"},
 }  # fmt: skip
 SMOKE_WORLD = {"n_users": 700, "n_items": 600, "new_items_per_day": 5, "requests_per_user_day": 1.0}
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cvr_prepromo.yaml"
+FROZEN = ("towers.del.", "towers.imp.")  # the delayed towers, frozen in the fine-tune stage
+
+
+def load_settings(path: str | Path | None) -> dict[str, Any]:
+    """The benchmark's settings: `budget` (shared), `grid` (the search) and `rows` (each row's choice)."""
+    settings = yaml.safe_load(Path(path).read_text()) if path else {}
+    settings = settings or {}
+    return {"budget": settings.get("budget") or {}, "grid": settings.get("grid") or {},
+            "rows": settings.get("rows") or {}, "finetune": settings.get("finetune") or {}}  # fmt: skip
+
+
+def row_settings(settings: dict[str, Any], row: str) -> dict[str, Any]:
+    """Budget, then the row's chosen values (an ablation falls back to its model's row)."""
+    base = row.split("-")[0]
+    chosen = settings["rows"].get(row, settings["rows"].get(base, {})) or {}
+    return {**settings["budget"], **chosen}
+
+
+def train_config(values: dict[str, Any], seed: int, threads: int, smoke: bool) -> TrainConfig:
+    keys = ("learning_rate", "batch_size", "embedding_l2", "max_steps", "eval_every_steps", "patience", "monitor",
+            "epochs", "lr_schedule", "min_lr", "warmup_steps")  # fmt: skip
+    fields = {k: values[k] for k in keys if k in values}
+    fields.setdefault("epochs", 1000)  # the step budget decides
+    if smoke:
+        fields.update(epochs=2, max_steps=4, eval_every_steps=2, batch_size=min(fields.get("batch_size", 512), 512))
+        fields.pop("warmup_steps", None)
+    return TrainConfig(**fields, metrics=["auc", "logloss", "calibration"], seed=seed, num_threads=threads,
+                       log_every=1000)  # fmt: skip
 
 
 def ece(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
@@ -64,28 +114,35 @@ def predict_components(model: torch.nn.Module, split, batch_size: int = 8192) ->
     if "y_del" not in labels:
         raise ValueError(f"model '{getattr(model, 'name', '?')}' has no y_del head (its labels: {labels}); "
                          "give it tasks/labels including y_del")  # fmt: skip
-    parts: dict[str, list[np.ndarray]] = {"p_dir": [], "p_del": [], "score": []}
+    parts: dict[str, list[np.ndarray]] = {"p_dir": [], "p_del": [], "score": [], "p_atc": []}
     for batch in iterate_batches(split, batch_size, label_index=None):
         out = model(batch)
         probs = torch.sigmoid(out["logit"].float())
         p_del = out.get("p_del", probs[:, labels.index("y_del")])
         p_dir = out.get("p_dir", probs[:, labels.index("y_dir")] if "y_dir" in labels else torch.zeros_like(p_del))
+        p_atc = out.get("p_atc", probs[:, labels.index("y_atc")] if "y_atc" in labels else torch.full_like(p_del, float("nan")))
         score = out.get("score", p_dir + (1 - p_dir) * p_del)
-        for key, value in (("p_dir", p_dir), ("p_del", p_del), ("score", score)):
+        for key, value in (("p_dir", p_dir), ("p_del", p_del), ("score", score), ("p_atc", p_atc)):
             parts[key].append(value.float().cpu().numpy())
     return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}
 
 
 def score_record(schema_labels: list[str], split, pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """Delayed-conversion AUC / log loss / ECE / ratio, p_cvr AUC, and where the ranking comes
+    from: the cart AUC of p_atc and the delayed AUC inside carted and uncarted clicks."""
     y = np.asarray(split["labels"], dtype=np.float64)
-    y_dir, y_del = y[:, schema_labels.index("y_dir")], y[:, schema_labels.index("y_del")]
+    y_dir, y_atc, y_del = (y[:, schema_labels.index(n)] for n in ("y_dir", "y_atc", "y_del"))
     bought = np.maximum(y_dir, y_del)
     p = pred["p_del"]
+    carted = y_atc == 1
     return {
         "del_auc": auc(y_del, p), "del_logloss": logloss(y_del, p), "del_ece": ece(y_del, p),
         "del_ratio": float(p.mean() / max(y_del.mean(), 1e-12)),
         "cvr_auc": auc(bought, pred["score"]), "cvr_ratio": float(pred["score"].mean() / max(bought.mean(), 1e-12)),
+        "atc_auc": auc(y_atc, pred["p_atc"]) if not np.isnan(pred["p_atc"]).any() else float("nan"),
+        "del_auc_carted": auc(y_del[carted], p[carted]), "del_auc_uncarted": auc(y_del[~carted], p[~carted]),
         "test_rows": int(len(y_del)), "test_del_rate": float(y_del.mean()),
+        "test_del_uncarted_share": float(y_del[~carted].sum() / max(y_del.sum(), 1.0)),
     }  # fmt: skip
 
 
@@ -99,19 +156,31 @@ def variants(models: list[str], ablations: list[str]) -> list[tuple[str, str, di
     return rows
 
 
+def freeze_delayed(model: torch.nn.Module) -> list[str]:
+    """Freeze CM-DCM's delayed towers (p_del|atc and the imputation tower); the names frozen."""
+    frozen = []
+    for name, param in model.named_parameters():
+        if name.startswith(FROZEN):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="promo", help="simulator preset with several promotions")
     parser.add_argument("--sim-seed", type=int, default=0)
-    parser.add_argument("--models", default="cmdcm,mmoe", help="registered multi-task models with a y_del head")
-    parser.add_argument("--ablations", default="no-gating,no-counterfactual,no-history",
+    parser.add_argument("--models", default="cmdcm,mmoe,esmm", help="registered multi-task models with a y_del head")
+    parser.add_argument("--ablations", default="no-gating,no-counterfactual,chain-only,no-history",
                         help=f"CM-DCM ablations among {','.join(ABLATIONS)} ('none': no ablation rows)")
+    parser.add_argument("--rows", default=None, help="run only these rows of the table (comma-separated names)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--max-steps", type=int, default=None, help="optimiser-step budget per run")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--patience", type=int, default=2, help="evaluations without a better valid logloss")
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="the budget, grid and each row's chosen settings (YAML; 'none': the engine's defaults)")
+    parser.add_argument("--search", action="store_true",
+                        help="try the config's grid on every row (seed 0), pick each row's best valid monitor value")
+    parser.add_argument("--finetune", action="store_true",
+                        help="add the two-stage row: history only, then the current days with the delayed towers frozen")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--observed-days", type=int, default=1, help="current pre-promotion days seen in training")
     parser.add_argument("--work", default=None, help="folder for the simulation, data and runs (default: a temporary one)")
@@ -119,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a shrunken world and a few steps (the docs' test)")
     parser.add_argument("--online", action="store_true",
                         help="A/B-test pCTR x pCVR x price with CM-DCM (B) against the first other model (A) in the "
-                        "simulator over the last promotion's pre-promotion days and promotion day (seed 0's runs)")
+                        "simulator over the last promotion's pre-promotion days and promotion day (one test per seed, "
+                        "with that seed's runs)")
     parser.add_argument("--ctr-steps", type=int, default=400, help="optimiser steps of the pCTR run (--online)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    settings = load_settings(None if args.config == "none" else args.config)
     models = [m for m in args.models.split(",") if m]
     ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
     unknown = [a for a in ablations if a not in ABLATIONS]
@@ -137,45 +208,64 @@ def main(argv: list[str] | None = None) -> int:
     sim_dir = work / f"sim-{args.preset}-{args.sim_seed}{'-smoke' if args.smoke else ''}"
     write_simulation(config, sim_dir, name=f"sim-{args.preset}")
     print(f"simulated {args.preset} (promotions on days {list(config.promotions)}) in {time.perf_counter() - started:.0f}s")
-    datasets = {}
-    for history in (True, False):
-        spec = write_prepromo_dataset(sim_dir, config, work / f"prepromo-{'history' if history else 'current'}",
-                                      history=history, observed_days=args.observed_days)  # fmt: skip
-        datasets[history] = process_dataset(spec, work / "cache")
-        for split in datasets[history].splits.values():
+    # "history": earlier promotions + the current observed days; "current": the current days only;
+    # "past": earlier promotions only (the fine-tune row's first stage)
+    kinds = {"history": {"history": True}, "current": {"history": False},
+             "past": {"history": True, "include_current": False}}  # fmt: skip
+    datasets, specs = {}, {}
+    for kind, flags in kinds.items():
+        if kind == "past" and not args.finetune:
+            continue
+        spec = write_prepromo_dataset(sim_dir, config, work / f"prepromo-{kind}", observed_days=args.observed_days,
+                                      **flags)  # fmt: skip
+        datasets[kind] = process_dataset(spec, work / "cache")
+        specs[kind] = work / f"prepromo-{kind}" / "prepromo.yaml"
+    if args.finetune:  # the fine-tune data in the first stage's vocabulary
+        spec = write_prepromo_dataset(sim_dir, config, work / "prepromo-current", observed_days=args.observed_days,
+                                      history=False)  # fmt: skip
+        datasets["current-in-past"] = process_dataset(spec, work / "cache-finetune", encoder=datasets["past"].encoder)
+    for data in datasets.values():
+        for split in data.splits.values():
             split.load_in_memory()
+    rows = variants(models, ablations)
+    if args.rows:
+        rows = [r for r in rows if r[0] in args.rows.split(",")]
+    context = {"preset": args.preset, "sim_seed": args.sim_seed, "smoke": args.smoke,
+               "promotions": list(config.promotions), "observed_days": args.observed_days}  # fmt: skip
+
+    def fit(row: str, model: str, params: dict[str, Any], history: bool, seed: int,
+            values: dict[str, Any]) -> tuple[dict[str, Any], Any]:  # fmt: skip
+        kind = "history" if history else "current"
+        data = datasets[kind]
+        params = {**params, **(values.get("model_params") or {})}
+        train = train_config(values, seed, args.threads, args.smoke)
+        run = RunConfig(dataset=str(specs[kind]), model=model, model_params=params, train=train, name=f"{row}-seed{seed}")
+        t0 = time.perf_counter()
+        trained = train_run(run, runs_dir=work / "runs", data=data)
+        record = {"row": row, "model": model, "seed": seed, "history": history, "model_params": params,
+                  "train": {k: getattr(train, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
+                                                           "batch_size", "learning_rate", "embedding_l2", "lr_schedule")},
+                  **context, "train_rows": data.split("train").rows, **run_summary(trained.result),
+                  "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        return record, trained
+
+    if args.search:
+        return search(args, settings, rows, fit)
     records: list[dict[str, Any]] = []
     runs: dict[tuple[str, int], Path] = {}
     for seed in range(args.seeds):
-        for row, model, params, history in variants(models, ablations):
-            data = datasets[history]
-            train = TrainConfig(
-                epochs=2 if args.smoke else args.epochs, max_steps=4 if args.smoke else args.max_steps,
-                batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience, monitor="logloss",
-                metrics=["auc", "logloss", "calibration"], seed=seed, num_threads=args.threads, log_every=1000,
-            )  # fmt: skip
-            spec_path = work / f"prepromo-{'history' if history else 'current'}" / "prepromo.yaml"
-            config_run = RunConfig(dataset=str(spec_path), model=model, model_params=params, train=train,
-                                   name=f"{row}-seed{seed}")  # fmt: skip
-            t0 = time.perf_counter()
-            trained = train_run(config_run, runs_dir=work / "runs", data=data)
-            test = data.split("test")
-            pred = predict_components(trained.model, test)
-            record = {
-                "row": row, "model": model, "seed": seed, "history": history, "model_params": params,
-                "train": {k: train.model_dump()[k] for k in ("epochs", "max_steps", "batch_size", "learning_rate",
-                                                              "patience", "monitor")},
-                "preset": args.preset, "sim_seed": args.sim_seed, "smoke": args.smoke,
-                "promotions": list(config.promotions), "observed_days": args.observed_days,
-                "train_rows": data.split("train").rows, "stopped_by": trained.result.stopped_by,
-                "best_epoch": trained.result.best_epoch, "seconds": round(time.perf_counter() - t0, 1),
-                **score_record(list(data.schema.labels), test, pred),
-            }  # fmt: skip
+        for row, model, params, history in rows:
+            record, trained = fit(row, model, params, history, seed, row_settings(settings, row))
+            test = datasets["history" if history else "current"].split("test")
+            labels = list(datasets["history"].schema.labels)
+            record.update(score_record(labels, test, predict_components(trained.model, test)))
             records.append(record)
             runs[(row, seed)] = trained.run.folder
-            print(f"{row:<26} seed {seed}  del AUC {record['del_auc']:.4f}  ECE {record['del_ece']:.4f}  "
-                  f"pred/obs {record['del_ratio']:.3f}  cvr AUC {record['cvr_auc']:.4f}  ({record['stopped_by']}, "
-                  f"{record['seconds']}s)", flush=True)  # fmt: skip
+            report_line(record)
+        if args.finetune and "cmdcm" in models:
+            record = finetune(args, settings, datasets, specs, context, work, seed)
+            records.append(record)
+            report_line(record)
     print_table(records)
     output: Any = records
     if args.online:
@@ -184,6 +274,95 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
     return 0
+
+
+def run_summary(result) -> dict[str, Any]:
+    """What stopped the run, where its best evaluation was and the valid metrics there."""
+    return {"stopped_by": result.stopped_by, "best_step": result.best_step, "steps": result.steps,
+            "best_epoch": result.best_epoch, "monitor": result.monitor,
+            "valid": {k: v for k, v in result.valid.items() if k.startswith("y_del/") or "/" not in k}}  # fmt: skip
+
+
+def report_line(record: dict[str, Any]) -> None:
+    print(f"{record['row']:<26} seed {record['seed']}  del AUC {record['del_auc']:.4f}  ECE {record['del_ece']:.4f}  "
+          f"pred/obs {record['del_ratio']:.3f}  cvr AUC {record['cvr_auc']:.4f}  ({record['stopped_by']} at step "
+          f"{record['steps']}, best {record['best_step']}, {record['seconds']}s)", flush=True)  # fmt: skip
+
+
+def search(args: argparse.Namespace, settings: dict[str, Any], rows, fit) -> int:
+    """Every row x every grid point, seed 0; each row's best valid monitor value is its choice."""
+    grid = settings["grid"]
+    names = sorted(grid)
+    points = [dict(zip(names, combo, strict=True)) for combo in _product([grid[n] for n in names])] or [{}]
+    results, chosen = [], {}
+    for row, model, params, history in rows:
+        base = {**settings["budget"], **(settings["rows"].get(row, {}) or {})}
+        base = {k: v for k, v in base.items() if k not in names}
+        best = None
+        for point in points:
+            values = {**base, **point}
+            record, trained = fit(row, model, params, history, 0, values)
+            metric, _ = metric_spec(record["monitor"])
+            value = trained.result.valid.get(record["monitor"], float("nan"))
+            record.update(point=point, valid_monitor=value)
+            results.append(record)
+            print(f"{row:<26} {point}  valid {record['monitor']} {value:.4f}  ({record['stopped_by']} at step "
+                  f"{record['steps']}, best {record['best_step']}, {record['seconds']}s)", flush=True)  # fmt: skip
+            better = best is None or (value > best[0] if metric.higher_is_better else value < best[0])
+            if not np.isnan(value) and better:
+                best = (value, point)
+        chosen[row] = best[1] if best else None
+        print(f"{row}: chose {chosen[row]}", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = {"budget": settings["budget"], "grid": grid, "chosen": chosen, "results": results}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def _product(lists: list[list[Any]]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = [()]
+    for values in lists:
+        out = [(*head, v) for head in out for v in values]
+    return out if lists else []
+
+
+def finetune(args: argparse.Namespace, settings: dict[str, Any], datasets, specs, context, work: Path,
+             seed: int) -> dict[str, Any]:  # fmt: skip
+    """The spec's section 5: CM-DCM on the historical promotions only, then a fine-tune on the
+    current promotion's observed days (y_dir, y_atc; y_del is unknown) with the delayed towers
+    (p_del|atc, imputation) frozen, at `finetune.learning_rate_scale` x the row's learning rate."""
+    values = row_settings(settings, "cmdcm")
+    params = {**MODEL_PARAMS["cmdcm"], **(values.get("model_params") or {})}
+    stage = settings["finetune"]
+    train = train_config(values, seed, args.threads, args.smoke)
+    t0 = time.perf_counter()
+    run = RunConfig(dataset=str(specs["past"]), model="cmdcm", model_params=params, train=train,
+                    name=f"cmdcm-finetune-seed{seed}")  # fmt: skip
+    first = train_run(run, runs_dir=work / "runs", data=datasets["past"])
+    test = datasets["past"].split("test")
+    labels = list(datasets["past"].schema.labels)
+    before = score_record(labels, test, predict_components(first.model, test))  # stage 1 alone
+    frozen = freeze_delayed(first.model)
+    second_values = {**values, "learning_rate": values.get("learning_rate", 1e-3) * stage.get("learning_rate_scale", 1.0),
+                     "monitor": stage.get("monitor", "logloss"),
+                     **{k: stage[k] for k in ("max_steps", "eval_every_steps", "patience", "batch_size") if k in stage}}
+    second_cfg = train_config(second_values, seed, args.threads, args.smoke)
+    second = Trainer(second_cfg).fit(first.model, datasets["current-in-past"])
+    record = {"row": "cmdcm-finetune", "model": "cmdcm", "seed": seed, "history": True, "model_params": params,
+              "train": {k: getattr(train, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
+                                                       "batch_size", "learning_rate", "embedding_l2")},
+              "finetune": {k: getattr(second_cfg, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
+                                                               "batch_size", "learning_rate")},
+              "frozen": sorted({n.split(".")[1] for n in frozen}), **context,
+              "train_rows": datasets["past"].split("train").rows,
+              "finetune_rows": datasets["current-in-past"].split("train").rows,
+              **run_summary(first.result), "finetune_stopped_by": second.stopped_by,
+              "finetune_steps": second.steps, "finetune_best_step": second.best_step,
+              "seconds": round(time.perf_counter() - t0, 1),
+              "stage1": {k: before[k] for k in ("del_auc", "del_ece", "del_ratio", "cvr_auc", "atc_auc")},
+              **score_record(labels, test, predict_components(first.model, test))}  # fmt: skip
+    return record
 
 
 def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: list[str],
@@ -201,24 +380,46 @@ def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: 
     ctr = train_run(RunConfig(dataset=str(sim_dir / "ctr.yaml"), model="dnn", train=train, name="ctr-dnn"),
                     runs_dir=work / "runs", cache_dir=work / "cache")  # fmt: skip
     baseline = others[0] if others else None
-    policy_a = ValuePolicy(ctr.run.folder, runs[(baseline, 0)] if baseline else None, config)
-    policy_b = ValuePolicy(ctr.run.folder, runs[("cmdcm", 0)], config)
     world = build_world(config)
     names = (f"pCTR x pCVR({baseline}) x price" if baseline else "pCTR x price", "pCTR x pCVR(cmdcm) x price")
-    report = promo_ab_test(world, sim_dir / "events.parquet", policy_a, policy_b, names=names)
-    report["ctr_run_valid_auc"] = ctr.result.valid.get("auc")
-    print(f"\nonline, promotion on day {report['promotion_day']}: B = {names[1]} vs A = {names[0]}")
-    for period, body in report["periods"].items():
-        for metric in ("purchases", "gmv"):
-            c = body["comparisons"][metric]
+    reports = []
+    for seed in range(args.seeds):  # each seed: that seed's conversion runs and its own traffic draws
+        policy_a = ValuePolicy(ctr.run.folder, runs[(baseline, seed)] if baseline else None, config)
+        policy_b = ValuePolicy(ctr.run.folder, runs[("cmdcm", seed)], config)
+        report = promo_ab_test(world, sim_dir / "events.parquet", policy_a, policy_b, seed=seed, names=names)
+        report["seed"] = seed
+        reports.append(report)
+    pooled = pool_lifts(reports)
+    print(f"\nonline, promotion on day {reports[0]['promotion_day']}: B = {names[1]} vs A = {names[0]}, "
+          f"{len(reports)} seed(s)")
+    for period, metrics in pooled.items():
+        for metric, c in metrics.items():
             print(f"  {period:<14} {metric:<10} lift {c['lift']:+.4f}  95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
-                  f"  p {c['p_value']:.3f}")
-    return report
+                  f"  per seed {', '.join(f'{v:+.4f}' for v in c['per_seed'])}")
+    return {"arms": list(names), "ctr_run_valid_auc": ctr.result.valid.get("auc"), "pooled": pooled,
+            "seeds": reports}
+
+
+def pool_lifts(reports: list[dict[str, Any]], metrics: tuple[str, ...] = ("purchases", "gmv")) -> dict[str, Any]:
+    """Per period and metric, the mean of the seeds' lifts with a 95% interval from their own
+    standard errors (independent seeds: se = sqrt(sum se_i^2) / n, se_i from each interval)."""
+    out: dict[str, Any] = {}
+    for period in reports[0]["periods"]:
+        out[period] = {}
+        for metric in metrics:
+            cs = [r["periods"][period]["comparisons"][metric] for r in reports]
+            lifts = np.array([c["lift"] for c in cs])
+            se = np.sqrt(sum(((c["ci_high"] - c["ci_low"]) / (2 * 1.959964)) ** 2 for c in cs)) / len(cs)
+            mean = float(lifts.mean())
+            spread = float(lifts.std(ddof=1)) if len(cs) > 1 else None
+            out[period][metric] = {"lift": mean, "ci_low": mean - 1.959964 * se, "ci_high": mean + 1.959964 * se,
+                                   "per_seed": lifts.tolist(), "seed_sd": spread}  # fmt: skip
+    return out
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
     rows = list(dict.fromkeys(r["row"] for r in records))
-    keys = ("del_auc", "del_ece", "del_ratio", "cvr_auc")
+    keys = ("del_auc", "del_ece", "del_ratio", "cvr_auc", "atc_auc", "del_auc_carted")
     print(f"\n{'model':<26} {'seeds':>5} " + " ".join(f"{k:>17}" for k in keys))
     for row in rows:
         mine = [r for r in records if r["row"] == row]

@@ -77,6 +77,7 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/serve_benchmark\.py", " --train-steps 4 --seconds 0.5 --rates 20 --max-requests 10 --sequential 5"),
     (r"bench/ensnas_agreement\.py", " --candidates 1 --ensemble-size 2 --bootstrap 50"),
     (r"bench/cvr_prepromo\.py", " --smoke"),
+    (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gr_benchmark\.py.*--models sasrec\b",
      " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"),
     (r"bench/gr_benchmark\.py.*--models tiger\b",

@@ -128,5 +128,11 @@ def test_prepromo_splits_hold_history_current_and_held_out_days(promo_sim, tmp_p
     alone = write_prepromo_dataset(folder, config, tmp_path / "c", history=False)
     assert (pq.read_table(alone.files["train"][0])["promo_index"].to_numpy() == len(config.promotions) - 1).all()
     assert len(prepromo_clicks(folder, config)) > len(train)
+    past = write_prepromo_dataset(folder, config, tmp_path / "p", include_current=False)  # the fine-tune's first stage
+    past_tables = {s: pq.read_table(past.files[s][0]) for s in ("train", "valid", "test")}
+    assert (past_tables["train"]["promo_index"].to_numpy() < len(config.promotions) - 1).all()
+    assert past_tables["test"]["request_id"].to_pylist() == tables["test"]["request_id"].to_pylist()
+    with pytest.raises(ValueError, match="leave no training data"):
+        write_prepromo_dataset(folder, config, tmp_path / "y", history=False, include_current=False)
     with pytest.raises(ValueError, match="no historical promotion"):
         write_prepromo_dataset(folder, config, tmp_path / "x", eval_promo=0)

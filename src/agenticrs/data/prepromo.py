@@ -9,7 +9,9 @@ y_dir, y_atc, y_del; days_to_promo; user-state counts) and splits them by promot
   promotion has not happened yet: y_del is missing, so it leaves the loss); its remaining
   pre-promotion days are the `test` split, with every label (revealed on the promotion day);
 * the *historical* promotions before it (`history=True`): every pre-promotion click with all
-  three labels, in `train`. `history=False` is the ablation "no historical promotions".
+  three labels, in `train`. `history=False` is the ablation "no historical promotions";
+  `include_current=False` leaves the current promotion's observed days out of `train` (the first stage
+  of the spec's two-stage training: history first, then a fine-tune on the current days).
 
 `valid` (early stopping) is a random `valid_fraction` of the training requests. Behaviour is
 observable up to the click; labels are what the logs reveal by the promotion day.
@@ -57,12 +59,15 @@ def _spec_fields(history_len: int) -> list[FieldSpec]:
 def write_prepromo_dataset(
     sim_dir: str | Path, config: SimConfig, out_dir: str | Path, eval_promo: int = -1, history: bool = True,
     observed_days: int = 1, valid_fraction: float = 0.1, seed: int = 0, name: str = "sim-prepromo",
+    include_current: bool = True,
 ) -> DatasetSpec:  # fmt: skip
     """Write `prepromo_{train,valid,test}.parquet` and `prepromo.yaml` to `out_dir`; return the spec."""
     promotions = config.promotions
     k = eval_promo if eval_promo >= 0 else len(promotions) + eval_promo
     if not 0 <= k < len(promotions):
         raise ValueError(f"eval_promo {eval_promo} is not a promotion index (the config has {len(promotions)})")
+    if not (history or include_current):
+        raise ValueError("history=False and include_current=False leave no training data")
     if history and k == 0:
         raise ValueError("eval_promo is the first promotion: there is no historical promotion to learn from "
                          "(use a preset with several promotions, e.g. --preset promo, or history=False)")  # fmt: skip
@@ -78,7 +83,7 @@ def write_prepromo_dataset(
     current = promo == k
     observed = current & (day < cutoff)
     test = current & (day >= cutoff)
-    train = observed | ((promo < k) if history else np.zeros_like(observed))
+    train = (observed if include_current else np.zeros_like(observed)) | ((promo < k) if history else np.zeros_like(observed))
     # the current promotion has not happened yet: its delayed conversions are unknown
     y_del = clicks["y_del"].to_numpy().astype(np.float32)
     clicks = clicks.set_column(clicks.schema.get_field_index("y_del"), "y_del",
@@ -101,10 +106,11 @@ def write_prepromo_dataset(
             pq.write_table(clicks.filter(pa.array(mask)), handle, compression="zstd")
         files[split] = [str(path.resolve())]
     which = "promotions " + ", ".join(str(d) for d in promotions[:k]) if history else "no historical promotion"
+    now = f"the first {observed_days} day(s) of" if include_current else "none of the pre-promotion days before"
     spec = DatasetSpec(
         name=name, files=files, reader=ReaderOptions(format="parquet"), fields=_spec_fields(config.history_len),
         group_key="user_id", request_key="request_id", request_fields=REQUEST_FIELDS,
-        description=f"simulated pre-promotion clicks: train on {which} and the first {observed_days} day(s) of the "
+        description=f"simulated pre-promotion clicks: train on {which} and {now} the "
         f"promotion on day {promotions[k]} (no y_del), test on its later pre-promotion days "
         f"(config {config.config_hash()}, seed {config.seed})",
     )  # fmt: skip
