@@ -16,7 +16,14 @@ from agenticrs.data.errors import DataError
 from agenticrs.train.streaming import StreamConfig, StreamInput, WindowGrid, load_clicks, observed_view, run_stream
 from agenticrs.train.streaming.labels import stream_steps
 from agenticrs.train.streaming.methods import (
-    ClickTimes, MethodSettings, dfm_loss, es_dfm_loss, fnw_loss, importance_weights, method, tn_dp_loss,
+    ClickTimes,
+    MethodSettings,
+    dfm_loss,
+    es_dfm_loss,
+    fnw_loss,
+    importance_weights,
+    method,
+    tn_dp_loss,
 )  # fmt: skip
 from agenticrs.train.streaming.protocol import stream_train_defaults
 from agenticrs.train.streaming.task import WindowTask
