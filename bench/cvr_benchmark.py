@@ -37,7 +37,7 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
             train = stream_train_defaults().model_copy(update={"seed": seed, "learning_rate": args.lr, "num_threads": 1})
             config = StreamConfig(input=source, method=name, window_s=args.window_s, pretrain_epochs=args.pretrain_epochs,
                                   pretrain_days=args.pretrain_days, elapsed_cut_s=args.c_s, weight_cap=args.weight_cap,
-                                  max_windows=args.max_windows, train=train)  # fmt: skip
+                                  max_windows=args.max_windows, model_params=args.model_params, train=train)  # fmt: skip
             started = time.perf_counter()
             summary = run_stream(config, log=log)
             record = {
@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-windows", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model-params", type=json.loads, default={},
+                        help='backbone settings over ES-DFM\'s DNN, JSON, e.g. \'{"hidden_units": [64], "batch_norm": false}\'')
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
