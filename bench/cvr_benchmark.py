@@ -37,6 +37,7 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
             train = stream_train_defaults().model_copy(update={"seed": seed, "learning_rate": args.lr, "num_threads": 1})
             config = StreamConfig(input=source, method=name, window_s=args.window_s, pretrain_epochs=args.pretrain_epochs,
                                   pretrain_days=args.pretrain_days, elapsed_cut_s=args.c_s, weight_cap=args.weight_cap,
+                                  weight_model_epochs=args.weight_model_epochs, dfm_late=args.dfm_late,
                                   max_windows=args.max_windows, model_params=args.model_params, train=train)  # fmt: skip
             started = time.perf_counter()
             summary = run_stream(config, log=log)
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=5)
     parser.add_argument("--c-s", type=float, default=900.0, help="ES-DFM's elapsed time c (seconds)")
     parser.add_argument("--weight-cap", type=float, default=None)
+    parser.add_argument("--weight-model-epochs", type=int, default=None, help="ES-DFM weight model (default: pretrain epochs)")
+    parser.add_argument("--dfm-late", choices=["retract", "drop"], default="retract")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-windows", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)

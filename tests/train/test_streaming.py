@@ -72,10 +72,14 @@ def test_samplers_put_each_sample_in_its_window_with_the_label_seen_then() -> No
     assert es.row.tolist() == [0, 1, 2, 3, 2, 4, 3] and es.labels[:, 0].tolist() == [0, 1, 0, 0, 1, 0, 1]
     np.testing.assert_allclose(es.labels[:, 1], 1.5) and np.testing.assert_allclose(es.labels[:, 2], 1.2)
     dfm = method("dfm").samples(_times(delay_unit_s=10.0))
-    # click 2 (window end 200) converts at 250: unconverted with e = 8 (units of 10 s), then a positive at 250 with d = 13
-    first = dfm.row.tolist().index(2)
-    assert dfm.labels[first].tolist()[0::2] == [0, 8] and dfm.ts[dfm.row == 2].tolist() == [120, 250]
-    assert dfm.labels[dfm.ts == 250][0, :2].tolist() == [1, 13]
+    # each click at its window's end (units of 10 s): click 1 converted (d = 3, nothing to retract);
+    # click 2 (window end 200) unconverted with e = 8, back at 250 as a positive with d = 13 that
+    # retracts e = 8; click 3 unconverted with e = 5, back at 1000 with d = 85 retracting e = 5
+    assert dfm.ts.tolist() == [10, 20, 120, 150, 230, 250, 1000] and dfm.row.tolist() == [0, 1, 2, 3, 4, 2, 3]
+    np.testing.assert_allclose(dfm.labels, [[0, NAN, 9], [1, 3, 0], [0, NAN, 8], [0, NAN, 5], [0, NAN, 7],
+                                            [1, 13, 8], [1, 85, 5]])  # fmt: skip
+    dropped = method("dfm").samples(_times(delay_unit_s=10.0, dfm_late="drop"))  # ES-DFM's code: no late samples
+    assert dropped.row.tolist() == [0, 1, 2, 3, 4] and dropped.labels[:, 0].tolist() == [0, 1, 0, 0, 0]
 
 
 def test_window_grid_and_steps_skip_windows_without_clicks() -> None:
@@ -108,6 +112,38 @@ def test_fnw_and_dfm_losses_on_hand_checked_values() -> None:
     pos = -(math.log(0.5) + math.log(lam0) - lam0 * 2.0)
     neg = -math.log(1 - 0.5 + 0.5 * math.exp(-lam1 * 3.0))
     assert float(dfm_loss(logit, labels)) == pytest.approx((pos + neg) / 2, rel=1e-5)
+
+
+def _chapelle(s: float, h: float, converted: bool, t: float) -> float:
+    """Chapelle's per-click term: converted with delay t, or unconverted after elapsed time t."""
+    p, lam = 1 / (1 + math.exp(-s)), math.log1p(math.exp(h)) + 1e-6  # λ as dfm_loss computes it
+    return -(math.log(p) + math.log(lam) - lam * t) if converted else -math.log(1 - p + p * math.exp(-lam * t))
+
+
+@pytest.mark.parametrize("now", [100.0, 200.0, 300.0, 1100.0])
+def test_dfm_stream_counts_every_click_once_in_its_latest_state(now: float) -> None:
+    # the DFM stream's samples up to the end of a window, summed with the model held fixed, give
+    # Chapelle's likelihood of the clicks seen so far with each click counted once: converted (by
+    # then) with its delay, else unconverted with its elapsed time at its window's end. A late
+    # conversion's sample retracts the click's earlier unconverted term (the known defect: it did
+    # not, so a late positive counted twice, once as unconverted and once as converted)
+    samples = method("dfm").samples(_times(delay_unit_s=10.0))
+    shown = samples.ts < now
+    rows, labels = samples.row[shown], torch.tensor(samples.labels[shown], dtype=torch.float64)
+    s, h = np.array([-0.4, 0.3, 0.8, -1.1, 0.1]), np.array([0.2, -0.5, 0.9, 0.0, -0.2])
+    logit = torch.tensor(np.stack([s[rows], h[rows]], axis=1))
+    total = float(dfm_loss(logit, labels)) * len(rows)
+    expected = 0.0
+    for i, (click, conversion) in enumerate(zip(CLICKS, CONVERSIONS, strict=True)):
+        if click >= now:
+            continue
+        window_end = (click // 100 + 1) * 100
+        converted = not math.isnan(conversion) and conversion < now
+        t = (conversion - click if converted else window_end - click) / 10
+        expected += _chapelle(s[i], h[i], converted, t)
+    assert total == pytest.approx(expected, rel=1e-9)
+    dropped = method("dfm").samples(_times(delay_unit_s=10.0, dfm_late="drop"))
+    assert len(np.unique(dropped.row)) == len(dropped)  # the drop form: each click once as well
 
 
 def test_fnc_calibrates_at_inference() -> None:

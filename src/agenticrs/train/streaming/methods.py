@@ -6,9 +6,11 @@ with which labels) plus a loss, on any backbone of the model zoo. One registry (
 - `fnw`: every click as a negative at click time, a positive duplicate at conversion time; BCE
   weighted by the model's own stop-gradient p: positives (1 + p), negatives (1 - p)(1 + p).
 - `fnc`: the same samples; plain BCE on the biased labels, p / (1 - p) served at inference.
-- `dfm`: every click at its window's end with its elapsed time e (or its delay d if converted), a
-  positive duplicate at conversion time if it converts later; the exponential delay model:
-  -[log p + log λ - λ d], unconverted -log(1 - p + p e^{-λ e}).
+- `dfm`: every click at its window's end with its elapsed time e (or its delay d if converted);
+  the exponential delay model: -[log p + log λ - λ d], unconverted -log(1 - p + p e^{-λ e}). A
+  click that converts after its window comes back at conversion time as a positive that also
+  retracts its earlier unconverted term, so each click counts once, in its latest observed state
+  (`dfm_late="retract"`); or late conversions are dropped, as ES-DFM's code does (`"drop"`).
 - `es_dfm`: every click at click + c, positive iff converted within c; a positive duplicate of
   every delayed positive at conversion time; importance weights w_pos = 1 + f_dp,
   w_neg = (1 + f_dp) f_tn (stop-gradient, from a frozen, pre-trained weight model).
@@ -27,16 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from agenticrs.runtime import Registry
-from agenticrs.train.streaming.labels import WindowGrid, observed_view
+from agenticrs.train.streaming.labels import ObservedView, WindowGrid, observed_view
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DfmLate = Literal["retract", "drop"]
 EPS = 1e-7
 
 
@@ -66,6 +69,7 @@ class MethodSettings:
     elapsed_cut_s: float = 900.0  # ES-DFM's c (code default 0.25 h)
     weight_cap: float | None = None  # ES-DFM: cap on w_pos and w_neg (off in the paper's code)
     delay_unit_s: float = 3600.0  # DFM: delays and elapsed times in hours (λ per hour)
+    dfm_late: DfmLate = "retract"  # DFM: a conversion after its click's window: retract + positive, or drop
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,13 @@ def fnw_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def dfm_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Chapelle's delayed feedback model, exponential delay with hazard λ(x) (logit column 1).
 
-    Converted (z = 1, delay d): -[log p + log λ - λ d]; not (yet) converted (elapsed e):
-    -log(1 - p + p e^{-λ e}) = -log1p(-p (1 - e^{-λ e})). Ours: λ = softplus(logit) + 1e-6 (the
-    paper: exp(w·x); softplus keeps the gradient bounded); times in `delay_unit_s` units."""
+    Labels [z, d, e]. Converted (z = 1, delay d): -[log p + log λ - λ d]; not (yet) converted
+    (elapsed e): -log(1 - p + p e^{-λ e}) = -log1p(-p (1 - e^{-λ e})). A positive with e > 0 is a
+    late conversion of a click counted before as unconverted with elapsed e: its sample also
+    subtracts that unconverted term (the retraction), so over the stream the click contributes
+    its converted term once (e = 0 or NaN: nothing to retract; the term is 0 then). Ours:
+    λ = softplus(logit) + 1e-6 (the paper: exp(w·x); softplus keeps the gradient bounded); times
+    in `delay_unit_s` units."""
     s, hazard_logit = logit[:, 0], logit[:, 1]
     z, d, e = labels[:, 0], labels[:, 1], labels[:, 2]
     lam = F.softplus(hazard_logit) + 1e-6
@@ -123,7 +131,7 @@ def dfm_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     pos = -(log_p + torch.log(lam) - lam * torch.nan_to_num(d))
     q = torch.sigmoid(s) * -torch.expm1(-lam * torch.nan_to_num(e))
     neg = -torch.log1p(-q.clamp(max=1 - EPS))
-    return torch.where(z > 0.5, pos, neg).mean()
+    return torch.where(z > 0.5, pos - neg, neg).mean()
 
 
 def es_dfm_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -233,10 +241,16 @@ class FNC(StreamMethod):
 
 @METHODS.register("dfm")
 class DFM(StreamMethod):
-    """Chapelle 2014 on a stream. Ours (the stream form): each click is trained at its window's end
-    with what is known then (delay d if converted, else the elapsed time e); a click that converts
-    after its window enters again, as a positive with its delay, at conversion time. Pre-training
-    uses the DFM loss on the pre-training clicks as observed at the pre-training end."""
+    """Chapelle 2014 on a stream. Each click is trained once in its own window, in its state at the
+    window's end: converted with its delay d, or unconverted with its elapsed time e. A click that
+    converts after its window (a pre-training click: after the pre-training end) enters again at
+    conversion time, as a positive with its delay d that carries the e it was counted with: its
+    loss is the converted term minus the earlier unconverted term (`dfm_loss`), so the stream's
+    cumulative loss counts every click once, in its latest observed state (Chapelle's likelihood,
+    with each unconverted click's elapsed time frozen at its window's end: a one-pass stream does
+    not revisit it). `dfm_late="drop"`: no late samples (ES-DFM's code, `to_dfm_tune`: a late
+    conversion is never seen). Pre-training uses the DFM loss on the pre-training clicks as
+    observed at the pre-training end."""
 
     name = "dfm"
     heads = ("cvr", "hazard")
@@ -246,17 +260,25 @@ class DFM(StreamMethod):
     def samples(self, log: ClickTimes) -> Samples:
         unit = log.settings.delay_unit_s
         view = observed_view(log.click_ts, log.conversion_ts, log.grid.window_end(log.click_ts))
-        first = _samples(view.rows, log.click_ts[view.rows], view.label, view.delay / unit, view.elapsed / unit)
-        late = view.rows[(view.label == 0) & _converted(log.conversion_ts[view.rows])]
-        delay = (log.conversion_ts[late] - log.click_ts[late]) / unit
-        again = _samples(late, log.conversion_ts[late], np.ones(len(late)), delay, np.zeros(len(late)))
+        first = _samples(view.rows, log.click_ts[view.rows], *_dfm_columns(view, unit))
+        if log.settings.dfm_late == "drop":
+            return first
+        late = (view.label == 0) & _converted(log.conversion_ts[view.rows])
+        rows = view.rows[late]
+        delay = (log.conversion_ts[rows] - log.click_ts[rows]) / unit
+        again = _samples(rows, log.conversion_ts[rows], np.ones(len(rows)), delay, view.elapsed[late] / unit)
         return Samples.join(first, again)
 
     def pretrain(self, log: ClickTimes, clicks: np.ndarray, labels: np.ndarray, cut: float) -> tuple[Samples, LossFn]:
         unit = log.settings.delay_unit_s
         view = observed_view(log.click_ts[clicks], log.conversion_ts[clicks], cut)
         rows = clicks[view.rows]
-        return _samples(rows, log.click_ts[rows], view.label, view.delay / unit, view.elapsed / unit), dfm_loss
+        return _samples(rows, log.click_ts[rows], *_dfm_columns(view, unit)), dfm_loss
+
+
+def _dfm_columns(view: ObservedView, unit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[z, d, e] of clicks as observed: a converted click has nothing to retract (e = 0)."""
+    return view.label, view.delay / unit, np.where(view.label > 0, 0.0, view.elapsed / unit)
 
 
 @METHODS.register("es_dfm")
