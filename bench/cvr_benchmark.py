@@ -30,7 +30,7 @@ COLUMNS = ["auc", "logloss", "ece", "calibration"]
 def streaming(args: argparse.Namespace) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     ceiling: dict[str, Any] | None = None
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         source = StreamInput(source=args.data, sim_seed=seed)
         log = load_clicks(source, args.pretrain_days)
         for name in args.methods:
@@ -48,7 +48,7 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
                 "seconds": time.perf_counter() - started,
             }  # fmt: skip
             records.append(record)
-            if seed == 0:
+            if seed == args.first_seed:
                 ceiling = summary["ceiling"]
             shown = "  ".join(f"{k} {summary['overall'][k]:.4f}" for k in COLUMNS)
             print(f"seed {seed} {name:8s} {shown}  ({record['seconds']:.0f} s)", flush=True)
@@ -59,7 +59,10 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
 
 def _write(out: Path, records: list[dict[str, Any]], ceiling: dict[str, Any] | None, args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"part": "streaming", "data": args.data, "seeds": args.seeds, "records": records, "ceiling": ceiling,
+    import sys
+
+    payload = {"part": "streaming", "data": args.data, "seeds": args.seeds, "first_seed": args.first_seed,
+               "command": " ".join(["python", *sys.argv]), "records": records, "ceiling": ceiling,
                "table": table(records, ceiling)}  # fmt: skip
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
 
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["streaming"], default="streaming")
     parser.add_argument("--data", default="sim-small")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--window-s", type=float, default=3600.0)
     parser.add_argument("--pretrain-days", type=float, default=None)

@@ -71,14 +71,17 @@ def test_samplers_put_each_sample_in_its_window_with_the_label_seen_then() -> No
     assert es.ts.tolist() == [70, 80, 180, 210, 250, 290, 1000]
     assert es.row.tolist() == [0, 1, 2, 3, 2, 4, 3] and es.labels[:, 0].tolist() == [0, 1, 0, 0, 1, 0, 1]
     np.testing.assert_allclose(es.labels[:, 1], 1.5) and np.testing.assert_allclose(es.labels[:, 2], 1.2)
-    dfm = method("dfm").samples(_times(delay_unit_s=10.0))
-    # each click at its window's end (units of 10 s): click 1 converted (d = 3, nothing to retract);
-    # click 2 (window end 200) unconverted with e = 8, back at 250 as a positive with d = 13 that
-    # retracts e = 8; click 3 unconverted with e = 5, back at 1000 with d = 85 retracting e = 5
-    assert dfm.ts.tolist() == [10, 20, 120, 150, 230, 250, 1000] and dfm.row.tolist() == [0, 1, 2, 3, 4, 2, 3]
-    np.testing.assert_allclose(dfm.labels, [[0, NAN, 9], [1, 3, 0], [0, NAN, 8], [0, NAN, 5], [0, NAN, 7],
-                                            [1, 13, 8], [1, 85, 5]])  # fmt: skip
-    dropped = method("dfm").samples(_times(delay_unit_s=10.0, dfm_late="drop"))  # ES-DFM's code: no late samples
+    dfm = method("dfm").samples(_times(delay_unit_s=10.0, dfm_refresh_s=(300.0,)))
+    # [z, d, e, r] in units of 10 s: each click at its window's end (click 1 converted, d = 3); a
+    # click still unconverted at age 300 comes back with e = 30 retracting its e (clicks 0, 3, 4);
+    # a late conversion comes back as a positive retracting the e counted last (click 2 at 250:
+    # r = 8; click 3 at 1000: r = 30, the refresh at 450)
+    assert dfm.ts.tolist() == [10, 20, 120, 150, 230, 250, 310, 450, 530, 1000]
+    assert dfm.row.tolist() == [0, 1, 2, 3, 4, 2, 0, 3, 4, 3]
+    np.testing.assert_allclose(dfm.labels, [
+        [0, NAN, 9, 0], [1, 3, 0, 0], [0, NAN, 8, 0], [0, NAN, 5, 0], [0, NAN, 7, 0],
+        [1, 13, 0, 8], [0, NAN, 30, 9], [0, NAN, 30, 5], [0, NAN, 30, 7], [1, 85, 0, 30]])  # fmt: skip
+    dropped = method("dfm").samples(_times(delay_unit_s=10.0, dfm_late="drop"))  # ES-DFM's code: no later samples
     assert dropped.row.tolist() == [0, 1, 2, 3, 4] and dropped.labels[:, 0].tolist() == [0, 1, 0, 0, 0]
 
 
@@ -107,7 +110,7 @@ def test_fnw_and_dfm_losses_on_hand_checked_values() -> None:
     assert float(s.grad[0]) == pytest.approx(1.5 * (0.5 - 1) / 2, rel=1e-6)
     # DFM: p = σ(0) = 0.5, λ = softplus(h)
     logit = torch.tensor([[0.0, 0.5], [0.0, -0.3]])
-    labels = torch.tensor([[1.0, 2.0, NAN], [0.0, NAN, 3.0]])
+    labels = torch.tensor([[1.0, 2.0, NAN, 0.0], [0.0, NAN, 3.0, 0.0]])
     lam0, lam1 = math.log1p(math.exp(0.5)), math.log1p(math.exp(-0.3))
     pos = -(math.log(0.5) + math.log(lam0) - lam0 * 2.0)
     neg = -math.log(1 - 0.5 + 0.5 * math.exp(-lam1 * 3.0))
@@ -120,14 +123,14 @@ def _chapelle(s: float, h: float, converted: bool, t: float) -> float:
     return -(math.log(p) + math.log(lam) - lam * t) if converted else -math.log(1 - p + p * math.exp(-lam * t))
 
 
-@pytest.mark.parametrize("now", [100.0, 200.0, 300.0, 1100.0])
+@pytest.mark.parametrize("now", [100.0, 200.0, 300.0, 400.0, 500.0, 1100.0])
 def test_dfm_stream_counts_every_click_once_in_its_latest_state(now: float) -> None:
-    # the DFM stream's samples up to the end of a window, summed with the model held fixed, give
-    # Chapelle's likelihood of the clicks seen so far with each click counted once: converted (by
-    # then) with its delay, else unconverted with its elapsed time at its window's end. A late
-    # conversion's sample retracts the click's earlier unconverted term (the known defect: it did
-    # not, so a late positive counted twice, once as unconverted and once as converted)
-    samples = method("dfm").samples(_times(delay_unit_s=10.0))
+    # the DFM stream's samples that entered before `now`, summed with the model held fixed, give
+    # Chapelle's likelihood of the clicks seen so far, each counted once: converted (by then) with
+    # its delay, else unconverted with the largest elapsed time it was observed at (its window's
+    # end, or a refresh age passed). The known defect was a late positive counted twice: once
+    # unconverted, once converted
+    samples = method("dfm").samples(_times(delay_unit_s=10.0, dfm_refresh_s=(300.0,)))
     shown = samples.ts < now
     rows, labels = samples.row[shown], torch.tensor(samples.labels[shown], dtype=torch.float64)
     s, h = np.array([-0.4, 0.3, 0.8, -1.1, 0.1]), np.array([0.2, -0.5, 0.9, 0.0, -0.2])
@@ -139,7 +142,8 @@ def test_dfm_stream_counts_every_click_once_in_its_latest_state(now: float) -> N
             continue
         window_end = (click // 100 + 1) * 100
         converted = not math.isnan(conversion) and conversion < now
-        t = (conversion - click if converted else window_end - click) / 10
+        elapsed = max([window_end - click, *(age for age in (300.0,) if click + age < now)])
+        t = (conversion - click if converted else elapsed) / 10
         expected += _chapelle(s[i], h[i], converted, t)
     assert total == pytest.approx(expected, rel=1e-9)
     dropped = method("dfm").samples(_times(delay_unit_s=10.0, dfm_late="drop"))

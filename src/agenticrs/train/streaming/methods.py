@@ -7,10 +7,12 @@ with which labels) plus a loss, on any backbone of the model zoo. One registry (
   weighted by the model's own stop-gradient p: positives (1 + p), negatives (1 - p)(1 + p).
 - `fnc`: the same samples; plain BCE on the biased labels, p / (1 - p) served at inference.
 - `dfm`: every click at its window's end with its elapsed time e (or its delay d if converted);
-  the exponential delay model: -[log p + log λ - λ d], unconverted -log(1 - p + p e^{-λ e}). A
-  click that converts after its window comes back at conversion time as a positive that also
-  retracts its earlier unconverted term, so each click counts once, in its latest observed state
-  (`dfm_late="retract"`); or late conversions are dropped, as ES-DFM's code does (`"drop"`).
+  the exponential delay model: -[log p + log λ - λ d], unconverted -log(1 - p + p e^{-λ e}). Later
+  evidence replaces earlier evidence: a still unconverted click comes back at fixed ages with the
+  larger e, a late conversion comes back as a positive, each retracting the click's previous
+  term, so the stream counts every click once, in its latest observed state (Chapelle's
+  likelihood; `dfm_late="retract"`). `"drop"`: each click once at its window's end, nothing later
+  (ES-DFM's code).
 - `es_dfm`: every click at click + c, positive iff converted within c; a positive duplicate of
   every delayed positive at conversion time; importance weights w_pos = 1 + f_dp,
   w_neg = (1 + f_dp) f_tn (stop-gradient, from a frozen, pre-trained weight model).
@@ -69,7 +71,8 @@ class MethodSettings:
     elapsed_cut_s: float = 900.0  # ES-DFM's c (code default 0.25 h)
     weight_cap: float | None = None  # ES-DFM: cap on w_pos and w_neg (off in the paper's code)
     delay_unit_s: float = 3600.0  # DFM: delays and elapsed times in hours (λ per hour)
-    dfm_late: DfmLate = "retract"  # DFM: a conversion after its click's window: retract + positive, or drop
+    dfm_late: DfmLate = "retract"  # DFM: later evidence retracts the earlier term (refresh + late positive), or drop
+    dfm_refresh_s: tuple[float, ...] = (21_600.0, 86_400.0, 259_200.0, 604_800.0)  # DFM: ages of the refreshes
 
 
 @dataclass(frozen=True)
@@ -117,21 +120,24 @@ def fnw_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def dfm_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Chapelle's delayed feedback model, exponential delay with hazard λ(x) (logit column 1).
 
-    Labels [z, d, e]. Converted (z = 1, delay d): -[log p + log λ - λ d]; not (yet) converted
-    (elapsed e): -log(1 - p + p e^{-λ e}) = -log1p(-p (1 - e^{-λ e})). A positive with e > 0 is a
-    late conversion of a click counted before as unconverted with elapsed e: its sample also
-    subtracts that unconverted term (the retraction), so over the stream the click contributes
-    its converted term once (e = 0 or NaN: nothing to retract; the term is 0 then). Ours:
-    λ = softplus(logit) + 1e-6 (the paper: exp(w·x); softplus keeps the gradient bounded); times
-    in `delay_unit_s` units."""
+    Labels [z, d, e, r]. Converted (z = 1, delay d): -[log p + log λ - λ d]; not (yet) converted
+    (elapsed e): -log(1 - p + p e^{-λ e}) = -log1p(-p (1 - e^{-λ e})). r > 0: the click was counted
+    before as unconverted with elapsed r, and this sample replaces that evidence: it also
+    subtracts the unconverted term at r (the retraction), so over the stream every click
+    contributes once, in its latest state (r = 0 or NaN: nothing to retract, the term is 0).
+    Ours: λ = softplus(logit) + 1e-6 (the paper: exp(w·x); softplus keeps the gradient bounded);
+    times in `delay_unit_s` units."""
     s, hazard_logit = logit[:, 0], logit[:, 1]
-    z, d, e = labels[:, 0], labels[:, 1], labels[:, 2]
+    z, d, e, r = labels[:, 0], labels[:, 1], labels[:, 2], labels[:, 3]
     lam = F.softplus(hazard_logit) + 1e-6
-    log_p = -F.softplus(-s)
-    pos = -(log_p + torch.log(lam) - lam * torch.nan_to_num(d))
-    q = torch.sigmoid(s) * -torch.expm1(-lam * torch.nan_to_num(e))
-    neg = -torch.log1p(-q.clamp(max=1 - EPS))
-    return torch.where(z > 0.5, pos - neg, neg).mean()
+    p = torch.sigmoid(s)
+
+    def unconverted(t: torch.Tensor) -> torch.Tensor:
+        q = p * -torch.expm1(-lam * torch.nan_to_num(t))
+        return -torch.log1p(-q.clamp(max=1 - EPS))
+
+    pos = -(-F.softplus(-s) + torch.log(lam) - lam * torch.nan_to_num(d))
+    return (torch.where(z > 0.5, pos, unconverted(e)) - unconverted(r)).mean()
 
 
 def es_dfm_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -241,33 +247,47 @@ class FNC(StreamMethod):
 
 @METHODS.register("dfm")
 class DFM(StreamMethod):
-    """Chapelle 2014 on a stream. Each click is trained once in its own window, in its state at the
-    window's end: converted with its delay d, or unconverted with its elapsed time e. A click that
-    converts after its window (a pre-training click: after the pre-training end) enters again at
-    conversion time, as a positive with its delay d that carries the e it was counted with: its
-    loss is the converted term minus the earlier unconverted term (`dfm_loss`), so the stream's
-    cumulative loss counts every click once, in its latest observed state (Chapelle's likelihood,
-    with each unconverted click's elapsed time frozen at its window's end: a one-pass stream does
-    not revisit it). `dfm_late="drop"`: no late samples (ES-DFM's code, `to_dfm_tune`: a late
-    conversion is never seen). Pre-training uses the DFM loss on the pre-training clicks as
+    """Chapelle 2014 on a stream, every click counted once in its latest observed state.
+
+    A click is trained in its own window in its state at the window's end: converted with its
+    delay d, or unconverted with its elapsed time e (a pre-training click: as observed at the
+    pre-training end, where pre-training counted it). Later evidence replaces it, each time with a
+    sample that retracts the click's previous unconverted term (`dfm_loss`, column r):
+    - a refresh at each age A of `dfm_refresh_s` (6 h, 1 d, 3 d, 7 d) beyond its first e at which
+      it is still unconverted: unconverted with e = A (a one-pass stream cannot revisit every
+      click at every step; the ages make its e a step function of its age, up to the attribution
+      window, so a true negative ends up with strong evidence);
+    - its conversion, if it comes later: a positive with its delay d, at conversion time.
+    The stream's cumulative loss is Chapelle's likelihood of the clicks seen so far (tested).
+    `dfm_late="drop"`: the first sample only (ES-DFM's code, `to_dfm_tune`: a conversion after the
+    click's window is never seen). Pre-training uses the DFM loss on the pre-training clicks as
     observed at the pre-training end."""
 
     name = "dfm"
     heads = ("cvr", "hazard")
-    columns = ("label", "delay", "elapsed")
+    columns = ("label", "delay", "elapsed", "retract")
     loss = staticmethod(dfm_loss)
 
     def samples(self, log: ClickTimes) -> Samples:
         unit = log.settings.delay_unit_s
         view = observed_view(log.click_ts, log.conversion_ts, log.grid.window_end(log.click_ts))
-        first = _samples(view.rows, log.click_ts[view.rows], *_dfm_columns(view, unit))
+        parts = [_samples(view.rows, log.click_ts[view.rows], *_dfm_columns(view, unit))]
         if log.settings.dfm_late == "drop":
-            return first
-        late = (view.label == 0) & _converted(log.conversion_ts[view.rows])
-        rows = view.rows[late]
-        delay = (log.conversion_ts[rows] - log.click_ts[rows]) / unit
-        again = _samples(rows, log.conversion_ts[rows], np.ones(len(rows)), delay, view.elapsed[late] / unit)
-        return Samples.join(first, again)
+            return parts[0]
+        waiting = view.label == 0
+        rows, counted = view.rows[waiting], view.elapsed[waiting]  # e each click is counted with so far
+        click, conversion = log.click_ts[rows], log.conversion_ts[rows]
+        for age in sorted(log.settings.dfm_refresh_s):
+            due = (age > counted) & ~(conversion <= click + age)  # still unconverted at this age (NaN: never)
+            n = int(due.sum())
+            parts.append(_samples(rows[due], click[due] + age, np.zeros(n), np.full(n, np.nan), np.full(n, age / unit),
+                                  counted[due] / unit))  # fmt: skip
+            counted = np.where(due, age, counted)
+        late = _converted(conversion)
+        n = int(late.sum())
+        parts.append(_samples(rows[late], conversion[late], np.ones(n), (conversion[late] - click[late]) / unit,
+                              np.zeros(n), counted[late] / unit))  # fmt: skip
+        return Samples.join(*parts)
 
     def pretrain(self, log: ClickTimes, clicks: np.ndarray, labels: np.ndarray, cut: float) -> tuple[Samples, LossFn]:
         unit = log.settings.delay_unit_s
@@ -276,9 +296,9 @@ class DFM(StreamMethod):
         return _samples(rows, log.click_ts[rows], *_dfm_columns(view, unit)), dfm_loss
 
 
-def _dfm_columns(view: ObservedView, unit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[z, d, e] of clicks as observed: a converted click has nothing to retract (e = 0)."""
-    return view.label, view.delay / unit, np.where(view.label > 0, 0.0, view.elapsed / unit)
+def _dfm_columns(view: ObservedView, unit: float) -> tuple[np.ndarray, ...]:
+    """[z, d, e, r] of clicks as first observed: e = 0 for a converted click, nothing to retract."""
+    return view.label, view.delay / unit, np.where(view.label > 0, 0.0, view.elapsed / unit), np.zeros(len(view.label))
 
 
 @METHODS.register("es_dfm")

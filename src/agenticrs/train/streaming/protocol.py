@@ -94,6 +94,9 @@ class StreamConfig(BaseModel):
     dfm_late: Literal["retract", "drop"] = Field(
         default="retract", description="DFM: a conversion after its click's window retracts the click's unconverted "
         "term and adds its converted one (each click counts once), or is dropped (ES-DFM's code)")
+    dfm_refresh_s: list[float] = Field(
+        default_factory=lambda: [21_600.0, 86_400.0, 259_200.0, 604_800.0],
+        description="DFM: ages (seconds) at which a still unconverted click comes back with its larger elapsed time")
     max_windows: int | None = Field(default=None, ge=1, description="stop after this many stream steps")
     metrics: list[str] = Field(default_factory=lambda: list(STREAM_METRICS))
     train: TrainConfig = Field(default_factory=stream_train_defaults)
@@ -209,7 +212,8 @@ def run_stream(
         raise ValueError(f"the stream after the pre-training period holds {grid.count} window(s) of {config.window_s:g} s; "
                          "it needs at least 2 (a shorter pretrain_days or window_s)")  # fmt: skip
     settings = MethodSettings(elapsed_cut_s=config.elapsed_cut_s, weight_cap=config.weight_cap,
-                              delay_unit_s=config.delay_unit_s, dfm_late=config.dfm_late)  # fmt: skip
+                              delay_unit_s=config.delay_unit_s, dfm_late=config.dfm_late,
+                              dfm_refresh_s=tuple(config.dfm_refresh_s))  # fmt: skip
     times = ClickTimes(log.click_ts, log.conversion_ts, grid, settings)
     pre = np.flatnonzero(log.click_ts < log.pretrain_end)
     stage_cfg = lambda epochs: config.train.model_copy(update={  # noqa: E731
