@@ -31,18 +31,21 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
     records: list[dict[str, Any]] = []
     ceiling: dict[str, Any] | None = None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        source = StreamInput(source=args.data, sim_seed=seed)
+        data = args.data.format(seed=seed)  # a file per seed: '...s{seed}.parquet'
+        source = StreamInput(source=data, sim_seed=seed) if data.startswith("sim-") else StreamInput(
+            source=data, segment=args.segment, oracle_prob=args.oracle_prob)  # fmt: skip
         log = load_clicks(source, args.pretrain_days)
         for name in args.methods:
             train = stream_train_defaults().model_copy(update={"seed": seed, "learning_rate": args.lr, "num_threads": 1})
             config = StreamConfig(input=source, method=name, window_s=args.window_s, pretrain_epochs=args.pretrain_epochs,
                                   pretrain_days=args.pretrain_days, elapsed_cut_s=args.c_s, weight_cap=args.weight_cap,
                                   weight_model_epochs=args.weight_model_epochs, dfm_late=args.dfm_late,
+                                  stream_learning_rate=args.stream_lr,
                                   max_windows=args.max_windows, model_params=args.model_params, train=train)  # fmt: skip
             started = time.perf_counter()
             summary = run_stream(config, log=log)
             record = {
-                "method": name, "seed": seed, "data": args.data, "stopped_by": summary["stopped_by"],
+                "method": name, "seed": seed, "data": data, "stopped_by": summary["stopped_by"],
                 "overall": summary["overall"], "segments": summary["segments"], "windows": summary["windows"],
                 "samples": summary["samples"], "cost": summary["cost"], "settings": summary["settings"],
                 "seconds": time.perf_counter() - started,
@@ -110,7 +113,9 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["streaming"], default="streaming")
-    parser.add_argument("--data", default="sim-small")
+    parser.add_argument("--data", default="sim-small", help="sim-<preset> or a file ('{seed}' is replaced by the seed)")
+    parser.add_argument("--segment", default=None, help="a file's segment column")
+    parser.add_argument("--oracle-prob", default=None, help="a file's column of true probabilities")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -122,6 +127,7 @@ def main() -> None:
     parser.add_argument("--weight-model-epochs", type=int, default=None, help="ES-DFM weight model (default: pretrain epochs)")
     parser.add_argument("--dfm-late", choices=["retract", "drop"], default="retract")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stream-lr", type=float, default=None, help="the stream's learning rate (default: --lr)")
     parser.add_argument("--max-windows", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model-params", type=json.loads, default={},

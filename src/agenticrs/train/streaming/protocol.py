@@ -98,6 +98,8 @@ class StreamConfig(BaseModel):
         default_factory=lambda: [21_600.0, 86_400.0, 259_200.0, 604_800.0],
         description="DFM: ages (seconds) at which a still unconverted click comes back with its larger elapsed time")
     max_windows: int | None = Field(default=None, ge=1, description="stop after this many stream steps")
+    stream_learning_rate: float | None = Field(
+        default=None, gt=0, description="the stream's learning rate (default: train.learning_rate, as pre-training)")
     metrics: list[str] = Field(default_factory=lambda: list(STREAM_METRICS))
     train: TrainConfig = Field(default_factory=stream_train_defaults)
 
@@ -259,7 +261,8 @@ def run_stream(
     eval_lo = np.searchsorted(click_window, steps.evaluate, side="left")
     eval_hi = np.searchsorted(click_window, steps.evaluate, side="right")
     evaluation = [np.arange(lo, hi) for lo, hi in zip(eval_lo, eval_hi, strict=True)]
-    stream_cfg = stage_cfg(len(steps)).model_copy(update={"monitor": "logloss"})
+    stream_cfg = stage_cfg(len(steps)).model_copy(update={
+        "monitor": "logloss", "learning_rate": config.stream_learning_rate or config.train.learning_rate})  # fmt: skip
     task = WindowTask(
         log.arrays, samples.row, samples.labels, train_ranges, chosen.loss, stream_cfg,
         evaluation=evaluation, eval_labels=log.converted.astype(np.float64), segment=log.segment,
