@@ -70,6 +70,21 @@ def _write(out: Path, records: list[dict[str, Any]], ceiling: dict[str, Any] | N
     out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
 
 
+def merge(paths: list[Path], out: Path | None) -> None:
+    """One result file from several runs of the same settings on disjoint seeds (e.g. a seed run as
+    an ablation plus the others); the ceiling row is the first file's (its first seed's)."""
+    payloads = [json.loads(p.read_text()) for p in paths]
+    records = [r for p in payloads for r in p["records"]]
+    seeds = sorted({r["seed"] for r in records})
+    rows = table(records, payloads[0]["ceiling"])
+    merged = {"part": "streaming", "data": payloads[0]["data"], "seeds": len(seeds), "seed_list": seeds,
+              "command": " ; ".join(p.get("command", "") for p in payloads), "merged_from": [str(p) for p in paths],
+              "records": records, "ceiling": payloads[0]["ceiling"], "table": rows}  # fmt: skip
+    if out:
+        out.write_text(json.dumps(merged, indent=2, default=float) + "\n")
+    print(render(rows))
+
+
 def table(records: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Mean (and std over seeds) of every method's overall metrics, plus the ceiling row."""
     rows = []
@@ -133,7 +148,12 @@ def main() -> None:
     parser.add_argument("--model-params", type=json.loads, default={},
                         help='backbone settings over ES-DFM\'s DNN, JSON, e.g. \'{"hidden_units": [64], "batch_norm": false}\'')
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="no runs: merge the records of these result files (one data set, disjoint seeds) into --out")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     torch.set_num_threads(args.threads)
     result = streaming(args)
