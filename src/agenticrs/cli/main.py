@@ -11,6 +11,7 @@ from agenticrs.cli.export import export
 from agenticrs.cli.models import models
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
+from agenticrs.cli.stream import stream
 from agenticrs.cli.train import evaluate, predict, recommend, train
 from agenticrs.cli.ui import ui
 
@@ -29,6 +30,7 @@ app.command()(predict)
 app.command()(recommend)
 app.command()(demo)
 app.command()(simulate)
+app.command()(stream)
 app.command()(evolve)
 app.command()(history)
 app.command()(show)

@@ -80,6 +80,10 @@ class TrainConfig(BaseModel):
         default=1e-5, ge=0, description="a validation gain at or below this counts as no improvement"
     )
     metrics: list[str] = Field(default_factory=lambda: ["auc", "logloss", "gauc", "calibration"])
+    restore_best: bool = Field(
+        default=True, description="end with the best evaluation's weights; off: keep the last ones (a stream, "
+        "whose every evaluation is on a new window, keeps the model it ended with)",
+    )
     checkpoint_every_steps: int | None = Field(
         default=None, ge=1, description="also write the resume checkpoint every this many steps (it is always "
         "written at each evaluation when the run has a directory)",

@@ -4,7 +4,8 @@ A task (`Task`) supplies batches, the loss of a batch and its evaluation; the en
 rest: optimisers over parameter groups, LR schedules (warm-up, cosine, plateau), gradient
 clipping, step / time / epoch budgets, the evaluation cadence (every epoch or every
 `eval_every_steps` optimiser steps), early stopping whose direction comes from the metric
-registry, best-checkpoint restore, resume from a checkpoint (mid-epoch, bit-exact on CPU), live
+registry, best-checkpoint restore (or the last weights, `restore_best: false`, as a stream wants),
+resume from a checkpoint (mid-epoch, bit-exact on CPU), live
 progress and the run directory. A new kind of model never brings its own loop.
 
 An undefined monitor (AUC on a validation split of one class: NaN) cannot rank evaluations, so
@@ -331,9 +332,10 @@ class Engine:
         )
         if improved:
             state.best_value, state.best_step, state.best_epoch, state.wait = current, state.global_step, record["epoch"], 0
-            self._best = copy.deepcopy(model.state_dict())
-            if run is not None:
-                run.save_weights(self._best)
+            if cfg.restore_best:
+                self._best = copy.deepcopy(model.state_dict())
+                if run is not None:
+                    run.save_weights(self._best)
         else:
             state.wait += 1
             if state.wait >= cfg.patience and state.stopped_by is None:
@@ -375,5 +377,5 @@ class Engine:
         state = _State(**saved["engine"])
         set_rng_state(saved["rng"])
         run.rewrite_log(state.history)
-        best = run.load_weights(device) if run.has_weights() and state.best_step else None
+        best = run.load_weights(device) if run.has_weights() and state.best_step and self.config.restore_best else None
         return state, best

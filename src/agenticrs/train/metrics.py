@@ -270,6 +270,18 @@ def calibration(labels: ArrayLike, probs: ArrayLike) -> float:
     return float(p.mean()) / rate
 
 
+def ece(labels: ArrayLike, probs: ArrayLike, bins: int = 10) -> float:
+    """Expected calibration error: sum over 10 equal-width probability bins of (rows in the bin /
+    rows) x |mean prediction - positive rate| (Guo et al., "On Calibration of Modern Neural
+    Networks", ICML 2017). 0 is perfect; `calibration` is the global predicted / observed ratio."""
+    y = _check_labels(labels)
+    p = _check_probs(probs, y.shape[0])
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    rows = np.bincount(which, minlength=bins).astype(np.float64)
+    gap = np.abs(np.bincount(which, weights=p, minlength=bins) - np.bincount(which, weights=y, minlength=bins))
+    return float(gap.sum() / rows.sum())
+
+
 # --------------------------------------------------------------------------- #
 # Registry
 # --------------------------------------------------------------------------- #
@@ -407,6 +419,7 @@ for _metric in (
     Metric("brier", brier, ("labels", "probs"), higher_is_better=False),
     Metric("gauc", gauc, ("labels", "probs", "groups"), higher_is_better=True),
     Metric("calibration", calibration, ("labels", "probs"), higher_is_better=False, target=1.0),
+    Metric("ece", ece, ("labels", "probs"), higher_is_better=False),
     Metric("recall", recall_at_k, ("ranks",), higher_is_better=True, at_k=True),
     Metric("ndcg", ndcg_at_k, ("ranks",), higher_is_better=True, at_k=True),
     # conversion funnel (multi-task conversion runs): per task, over the rows that have its label
