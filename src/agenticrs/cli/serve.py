@@ -36,7 +36,8 @@ def serve(
     from agenticrs.serve.server import champion_app, run_app
 
     torch.set_num_threads(threads)
-    limits = ServiceLimits(max_candidates=max_candidates, max_wait_ms=max_wait_ms, inline_scoring=inline_scoring)
+    limits = ServiceLimits(max_candidates=max_candidates, max_wait_ms=max_wait_ms, inline_scoring=inline_scoring,
+                           freeze_gc=True)  # a process that only serves
     if champion == bool(run):
         raise ValueError("give either --run DIR (one or more) or --champion --db URL")
     if champion:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import time
@@ -48,6 +49,10 @@ class ServiceLimits:
     max_batch_rows: int = 8_192
     max_wait_ms: float = 0.0  # 0: take what is queued now (while a batch is scored, the next one gathers)
     inline_scoring: bool = False  # score on the event loop's thread (one core: no thread hand-offs)
+    # after start-up, move everything loaded (models, vocabularies, libraries) out of the garbage
+    # collector's full passes, which otherwise stall a request now and then (the p99); for a
+    # process that only serves (`agenticrs serve`), not for apps made inside a longer program
+    freeze_gc: bool = False
 
 
 def in_canary(keys: np.ndarray | list[Any], share: float, salt: str = "canary") -> np.ndarray:
@@ -227,6 +232,9 @@ def create_app(router: Router, limits: ServiceLimits | None = None,
         batcher.start()
         if on_startup is not None:
             await on_startup(app)
+        if limits.freeze_gc:
+            gc.collect()
+            gc.freeze()
         yield
         await batcher.stop()
 
