@@ -708,3 +708,29 @@ def test_small_batches_look_up_as_arrow_does(tiny_synthetic, monkeypatch) -> Non
     monkeypatch.setattr(encoder_module, "SMALL_LOOKUP_ROWS", -1)
     np.testing.assert_array_equal(via_dict, encoder.encode_values(values, owner))
     assert via_dict[0] == OOV_INDEX and via_dict[1] == MISSING_INDEX and via_dict[2] == MISSING_INDEX
+
+
+def test_integer_values_get_the_ids_of_their_decimal_text(tmp_path: Path) -> None:
+    """An integer column is looked up without a string cast; every id equals the text path's
+    (vocab hits, unseen integers -> OOV, an integer null token and nulls -> missing, "042" is
+    not 42's token), for small and large batches and every integer width."""
+    import pyarrow.compute as pc
+
+    rows = ["a,label", "1,1", "42,0", "042,1", "-7,0", "x,1", "?,0", "99,1", "3,0"]
+    spec = make_spec({"train": write(tmp_path / "t.csv", "\n".join(rows) + "\n")},
+                     [{"name": "a", "kind": "categorical"}, {"name": "label", "kind": "label"}],
+                     null_values=["", "?", "-1"])  # fmt: skip
+    encoder = fit(spec)
+    assert {"1", "42", "042", "-7", "x"} <= set(encoder.categorical["a"].vocab)
+    numbers = [1, 42, -7, 99, 3, -1, 5, 0, None, 2**40, -(2**62)]
+    expected = encoder.encode_values(pc.cast(pa.array(numbers, pa.int64()), pa.string()), "a")
+    assert list(expected[:5]) != [OOV_INDEX] * 5 and expected[5] == MISSING_INDEX and expected[8] == MISSING_INDEX
+    assert expected[6] == OOV_INDEX and expected[9] == OOV_INDEX
+    for kind in (pa.int64(), pa.int32()):
+        fits = [v for v in numbers if v is None or abs(v) < 2**31]
+        text = encoder.encode_values(pc.cast(pa.array(fits, kind), pa.string()), "a")
+        np.testing.assert_array_equal(encoder.encode_values(pa.array(fits, kind), "a"), text, err_msg=str(kind))
+    np.testing.assert_array_equal(encoder.encode_values(pa.array(numbers, pa.int64()), "a"), expected)
+    big = pa.array(numbers * 500, pa.int64())  # past the small-batch size
+    np.testing.assert_array_equal(encoder.encode_values(big, "a"), np.tile(expected, 500))
+    assert encoder.encode_values(pa.array([], pa.int64()), "a").shape == (0,)

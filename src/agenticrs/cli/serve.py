@@ -46,7 +46,7 @@ def serve(
         app, follower = run_app(run, backend, limits, threads=threads), None
         console.print(f"serving {', '.join(map(str, run))} ({backend}) on http://{host}:{port}")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # errors still log
     finally:
         if follower is not None:
             follower.retire()
