@@ -74,7 +74,7 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/ssr_scaling\.py", " --step-budget 4 --sizes small"),
     (r"bench/tune_ctr\.py", " --max-trials 1 --set train.max_steps=2"),
     (r"bench/speed_ratio\.py", " --steps 2 --rounds 1 --no-defaults"),
-    (r"bench/serve_benchmark\.py", " --train-steps 4 --seconds 0.5 --rates 20 --max-requests 10 --sequential 5"),
+    (r"bench/serve_benchmark\.py", " --train-steps 4 --seconds 0.5 --rates 20 --max-requests 10 --sequential 5 --backends onnx"),
     (r"bench/ensnas_agreement\.py", " --candidates 1 --ensemble-size 2 --bootstrap 50"),
     (r"bench/cvr_prepromo\.py", " --smoke"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
@@ -234,12 +234,25 @@ def _postgres_url(request: pytest.FixtureRequest) -> str | None:
     return server.url
 
 
-def run_document(path: Path, workdir: Path, cache: Path, request: pytest.FixtureRequest) -> list[str]:
-    """Run one document's blocks; returns the commands that were not run, with why."""
+def heading_line(path: Path, heading: str) -> int:
+    """The line number of a Markdown heading (a document's blocks may run in two parts from it)."""
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip() == heading:
+            return number
+    raise AssertionError(f"{path.name} has no heading {heading!r}")
+
+
+def run_document(path: Path, workdir: Path, cache: Path, request: pytest.FixtureRequest,
+                 lines: tuple[int, int | None] = (1, None)) -> list[str]:  # fmt: skip
+    """Run one document's blocks (those that start in `lines`, first to before last: a long
+    document runs in parts on several workers); returns the commands that were not run, with why."""
     prepare_workdir(workdir)
     env = environment(cache)
     not_run: list[str] = []
+    first, last = lines
     for block in blocks(path):
+        if block.line < first or (last is not None and block.line >= last):
+            continue
         where = f"{path.relative_to(ROOT)}:{block.line}"
         if block.language == "text":
             continue
