@@ -79,9 +79,11 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/cvr_prepromo\.py", " --smoke"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gr_benchmark\.py.*--models sasrec\b",
-     " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"),
+     " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"
+     " --set sasrec.train.valid_users=256"),
     (r"bench/gr_benchmark\.py.*--models tiger\b",
-     " --set tiger.train.epochs=1 --set tiger.train.max_steps_per_epoch=3 --set tiger.train.eval_every_epochs=1"),
+     " --set tiger.train.epochs=1 --set tiger.train.max_steps_per_epoch=3 --set tiger.train.eval_every_epochs=1"
+     " --set tiger.train.valid_users=256"),
 ]
 
 # commands whose outcome depends on what the reader did before: the one-line message that says so

@@ -150,6 +150,30 @@ def test_leave_one_out_exact() -> None:
     np.testing.assert_array_equal(splits.test.targets, [5, 1])
 
 
+def test_a_sample_of_evaluation_examples_keeps_each_history_with_its_target() -> None:
+    test = leave_one_out(_data(HAND)).test  # users 10 ([1, 2, 3, 4] -> 5) and 12 ([8, 9] -> 1)
+    assert test.sample(5, seed=0) is test
+    seen = set()
+    for seed in range(20):
+        one = test.sample(1, seed)
+        assert len(one) == 1 and one.offsets.tolist() == [0, len(one.items)]
+        seen.add((one.users[0], tuple(one.items), one.targets[0]))
+        assert one.sample(1, seed) is one
+    assert seen == {(10, (1, 2, 3, 4), 5), (12, (8, 9), 1)}
+    np.testing.assert_array_equal(test.sample(1, seed=3).items, test.sample(1, seed=3).items)  # seeded
+
+
+def test_validation_on_a_sample_of_users_leaves_the_test_split_whole() -> None:
+    from agenticrs.gr.train import SequentialTask, SequentialTrainConfig
+
+    data = _data({u: [1 + (u + i) % 8 for i in range(4)] for u in range(30)})
+    task = SequentialTask(object(), data, SequentialTrainConfig(valid_users=7, max_len=4, seed=1))
+    assert task.split_rows("valid") == 7 and task.split_rows("test") == 30
+    assert set(task.splits.valid.users) <= set(range(30))
+    whole = SequentialTask(object(), data, SequentialTrainConfig(max_len=4))
+    assert whole.split_rows("valid") == 30
+
+
 def test_pad_histories() -> None:
     offsets, items = np.array([0, 3, 3, 7]), np.array([1, 2, 3, 4, 5, 6, 7])
     np.testing.assert_array_equal(pad_histories(offsets, items, 3), [[1, 2, 3], [0, 0, 0], [5, 6, 7]])

@@ -389,6 +389,18 @@ class EvalExamples:
     def __len__(self) -> int:
         return len(self.users)
 
+    def sample(self, n: int, seed: int) -> EvalExamples:
+        """`n` examples drawn without replacement (a seeded, fixed sample), in their order; all
+        of them when there are no more than `n`."""
+        if n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        lengths = np.diff(self.offsets)[keep]
+        starts = self.offsets[keep]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(self.offsets.dtype)
+        flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+        return EvalExamples(self.users[keep], offsets, self.items[flat], self.targets[keep])
+
     def batches(self, max_len: int, batch_size: int) -> Iterator[SeqBatch]:
         """`history` (B, max_len) right-aligned, `target` (B,), `user` (B,), in example order."""
         for start in range(0, len(self), batch_size):
