@@ -63,7 +63,7 @@ SMALL: list[tuple[str, str]] = [
 APPEND: list[tuple[str, str]] = [
     (r"agenticrs train (?!.*--resume)(?!.*--task sequential)", " --set train.max_steps=6 --set train.eval_every_steps=3"),
     (r"agenticrs train (?!.*--resume).*--task sequential",
-     " --set train.epochs=1 --set train.max_steps_per_epoch=3 --set train.eval_every_epochs=1"),
+     " --set train.epochs=1 --set train.max_steps_per_epoch=3 --set train.eval_every_epochs=1 --set train.valid_users=256"),
     (r"agenticrs train (?!.*--resume).*-m tiger",
      " --set model_params.beam_size=4 --set model_params.num_encoder_layers=1 --set model_params.num_decoder_layers=1"
      " --set model_params.num_heads=2 --set model_params.ffn_dim=128"),
