@@ -19,6 +19,8 @@ current promotion's observed days (y_dir, y_atc) with the delayed towers frozen.
 
     python bench/cvr_prepromo.py --search --json bench/results/cvr_prepromo_search.json
     python bench/cvr_prepromo.py --models cmdcm,mmoe,esmm --seeds 3 --finetune --online --json bench/results/cvr_prepromo.json
+    python bench/cvr_prepromo.py --models cmdcm,esmm --ablations none --seeds 3 --online --online-control esmm \
+        --json bench/results/cvr_prepromo_online_esmm.json
 """
 
 from __future__ import annotations
@@ -187,18 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--smoke", action="store_true", help="a shrunken world and a few steps (the docs' test)")
     parser.add_argument("--online", action="store_true",
-                        help="A/B-test pCTR x pCVR x price with CM-DCM (B) against the first other model (A) in the "
+                        help="A/B-test pCTR x pCVR x price with CM-DCM (B) against --online-control (A) in the "
                         "simulator over the last promotion's pre-promotion days and promotion day (one test per seed, "
                         "with that seed's runs)")
     parser.add_argument("--ctr-steps", type=int, default=400, help="optimiser steps of the pCTR run (--online)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = load_settings(None if args.config == "none" else args.config)
+    parser.add_argument("--online-control", default=None,
+                        help="the control arm (A) of --online: a model of --models or one to add to them "
+                        "(e.g. esmm, mmoe; default: the first model other than cmdcm)")
     models = [m for m in args.models.split(",") if m]
     ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown:
         parser.error(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
+    if args.online_control and args.online_control == "cmdcm":
+        parser.error("--online-control is the baseline CM-DCM is tested against: name another model")
+    if args.online and args.online_control and args.online_control not in models:
+        models.append(args.online_control)  # the control arm needs its own runs
     work = Path(args.work or tempfile.mkdtemp(prefix="cvr-prepromo-"))
     config = sim_preset(args.preset, seed=args.sim_seed, **(SMOKE_WORLD if args.smoke else {}))
     if len(config.promotions) < 2:
@@ -367,7 +376,8 @@ def finetune(args: argparse.Namespace, settings: dict[str, Any], datasets, specs
 
 def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: list[str],
            runs: dict[tuple[str, int], Path]) -> dict[str, Any]:  # fmt: skip
-    """CM-DCM's pCVR against the first other model's in pCTR x pCVR x price, in the simulator."""
+    """CM-DCM's pCVR against the control's (`--online-control`, default the first other model) in
+    pCTR x pCVR x price, in the simulator."""
     from agenticrs.sim import build_world
     from agenticrs.train.promo_online import ValuePolicy, promo_ab_test
 
@@ -379,7 +389,7 @@ def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: 
                         metrics=["auc", "logloss"], log_every=1000)  # fmt: skip
     ctr = train_run(RunConfig(dataset=str(sim_dir / "ctr.yaml"), model="dnn", train=train, name="ctr-dnn"),
                     runs_dir=work / "runs", cache_dir=work / "cache")  # fmt: skip
-    baseline = others[0] if others else None
+    baseline = args.online_control or (others[0] if others else None)
     world = build_world(config)
     names = (f"pCTR x pCVR({baseline}) x price" if baseline else "pCTR x price", "pCTR x pCVR(cmdcm) x price")
     reports = []
@@ -396,7 +406,7 @@ def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: 
         for metric, c in metrics.items():
             print(f"  {period:<14} {metric:<10} lift {c['lift']:+.4f}  95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
                   f"  per seed {', '.join(f'{v:+.4f}' for v in c['per_seed'])}")
-    return {"arms": list(names), "ctr_run_valid_auc": ctr.result.valid.get("auc"), "pooled": pooled,
+    return {"arms": list(names), "control": baseline, "ctr_run_valid_auc": ctr.result.valid.get("auc"), "pooled": pooled,
             "seeds": reports}
 
 
