@@ -7,6 +7,12 @@
 Writes one record per method x seed (overall and per-segment metrics, `stopped_by`, settings,
 time per window, peak memory, and the extra samples each method's duplicates cost) and prints a
 table of the means over seeds. Other parts (pre-promotion, CM-DCM) join as further `--part`s.
+`--exclude` leaves feature columns out; two diagnostic samplers registered here only
+(`oracle_at_conversion`, `es_unweighted`) separate ES-DFM's timing from its fake negatives and
+from its weights (docs/conversion.md, "Where ES-DFM loses").
+
+    python bench/cvr_benchmark.py --part streaming --data sim-delays --seeds 3 --model-params '{"batch_norm": false}' \
+        --out bench/results/cvr_streaming_delays.json
 """
 
 from __future__ import annotations
