@@ -192,6 +192,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "delays": {"n_users": 20_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
                "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
                "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
+    # `delays` with four times the users: about 1,900 clicks per hourly window (two optimiser
+    # steps at batch 1024) for the streaming comparison's "more clicks per window"
+    "busy": {"n_users": 80_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
+             "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
+             "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
     # several promotions (CM-DCM: learn from earlier promotions' pre-promotion windows, predict the
     # last one's); impulse purchases without a cart rarely wait, users differ in deferring
     "promo": {"n_users": 6000, "n_items": 4000, "new_items_per_day": 20, "n_days": 32,
