@@ -7,6 +7,12 @@
 Writes one record per method x seed (overall and per-segment metrics, `stopped_by`, settings,
 time per window, peak memory, and the extra samples each method's duplicates cost) and prints a
 table of the means over seeds. Other parts (pre-promotion, CM-DCM) join as further `--part`s.
+`--exclude` leaves feature columns out; two diagnostic samplers registered here only
+(`oracle_at_conversion`, `es_unweighted`) separate ES-DFM's timing from its fake negatives and
+from its weights (docs/conversion.md, "Where ES-DFM loses").
+
+    python bench/cvr_benchmark.py --part streaming --data sim-delays --seeds 3 --model-params '{"batch_norm": false}' \
+        --out bench/results/cvr_streaming_delays.json
 """
 
 from __future__ import annotations
@@ -14,16 +20,47 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agenticrs.train.streaming import StreamConfig, StreamInput, load_clicks, run_stream
+from agenticrs.train.streaming import METHODS as STREAM_METHODS
+from agenticrs.train.streaming import StreamConfig, StreamInput, StreamMethod, load_clicks, run_stream
+from agenticrs.train.streaming.methods import ESDFM, ClickTimes, Samples
 from agenticrs.train.streaming.protocol import stream_train_defaults
 
 METHODS = ["vanilla", "oracle", "fnw", "fnc", "dfm", "es_dfm"]
+
+
+@STREAM_METHODS.register("oracle_at_conversion")
+class OracleAtConversion(StreamMethod):
+    """A diagnostic, not a method of the literature (this benchmark only): every click with its
+    eventual label, a non-converting one as a negative at click + c, a converting one as a positive
+    at its conversion time. ES-DFM's timing of positives without its fake negatives or weights:
+    what the time shift of the positives alone costs on a stream."""
+
+    name = "oracle_at_conversion"
+
+    def samples(self, log: ClickTimes) -> Samples:
+        converted = ~np.isnan(log.conversion_ts)
+        ts = np.where(converted, np.maximum(log.conversion_ts, log.click_ts + log.settings.elapsed_cut_s),
+                      log.click_ts + log.settings.elapsed_cut_s)  # fmt: skip
+        return Samples(row=log.rows, ts=ts.astype(np.float64), labels=converted.astype(np.float32)[:, None])
+
+
+@STREAM_METHODS.register("es_unweighted")
+class ESUnweighted(ESDFM):
+    """A diagnostic (this benchmark only): ES-DFM's elapsed-time samples with unit weights and
+    plain BCE (the ES-DFM paper's "Vanilla" baseline, c as ES-DFM's): what the weight model adds."""
+
+    name = "es_unweighted"
+
+    def samples(self, log: ClickTimes) -> Samples:
+        n = len(log.click_ts)
+        return super().samples(replace(log, f_dp=np.zeros(n), f_tn=np.ones(n)))
 COLUMNS = ["auc", "logloss", "ece", "calibration"]
 
 
@@ -32,8 +69,8 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
     ceiling: dict[str, Any] | None = None
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         data = args.data.format(seed=seed)  # a file per seed: '...s{seed}.parquet'
-        source = StreamInput(source=data, sim_seed=seed) if data.startswith("sim-") else StreamInput(
-            source=data, segment=args.segment, oracle_prob=args.oracle_prob)  # fmt: skip
+        source = StreamInput(source=data, sim_seed=seed, exclude=args.exclude) if data.startswith("sim-") else StreamInput(
+            source=data, segment=args.segment, oracle_prob=args.oracle_prob, exclude=args.exclude)  # fmt: skip
         log = load_clicks(source, args.pretrain_days)
         for name in args.methods:
             train = stream_train_defaults().model_copy(update={"seed": seed, "learning_rate": args.lr, "num_threads": 1})
@@ -131,6 +168,8 @@ def main() -> None:
     parser.add_argument("--data", default="sim-small", help="sim-<preset> or a file ('{seed}' is replaced by the seed)")
     parser.add_argument("--segment", default=None, help="a file's segment column")
     parser.add_argument("--oracle-prob", default=None, help="a file's column of true probabilities")
+    parser.add_argument("--exclude", type=lambda v: [c for c in v.split(",") if c], default=[],
+                        help="feature columns left out, comma-separated (e.g. hist_item_id,hist_cate_l2,hist_type)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--methods", default=",".join(METHODS))

@@ -6,7 +6,9 @@ pre-promotion clicks (`agenticrs.data.prepromo`): delayed-conversion AUC and cal
 10 equal-mass bins, predicted / observed ratio), plus the AUC of the composed p_cvr on "bought by
 the promotion day" (y_dir or y_del), the cart AUC of p_atc and the delayed AUC inside carted
 clicks. Rows: each model of `--models` (CM-DCM; MMoE on the same inputs and labels; ESMM with the
-cart as its click and the delayed purchase as its conversion) and CM-DCM's ablations
+cart as its click and the delayed purchase as its conversion; `es_dfm`: ES-DFM's streaming sampler,
+weight model and importance-weighted loss applied at the training cut, where the current
+promotion's delayed purchases are still unobserved, `agenticrs.train.streaming.at_cut`) and CM-DCM's ablations
 (`--ablations`: no-gating, no-counterfactual, chain-only, no-history). One JSON record per row x
 seed with its settings, `stopped_by` and best step.
 
@@ -19,6 +21,8 @@ current promotion's observed days (y_dir, y_atc) with the delayed towers frozen.
 
     python bench/cvr_prepromo.py --search --json bench/results/cvr_prepromo_search.json
     python bench/cvr_prepromo.py --models cmdcm,mmoe,esmm --seeds 3 --finetune --online --json bench/results/cvr_prepromo.json
+    python bench/cvr_prepromo.py --models cmdcm,esmm --ablations none --seeds 3 --online --online-control esmm \
+        --json bench/results/cvr_prepromo_online_esmm.json
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ MODEL_PARAMS: dict[str, dict[str, Any]] = {
     "esmm": {"embedding_dim": 8, "ctr_units": [64, 32], "cvr_units": [64, 32], "dropout": 0.1,
              "click_label": "y_atc", "conversion_label": "y_del"},
 }  # fmt: skip
+# ES-DFM (Yang et al., AAAI 2021) on the delayed purchase: the streaming code's sampler, weight
+# model and importance-weighted loss, applied at the training cut (agenticrs.train.streaming.at_cut;
+# docs/conversion.md); its backbone is the streaming one (ESDFM_BACKBONE), one head p_del, no p_dir
+ESDFM_SETTINGS = {"elapsed_cut_s": 900.0, "weight_model_epochs": 5}  # the spec's c and weight-model epochs
 SMOKE_WORLD = {"n_users": 700, "n_items": 600, "new_items_per_day": 5, "requests_per_user_day": 1.0}
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cvr_prepromo.yaml"
 FROZEN = ("towers.del.", "towers.imp.")  # the delayed towers, frozen in the fine-tune stage
@@ -148,7 +156,7 @@ def score_record(schema_labels: list[str], split, pred: dict[str, np.ndarray]) -
 
 def variants(models: list[str], ablations: list[str]) -> list[tuple[str, str, dict[str, Any], bool]]:
     """(row name, model, model params, history) of every row of the table."""
-    rows = [(m, m, dict(MODEL_PARAMS.get(m, {})), True) for m in models]
+    rows = [(m.replace("_", "-"), m, dict(MODEL_PARAMS.get(m, {})), True) for m in models]
     if "cmdcm" in models:
         for ablation in ablations:
             params = {**MODEL_PARAMS["cmdcm"], **ABLATIONS[ablation]}
@@ -187,14 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--smoke", action="store_true", help="a shrunken world and a few steps (the docs' test)")
     parser.add_argument("--online", action="store_true",
-                        help="A/B-test pCTR x pCVR x price with CM-DCM (B) against the first other model (A) in the "
+                        help="A/B-test pCTR x pCVR x price with CM-DCM (B) against --online-control (A) in the "
                         "simulator over the last promotion's pre-promotion days and promotion day (one test per seed, "
                         "with that seed's runs)")
+    parser.add_argument("--online-control", default=None,
+                        help="the control arm (A) of --online: a model of --models or one to add to them "
+                        "(e.g. esmm, mmoe; default: the first model other than cmdcm)")
     parser.add_argument("--ctr-steps", type=int, default=400, help="optimiser steps of the pCTR run (--online)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = load_settings(None if args.config == "none" else args.config)
     models = [m for m in args.models.split(",") if m]
+    if args.online_control and args.online_control == "cmdcm":
+        parser.error("--online-control is the baseline CM-DCM is tested against: name another model")
+    if args.online and args.online_control and args.online_control not in models:
+        models.append(args.online_control)  # the control arm needs its own runs
     ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown:
@@ -232,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r[0] in args.rows.split(",")]
     context = {"preset": args.preset, "sim_seed": args.sim_seed, "smoke": args.smoke,
                "promotions": list(config.promotions), "observed_days": args.observed_days}  # fmt: skip
+    esdfm_inputs = (es_dfm_inputs(datasets["history"], specs["history"].parent, config, args.observed_days)
+                    if any(r[1] == "es_dfm" for r in rows) else None)  # fmt: skip
 
     def fit(row: str, model: str, params: dict[str, Any], history: bool, seed: int,
             values: dict[str, Any]) -> tuple[dict[str, Any], Any]:  # fmt: skip
@@ -239,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         data = datasets[kind]
         params = {**params, **(values.get("model_params") or {})}
         train = train_config(values, seed, args.threads, args.smoke)
+        if model == "es_dfm":
+            return fit_es_dfm(row, params, seed, values, train, data, esdfm_inputs, context, work)
         run = RunConfig(dataset=str(specs[kind]), model=model, model_params=params, train=train, name=f"{row}-seed{seed}")
         t0 = time.perf_counter()
         trained = train_run(run, runs_dir=work / "runs", data=data)
@@ -258,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             record, trained = fit(row, model, params, history, seed, row_settings(settings, row))
             test = datasets["history" if history else "current"].split("test")
             labels = list(datasets["history"].schema.labels)
-            record.update(score_record(labels, test, predict_components(trained.model, test)))
+            pred = (trained.predict(test) if model == "es_dfm" else predict_components(trained.model, test))
+            record.update(score_record(labels, test, pred))
             records.append(record)
             runs[(row, seed)] = trained.run.folder
             report_line(record)
@@ -274,6 +294,84 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(output, indent=2) + "\n")
     return 0
+
+
+def es_dfm_inputs(data, folder: Path, config, observed_days: int) -> dict[str, Any]:
+    """What ES-DFM's sampler needs besides the features, for the history data set's train, valid
+    and test rows stacked in that order: model inputs, click and delayed-conversion times (the
+    purchase time of a y_del click, its eventual one even for the current promotion, whose y_del
+    is missing: the sampler keeps only what has happened by the cut), the eventual y_del, and the
+    cut (the first test day: the end of the current promotion's observed days)."""
+    import pyarrow.parquet as pq
+
+    from agenticrs.features.batching import model_input_keys
+
+    splits = [data.split(name) for name in ("train", "valid", "test")]
+    keys = model_input_keys(splits[0])
+    arrays = {k: np.concatenate([np.asarray(split[k]) for split in splits]) for k in keys}
+    tables = [pq.read_table(str(folder / f"prepromo_{name}.parquet"), columns=["ts", "purchase_ts", "day", "y_del"])
+              for name in ("train", "valid", "test")]  # fmt: skip
+    click = np.concatenate([t["ts"].to_numpy().astype(np.float64) for t in tables])
+    purchase = np.concatenate([t["purchase_ts"].to_numpy().astype(np.float64) for t in tables])
+    day = np.concatenate([t["day"].to_numpy() for t in tables])
+    known = np.concatenate([t["y_del"].to_numpy(zero_copy_only=False).astype(np.float64) for t in tables])
+    # y_del: bought on the click's promotion day (agenticrs.sim.promo)
+    promo_day = config.next_promo(day)
+    delayed = (purchase >= 0) & (np.floor(purchase / 86_400.0) == promo_day)
+    labelled = ~np.isnan(known)
+    if not np.array_equal(delayed[labelled], known[labelled] > 0.5) or len(click) != len(arrays[keys[0]]):
+        raise RuntimeError("the pre-promotion files and the processed splits disagree (row order or y_del)")
+    sizes = np.cumsum([0] + [split.rows for split in splits])
+    promo = config.promotions[-1]
+    return {"arrays": arrays, "schema": data.schema, "click_ts": click,
+            "conversion_ts": np.where(delayed, purchase, np.nan), "y_del": delayed.astype(np.float64),
+            "labelled": labelled, "offsets": sizes,
+            "cut": float((promo - config.pre_promo_days + observed_days) * 86_400.0)}  # fmt: skip
+
+
+class _EsDfmTrained:
+    """What the benchmark reads of a trained row: the engine result, the model, p_del on a split."""
+
+    def __init__(self, fit, inputs: dict[str, Any], folder: Path) -> None:
+        self.model, self.result, self.inputs = fit.model, fit.result, inputs
+        self.run = type("RunFolder", (), {"folder": folder})()
+
+    def predict(self, split) -> dict[str, np.ndarray]:
+        from agenticrs.features.batching import model_input_keys
+        from agenticrs.train.streaming.task import RowsView, predict
+
+        arrays = {k: np.asarray(split[k]) for k in model_input_keys(split)}
+        p = predict(self.model, RowsView(arrays, np.arange(split.rows)), torch.sigmoid, 8192, torch.device("cpu"))
+        return {"p_del": p, "p_dir": np.zeros_like(p), "score": p, "p_atc": np.full_like(p, np.nan)}
+
+
+def fit_es_dfm(row: str, params: dict[str, Any], seed: int, values: dict[str, Any], train: TrainConfig, data,
+               inputs: dict[str, Any], context: dict[str, Any], work: Path) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """ES-DFM's row: the weight model on the clicks whose y_del is known (the historical
+    promotions), its samples of every training click as the stream holds them at the cut, the
+    importance-weighted loss under the row's budget, monitored on the valid clicks' y_del."""
+    from agenticrs.train.streaming.at_cut import es_dfm_at_cut
+
+    lo, mid, hi = inputs["offsets"][:3]
+    train_rows, valid_rows = np.arange(lo, mid), np.arange(mid, hi)
+    valid_rows = valid_rows[inputs["labelled"][valid_rows]]  # the valid y_del the other rows monitor
+    weight_rows = train_rows[inputs["labelled"][train_rows]]
+    settings = {**ESDFM_SETTINGS, **{k: values[k] for k in ESDFM_SETTINGS if k in values}}
+    if train.monitor.startswith("y_del/"):
+        train = train.model_copy(update={"monitor": train.monitor.split("/", 1)[1]})  # one head: y_del is its label
+    folder = work / "runs" / f"{row}-seed{seed}"
+    t0 = time.perf_counter()
+    fit = es_dfm_at_cut(inputs["arrays"], inputs["schema"], inputs["click_ts"], inputs["conversion_ts"], inputs["cut"],
+                        train_rows, weight_rows, valid_rows, inputs["y_del"], train, model_params=params,
+                        elapsed_cut_s=settings["elapsed_cut_s"], weight_model_epochs=int(settings["weight_model_epochs"]),
+                        folder=folder)  # fmt: skip
+    record = {"row": row, "model": "es_dfm", "seed": seed, "history": True, "model_params": params,
+              "es_dfm": {**settings, **fit.samples, "weight_model_steps": fit.weight_result.steps},
+              "train": {k: getattr(train, k) for k in ("max_steps", "eval_every_steps", "patience", "monitor",
+                                                       "batch_size", "learning_rate", "embedding_l2", "lr_schedule")},
+              **context, "train_rows": int(len(train_rows)), **run_summary(fit.result),
+              "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    return record, _EsDfmTrained(fit, inputs, folder)
 
 
 def run_summary(result) -> dict[str, Any]:
@@ -367,7 +465,8 @@ def finetune(args: argparse.Namespace, settings: dict[str, Any], datasets, specs
 
 def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: list[str],
            runs: dict[tuple[str, int], Path]) -> dict[str, Any]:  # fmt: skip
-    """CM-DCM's pCVR against the first other model's in pCTR x pCVR x price, in the simulator."""
+    """CM-DCM's pCVR against the control's (`--online-control`, default the first other model) in
+    pCTR x pCVR x price, in the simulator."""
     from agenticrs.sim import build_world
     from agenticrs.train.promo_online import ValuePolicy, promo_ab_test
 
@@ -379,7 +478,7 @@ def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: 
                         metrics=["auc", "logloss"], log_every=1000)  # fmt: skip
     ctr = train_run(RunConfig(dataset=str(sim_dir / "ctr.yaml"), model="dnn", train=train, name="ctr-dnn"),
                     runs_dir=work / "runs", cache_dir=work / "cache")  # fmt: skip
-    baseline = others[0] if others else None
+    baseline = args.online_control or (others[0] if others else None)
     world = build_world(config)
     names = (f"pCTR x pCVR({baseline}) x price" if baseline else "pCTR x price", "pCTR x pCVR(cmdcm) x price")
     reports = []
@@ -396,7 +495,7 @@ def online(args: argparse.Namespace, config, sim_dir: Path, work: Path, models: 
         for metric, c in metrics.items():
             print(f"  {period:<14} {metric:<10} lift {c['lift']:+.4f}  95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
                   f"  per seed {', '.join(f'{v:+.4f}' for v in c['per_seed'])}")
-    return {"arms": list(names), "ctr_run_valid_auc": ctr.result.valid.get("auc"), "pooled": pooled,
+    return {"arms": list(names), "control": baseline, "ctr_run_valid_auc": ctr.result.valid.get("auc"), "pooled": pooled,
             "seeds": reports}
 
 

@@ -296,3 +296,16 @@ def test_a_users_csv_streams(tmp_path: Path) -> None:
     summary = run_stream(_config(source=str(path), method="fnw", window_s=6 * 3600.0, input=StreamInput(
         source=str(path), numeric=["price"])), log=log)  # fmt: skip
     assert summary["ceiling"] is None and summary["windows"] > 5 and summary["segments"] == {}
+
+
+def test_excluded_feature_columns_leave_the_model_inputs(tiny_log) -> None:
+    sequences = ["hist_item_id", "hist_cate_l2", "hist_type"]
+    assert any(k.startswith("seq/") for k in tiny_log.arrays)
+    log = load_clicks(StreamInput(source="sim-tiny", exclude=sequences), None)
+    assert not any(k.startswith(("seq/", "seqlen/")) for k in log.arrays)
+    assert not set(sequences) & set(log.schema.categorical_names)
+    assert np.array_equal(log.click_ts, tiny_log.click_ts) and log.arrays["categorical"].shape[0] == tiny_log.rows
+    with pytest.raises(DataError, match="tied to the excluded"):
+        load_clicks(StreamInput(source="sim-tiny", exclude=["hist_item_id"]), None)
+    with pytest.raises(DataError, match="not feature fields"):
+        load_clicks(StreamInput(source="sim-tiny", exclude=["no_such_column"]), None)

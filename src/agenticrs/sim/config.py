@@ -88,6 +88,21 @@ class SimConfig(BaseModel):
     promo_discount: float = Field(default=0.2, ge=0.0, lt=1.0)
     delay_median_hours: float = Field(default=8.0, gt=0.0)
     delay_sigma: float = Field(default=1.3, gt=0.0)
+    # feature-dependent delays (all 0: delays independent of the features, the older presets)
+    delay_price_weight: float = Field(
+        default=0.0, ge=-5.0, le=5.0,
+        description="the delay's log-normal median is scaled by exp(w z_i), z_i the item's standardised log price "
+        "(> 0: dearer items take longer to buy)",
+    )
+    delay_category_sigma: float = Field(
+        default=0.0, ge=0.0, le=5.0,
+        description="the median is also scaled by exp(sigma g_c), g_c ~ N(0, 1) drawn once per top category",
+    )
+    defer_price_weight: float = Field(
+        default=0.0, ge=-10.0, le=10.0,
+        description="shift of the pre-promotion deferral logit by w s_u z_i (price-sensitive users wait for the "
+        "promotion's discount on dear items)",
+    )
     attribution_days: float = Field(default=7.0, gt=0.0)
     scenarios: tuple[ScenarioConfig, ...] = SCENARIOS
     # --- writing -------------------------------------------------------------------------
@@ -159,7 +174,8 @@ class SimConfig(BaseModel):
 
 
 # fields added after presets were first hashed, with the default that leaves the world unchanged
-_ADDED_DEFAULTS: dict[str, Any] = {"promo_days": None, "defer_prob_no_cart": None, "defer_user_sigma": 0.0}
+_ADDED_DEFAULTS: dict[str, Any] = {"promo_days": None, "defer_prob_no_cart": None, "defer_user_sigma": 0.0,
+                                   "delay_price_weight": 0.0, "delay_category_sigma": 0.0, "defer_price_weight": 0.0}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few seconds; the default behind `make demo` and the tests
@@ -170,6 +186,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     # >= 10M impressions
     "large": {"n_users": 60_000, "n_items": 60_000, "new_items_per_day": 400, "n_days": 30, "promo_day": 22,
               "requests_per_user_day": 0.7, "history_len": 20},
+    # `medium` with conversion delays that depend on the features (the streaming delayed-feedback
+    # comparison, docs/conversion.md): the delay's median grows with the item's price and varies
+    # by top category, and price-sensitive users defer dear pre-promotion purchases more
+    "delays": {"n_users": 20_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
+               "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
+               "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
+    # `delays` with four times the users: about 1,900 clicks per hourly window (two optimiser
+    # steps at batch 1024) for the streaming comparison's "more clicks per window"
+    "busy": {"n_users": 80_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
+             "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
+             "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
     # several promotions (CM-DCM: learn from earlier promotions' pre-promotion windows, predict the
     # last one's); impulse purchases without a cart rarely wait, users differ in deferring
     "promo": {"n_users": 6000, "n_items": 4000, "new_items_per_day": 20, "n_days": 32,

@@ -142,7 +142,8 @@ def realise(world: World, user: np.ndarray, item: np.ndarray, scenario: np.ndarr
     purchase_ts = np.full(len(item), -1, np.int64)
     if purchase.any():
         buyers = np.flatnonzero(purchase)
-        purchase_ts[buyers] = ts[buyers] + world.purchase_delay(day[buyers], ts[buyers], delay_rng, user[buyers], cart[buyers])
+        purchase_ts[buyers] = ts[buyers] + world.purchase_delay(day[buyers], ts[buyers], delay_rng, user[buyers], cart[buyers],
+                                                                  item[buyers])  # fmt: skip
     gmv = np.where(purchase, world.price_paid(item, purchase_ts // SECONDS_PER_DAY), 0.0)
     p_purchase = p_cart * p_buy_cart + (1 - p_cart) * p_buy_direct
     return Outcomes(p_click, p_cart, p_purchase, click, cart, purchase, purchase_ts, gmv)

@@ -124,6 +124,7 @@ class World:
     user_gender: np.ndarray
     user_city: np.ndarray
     user_defer_z: np.ndarray  # N(0, 1): the user's own propensity to defer a purchase (scaled by defer_user_sigma)
+    top_delay_z: np.ndarray  # N(0, 1) per top category: its delay factor (scaled by delay_category_sigma)
     # context effects
     age_effect: np.ndarray
     gender_effect: np.ndarray
@@ -235,36 +236,57 @@ class World:
         discount = np.where(self.config.is_promo_day(np.asarray(purchase_day)), self.config.promo_discount, 0.0)
         return self.item_price[items] * (1.0 - discount)
 
-    def defer_probability(self, users: np.ndarray, cart: np.ndarray) -> np.ndarray | float:
+    def defer_probability(self, users: np.ndarray, cart: np.ndarray,
+                          items: np.ndarray | None = None) -> np.ndarray | float:  # fmt: skip
         """P(a pre-promotion purchase waits for the promotion): `defer_prob` after a cart,
-        `defer_prob_no_cart` without one, shifted per user by `defer_user_sigma` z_u on the logit
-        scale. The scalar `defer_prob` when neither knob is set (the draws of older presets)."""
+        `defer_prob_no_cart` without one, shifted on the logit scale per user by
+        `defer_user_sigma` z_u and by `defer_price_weight` s_u z_i (the user's price sensitivity
+        times the item's standardised log price; needs `items`). The scalar `defer_prob` when no
+        knob is set (the draws of older presets)."""
         cfg = self.config
-        if cfg.defer_prob_no_cart is None and cfg.defer_user_sigma == 0.0:
+        by_price = cfg.defer_price_weight != 0.0 and items is not None
+        if cfg.defer_prob_no_cart is None and cfg.defer_user_sigma == 0.0 and not by_price:
             return cfg.defer_prob
         base = np.where(cart, cfg.defer_prob, cfg.defer_prob if cfg.defer_prob_no_cart is None else cfg.defer_prob_no_cart)
-        if cfg.defer_user_sigma == 0.0:
+        if cfg.defer_user_sigma == 0.0 and not by_price:
             return base
         logit = np.log(np.clip(base, 1e-6, 1 - 1e-6) / np.clip(1.0 - base, 1e-6, 1.0))
-        return sigmoid(logit + cfg.defer_user_sigma * self.user_defer_z[users])
+        if cfg.defer_user_sigma != 0.0:
+            logit = logit + cfg.defer_user_sigma * self.user_defer_z[users]
+        if by_price:
+            logit = logit + cfg.defer_price_weight * self.user_price_sensitivity[users] * self.item_price_z[items]
+        return sigmoid(logit)
+
+    def delay_median_scale(self, items: np.ndarray) -> np.ndarray | float:
+        """The factor on the delay's log-normal median of each item's purchases:
+        exp(`delay_price_weight` z_i + `delay_category_sigma` g_top(i)); 1.0 when both are 0."""
+        cfg = self.config
+        if cfg.delay_price_weight == 0.0 and cfg.delay_category_sigma == 0.0:
+            return 1.0
+        return np.exp(cfg.delay_price_weight * self.item_price_z[items]
+                      + cfg.delay_category_sigma * self.top_delay_z[self.item_top[items]])  # fmt: skip
 
     def purchase_delay(self, click_day: np.ndarray, click_ts: np.ndarray, rng: np.random.Generator,
-                       users: np.ndarray | None = None, cart: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+                       users: np.ndarray | None = None, cart: np.ndarray | None = None,
+                       items: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Seconds from click to purchase: log-normal (median 8 h; 1/7 of that on a promotion
-        day), capped by the attribution window; on pre-promotion days the purchase waits for the
-        next promotion day with probability `defer_probability(users, cart)` (at an hour drawn
-        from the traffic profile)."""
+        day; times `delay_median_scale(items)` where the delays depend on the item), capped by
+        the attribution window; on pre-promotion days the purchase waits for the next promotion
+        day with probability `defer_probability(users, cart, items)` (at an hour drawn from the
+        traffic profile). The random draws are the same whatever the knobs."""
         cfg = self.config
         n = len(click_ts)
         click_day = np.asarray(click_day)
         median = np.where(cfg.is_promo_day(click_day), cfg.delay_median_hours / 7.0, cfg.delay_median_hours) * 3600.0
+        if items is not None:
+            median = median * self.delay_median_scale(items)
         delay = median * np.exp(cfg.delay_sigma * rng.standard_normal(n))
         delay = np.minimum(delay, cfg.attribution_days * SECONDS_PER_DAY - 1.0)
         pre = cfg.is_pre_promo(click_day)
         if users is None or cart is None:
             p_defer = self.defer_probability(np.zeros(n, np.int64), np.ones(n, bool))
         else:
-            p_defer = self.defer_probability(users, cart)
+            p_defer = self.defer_probability(users, cart, items)
         defer = pre & (rng.random(n) < p_defer)
         hour = rng.choice(24, size=n, p=hour_profile())
         promo_time = cfg.next_promo(click_day) * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n)
@@ -441,6 +463,7 @@ def build_world(config: SimConfig) -> World:
         user_gender=rng_user.integers(0, N_GENDER, n_users),
         user_city=rng_user.choice(N_CITY, n_users, p=[0.2, 0.3, 0.3, 0.2]),
         user_defer_z=_rng(cfg.seed, 4).standard_normal(n_users),  # its own stream: older draws unchanged
+        top_delay_z=_rng(cfg.seed, 5).standard_normal(n_tops),  # its own stream too
         age_effect=rng_effect.normal(0, 0.15, N_AGE), gender_effect=rng_effect.normal(0, 0.1, N_GENDER),
         city_effect=rng_effect.normal(0, 0.15, N_CITY), hour_effect=rng_effect.normal(0, 0.12, 24),
     )  # fmt: skip

@@ -2,7 +2,8 @@
 
 `ValuePolicy(ctr_run, cvr_run, config)` ranks candidates by pCTR x pCVR x price: pCTR from a
 CTR run, pCVR = p_dir + (1 - p_dir) p_del from a conversion run trained on the pre-promotion
-clicks (`agenticrs.data.prepromo`: CM-DCM, MMoE, ... with y_dir and y_del heads), reading the
+clicks (`agenticrs.data.prepromo`: CM-DCM, MMoE, ... with y_dir and y_del heads; a run with a y_del
+head only, such as ESMM on cart -> delayed purchase, has p_dir = 0), reading the
 candidates' promotion features (`agenticrs.sim.promo.promotion_features`) as the logs had them.
 `promo_ab_test` serves a promotion's pre-promotion days and then its promotion day to two
 policies in the `Environment` (common random numbers), starting from the behaviour histories as
@@ -35,11 +36,11 @@ class ValuePolicy:
         self.config = config
         if self.cvr is not None:
             labels = list(getattr(self.cvr.model, "output_labels", None) or [])
-            missing = [name for name in ("y_dir", "y_del") if name not in labels]
-            if missing:
-                raise ValueError(f"the conversion run {cvr_run} has no head for {missing} (its heads: {labels}); "
+            if "y_del" not in labels:
+                raise ValueError(f"the conversion run {cvr_run} has no head for y_del (its heads: {labels}); "
                                  "train it on the pre-promotion clicks (agenticrs.data.prepromo)")  # fmt: skip
-            self.heads = labels.index("y_dir"), labels.index("y_del")
+            # a run without a y_dir head (ESMM: cart -> delayed purchase) has p_dir = 0, so pCVR = p_del
+            self.heads = labels.index("y_dir") if "y_dir" in labels else None, labels.index("y_del")
 
     def __call__(self, batch: RequestBatch) -> np.ndarray:
         table = batch.table
@@ -49,7 +50,8 @@ class ValuePolicy:
         if self.cvr is None:
             return value
         probs = np.asarray(self.cvr.score(promotion_features(table, self.config), source=source), dtype=np.float64)
-        p_dir, p_del = probs[:, self.heads[0]], probs[:, self.heads[1]]
+        p_del = probs[:, self.heads[1]]
+        p_dir = probs[:, self.heads[0]] if self.heads[0] is not None else np.zeros_like(p_del)
         return value * (p_dir + (1.0 - p_dir) * p_del)
 
 

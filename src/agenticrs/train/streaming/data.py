@@ -53,6 +53,9 @@ class StreamInput(BaseModel):
     segment: str | None = Field(default=None, description="optional column naming each click's segment")
     oracle_prob: str | None = Field(default=None, description="optional column of true conversion probabilities")
     sim_seed: int = Field(default=0, ge=0, description="the simulator's seed (sim-<preset> only)")
+    exclude: list[str] = Field(
+        default_factory=list, description="feature columns left out (e.g. the simulator's behaviour sequences "
+        "hist_item_id, hist_cate_l2, hist_type)")
 
 
 @dataclass
@@ -136,6 +139,22 @@ def load_clicks(config: StreamInput, pretrain_days: float | None) -> ClickLog:
     return _from_file(config, pretrain_days)
 
 
+def _without(fields: list[FieldSpec], exclude: list[str], file: str) -> list[FieldSpec]:
+    """The feature fields less `exclude`; a kept field tied to an excluded one is refused."""
+    names = {f.name for f in fields}
+    unknown = sorted(set(exclude) - names)
+    if unknown:
+        raise DataError(f"cannot exclude {unknown}: not feature fields", file=file,
+                        expected=f"some of {', '.join(sorted(names))}")  # fmt: skip
+    kept = [f for f in fields if f.name not in exclude]
+    for f in kept:
+        tied = {getattr(f, "parallel_to", None), getattr(f, "share_vocab_with", None)} & set(exclude)
+        if tied:
+            raise DataError(f"field '{f.name}' is tied to the excluded {sorted(tied)}", file=file, field=f.name,
+                            expected="exclude it too")  # fmt: skip
+    return kept
+
+
 def _encode(spec_fields: list[FieldSpec], table: pa.Table, file: str, pretrain_rows: int) -> tuple[dict, FeatureEncoder]:
     spec = DatasetSpec(name="stream", files={"train": [file]}, fields=[
         *spec_fields, FieldSpec(name=CONVERTED, kind="label")])  # fmt: skip
@@ -169,6 +188,7 @@ def _simulated(preset: str, config: StreamInput, pretrain_days: float | None) ->
     n = int(np.searchsorted(click, pretrain_end, side="left"))
     table = table.append_column(CONVERTED, pa.array((~np.isnan(conversion)).astype(np.int8)))
     fields = [f for f in spec.fields if f.kind in ("categorical", "numeric", "sequence")]
+    fields = _without(fields, config.exclude, spec.files["train"][0])
     arrays, encoder = _encode(fields, table, spec.files["train"][0], n)
     day = np.floor(click / DAY_S).astype(np.int64)
     segment = np.where(day == sim.promo_day, 2, np.where(sim.is_pre_promo(day), 1, 0)).astype(np.int8)
@@ -207,7 +227,7 @@ def _from_file(config: StreamInput, pretrain_days: float | None) -> ClickLog:
     order = np.argsort(click, kind="stable")
     table, click, conversion = table.take(pa.array(order)), click[order], conversion[order]
     oracle = oracle[order] if oracle is not None else None
-    others = [c for c in table.column_names if c not in reserved]
+    others = [c for c in table.column_names if c not in reserved and c not in config.exclude]
     floats = {c for c in others if pa.types.is_floating(table.column(c).type)}
     numeric = list(config.numeric) if config.numeric is not None else [
         c for c in others if c in floats and c not in (config.categorical or [])]

@@ -139,6 +139,13 @@ class Heads(nn.Module):
         return [p for head in self.heads.values() for p in head.embedding_parameters()]  # type: ignore[operator]
 
 
+def stage_config(train: TrainConfig, epochs: int, metrics: list[str]) -> TrainConfig:
+    """A stage of the protocol: `epochs` passes, a constant learning rate, no early stopping."""
+    return train.model_copy(update={
+        "epochs": epochs, "patience": epochs + 1, "restore_best": False, "eval_every_steps": None,
+        "eval_every_epochs": 1, "max_steps": None, "lr_schedule": "constant", "metrics": metrics})  # fmt: skip
+
+
 def _build(config: StreamConfig, log: ClickLog, heads: tuple[str, ...]) -> nn.Module:
     seed_everything(config.train.seed)
     make = lambda: build_model(config.model, log.schema, config.backbone_params())  # noqa: E731
@@ -218,9 +225,7 @@ def run_stream(
                               dfm_refresh_s=tuple(config.dfm_refresh_s))  # fmt: skip
     times = ClickTimes(log.click_ts, log.conversion_ts, grid, settings)
     pre = np.flatnonzero(log.click_ts < log.pretrain_end)
-    stage_cfg = lambda epochs: config.train.model_copy(update={  # noqa: E731
-        "epochs": epochs, "patience": epochs + 1, "restore_best": False, "eval_every_steps": None,
-        "eval_every_epochs": 1, "max_steps": None, "lr_schedule": "constant", "metrics": config.metrics})  # fmt: skip
+    stage_cfg = lambda epochs: stage_config(config.train, epochs, config.metrics)  # noqa: E731
 
     # 1. pre-train the CVR model
     model = _build(config, log, chosen.heads)
