@@ -1,0 +1,105 @@
+"""`agenticrs reproduce` (check a method card's claim) and `agenticrs cards` (list the shipped cards)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
+from agenticrs.agents.paper.card import CARDS, resolve_card
+from agenticrs.agents.paper.reproduce import ReproduceOptions, ReproductionResult
+from agenticrs.agents.paper.reproduce import reproduce as run_reproduction
+from agenticrs.cli.common import console, err_console, friendly_errors
+from agenticrs.runtime.files import atomic_write_json
+
+
+def _num(value: Any, fmt: str = "+.4f") -> str:
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+
+def reproduction_table(results: list[ReproductionResult]) -> Table:
+    """One row per (card, data set, baseline): the claim, the paired effect with its interval, the
+    verdict, what the README's tables say (expected), the paper's figure and the training time."""
+    table = Table(title="Reproductions (paired over seeds, test split)")
+    for column in ("card", "data set", "claim", "seeds", "method", "baseline", "effect [CI]", "verdict",
+                   "README says", "paper's figure", "train s"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("card", "data set", "claim", "verdict") else "right")
+    for result in results:
+        claim = result.card.claim
+        for v in result.verdicts:
+            if v.get("n"):
+                effect = f"{v['mean']:+.4f}" + (f" [{v['low']:+.4f}, {v['high']:+.4f}]" if v.get("low") is not None else "")
+                means = (_num(v["method_mean"], ".4f"), _num(v["baseline_mean"], ".4f"))
+            else:
+                effect, means = v.get("reason", ""), ("", "")
+            figure = _num(claim.reported_effect) + (f" ({claim.reported_dataset})" if claim.reported_dataset else "")
+            expected = v.get("expected") or ""
+            if v.get("agrees") is not None:
+                expected += " (agrees)" if v["agrees"] else " (differs)"
+            against = f"{claim.metric} {claim.direction} vs {v['baseline']}" + ("" if v["claim"] else " (extra)")
+            table.add_row(
+                result.card.name, v["dataset"], against,
+                str(v.get("n", 0)), means[0], means[1], effect, v["verdict"], expected, figure, f"{result.wall_s:,.0f}",
+            )  # fmt: skip
+    return table
+
+
+@friendly_errors
+def reproduce(
+    card: str = typer.Argument(None, help="a shipped card's name (see `agenticrs cards`) or a card YAML file"),
+    every: bool = typer.Option(False, "--all", help="reproduce every shipped card"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://..."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="run directories go under RUNS/reproduce/CARD"),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="processed-data cache (default .cache/agenticrs)"),
+    seeds: int = typer.Option(None, "--seeds", help="the card's first N seeds (default: all of them)"),
+    step_budget: int = typer.Option(None, "--step-budget", help="replace every protocol's optimiser-step budget"),
+    datasets: list[str] = typer.Option(None, "--dataset", "-d",
+                                       help="only this data set (repeatable); one the card lacks runs under --protocol-of"),
+    protocol_of: str = typer.Option(None, "--protocol-of", help="the card data set whose protocol a new data set uses"),
+    level: float = typer.Option(0.95, "--level", help="confidence level of the paired interval"),
+    json_out: Path = typer.Option(None, "--json", help="also write the verdicts as JSON"),
+) -> None:
+    """Check a method card's claim: train its method and baselines over its seeds and data sets, verdict from the
+    paired difference (holds / not shown / contradicted), everything recorded in the knowledge layer. Run again to
+    resume: finished runs are not retrained."""
+    if every == (card is not None):
+        raise ValueError("give a card (name or YAML file) or --all, not both and not neither")
+    names = CARDS.names() if every else [card]
+    cards = [resolve_card(name) for name in names]  # every card validated before anything trains
+    options = ReproduceOptions(seeds=seeds, step_budget=step_budget, datasets=datasets or None,
+                               protocol_of=protocol_of, level=level)  # fmt: skip
+    store = KnowledgeStore(db)
+    results = []
+    try:
+        for method_card in cards:
+            results.append(run_reproduction(method_card, store, runs_dir, cache_dir, options,
+                                             on_event=lambda line: err_console.print(line)))  # fmt: skip
+    finally:
+        store.close()
+    console.print(reproduction_table(results))
+    for result in results:
+        for lesson in result.lessons:
+            console.print(f"lesson: {lesson}")
+    if json_out is not None:
+        atomic_write_json(json_out, [{"card": r.card.name, "reproduction": r.reproduction_id, "wall_s": r.wall_s,
+                                      "claim": r.card.claim.model_dump(mode="json"), "verdicts": r.verdicts}
+                                     for r in results])  # fmt: skip
+        console.print(f"wrote {json_out}")
+
+
+@friendly_errors
+def cards() -> None:
+    """The shipped method cards: the claim, the data sets and what the README's tables say."""
+    table = Table(title="Method cards")
+    for column in ("card", "paper", "claim", "baselines", "data sets (README says)", "seeds"):
+        table.add_column(column)
+    for name in CARDS.names():
+        card = resolve_card(name)
+        table.add_row(name, card.paper, card.claim.statement, ", ".join(b.name for b in card.baselines),
+                      ", ".join(f"{t.dataset} ({t.expected or '?'})" for t in card.datasets),
+                      ",".join(map(str, card.seeds)))  # fmt: skip
+    console.print(table)
