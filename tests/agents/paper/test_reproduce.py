@@ -159,6 +159,27 @@ def test_options_change_the_plan_and_make_another_reproduction(store, tmp_path):
         assert [r.options["datasets"] for r in tx.reproductions()] == [["sim-tiny"], None]
 
 
+def test_cards_with_the_same_baseline_run_share_it_instead_of_retraining(store, tmp_path):
+    calls: list[str] = []
+
+    def trainer(card, trial, arm, seed, runs_dir, cache_dir):
+        calls.append(f"{card.name}:{arm.name}:{seed}")
+        return ArmResult(metrics={"auc": 0.7 + 0.01 * seed}, run_path=f"/runs/{card.name}-{arm.name}-{seed}")
+
+    reproduce(parse_card(TOY), store, tmp_path / "runs", trainer=trainer)
+    other = parse_card({**TOY, "name": "toy-fm", "model": {"name": "fm"}})
+    result = reproduce(other, store, tmp_path / "runs", trainer=trainer)
+    assert calls == ["toy:deepfm:1", "toy:lr:1", "toy:deepfm:2", "toy:lr:2", "toy-fm:fm:1", "toy-fm:fm:2"]
+    assert (result.trained, result.reused) == (2, 2)
+    with store.transaction() as tx:
+        lr = [r for r in tx.reproduction_runs(result.reproduction_id) if r.arm == "lr"]
+    assert [r.run_path for r in lr] == ["/runs/toy-lr-1", "/runs/toy-lr-2"]
+    different = parse_card({**TOY, "name": "toy-l2", "model": {"name": "fm"},
+                            "baselines": [{"name": "lr", "train": {"embedding_l2": 0.1}}]})  # fmt: skip
+    reproduce(different, store, tmp_path / "runs", trainer=trainer)  # another LR setting: trained; FM is shared
+    assert calls[6:] == ["toy-l2:lr:1", "toy-l2:lr:2"]
+
+
 def test_a_database_at_revision_0002_migrates_and_keeps_its_lessons(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)

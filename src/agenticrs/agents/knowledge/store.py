@@ -570,6 +570,11 @@ class KnowledgeTx:
         self.session.flush()
         return row
 
+    def finished_reproduction_run(self, dataset: str, arm: str, seed: int, config: dict[str, Any]) -> ReproductionRun | None:
+        """A finished run of any reproduction with exactly this config (shared between cards)."""
+        query = select(ReproductionRun).filter_by(dataset=dataset, arm=arm, seed=seed, status="done").order_by(ReproductionRun.id)
+        return next((row for row in self.session.scalars(query) if row.config == config), None)
+
     def finish_reproduction_run(self, run_id: int, status: str = "done", **fields: Any) -> None:
         row = self.get(ReproductionRun, run_id)
         for key, value in fields.items():

@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,7 @@ class ArmResult:
     """What one trained arm gives the comparison (test metrics) and the record (the rest)."""
 
     metrics: dict[str, Any]
-    run_path: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
+    run_path: str | None = None  # the run directory (its config.yaml is the effective config)
 
 
 # (card, trial, arm, seed, runs_dir, cache_dir) -> ArmResult; raising means the run failed
@@ -73,6 +72,16 @@ def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str,
     train = {**trial.protocol.train_settings(), **arm.train, "seed": seed}
     return {"dataset": trial.dataset, "model": arm.name, "model_params": dict(arm.params), "train": train,
             "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
+
+
+def shared_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
+    """The run config without its name: what makes two cards' runs the same run (the incumbent
+    DeepFM of every card on Frappe trains once; the others read its row back)."""
+    config = run_config(card, trial, arm, seed)
+    config.pop("name")
+    if arm.code is not None:
+        config["code"] = arm.code
+    return config
 
 
 _DATA_CACHE: dict[tuple[str, str], Any] = {}
@@ -108,7 +117,7 @@ def train_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Pat
     result = trained.result
     metrics.update({"valid_auc": result.valid.get("auc"), "stopped_by": result.stopped_by, "steps": result.steps,
                     "best_step": result.best_step})  # fmt: skip
-    return ArmResult(metrics=metrics, run_path=str(trained.run.folder), config=trained.run.config.model_dump(mode="json"))
+    return ArmResult(metrics=metrics, run_path=str(trained.run.folder))
 
 
 def plan_trials(card: MethodCard, options: ReproduceOptions) -> list[Trial]:
@@ -229,14 +238,22 @@ def reproduce(
         for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
             for role, base_arm in [("method", card.model)] + [("baseline", b) for b in card.baselines]:
                 arm = card.arm(base_arm.name, trial)
+                requested = shared_config(card, trial, arm, seed)
                 with store.transaction() as tx:
                     done = tx.reproduction_run(repro_id, trial.dataset, arm.name, seed)
+                    if done is None or done.status != "done":  # the same run of another card (the incumbent's)
+                        same = None if arm.code else tx.finished_reproduction_run(trial.dataset, arm.name, seed, requested)
+                        if same is not None:
+                            done = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
+                                                             config=requested)  # fmt: skip
+                            note = f"shared with reproduction {same.reproduction_id}"
+                            tx.finish_reproduction_run(done.id, "done", metrics=dict(same.metrics), run_path=same.run_path,
+                                                       cost_s=same.cost_s, error=note)
                     if done is not None and done.status == "done":
                         results[(trial.dataset, arm.name, seed)] = dict(done.metrics)
                         reused += 1
                         continue
-                    row = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
-                                                    config=run_config(card, trial, arm, seed))  # fmt: skip
+                    row = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested)
                     run_id = row.id
                 started = time.perf_counter()
                 try:
@@ -251,9 +268,7 @@ def reproduce(
                     continue
                 cost = time.perf_counter() - started
                 with store.transaction() as tx:
-                    config = outcome.config or run_config(card, trial, arm, seed)
-                    tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path,
-                                               cost_s=cost, config=config)
+                    tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path, cost_s=cost)
                 results[(trial.dataset, arm.name, seed)] = outcome.metrics
                 trained += 1
                 shown = card.claim.metric
