@@ -228,7 +228,17 @@ def parse_card(raw: Any, where: str = "card", base_dir: Path | None = None) -> M
         card = MethodCard.model_validate(raw)
     except ValidationError as exc:
         raise CardError(f"{where}: {_first_error(exc)}") from None
-    return check_card(card, where, base_dir)
+    card = check_card(card, where, base_dir)
+    return _with_absolute_code(card, base_dir or Path.cwd())
+
+
+def _with_absolute_code(card: MethodCard, base_dir: Path) -> MethodCard:
+    """Generated modules located relative to the card's folder, so the card runs from anywhere."""
+
+    def fix(arm: Arm) -> Arm:
+        return arm if arm.code is None else arm.model_copy(update={"code": str((base_dir / arm.code).resolve())})
+
+    return card.model_copy(update={"model": fix(card.model), "baselines": [fix(b) for b in card.baselines]})
 
 
 def load_card(path: str | Path) -> MethodCard:

@@ -79,8 +79,8 @@ def shared_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[s
     DeepFM of every card on Frappe trains once; the others read its row back)."""
     config = run_config(card, trial, arm, seed)
     config.pop("name")
-    if arm.code is not None:
-        config["code"] = arm.code
+    if arm.code is not None:  # the module's content, not its path, makes it the same run
+        config["code_sha256"] = hashlib.sha256(Path(arm.code).read_bytes()).hexdigest()
     return config
 
 
