@@ -103,3 +103,45 @@ def cards() -> None:
                       ", ".join(f"{t.dataset} ({t.expected or '?'})" for t in card.datasets),
                       ",".join(map(str, card.seeds)))  # fmt: skip
     console.print(table)
+
+
+@friendly_errors
+def draft(
+    abstract: Path = typer.Argument(..., help="a text file with the paper's abstract"),
+    out: Path = typer.Option(Path("drafts"), "--out", "-o", help="where the card (and the module) are written"),
+    code: bool = typer.Option(True, "--code/--no-code", help="also ask for a model module (vetted in the sandbox)"),
+    then_reproduce: bool = typer.Option(False, "--reproduce", help="reproduce the drafted card when it is ready"),
+    llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible API root (or AGENTICRS_LLM_BASE_URL)"),
+    llm_model: str = typer.Option(None, "--llm-model", help="the endpoint's model name (or AGENTICRS_LLM_MODEL)"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://..."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir"),
+    cache_dir: Path = typer.Option(None, "--cache-dir"),
+    step_budget: int = typer.Option(None, "--step-budget", help="with --reproduce: replace the protocol's step budget"),
+    seeds: int = typer.Option(None, "--seeds", help="with --reproduce: the card's first N seeds"),
+) -> None:
+    """Draft a method card (and a model module) from a paper's abstract with an LLM; the card is validated, the
+    module only ever runs in the sandbox and must pass the model contract. The API key comes from the environment
+    (AGENTICRS_LLM_API_KEY or OPENAI_API_KEY)."""
+    from agenticrs.agents.paper.draft import draft_method
+    from agenticrs.agents.proposers.llm import LLMSettings
+
+    if not abstract.is_file():
+        raise FileNotFoundError(f"no abstract file at {abstract}")
+    settings = LLMSettings.resolve(base_url=llm_url, model=llm_model)
+    store = KnowledgeStore(db)
+    try:
+        result = draft_method(abstract.read_text(), settings, out, store, with_code=code, cache_dir=cache_dir)
+        console.print(f"draft: {result.status} ({result.reason}) in {result.seconds:.1f} s")
+        if result.card_path is not None:
+            console.print(f"card: {result.card_path}" + (f"  module: {result.code_path}" if result.code_path else ""))
+        for lesson in result.lessons:
+            console.print(f"lesson: {lesson}")
+        if result.status != "ready" or result.card is None:
+            raise typer.Exit(code=2 if result.status != "ready" else 0)
+        if then_reproduce:
+            options = ReproduceOptions(seeds=seeds, step_budget=step_budget)
+            reproduction = run_reproduction(result.card, store, runs_dir, cache_dir, options,
+                                            on_event=lambda line: err_console.print(line))  # fmt: skip
+            console.print(reproduction_table([reproduction]))
+    finally:
+        store.close()
