@@ -58,7 +58,8 @@ def reproduce(
     seeds: int = typer.Option(None, "--seeds", help="the card's first N seeds (default: all of them)"),
     step_budget: int = typer.Option(None, "--step-budget", help="replace every protocol's optimiser-step budget"),
     datasets: list[str] = typer.Option(None, "--dataset", "-d",
-                                       help="only this data set (repeatable); one the card lacks runs under --protocol-of"),
+                                       help="only this data set (repeatable); one the card lacks runs under --protocol-of; "
+                                            "with --all, only the cards with a trial there"),
     protocol_of: str = typer.Option(None, "--protocol-of", help="the card data set whose protocol a new data set uses"),
     level: float = typer.Option(0.95, "--level", help="confidence level of the paired interval"),
     json_out: Path = typer.Option(None, "--json", help="also write the verdicts as JSON"),
@@ -70,6 +71,10 @@ def reproduce(
         raise ValueError("give a card (name or YAML file) or --all, not both and not neither")
     names = CARDS.names() if every else [card]
     cards = [resolve_card(name) for name in names]  # every card validated before anything trains
+    if every and datasets:  # --all on a data set: the cards that have a trial there
+        cards = [c for c in cards if any(t.dataset in datasets for t in c.datasets)]
+        if not cards:
+            raise ValueError(f"no shipped card has a trial on {', '.join(datasets)}")
     options = ReproduceOptions(seeds=seeds, step_budget=step_budget, datasets=datasets or None,
                                protocol_of=protocol_of, level=level)  # fmt: skip
     store = KnowledgeStore(db)
