@@ -195,3 +195,56 @@ def test_a_database_at_revision_0002_migrates_and_keeps_its_lessons(tmp_path):
             assert tx.reproductions() == []
     finally:
         store.close()
+
+
+def test_a_reproduction_killed_with_sigkill_resumes_without_retraining_finished_runs(tmp_path):
+    """A real kill: the CLI in a child process, SIGKILLed once two runs are recorded as done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from sqlalchemy import select
+
+    from agenticrs.agents.knowledge.schema import ReproductionRun
+
+    card = tmp_path / "toy.yaml"
+    raw = {**TOY, "seeds": [1, 2, 3]}
+    raw["datasets"][0]["protocol"]["step_budget"] = 40
+    card.write_text(yaml.safe_dump(raw))
+    db = tmp_path / "k.db"
+    command = [sys.executable, "-m", "agenticrs.cli.main", "reproduce", str(card), "--db", str(db),
+               "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def done_runs() -> set[tuple[str, int]]:
+        if not db.exists():
+            return set()
+        try:
+            store = KnowledgeStore(str(db), readonly=True)
+        except Exception:  # noqa: BLE001 - the child may still be migrating the new database
+            return set()
+        try:
+            with store.transaction() as tx:
+                rows = tx.session.scalars(select(ReproductionRun).where(ReproductionRun.status == "done"))
+                return {(r.arm, r.seed) for r in rows}
+        finally:
+            store.close()
+
+    deadline = time.monotonic() + 240
+    while len(done_runs()) < 2 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished_before = done_runs()
+    assert 2 <= len(finished_before) < 6, finished_before
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    retrained = {(line.split()[1], int(line.split()[3].rstrip(":"))) for line in again.stderr.splitlines()
+                 if line.strip().startswith("synthetic-tiny ") and ": auc " in line}  # fmt: skip
+    assert retrained.isdisjoint(finished_before)
+    assert retrained | finished_before == {(arm, seed) for arm in ("deepfm", "lr") for seed in (1, 2, 3)}
+    assert "(resumed)" in again.stderr

@@ -246,9 +246,9 @@ def reproduce(
                         if same is not None:
                             done = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
                                                              config=requested)  # fmt: skip
-                            note = f"shared with reproduction {same.reproduction_id}"
-                            tx.finish_reproduction_run(done.id, "done", metrics=dict(same.metrics), run_path=same.run_path,
-                                                       cost_s=same.cost_s, error=note)
+                            metrics = {**same.metrics, "shared_from_reproduction": same.reproduction_id}
+                            tx.finish_reproduction_run(done.id, "done", metrics=metrics, run_path=same.run_path,
+                                                       cost_s=same.cost_s)
                     if done is not None and done.status == "done":
                         results[(trial.dataset, arm.name, seed)] = dict(done.metrics)
                         reused += 1
