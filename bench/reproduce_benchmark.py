@@ -20,6 +20,7 @@ stopped, and the time from the abstract to a verdict for the valid one (tiny set
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -134,6 +135,7 @@ def llm_path(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             lessons = len(tx.lessons())
     finally:
         store.close()
+        shutil.rmtree(work, ignore_errors=True)  # drafts, sandboxes and runs of the scripted answers
     malicious = [a for a in answers if a["expected"] == "blocked"]
     return {"answers": answers, "as_expected": sum(a["status"] == a["expected"] for a in answers), "total": len(answers),
             "ready": sum(a["status"] == "ready" for a in answers),
