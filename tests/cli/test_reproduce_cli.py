@@ -47,3 +47,29 @@ def test_cards_lists_the_shipped_cards():
     assert result.exit_code == 0
     for name in ("mgdin", "cdnet", "ssr", "sort"):
         assert name in result.output
+
+
+def test_draft_from_an_abstract_through_a_fake_endpoint_then_reproduce(tmp_path, monkeypatch):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agents"))
+    from fake_openai import FakeOpenAI
+
+    abstract = tmp_path / "abstract.txt"
+    abstract.write_text("We show that DeepFM beats logistic regression.")
+    answer = "```json\n" + json.dumps(CARD) + "\n```"
+    monkeypatch.setenv("AGENTICRS_LLM_API_KEY", "k")
+    with FakeOpenAI(responder=lambda request: answer, api_key="k") as server:
+        result = runner.invoke(app, ["draft", str(abstract), "--no-code", "--llm-url", server.base_url, "--llm-model", "m",
+                                     "--out", str(tmp_path / "drafts"), "--db", str(tmp_path / "k.db"), "--reproduce",
+                                     "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")],
+                               terminal_width=250)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "draft: ready (card valid)" in result.output and "Reproductions" in result.output
+    assert (tmp_path / "drafts" / "toy.yaml").exists()
+    with FakeOpenAI(responder=lambda request: "no card here", api_key="k") as server:
+        refused = runner.invoke(app, ["draft", str(abstract), "--llm-url", server.base_url, "--llm-model", "m",
+                                      "--out", str(tmp_path / "d2"), "--db", str(tmp_path / "k.db")])  # fmt: skip
+    assert refused.exit_code == 2 and "lesson: LLM draft (m): the answer holds no JSON method card" in refused.output
