@@ -128,3 +128,14 @@ def test_a_generated_model_that_passes_trains_in_the_sandbox_and_is_compared_lik
     (verdict,) = result.verdicts
     assert verdict["n"] == 2 and verdict["verdict"] in ("holds", "not shown", "contradicted")
     assert "tinynet" not in MODELS
+
+
+def test_ctypes_removing_files_outside_and_signals_are_refused_too(tmp_path):
+    from generated_modules import malicious
+
+    keep = tmp_path / "keep.txt"
+    keep.write_text("precious")
+    source = malicious("import ctypes; ctypes.CDLL(None)", f"os.remove({str(keep)!r})", "os.kill(os.getppid(), 0)")
+    result = vet_module(module(tmp_path, source), "tinynet", tmp_path / "scratch", tmp_path / "cache", LIMITS)
+    assert result.status == "blocked" and keep.read_text() == "precious"
+    assert [v["event"] for v in result.violations] == ["ctypes.dlopen", "os.remove", "os.kill"]
