@@ -53,6 +53,9 @@ def test_a_card_file_round_trips_and_its_hash_is_stable(tmp_path):
     again = MethodCard.model_validate(yaml.safe_load(card.to_yaml()))
     assert again == card and again.content_hash() == card.content_hash()
     assert load_card(write(tmp_path, minimal(seeds=[1, 3]))).content_hash() != card.content_hash()
+    reworded = load_card(write(tmp_path, minimal(claim={"statement": "DeepFM is better", "baseline": "lr"})))
+    assert reworded.content_hash() != card.content_hash() and reworded.protocol_hash() == card.protocol_hash()
+    assert load_card(write(tmp_path, minimal(seeds=[1, 3]))).protocol_hash() != card.protocol_hash()
 
 
 @pytest.mark.parametrize(
@@ -83,7 +86,7 @@ def test_a_generated_model_needs_its_module_file(tmp_path):
         parse_card(minimal(model={"name": "mynet", "code": "mynet.py"}), "draft", tmp_path)
     (tmp_path / "mynet.py").write_text("# never imported here\n")
     card = parse_card(minimal(model={"name": "mynet", "code": "mynet.py"}), "draft", tmp_path)
-    assert card.model.code == "mynet.py"  # an unregistered name is allowed only with its code
+    assert card.model.code == str(tmp_path / "mynet.py")  # resolved against the card's folder
 
 
 def test_resolve_card_says_which_cards_exist():

@@ -248,3 +248,21 @@ def test_a_reproduction_killed_with_sigkill_resumes_without_retraining_finished_
     assert retrained.isdisjoint(finished_before)
     assert retrained | finished_before == {(arm, seed) for arm in ("deepfm", "lr") for seed in (1, 2, 3)}
     assert "(resumed)" in again.stderr
+
+
+def test_editing_the_claim_re_judges_the_same_runs_without_training(store, tmp_path):
+    effects = {("synthetic-tiny", "deepfm"): [0.820, 0.831], ("synthetic-tiny", "lr"): [0.80, 0.81]}
+    calls: list[str] = []
+
+    def trainer(card, trial, arm, seed, runs_dir, cache_dir):
+        calls.append(arm.name)
+        return planted(effects)(card, trial, arm, seed, runs_dir, cache_dir)
+
+    first = reproduce(parse_card(TOY), store, tmp_path / "runs", trainer=trainer)
+    stricter = parse_card({**TOY, "claim": {"statement": "DeepFM beats LR by 0.05", "baseline": "lr", "margin": 0.05}})
+    second = reproduce(stricter, store, tmp_path / "runs", trainer=trainer)
+    assert len(calls) == 4 and second.reproduction_id == first.reproduction_id and second.trained == 0
+    assert second.verdicts[0]["mean"] == first.verdicts[0]["mean"] == pytest.approx(0.0205, abs=1e-12)
+    with store.transaction() as tx:
+        (row,) = tx.reproductions()
+        assert row.card["claim"]["margin"] == 0.05

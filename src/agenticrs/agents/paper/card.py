@@ -168,6 +168,15 @@ class MethodCard(BaseModel):
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def protocol_hash(self) -> str:
+        """SHA-256 of what decides the trainings (name, arms, data sets with protocols and settings,
+        seeds), not of the claim or the README's expectation: editing those re-judges the same runs."""
+        data = self.model_dump(mode="json", include={"name", "model", "baselines", "datasets", "seeds"})
+        for trial in data["datasets"]:
+            trial.pop("expected", None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
 

@@ -51,7 +51,7 @@ class ReproduceOptions(BaseModel):
     level: float = Field(default=0.95, gt=0.0, lt=1.0, description="confidence level of the paired interval")
 
     def key(self, card: MethodCard) -> str:
-        text = json.dumps({"card": card.content_hash(), "options": self.model_dump(mode="json")}, sort_keys=True)
+        text = json.dumps({"card": card.protocol_hash(), "options": self.model_dump(mode="json")}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -214,8 +214,8 @@ def reproduce(
             options=options.model_dump(mode="json"),
         )  # fmt: skip
         repro_id, was_finished = repro.id, repro.status == "finished"
-        if not created and repro.status != "running":
-            repro.status = "running"
+        if not created:  # the claim or the expectation may have been edited: the record shows the card as run now
+            repro.status, repro.card, repro.card_hash = "running", card.model_dump(mode="json"), card.content_hash()
     on_event(f"reproduction {repro_id} of card '{card.name}' ({'new' if created else 'resumed'})")
     lessons: list[str] = []
 
