@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +129,13 @@ def draft(
     module only ever runs in the sandbox and must pass the model contract. The API key comes from the environment
     (AGENTICRS_LLM_API_KEY or OPENAI_API_KEY)."""
     from agenticrs.agents.paper.draft import draft_method
-    from agenticrs.agents.proposers.llm import LLMSettings
+    from agenticrs.agents.proposers.llm import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMSettings
 
     if not abstract.is_file():
         raise FileNotFoundError(f"no abstract file at {abstract}")
+    if not (llm_url or os.environ.get(ENV_BASE_URL)) or not (llm_model or os.environ.get(ENV_MODEL)):
+        raise ValueError(f"draft needs an endpoint: --llm-url (or {ENV_BASE_URL}) and --llm-model (or {ENV_MODEL}); "
+                         f"the API key is read from {ENV_API_KEY} or OPENAI_API_KEY")  # fmt: skip
     settings = LLMSettings.resolve(base_url=llm_url, model=llm_model)
     store = KnowledgeStore(db)
     try:
