@@ -193,6 +193,22 @@ def _verdicts(card: MethodCard, trials: list[Trial], runs: dict[tuple[str, str, 
     return out
 
 
+def _recorded_metrics(tx: Any, repro_id: int, dataset: str, arm: Arm, seed: int, role: str,
+                      requested: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The metrics of this run if it finished before: in this reproduction (resume), or with the
+    same config in another card's (the shared incumbent; recorded here as a copy). None: train it."""
+    done = tx.reproduction_run(repro_id, dataset, arm.name, seed)
+    if done is not None and done.status == "done":
+        return dict(done.metrics)
+    same = None if arm.code else tx.finished_reproduction_run(dataset, arm.name, seed, requested)
+    if same is None:
+        return None
+    metrics = {**same.metrics, "shared_from_reproduction": same.reproduction_id}
+    row = tx.start_reproduction_run(repro_id, dataset, arm.name, seed, role=role, config=requested)
+    tx.finish_reproduction_run(row.id, "done", metrics=metrics, run_path=same.run_path, cost_s=same.cost_s)
+    return metrics
+
+
 def reproduce(
     card: MethodCard,
     store: KnowledgeStore,
@@ -240,21 +256,12 @@ def reproduce(
                 arm = card.arm(base_arm.name, trial)
                 requested = shared_config(card, trial, arm, seed)
                 with store.transaction() as tx:
-                    done = tx.reproduction_run(repro_id, trial.dataset, arm.name, seed)
-                    if done is None or done.status != "done":  # the same run of another card (the incumbent's)
-                        same = None if arm.code else tx.finished_reproduction_run(trial.dataset, arm.name, seed, requested)
-                        if same is not None:
-                            done = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
-                                                             config=requested)  # fmt: skip
-                            metrics = {**same.metrics, "shared_from_reproduction": same.reproduction_id}
-                            tx.finish_reproduction_run(done.id, "done", metrics=metrics, run_path=same.run_path,
-                                                       cost_s=same.cost_s)
-                    if done is not None and done.status == "done":
-                        results[(trial.dataset, arm.name, seed)] = dict(done.metrics)
+                    recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
+                    if recorded is not None:
+                        results[(trial.dataset, arm.name, seed)] = recorded
                         reused += 1
                         continue
-                    row = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested)
-                    run_id = row.id
+                    run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested).id
                 started = time.perf_counter()
                 try:
                     outcome = trainer(card, trial, arm, seed, runs_dir, cache)
