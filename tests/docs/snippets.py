@@ -77,6 +77,8 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/serve_benchmark\.py", " --train-steps 4 --seconds 0.5 --rates 20 --max-requests 10 --sequential 5 --backends onnx"),
     (r"bench/ensnas_agreement\.py", " --candidates 1 --ensemble-size 2 --bootstrap 50"),
     (r"bench/cvr_prepromo\.py", " --smoke"),
+    (r"agenticrs reproduce", " --step-budget 4 --seeds 1"),
+    (r"bench/reproduce_benchmark\.py", " --step-budget 4 --seeds 1"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gr_benchmark\.py.*--models sasrec\b",
      " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"
@@ -216,7 +218,11 @@ def _validate_yaml(block: Block) -> None:
 
     data = yaml.safe_load(block.code)
     assert isinstance(data, dict), f"{block.file.name}:{block.line}: YAML is not a mapping"
-    if "fields" in data:
+    if "claim" in data:  # a method card
+        from agenticrs.agents.paper.card import parse_card
+
+        parse_card(data, f"{block.file.name}:{block.line}")
+    elif "fields" in data:
         DatasetSpec.model_validate(data)
     elif "model" in data and "dataset" in data:
         RunConfig.model_validate(data)

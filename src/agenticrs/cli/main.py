@@ -9,6 +9,7 @@ from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.export import export
 from agenticrs.cli.models import models
+from agenticrs.cli.reproduce import cards, draft, reproduce
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
 from agenticrs.cli.stream import stream
@@ -36,6 +37,9 @@ app.command()(history)
 app.command()(show)
 app.command()(report)
 app.command()(audit)
+app.command()(cards)
+app.command()(reproduce)
+app.command()(draft)
 app.command()(export)
 app.command()(serve)
 app.command()(rollout)

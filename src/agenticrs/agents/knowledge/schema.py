@@ -205,7 +205,10 @@ class Lesson(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     intent_id: Mapped[int | None] = mapped_column(ForeignKey("intents.id"), nullable=True)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), nullable=True)
-    scope: Mapped[str] = mapped_column(String(40))  # proposal | validation | training | acceptance | gate
+    # the method-card reproduction the lesson came from (`agents/paper`), if any
+    reproduction_id: Mapped[int | None] = mapped_column(ForeignKey("reproductions.id"), nullable=True)
+    # proposal | validation | training | acceptance | gate | reproduction | sandbox
+    scope: Mapped[str] = mapped_column(String(40))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -291,3 +294,47 @@ class RolloutStep(Base):
     verdict: Mapped[str] = mapped_column(String(20))  # continue | promote | rollback
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Reproduction(Base):
+    """One reproduction of a method card (`agenticrs reproduce`): the card, the options it ran with
+    and, when finished, one verdict per (data set, baseline). Unique per `key` (the hash of the card
+    and the options), so running the same card again resumes it."""
+
+    __tablename__ = "reproductions"
+    __table_args__ = (UniqueConstraint("key", name="uq_reproduction_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    card_name: Mapped[str] = mapped_column(String(80))
+    card_hash: Mapped[str] = mapped_column(String(64))
+    card: Mapped[dict[str, Any]] = mapped_column()
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
+    verdicts: Mapped[list[Any]] = mapped_column(default=list)
+    wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ReproductionRun(Base):
+    """One trained arm of a reproduction: (data set, arm, seed), unique, so a resumed reproduction
+    skips whatever finished and redoes what was running when it was killed."""
+
+    __tablename__ = "reproduction_runs"
+    __table_args__ = (UniqueConstraint("reproduction_id", "dataset", "arm", "seed", name="uq_reproduction_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reproduction_id: Mapped[int] = mapped_column(ForeignKey("reproductions.id"))
+    dataset: Mapped[str] = mapped_column(String(200))
+    arm: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(20))  # method | baseline
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | done | failed
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    run_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cost_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

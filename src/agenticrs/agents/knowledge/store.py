@@ -45,6 +45,8 @@ from agenticrs.agents.knowledge.schema import (
     Intent,
     Lesson,
     MemberStatsRow,
+    Reproduction,
+    ReproductionRun,
     Rollout,
     RolloutStep,
     Task,
@@ -452,8 +454,16 @@ class KnowledgeTx:
         query = select(Champion).where(Champion.intent_id == intent_id).order_by(Champion.sequence)
         return list(self.session.scalars(query))
 
-    def add_lesson(self, scope: str, text: str, intent_id: int | None = None, candidate_id: int | None = None) -> Lesson:
-        row = Lesson(scope=scope, text=text, intent_id=intent_id, candidate_id=candidate_id)
+    def add_lesson(
+        self,
+        scope: str,
+        text: str,
+        intent_id: int | None = None,
+        candidate_id: int | None = None,
+        reproduction_id: int | None = None,
+    ) -> Lesson:
+        row = Lesson(scope=scope, text=text, intent_id=intent_id, candidate_id=candidate_id,
+                     reproduction_id=reproduction_id)
         self.session.add(row)
         self.session.flush()
         return row
@@ -532,3 +542,53 @@ class KnowledgeTx:
     def finish_rollout(self, rollout_id: int, status: str, reason: str) -> None:
         row = self.get(Rollout, rollout_id)
         row.status, row.reason, row.finished_at = status, reason, utcnow()
+
+    # -- paper autotrain: method-card reproductions -------------------------------------------------
+    def reproduction(self, key: str, **fields: Any) -> tuple[Reproduction, bool]:
+        """Get or create the reproduction of a (card, options) key: (row, created)."""
+        return self._get_or_create(Reproduction, {"key": key}, fields)
+
+    def reproductions(self, card_name: str | None = None) -> list[Reproduction]:
+        query = select(Reproduction).order_by(Reproduction.id)
+        if card_name is not None:
+            query = query.where(Reproduction.card_name == card_name)
+        return list(self.session.scalars(query))
+
+    def reproduction_run(self, reproduction_id: int, dataset: str, arm: str, seed: int) -> ReproductionRun | None:
+        query = select(ReproductionRun).filter_by(reproduction_id=reproduction_id, dataset=dataset, arm=arm, seed=seed)
+        return self.session.scalars(query).first()
+
+    def start_reproduction_run(self, reproduction_id: int, dataset: str, arm: str, seed: int, **fields: Any) -> ReproductionRun:
+        """The run's row, (re)started: a row left `running` or `failed` by an earlier attempt is reset."""
+        row, created = self._get_or_create(
+            ReproductionRun, {"reproduction_id": reproduction_id, "dataset": dataset, "arm": arm, "seed": seed}, fields
+        )
+        if not created:
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+        self.session.flush()
+        return row
+
+    def finished_reproduction_run(self, dataset: str, arm: str, seed: int, config: dict[str, Any]) -> ReproductionRun | None:
+        """A finished run of any reproduction with exactly this config (shared between cards)."""
+        query = select(ReproductionRun).filter_by(dataset=dataset, arm=arm, seed=seed, status="done").order_by(ReproductionRun.id)
+        return next((row for row in self.session.scalars(query) if row.config == config), None)
+
+    def finish_reproduction_run(self, run_id: int, status: str = "done", **fields: Any) -> None:
+        row = self.get(ReproductionRun, run_id)
+        for key, value in fields.items():
+            setattr(row, key, value)
+        row.status, row.finished_at = status, utcnow()
+
+    def reproduction_runs(self, reproduction_id: int) -> list[ReproductionRun]:
+        query = select(ReproductionRun).where(ReproductionRun.reproduction_id == reproduction_id).order_by(ReproductionRun.id)
+        return list(self.session.scalars(query))
+
+    def finish_reproduction(self, reproduction_id: int, status: str, verdicts: list[Any], wall_s: float) -> None:
+        row = self.get(Reproduction, reproduction_id)
+        row.status, row.verdicts, row.wall_s, row.finished_at = status, verdicts, wall_s, utcnow()
+
+    def reproduction_lessons(self, reproduction_id: int) -> list[Lesson]:
+        query = select(Lesson).where(Lesson.reproduction_id == reproduction_id).order_by(Lesson.id)
+        return list(self.session.scalars(query))

@@ -1,0 +1,282 @@
+"""Method cards: a published method's claim and how to check it, as validated YAML data.
+
+Why a card: moving a paper into the system (the AutoModel paper's *paper_auto_train* loop,
+`../shared/specs/agenticrs_architecture.md` §3) needs one description that a person, a rule or an
+LLM can write and that the machinery can run without further decisions: which model with which
+settings, against which baselines, on which data sets, under which protocol (step budget,
+evaluation cadence, patience, seeds) and what the paper says should come out (the claim). A card
+is data, never code: the model is a registered zoo model, or (for an LLM-drafted method) a
+generated module that only ever runs in the sandbox (`agents/paper/sandbox.py`).
+
+Validation is complete before anything trains: an unknown model, data set, model setting or
+training setting is refused with the card's file and the field named (`CardError`). The cards
+of the zoo's methods ship in `cards/` next to this module and are listed by `CARDS`, a
+`runtime.registry.Registry` like every other named thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agenticrs.runtime.registry import Registry
+
+CARD_DIR = Path(__file__).with_name("cards")
+Name = str
+
+
+class CardError(ValueError):
+    """A card that cannot be used; the message names the card (file) and the field."""
+
+
+class Claim(BaseModel):
+    """What the paper says the method achieves, as a comparison we can test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    statement: str = Field(min_length=1, description="the claim in words, with its source")
+    metric: Literal["auc", "logloss"] = Field(default="auc", description="a test-split metric of the reproduction")
+    direction: Literal["higher", "lower"] = Field(
+        default="higher", description="which way of the metric is better (auc: higher; logloss: lower)"
+    )
+    baseline: str = Field(min_length=1, description="the baseline (one of the card's baselines) the claim is against")
+    margin: float = Field(default=0.0, ge=0.0, le=1.0, description="the effect must exceed this (metric units)")
+    reported_effect: float | None = Field(default=None, description="the paper's figure for the effect, where known")
+    reported_dataset: str | None = Field(default=None, description="the data set of the paper's figure")
+    reported_note: str = Field(default="", description="where the figure comes from, how reliable it is")
+
+
+class Arm(BaseModel):
+    """A model with its settings: the method itself or a baseline.
+
+    `name` is a registered zoo model; `code` (a generated module, a file path relative to the
+    card) makes it a sandboxed model whose name is checked by the sandbox's contract run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(min_length=1, max_length=80)
+    params: dict[str, Any] = Field(default_factory=dict, description="model hyper-parameters (the model's config)")
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings of this arm (TrainConfig)")
+    code: str | None = Field(default=None, description="a generated model module (runs in the sandbox only)")
+
+    def merged(self, other: ArmSettings | None) -> Arm:
+        """This arm with a data set's settings for it laid over (params and train, key by key)."""
+        if other is None:
+            return self
+        return self.model_copy(update={"params": {**self.params, **other.params}, "train": {**self.train, **other.train}})
+
+
+class ArmSettings(BaseModel):
+    """One data set's settings for an arm (e.g. the CPU-sized MGDIN chosen on Frappe's validation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class Protocol(BaseModel):
+    """How every arm trains on one data set: the same budget, cadence and patience for all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_budget: int = Field(default=1000, ge=1, le=10_000_000, description="optimiser steps (train.max_steps)")
+    eval_every_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    patience: int = Field(default=4, ge=1, le=1000, description="evaluations without improvement before stopping")
+    split: Literal["canonical"] = Field(
+        default="canonical", description="the data set's own train / valid / test split, the incumbent's too"
+    )
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings shared by every arm")
+
+    def train_settings(self) -> dict[str, Any]:
+        out = {"max_steps": self.step_budget, "patience": self.patience, **self.train}
+        if self.eval_every_steps is not None:
+            out["eval_every_steps"] = self.eval_every_steps
+        return out
+
+
+class Trial(BaseModel):
+    """One data set of a card, with its protocol and per-arm settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(min_length=1, description="a registered data set")
+    protocol: Protocol = Field(default_factory=Protocol)
+    settings: dict[str, ArmSettings] = Field(default_factory=dict, description="arm name -> its settings here")
+    expected: Literal["holds", "not shown", "contradicted"] | None = Field(
+        default=None, description="the verdict our own benchmark tables give (README), where known"
+    )
+
+
+class MethodCard(BaseModel):
+    """A method, its claim, and the protocol that checks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    title: str = ""
+    paper: str = Field(default="", description="citation (arXiv id)")
+    source: str = Field(default="", description="where the claim was read (a spec file, an abstract)")
+    task: Literal["ctr"] = "ctr"
+    claim: Claim
+    model: Arm
+    baselines: list[Arm] = Field(min_length=1)
+    datasets: list[Trial] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=100)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or any(s < 0 or s >= 2**32 for s in seeds):
+            raise ValueError(f"seeds must be distinct integers in [0, 2^32), got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MethodCard:
+        names = [a.name for a in self.arms()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model and baselines must be distinct models, got {names}")
+        if self.claim.baseline not in names[1:]:
+            raise ValueError(f"claim.baseline '{self.claim.baseline}' is not one of the baselines {names[1:]}")
+        for i, trial in enumerate(self.datasets):
+            unknown = sorted(set(trial.settings) - set(names))
+            if unknown:
+                raise ValueError(f"datasets.{i}.settings names {unknown}, which are not arms of the card ({names})")
+        return self
+
+    def arms(self) -> list[Arm]:
+        """The method first, then the baselines."""
+        return [self.model, *self.baselines]
+
+    def arm(self, name: str, trial: Trial) -> Arm:
+        base = next(a for a in self.arms() if a.name == name)
+        return base.merged(trial.settings.get(name))
+
+    def trial(self, dataset: str) -> Trial:
+        for trial in self.datasets:
+            if trial.dataset == dataset:
+                return trial
+        raise CardError(f"card '{self.name}' has no data set '{dataset}'; it has {[t.dataset for t in self.datasets]}")
+
+    def content_hash(self) -> str:
+        """SHA-256 of the card's canonical JSON (what a reproduction is keyed by)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def protocol_hash(self) -> str:
+        """SHA-256 of what decides the trainings (name, arms, data sets with protocols and settings,
+        seeds), not of the claim or the README's expectation: editing those re-judges the same runs."""
+        data = self.model_dump(mode="json", include={"name", "model", "baselines", "datasets", "seeds"})
+        for trial in data["datasets"]:
+            trial.pop("expected", None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+# -- validation against the zoo and the data registry -------------------------------------------------
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(map(str, first["loc"]))
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    got = f" (got {first['input']!r:.60})" if first["type"] != "missing" and first["loc"] else ""
+    return f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}{got}{more}"
+
+
+def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> MethodCard:
+    """Refuse (CardError naming `where` and the field) what the zoo or the data registry cannot run:
+    an unknown model, an invalid model setting, an unknown training setting, an unknown data set."""
+    from agenticrs.data.registry import DATASETS
+    from agenticrs.models.base import list_models, make_config
+    from agenticrs.train.config import TrainConfig
+
+    known_models = list_models()
+    fields = [("model", card.model)] + [(f"baselines.{i}", a) for i, a in enumerate(card.baselines)]
+    for field, arm in fields:
+        if arm.code is not None:
+            path = (base_dir or Path.cwd()) / arm.code
+            if not path.is_file():
+                raise CardError(f"{where}: {field}.code: no generated module at {path}")
+            continue
+        if arm.name not in known_models:
+            raise CardError(f"{where}: {field}.name: unknown model '{arm.name}'; known CTR models: {', '.join(known_models)}")
+    for i, trial in enumerate(card.datasets):
+        if trial.dataset not in DATASETS:
+            raise CardError(
+                f"{where}: datasets.{i}.dataset: unknown data set '{trial.dataset}'; known: {', '.join(DATASETS.names())}"
+            )
+        for arm in card.arms():
+            merged = card.arm(arm.name, trial)
+            train = {**trial.protocol.train_settings(), **merged.train}
+            try:
+                TrainConfig.model_validate(train)
+            except ValidationError as exc:
+                raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: train.{_first_error(exc)}") from None
+            if merged.code is None:
+                try:
+                    make_config(merged.name, merged.params)
+                except ValueError as exc:
+                    raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: params: {exc}") from None
+    return card
+
+
+def parse_card(raw: Any, where: str = "card", base_dir: Path | None = None) -> MethodCard:
+    """A validated card from parsed YAML/JSON data (a proposal from anywhere: a file, an LLM)."""
+    if not isinstance(raw, dict):
+        raise CardError(f"{where}: a method card is a mapping, got {type(raw).__name__}")
+    try:
+        card = MethodCard.model_validate(raw)
+    except ValidationError as exc:
+        raise CardError(f"{where}: {_first_error(exc)}") from None
+    card = check_card(card, where, base_dir)
+    return _with_absolute_code(card, base_dir or Path.cwd())
+
+
+def _with_absolute_code(card: MethodCard, base_dir: Path) -> MethodCard:
+    """Generated modules located relative to the card's folder, so the card runs from anywhere."""
+
+    def fix(arm: Arm) -> Arm:
+        return arm if arm.code is None else arm.model_copy(update={"code": str((base_dir / arm.code).resolve())})
+
+    return card.model_copy(update={"model": fix(card.model), "baselines": [fix(b) for b in card.baselines]})
+
+
+def load_card(path: str | Path) -> MethodCard:
+    """Read and validate a card file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CardError(f"cannot read the card {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_card(raw, str(path), path.parent)
+
+
+def _load_shipped() -> None:
+    for path in sorted(CARD_DIR.glob("*.yaml")):
+        CARDS.register(path.stem, path)
+
+
+# The cards that ship with the package, by name -> file (validated when loaded: `resolve_card`).
+CARDS: Registry[Path] = Registry("method card", loader=_load_shipped)
+
+
+def resolve_card(name_or_path: str | Path) -> MethodCard:
+    """A shipped card by name, or a card file by path."""
+    text = str(name_or_path)
+    if text in CARDS:
+        return load_card(CARDS[text])
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_card(path)
+    raise CardError(f"no method card '{text}': not a file, and not a shipped card ({', '.join(CARDS.names())})")

@@ -1,0 +1,295 @@
+"""Reproduce a method card: train its arms over its seeds and data sets, decide whether the claim holds.
+
+Why this shape: a paper's claim is only as good as the comparison behind it, so a reproduction
+trains the method and every baseline through the one training path (`train.workflow.train_run`,
+the engine the README's benchmarks use) on the data set's canonical split (the incumbent's), with
+the same seeds for every arm, the card's protocol (one step budget, cadence and patience for all)
+and each arm's settings from the card. The verdict is the paired comparison on the test split
+(`verdict.paired_effect`).
+
+Everything goes to the knowledge layer as it happens: the reproduction (card, options), one
+`reproduction_runs` row per (data set, arm, seed) with its config, metrics and run directory,
+the verdicts, and lessons for what failed (a data set that is absent, a training that raised)
+and for claims that did not hold. A reproduction is keyed by the card's hash and its options, so
+running it again resumes: finished runs are read back, never retrained; a run that was in
+progress when the process died is redone.
+
+A generated model (`Arm.code`, an LLM-drafted module) never trains in this process: its arm
+goes through the sandbox (`agents/paper/sandbox.py`), which runs the model contract first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agenticrs.agents.knowledge.store import KnowledgeStore
+from agenticrs.agents.paper.card import Arm, CardError, MethodCard, Trial
+from agenticrs.agents.paper.verdict import paired_effect
+
+TEST_METRICS = ["auc", "logloss"]  # what the README's tables report, on the test split
+
+
+class ReproduceOptions(BaseModel):
+    """What a reproduction runs beyond the card (part of its key, so a change is a new reproduction)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: int | None = Field(default=None, ge=1, description="the card's first N seeds (default: all)")
+    step_budget: int | None = Field(default=None, ge=1, description="replace every protocol's step budget")
+    datasets: list[str] | None = Field(
+        default=None, description="run these data sets only; one the card lacks runs under `protocol_of`'s protocol"
+    )
+    protocol_of: str | None = Field(default=None, description="the card data set whose protocol a new data set uses")
+    level: float = Field(default=0.95, gt=0.0, lt=1.0, description="confidence level of the paired interval")
+
+    def key(self, card: MethodCard) -> str:
+        text = json.dumps({"card": card.protocol_hash(), "options": self.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class ArmResult:
+    """What one trained arm gives the comparison (test metrics) and the record (the rest)."""
+
+    metrics: dict[str, Any]
+    run_path: str | None = None  # the run directory (its config.yaml is the effective config)
+
+
+# (card, trial, arm, seed, runs_dir, cache_dir) -> ArmResult; raising means the run failed
+TrainArm = Callable[[MethodCard, Trial, Arm, int, Path, Path | None], ArmResult]
+
+
+def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
+    """The run config (as data) of one arm and seed under the trial's protocol."""
+    train = {**trial.protocol.train_settings(), **arm.train, "seed": seed}
+    return {"dataset": trial.dataset, "model": arm.name, "model_params": dict(arm.params), "train": train,
+            "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
+
+
+def shared_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
+    """The run config without its name: what makes two cards' runs the same run (the incumbent
+    DeepFM of every card on Frappe trains once; the others read its row back)."""
+    config = run_config(card, trial, arm, seed)
+    config.pop("name")
+    if arm.code is not None:  # the module's content, not its path, makes it the same run
+        config["code_sha256"] = hashlib.sha256(Path(arm.code).read_bytes()).hexdigest()
+    return config
+
+
+_DATA_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def _data(dataset: str, cache_dir: Path | None) -> Any:
+    """The processed data set, loaded once per process (every arm and seed shares it)."""
+    from agenticrs.train.workflow import load_data
+
+    key = (dataset, str(cache_dir))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one data set in memory at a time
+        _DATA_CACHE[key] = load_data(dataset, cache_dir)
+    return _DATA_CACHE[key]
+
+
+def train_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path, cache_dir: Path | None) -> ArmResult:
+    """Train one arm with one seed through the one training path; its test metrics."""
+    raw = run_config(card, trial, arm, seed)
+    if arm.code is not None:
+        from agenticrs.agents.paper.sandbox import train_generated
+
+        return train_generated(arm, raw, runs_dir, cache_dir)
+    from agenticrs.train.config import RunConfig
+    from agenticrs.train.ctr import evaluate
+    from agenticrs.train.workflow import train_run
+
+    config = RunConfig.model_validate(raw)
+    data = _data(trial.dataset, cache_dir)
+    trained = train_run(config, runs_dir, cache_dir, data=data)
+    test = data.splits.get("test") or data.splits["valid"]
+    metrics, _ = evaluate(trained.model, test, TEST_METRICS, config.train.eval_batch_size)
+    result = trained.result
+    metrics.update({"valid_auc": result.valid.get("auc"), "stopped_by": result.stopped_by, "steps": result.steps,
+                    "best_step": result.best_step})  # fmt: skip
+    return ArmResult(metrics=metrics, run_path=str(trained.run.folder))
+
+
+def plan_trials(card: MethodCard, options: ReproduceOptions) -> list[Trial]:
+    """The card's trials, restricted or extended by the options (budget replaced where asked)."""
+    from agenticrs.data.registry import DATASETS
+
+    trials = list(card.datasets)
+    if options.datasets:
+        chosen = []
+        template = card.trial(options.protocol_of) if options.protocol_of else card.datasets[0]
+        for name in options.datasets:
+            if any(t.dataset == name for t in card.datasets):
+                chosen.append(card.trial(name))
+            elif name in DATASETS:  # the card's claim checked on another data set, under a card protocol
+                chosen.append(template.model_copy(update={"dataset": name, "expected": None}))
+            else:
+                raise CardError(f"unknown data set '{name}'; known: {', '.join(DATASETS.names())}")
+        trials = chosen
+    if options.step_budget is not None:
+        trials = [t.model_copy(update={"protocol": t.protocol.model_copy(update={"step_budget": options.step_budget})})
+                  for t in trials]  # fmt: skip
+    return trials
+
+
+def _available(dataset: str) -> str | None:
+    """None when the data set can be read here, else why not."""
+    from agenticrs.data.registry import DATASETS
+
+    entry = DATASETS[dataset]
+    if entry.available():
+        return None
+    return f"data set '{dataset}' is absent here (needs {entry.location() or entry.requires})"
+
+
+@dataclass
+class ReproductionResult:
+    reproduction_id: int
+    card: MethodCard
+    verdicts: list[dict[str, Any]]
+    trained: int  # runs trained by this call (0 when everything was already recorded)
+    reused: int  # runs read back from the knowledge layer
+    failed: int
+    wall_s: float  # training seconds over every run of the reproduction (resumed ones included)
+    lessons: list[str]
+
+
+def _verdicts(card: MethodCard, trials: list[Trial], runs: dict[tuple[str, str, int], dict[str, Any]],
+              seeds: list[int], level: float, skipped: dict[str, str]) -> list[dict[str, Any]]:  # fmt: skip
+    claim = card.claim
+    out = []
+    for trial in trials:
+        for baseline in card.baselines:
+            row: dict[str, Any] = {
+                "dataset": trial.dataset, "method": card.model.name, "baseline": baseline.name,
+                "claim": baseline.name == claim.baseline, "metric": claim.metric, "expected": trial.expected,
+                "reported_effect": claim.reported_effect, "reported_dataset": claim.reported_dataset,
+            }  # fmt: skip
+            if trial.dataset in skipped:
+                out.append({**row, "verdict": "skipped", "reason": skipped[trial.dataset], "n": 0})
+                continue
+            arms = (card.model.name, baseline.name)
+            paired = [s for s in seeds if all((trial.dataset, a, s) in runs for a in arms)]
+            if not paired:
+                out.append({**row, "verdict": "failed", "reason": "no seed finished for both arms", "n": 0})
+                continue
+            method = [runs[(trial.dataset, card.model.name, s)][claim.metric] for s in paired]
+            base = [runs[(trial.dataset, baseline.name, s)][claim.metric] for s in paired]
+            effect = paired_effect(method, base, claim.direction, claim.margin, level)
+            row.update(effect.as_dict())
+            row["seeds"] = paired
+            row["agrees"] = None if trial.expected is None else effect.verdict == trial.expected
+            out.append(row)
+    return out
+
+
+def _recorded_metrics(tx: Any, repro_id: int, dataset: str, arm: Arm, seed: int, role: str,
+                      requested: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The metrics of this run if it finished before: in this reproduction (resume), or with the
+    same config in another card's (the shared incumbent; recorded here as a copy). None: train it."""
+    done = tx.reproduction_run(repro_id, dataset, arm.name, seed)
+    if done is not None and done.status == "done":
+        return dict(done.metrics)
+    same = None if arm.code else tx.finished_reproduction_run(dataset, arm.name, seed, requested)
+    if same is None:
+        return None
+    metrics = {**same.metrics, "shared_from_reproduction": same.reproduction_id}
+    row = tx.start_reproduction_run(repro_id, dataset, arm.name, seed, role=role, config=requested)
+    tx.finish_reproduction_run(row.id, "done", metrics=metrics, run_path=same.run_path, cost_s=same.cost_s)
+    return metrics
+
+
+def reproduce(
+    card: MethodCard,
+    store: KnowledgeStore,
+    runs_dir: str | Path = "runs",
+    cache_dir: str | Path | None = None,
+    options: ReproduceOptions | None = None,
+    trainer: TrainArm = train_arm,
+    on_event: Callable[[str], None] = lambda _text: None,
+) -> ReproductionResult:
+    """Run (or resume) the card's protocol and record everything; returns the verdicts."""
+    options = options or ReproduceOptions()
+    trials = plan_trials(card, options)
+    seeds = card.seeds[: options.seeds] if options.seeds else list(card.seeds)
+    runs_dir = Path(runs_dir) / "reproduce" / card.name
+    cache = Path(cache_dir) if cache_dir is not None else None
+    with store.transaction() as tx:
+        repro, created = tx.reproduction(
+            options.key(card), card_name=card.name, card_hash=card.content_hash(), card=card.model_dump(mode="json"),
+            options=options.model_dump(mode="json"),
+        )  # fmt: skip
+        repro_id, was_finished = repro.id, repro.status == "finished"
+        if not created:  # the claim or the expectation may have been edited: the record shows the card as run now
+            repro.status, repro.card, repro.card_hash = "running", card.model_dump(mode="json"), card.content_hash()
+    on_event(f"reproduction {repro_id} of card '{card.name}' ({'new' if created else 'resumed'})")
+    lessons: list[str] = []
+
+    def lesson(text: str, scope: str = "reproduction") -> None:
+        lessons.append(text)
+        with store.transaction() as tx:
+            tx.add_lesson(scope, text, reproduction_id=repro_id)
+
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    trained = reused = failed = 0
+    for trial in trials:
+        reason = _available(trial.dataset)
+        if reason is not None:
+            skipped[trial.dataset] = reason
+            on_event(f"  {trial.dataset}: skipped, {reason}")
+            if not was_finished:
+                lesson(f"card {card.name}: {reason}; its trial was skipped")
+            continue
+        for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
+            for role, base_arm in [("method", card.model)] + [("baseline", b) for b in card.baselines]:
+                arm = card.arm(base_arm.name, trial)
+                requested = shared_config(card, trial, arm, seed)
+                with store.transaction() as tx:
+                    recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
+                    if recorded is not None:
+                        results[(trial.dataset, arm.name, seed)] = recorded
+                        reused += 1
+                        continue
+                    run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested).id
+                started = time.perf_counter()
+                try:
+                    outcome = trainer(card, trial, arm, seed, runs_dir, cache)
+                except Exception as exc:  # a failed run is a recorded lesson, not the end of the reproduction
+                    message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+                    with store.transaction() as tx:
+                        tx.finish_reproduction_run(run_id, "failed", error=message, cost_s=time.perf_counter() - started)
+                    lesson(f"card {card.name}: {arm.name} on {trial.dataset} (seed {seed}) failed: {message}")
+                    on_event(f"  {trial.dataset} {arm.name} seed {seed}: failed, {message}")
+                    failed += 1
+                    continue
+                cost = time.perf_counter() - started
+                with store.transaction() as tx:
+                    tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path, cost_s=cost)
+                results[(trial.dataset, arm.name, seed)] = outcome.metrics
+                trained += 1
+                shown = card.claim.metric
+                on_event(f"  {trial.dataset} {arm.name} seed {seed}: {shown} {outcome.metrics.get(shown, float('nan')):.4f} "
+                         f"({cost:.1f} s, stopped by {outcome.metrics.get('stopped_by', '?')})")  # fmt: skip
+    verdicts = _verdicts(card, trials, results, seeds, options.level, skipped)
+    with store.transaction() as tx:
+        wall = sum(r.cost_s or 0.0 for r in tx.reproduction_runs(repro_id) if r.status == "done")
+        status = "finished" if failed == 0 else "failed"
+        tx.finish_reproduction(repro_id, status, verdicts, wall)
+    if not was_finished:
+        for v in verdicts:
+            if v["claim"] and v["verdict"] in ("not shown", "contradicted"):
+                seeds_text = f"{v['n']} seed{'s' if v['n'] != 1 else ''}"
+                lesson(f"card {card.name}: the claim '{card.claim.statement}' is {v['verdict']} on {v['dataset']} "
+                       f"against {v['baseline']} (effect {v['mean']:+.4f}, {seeds_text})")
+    return ReproductionResult(repro_id, card, verdicts, trained, reused, failed, wall, lessons)

@@ -1,0 +1,94 @@
+"""Method cards: the shipped cards validate; a card naming an unknown model, data set or setting is
+refused with the file and the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agenticrs.agents.paper.card import CARDS, CardError, MethodCard, load_card, parse_card, resolve_card
+from agenticrs.runtime.registry import Registry
+
+SEED_METHODS = {"mgdin", "cdnet", "ssr", "sort"}
+
+
+def minimal(**changes) -> dict:
+    card = {
+        "name": "toy", "claim": {"statement": "beats LR", "baseline": "lr"},
+        "model": {"name": "deepfm"}, "baselines": [{"name": "lr"}],
+        "datasets": [{"dataset": "synthetic-tiny", "protocol": {"step_budget": 4}}], "seeds": [1, 2],
+    }  # fmt: skip
+    card.update(changes)
+    return card
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_seed_methods_cards_ship_in_the_one_registry_and_validate():
+    assert isinstance(CARDS, Registry)
+    assert SEED_METHODS <= set(CARDS.names())
+    for name in CARDS.names():
+        card = resolve_card(name)
+        assert card.name == name and card.claim.baseline == "deepfm"
+        assert all(t.expected in ("holds", "not shown", "contradicted") for t in card.datasets)
+
+
+def test_mgdin_card_carries_the_benchmark_settings_of_frappe():
+    card = resolve_card("mgdin")
+    frappe = card.trial("frappe")
+    assert frappe.protocol.train_settings() == {"max_steps": 1100, "patience": 4, "eval_every_steps": 22,
+                                                "embedding_l2": 0.2, "lr_decay_patience": 2, "num_threads": 1}  # fmt: skip
+    assert card.arm("mgdin", frappe).params == {"token_dim": 32, "num_layers": 3, "batch_norm": True}
+    assert card.arm("deepfm", frappe).params == {}
+
+
+def test_a_card_file_round_trips_and_its_hash_is_stable(tmp_path):
+    card = load_card(write(tmp_path, minimal()))
+    again = MethodCard.model_validate(yaml.safe_load(card.to_yaml()))
+    assert again == card and again.content_hash() == card.content_hash()
+    assert load_card(write(tmp_path, minimal(seeds=[1, 3]))).content_hash() != card.content_hash()
+    reworded = load_card(write(tmp_path, minimal(claim={"statement": "DeepFM is better", "baseline": "lr"})))
+    assert reworded.content_hash() != card.content_hash() and reworded.protocol_hash() == card.protocol_hash()
+    assert load_card(write(tmp_path, minimal(seeds=[1, 3]))).protocol_hash() != card.protocol_hash()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": {"name": "deepfmm"}}, r"card\.yaml: model\.name: unknown model 'deepfmm'; known CTR models: .*deepfm"),
+        ({"baselines": [{"name": "lr"}, {"name": "nope"}]}, r"baselines\.1\.name: unknown model 'nope'"),
+        ({"datasets": [{"dataset": "frappee"}]}, r"datasets\.0\.dataset: unknown data set 'frappee'; known: .*frappe"),
+        ({"model": {"name": "deepfm", "params": {"hiden_units": [8]}}},
+         r"datasets\.0 \(synthetic-tiny\), arm deepfm: params: invalid config for model 'deepfm': hiden_units"),
+        ({"model": {"name": "deepfm", "train": {"learning_rate": -1}}},
+         r"arm deepfm: train\.learning_rate: Input should be greater than 0"),
+        ({"claim": {"statement": "x", "baseline": "dcnv2"}}, r"claim\.baseline 'dcnv2' is not one of the baselines \['lr'\]"),
+        ({"seeds": [1, 1]}, r"seeds: .*distinct"),
+        ({"modell": {"name": "deepfm"}}, r"modell: Extra inputs are not permitted"),
+        ({"baselines": [{"name": "deepfm"}]}, r"model and baselines must be distinct"),
+    ],
+)
+def test_a_bad_card_is_refused_naming_the_file_and_the_field(tmp_path, changes, message):
+    path = write(tmp_path, minimal(**changes))
+    with pytest.raises(CardError, match=message) as info:
+        load_card(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_generated_model_needs_its_module_file(tmp_path):
+    with pytest.raises(CardError, match=r"model\.code: no generated module at .*mynet\.py"):
+        parse_card(minimal(model={"name": "mynet", "code": "mynet.py"}), "draft", tmp_path)
+    (tmp_path / "mynet.py").write_text("# never imported here\n")
+    card = parse_card(minimal(model={"name": "mynet", "code": "mynet.py"}), "draft", tmp_path)
+    assert card.model.code == str(tmp_path / "mynet.py")  # resolved against the card's folder
+
+
+def test_resolve_card_says_which_cards_exist():
+    with pytest.raises(CardError, match="no method card 'nope'.*mgdin"):
+        resolve_card("nope")
