@@ -594,12 +594,7 @@ class FeatureEncoder:
             index = np.fromiter((lookup.get(v, -1) for v in values.to_pylist()), np.int64, count=len(values))
         else:
             index = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
-        ids = index.astype(np.int64) + NUM_RESERVED
-        ids[index < 0] = OOV_INDEX
-        ids[index >= len(state.vocab)] = MISSING_INDEX
-        if values.null_count:
-            ids[pc.is_null(values).to_numpy(zero_copy_only=False)] = MISSING_INDEX
-        return ids.astype(np.int32)
+        return self._ids_at(index, values, owner)
 
     def _encode_integers(self, values: pa.Array, owner: str) -> np.ndarray:
         """`encode_values` of an integer column by a sorted search over the integer tokens of the
@@ -615,7 +610,12 @@ class FeatureEncoder:
             index = np.where(keys[at] == numbers, positions[at], -1)
         else:
             index = np.full(len(numbers), -1, np.int64)
-        ids = index + NUM_RESERVED
+        return self._ids_at(index, values, owner)
+
+    def _ids_at(self, index: np.ndarray, values: pa.Array, owner: str) -> np.ndarray:
+        """Ids from positions in the value set (-1: not in it): vocab positions are shifted past
+        the reserved ids, unseen values are OOV, null tokens (after the vocab) and nulls missing."""
+        ids = index.astype(np.int64) + NUM_RESERVED
         ids[index < 0] = OOV_INDEX
         ids[index >= len(self.categorical[owner].vocab)] = MISSING_INDEX
         if values.null_count:
