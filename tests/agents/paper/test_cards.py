@@ -63,7 +63,7 @@ def test_a_card_file_round_trips_and_its_hash_is_stable(tmp_path):
     [
         ({"model": {"name": "deepfmm"}}, r"card\.yaml: model\.name: unknown model 'deepfmm'; known CTR models: .*deepfm"),
         ({"baselines": [{"name": "lr"}, {"name": "nope"}]}, r"baselines\.1\.name: unknown model 'nope'"),
-        ({"datasets": [{"dataset": "frappee"}]}, r"datasets\.0\.dataset: unknown data set 'frappee'; known: .*frappe"),
+        ({"datasets": [{"dataset": "frappee"}]}, r"datasets\.0\.dataset: unknown data set 'frappee'; known ctr data sets: .*frappe"),
         ({"model": {"name": "deepfm", "params": {"hiden_units": [8]}}},
          r"datasets\.0 \(synthetic-tiny\), arm deepfm: params: invalid config for model 'deepfm': hiden_units"),
         ({"model": {"name": "deepfm", "train": {"learning_rate": -1}}},

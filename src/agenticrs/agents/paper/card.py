@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,9 +42,13 @@ class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     statement: str = Field(min_length=1, description="the claim in words, with its source")
-    metric: Literal["auc", "logloss"] = Field(default="auc", description="a test-split metric of the reproduction")
-    direction: Literal["higher", "lower"] = Field(
-        default="higher", description="which way of the metric is better (auc: higher; logloss: lower)"
+    metric: str = Field(
+        default="auc",
+        description="a test-split metric of the reproduction, by its name in the metrics registry "
+        "(auc, logloss, ctcvr_auc, cvr_auc, ndcg@10, recall@10, ...); the task says which ones it reports",
+    )
+    direction: Literal["higher", "lower"] | None = Field(
+        default=None, description="which way of the metric is better (default: the metric's own; a contrary value is refused)"
     )
     baseline: str = Field(min_length=1, description="the baseline (one of the card's baselines) the claim is against")
     margin: float = Field(default=0.0, ge=0.0, le=1.0, description="the effect must exceed this (metric units)")
@@ -50,25 +56,55 @@ class Claim(BaseModel):
     reported_dataset: str | None = Field(default=None, description="the data set of the paper's figure")
     reported_note: str = Field(default="", description="where the figure comes from, how reliable it is")
 
+    @model_validator(mode="after")
+    def _known_metric(self) -> Claim:
+        from agenticrs.train.metrics import metric_spec
+
+        try:
+            metric, _ = metric_spec(self.metric)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"metric: {exc.args[0] if exc.args else exc}") from None
+        own = "higher" if metric.higher_is_better else "lower"
+        if self.direction is None:
+            self.direction = own
+        elif self.direction != own:
+            raise ValueError(f"direction: '{self.metric}' is better {own}, not {self.direction}")
+        return self
+
 
 class Arm(BaseModel):
     """A model with its settings: the method itself or a baseline.
 
-    `name` is a registered zoo model; `code` (a generated module, a file path relative to the
-    card) makes it a sandboxed model whose name is checked by the sandbox's contract run."""
+    `name` names the arm in the card and in every record; the arm trains `model` (default: its
+    name), a registered zoo model, or for a `streaming` card a streaming method. Naming the model
+    separately lets one model be two arms with different settings (MMoE with one expert is the
+    shared-bottom baseline). `code` (a generated module, a file path relative to the card) makes
+    it a sandboxed model whose name is checked by the sandbox's contract run."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: Name = Field(min_length=1, max_length=80)
+    model: Name | None = Field(default=None, min_length=1, max_length=80, description="the model it trains (default: name)")
     params: dict[str, Any] = Field(default_factory=dict, description="model hyper-parameters (the model's config)")
     train: dict[str, Any] = Field(default_factory=dict, description="training settings of this arm (TrainConfig)")
+    tokenizer: dict[str, Any] = Field(
+        default_factory=dict,
+        description="sequential cards: semantic-ID settings of a model that decodes them; "
+        "`collaborative_arm: NAME` builds them on the item table of that arm's run of the same seed",
+    )
     code: str | None = Field(default=None, description="a generated model module (runs in the sandbox only)")
+
+    @property
+    def model_name(self) -> str:
+        """The registered model (or streaming method) this arm trains."""
+        return self.model or self.name
 
     def merged(self, other: ArmSettings | None) -> Arm:
         """This arm with a data set's settings for it laid over (params and train, key by key)."""
         if other is None:
             return self
-        return self.model_copy(update={"params": {**self.params, **other.params}, "train": {**self.train, **other.train}})
+        return self.model_copy(update={"params": {**self.params, **other.params}, "train": {**self.train, **other.train},
+                                       "tokenizer": {**self.tokenizer, **other.tokenizer}})  # fmt: skip
 
 
 class ArmSettings(BaseModel):
@@ -78,6 +114,7 @@ class ArmSettings(BaseModel):
 
     params: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
 
 
 class Protocol(BaseModel):
@@ -122,7 +159,12 @@ class MethodCard(BaseModel):
     title: str = ""
     paper: str = Field(default="", description="citation (arXiv id)")
     source: str = Field(default="", description="where the claim was read (a spec file, an abstract)")
-    task: Literal["ctr"] = "ctr"
+    task: Literal["ctr", "sequential", "streaming"] = Field(
+        default="ctr",
+        description="ctr: click / multi-task models on a CTR data set (auc, logloss, ctcvr_auc, ...); sequential: "
+        "next-item models on a sequence data set (recall@K, ndcg@K); streaming: delayed-feedback methods on a "
+        "click stream (auc, logloss over the stream's windows)",
+    )
     claim: Claim
     model: Arm
     baselines: list[Arm] = Field(min_length=1)
@@ -140,7 +182,7 @@ class MethodCard(BaseModel):
     def _consistent(self) -> MethodCard:
         names = [a.name for a in self.arms()]
         if len(set(names)) != len(names):
-            raise ValueError(f"model and baselines must be distinct models, got {names}")
+            raise ValueError(f"model and baselines must be distinct arms (names), got {names}")
         if self.claim.baseline not in names[1:]:
             raise ValueError(f"claim.baseline '{self.claim.baseline}' is not one of the baselines {names[1:]}")
         for i, trial in enumerate(self.datasets):
@@ -194,39 +236,163 @@ def _first_error(exc: ValidationError) -> str:
 
 def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> MethodCard:
     """Refuse (CardError naming `where` and the field) what the zoo or the data registry cannot run:
-    an unknown model, an invalid model setting, an unknown training setting, an unknown data set."""
-    from agenticrs.data.registry import DATASETS
-    from agenticrs.models.base import list_models, make_config
-    from agenticrs.train.config import TrainConfig
-
-    known_models = list_models()
+    an unknown model, an invalid model setting, an unknown training setting, an unknown data set,
+    a metric the task does not report. What is known depends on the card's task (`TASKS`)."""
+    task = TASKS[card.task]
+    if not task.reports(card.claim.metric):
+        raise CardError(f"{where}: claim.metric: a {card.task} reproduction does not report '{card.claim.metric}'; "
+                        f"it reports {task.metrics_text}")  # fmt: skip
+    arm_names = [a.name for a in card.arms()]
     fields = [("model", card.model)] + [(f"baselines.{i}", a) for i, a in enumerate(card.baselines)]
     for field, arm in fields:
         if arm.code is not None:
+            if card.task != "ctr":
+                raise CardError(f"{where}: {field}.code: generated modules are CTR models; this card's task is {card.task}")
             path = (base_dir or Path.cwd()) / arm.code
             if not path.is_file():
                 raise CardError(f"{where}: {field}.code: no generated module at {path}")
             continue
-        if arm.name not in known_models:
-            raise CardError(f"{where}: {field}.name: unknown model '{arm.name}'; known CTR models: {', '.join(known_models)}")
+        known = task.models()
+        if arm.model_name not in known:
+            key = "model" if arm.model else "name"
+            noun = task.model_kind.rsplit(" ", 1)[-1]
+            raise CardError(f"{where}: {field}.{key}: unknown {noun} '{arm.model_name}'; "
+                            f"known {task.model_kind}s: {', '.join(known)}")  # fmt: skip
+        if arm.tokenizer and card.task != "sequential":
+            raise CardError(f"{where}: {field}.tokenizer: only sequential cards have semantic-ID settings")
+        source = arm.tokenizer.get("collaborative_arm")
+        if source is not None and (source not in arm_names or source == arm.name):
+            raise CardError(f"{where}: {field}.tokenizer.collaborative_arm: '{source}' is not another arm of the card "
+                            f"({arm_names})")  # fmt: skip
     for i, trial in enumerate(card.datasets):
-        if trial.dataset not in DATASETS:
+        known_data = task.datasets()
+        if trial.dataset not in known_data:
             raise CardError(
-                f"{where}: datasets.{i}.dataset: unknown data set '{trial.dataset}'; known: {', '.join(DATASETS.names())}"
+                f"{where}: datasets.{i}.dataset: unknown data set '{trial.dataset}'; "
+                f"known {card.task} data sets: {', '.join(known_data)}"
             )
         for arm in card.arms():
             merged = card.arm(arm.name, trial)
             train = {**trial.protocol.train_settings(), **merged.train}
             try:
-                TrainConfig.model_validate(train)
+                task.check_train(train)
             except ValidationError as exc:
                 raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: train.{_first_error(exc)}") from None
             if merged.code is None:
                 try:
-                    make_config(merged.name, merged.params)
+                    task.check_params(merged)
+                except ValidationError as exc:
+                    raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: "
+                                    f"params.{_first_error(exc)}") from None  # fmt: skip
                 except ValueError as exc:
                     raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: params: {exc}") from None
     return card
+
+
+@dataclass(frozen=True)
+class CardTask:
+    """What a card of one task may name: its models, data sets, settings and test metrics."""
+
+    model_kind: str
+    models: Callable[[], list[str]]
+    datasets: Callable[[], list[str]]
+    check_train: Callable[[dict[str, Any]], Any]
+    check_params: Callable[[Arm], Any]
+    metrics: tuple[str, ...]  # metric names (a trailing '@' takes any cut-off: 'ndcg@' -> ndcg@10)
+
+    def reports(self, metric: str) -> bool:
+        return metric in self.metrics or any(m.endswith("@") and metric.startswith(m) for m in self.metrics)
+
+    @property
+    def metrics_text(self) -> str:
+        return ", ".join(m + "K" if m.endswith("@") else m for m in self.metrics)
+
+
+def _ctr_models() -> list[str]:
+    from agenticrs.models.base import list_models
+
+    return list_models()
+
+
+def _ctr_datasets() -> list[str]:
+    from agenticrs.data.registry import DATASETS
+
+    return DATASETS.names()
+
+
+def _ctr_train(train: dict[str, Any]) -> Any:
+    from agenticrs.train.config import TrainConfig
+
+    return TrainConfig.model_validate(train)
+
+
+def _ctr_params(arm: Arm) -> Any:
+    from agenticrs.models.base import make_config
+
+    return make_config(arm.model_name, arm.params)
+
+
+def _seq_models() -> list[str]:
+    from agenticrs.gr.zoo import list_sequential_models
+
+    return list_sequential_models()
+
+
+def _seq_datasets() -> list[str]:
+    from agenticrs.gr.sequences import SEQUENCE_DATASETS
+
+    return SEQUENCE_DATASETS.names()
+
+
+def _seq_train(train: dict[str, Any]) -> Any:
+    from agenticrs.gr.train import SequentialTrainConfig
+
+    return SequentialTrainConfig.model_validate(train)
+
+
+def _seq_params(arm: Arm) -> Any:
+    from agenticrs.gr.workflow import TokenizerSettings
+    from agenticrs.gr.zoo import make_sequential_config
+
+    tokenizer = {k: v for k, v in arm.tokenizer.items() if k != "collaborative_arm"}
+    if "collaborative_arm" in arm.tokenizer:  # the arm's run is only known when it has trained
+        tokenizer["source"] = "collaborative"
+    TokenizerSettings.model_validate(tokenizer)
+    return make_sequential_config(arm.model_name, arm.params)
+
+
+def _stream_models() -> list[str]:
+    from agenticrs.train.streaming.methods import METHODS
+
+    return METHODS.names()
+
+
+def _stream_datasets() -> list[str]:
+    from agenticrs.gr.sequences import SEQUENCE_DATASETS
+
+    return [name for name in SEQUENCE_DATASETS.names() if name.startswith("sim-")]
+
+
+def _stream_train(train: dict[str, Any]) -> Any:
+    from agenticrs.train.streaming.protocol import stream_train_defaults
+
+    return stream_train_defaults().model_validate({**stream_train_defaults().model_dump(), **train})
+
+
+def _stream_params(arm: Arm) -> Any:
+    from agenticrs.train.streaming import StreamConfig
+
+    return StreamConfig.model_validate({"input": {"source": "sim-tiny"}, **arm.params, "method": arm.model_name})
+
+
+# The tasks a card can have: what `check_card` validates a card of that task against.
+TASKS: dict[str, CardTask] = {
+    "ctr": CardTask("CTR model", _ctr_models, _ctr_datasets, _ctr_train, _ctr_params,
+                    ("auc", "logloss", "ctr_auc", "cvr_auc", "ctcvr_auc")),
+    "sequential": CardTask("sequential model", _seq_models, _seq_datasets, _seq_train, _seq_params, ("recall@", "ndcg@")),
+    "streaming": CardTask("streaming method", _stream_models, _stream_datasets, _stream_train, _stream_params,
+                          ("auc", "logloss", "ece", "calibration")),
+}  # fmt: skip
 
 
 def parse_card(raw: Any, where: str = "card", base_dir: Path | None = None) -> MethodCard:

@@ -70,7 +70,7 @@ TrainArm = Callable[[MethodCard, Trial, Arm, int, Path, Path | None], ArmResult]
 def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
     """The run config (as data) of one arm and seed under the trial's protocol."""
     train = {**trial.protocol.train_settings(), **arm.train, "seed": seed}
-    return {"dataset": trial.dataset, "model": arm.name, "model_params": dict(arm.params), "train": train,
+    return {"dataset": trial.dataset, "model": arm.model_name, "model_params": dict(arm.params), "train": train,
             "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
 
 
