@@ -119,7 +119,7 @@ def test_verdicts_of_planted_effects_are_recorded_with_lessons_for_claims_that_f
 def test_a_failing_training_and_an_absent_data_set_are_lessons_not_crashes(store, tmp_path, monkeypatch):
     card = parse_card({**TOY, "datasets": [{"dataset": "synthetic-tiny"}, {"dataset": "sim-tiny"}]})
     monkeypatch.setattr(reproduce_module, "_available",
-                        lambda name: "data set 'sim-tiny' is absent here (needs /nowhere)" if name == "sim-tiny" else None)
+                        lambda name, task="ctr": "data set 'sim-tiny' is absent here (needs /nowhere)" if name == "sim-tiny" else None)
 
     def broken_lr(card, trial, arm, seed, runs_dir, cache_dir):
         if arm.name == "lr" and seed == 2:

@@ -122,7 +122,11 @@ class Protocol(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step_budget: int = Field(default=1000, ge=1, le=10_000_000, description="optimiser steps (train.max_steps)")
+    step_budget: int | None = Field(
+        default=1000, ge=1, le=10_000_000,
+        description="optimiser steps (train.max_steps); null: no step cap (a sequential card's arms then need an "
+        "epoch cap, train.epochs). A streaming card's budget is the stream itself and ignores it",
+    )
     eval_every_steps: int | None = Field(default=None, ge=1, le=10_000_000)
     patience: int = Field(default=4, ge=1, le=1000, description="evaluations without improvement before stopping")
     split: Literal["canonical"] = Field(
@@ -131,7 +135,9 @@ class Protocol(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="training settings shared by every arm")
 
     def train_settings(self) -> dict[str, Any]:
-        out = {"max_steps": self.step_budget, "patience": self.patience, **self.train}
+        out = {"patience": self.patience, **self.train}
+        if self.step_budget is not None:
+            out["max_steps"] = self.step_budget
         if self.eval_every_steps is not None:
             out["eval_every_steps"] = self.eval_every_steps
         return out
@@ -198,6 +204,13 @@ class MethodCard(BaseModel):
     def arm(self, name: str, trial: Trial) -> Arm:
         base = next(a for a in self.arms() if a.name == name)
         return base.merged(trial.settings.get(name))
+
+    def train_settings(self, trial: Trial, arm: Arm) -> dict[str, Any]:
+        """The training settings of an arm (with the trial's settings laid over) under the trial's
+        protocol. A streaming run's budget is the stream (its pre-training epochs and one pass per
+        window), so only the protocol's `train` settings apply there."""
+        shared = dict(trial.protocol.train) if self.task == "streaming" else trial.protocol.train_settings()
+        return {**shared, **arm.train}
 
     def trial(self, dataset: str) -> Trial:
         for trial in self.datasets:
@@ -273,7 +286,7 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
             )
         for arm in card.arms():
             merged = card.arm(arm.name, trial)
-            train = {**trial.protocol.train_settings(), **merged.train}
+            train = card.train_settings(trial, merged)
             try:
                 task.check_train(train)
             except ValidationError as exc:

@@ -69,9 +69,12 @@ TrainArm = Callable[[MethodCard, Trial, Arm, int, Path, Path | None], ArmResult]
 
 def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
     """The run config (as data) of one arm and seed under the trial's protocol."""
-    train = {**trial.protocol.train_settings(), **arm.train, "seed": seed}
-    return {"dataset": trial.dataset, "model": arm.model_name, "model_params": dict(arm.params), "train": train,
-            "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
+    train = {**card.train_settings(trial, arm), "seed": seed}
+    config = {"dataset": trial.dataset, "model": arm.model_name, "model_params": dict(arm.params), "train": train,
+              "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
+    if arm.tokenizer:
+        config["tokenizer"] = dict(arm.tokenizer)
+    return config
 
 
 def shared_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
@@ -99,7 +102,13 @@ def _data(dataset: str, cache_dir: Path | None) -> Any:
 
 
 def train_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path, cache_dir: Path | None) -> ArmResult:
-    """Train one arm with one seed through the one training path; its test metrics."""
+    """Train one arm with one seed through the one training path of the card's task; its test metrics."""
+    return TASK_TRAINERS[card.task](card, trial, arm, seed, runs_dir, cache_dir)
+
+
+def train_ctr_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path, cache_dir: Path | None) -> ArmResult:
+    """A CTR (or multi-task) model through `train_run`: test AUC and logloss of its first label, and
+    every test metric the engine computed (a multi-task model's per-task and funnel metrics)."""
     raw = run_config(card, trial, arm, seed)
     if arm.code is not None:
         from agenticrs.agents.paper.sandbox import train_generated
@@ -112,18 +121,87 @@ def train_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Pat
     config = RunConfig.model_validate(raw)
     data = _data(trial.dataset, cache_dir)
     trained = train_run(config, runs_dir, cache_dir, data=data)
-    test = data.splits.get("test") or data.splits["valid"]
-    metrics, _ = evaluate(trained.model, test, TEST_METRICS, config.train.eval_batch_size)
     result = trained.result
+    metrics: dict[str, Any] = dict(result.test or {})
+    if len(getattr(trained.model, "output_labels", None) or ()) <= 1:  # a multi-task model's are the engine's
+        test = data.splits.get("test") or data.splits["valid"]  # means over its tasks (result.test)
+        single, _ = evaluate(trained.model, test, TEST_METRICS, config.train.eval_batch_size)
+        metrics.update(single)
+    _require(metrics, card.claim.metric, arm)
     metrics.update({"valid_auc": result.valid.get("auc"), "stopped_by": result.stopped_by, "steps": result.steps,
                     "best_step": result.best_step})  # fmt: skip
     return ArmResult(metrics=metrics, run_path=str(trained.run.folder))
 
 
+def _require(metrics: dict[str, Any], name: str, arm: Arm) -> None:
+    if metrics.get(name) is None:
+        raise ValueError(f"the run of {arm.name} reports no test '{name}' (it reports {', '.join(sorted(metrics))}); "
+                         f"add it to the arm's train.metrics (a funnel metric also needs train.conversion_labels)")  # fmt: skip
+
+
+def train_sequential_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path,
+                         cache_dir: Path | None) -> ArmResult:  # fmt: skip
+    """A next-item model through the sequential job (the one engine, leave-one-out, full ranking):
+    its test Recall@K / NDCG@K at the best validation step. A model that decodes semantic IDs builds
+    them as the arm's tokenizer says (`collaborative_run`: the item table of another arm's run)."""
+    from agenticrs.data.cache import default_cache_root
+    from agenticrs.gr.sequences import resolve_sequences
+    from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+
+    raw = run_config(card, trial, arm, seed)
+    job = SequentialJob.model_validate(raw)
+    cache = cache_dir or default_cache_root()
+    key = ("sequences", trial.dataset, str(cache))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = resolve_sequences(trial.dataset, cache)
+    folder, result = run_sequential_job(job, runs_dir, cache, data=_DATA_CACHE[key])
+    metrics: dict[str, Any] = {k: float(v) for k, v in (result.test or {}).items()}
+    _require(metrics, card.claim.metric, arm)
+    monitor = job.train.monitor
+    metrics.update({f"valid_{monitor}": result.valid.get(monitor), "stopped_by": result.stopped_by,
+                    "steps": result.steps, "best_step": result.best_step})  # fmt: skip
+    return ArmResult(metrics=metrics, run_path=str(folder))
+
+
+def train_streaming_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path,
+                        cache_dir: Path | None) -> ArmResult:  # fmt: skip
+    """A delayed-feedback method over the simulator's click stream (`run_stream`): its metrics over
+    the stream's windows, weighted by clicks. The seed is the world's and the training's, as
+    `bench/cvr_benchmark.py` does; the click log is built once per (data set, seed)."""
+    from agenticrs.train.run import Run
+    from agenticrs.train.streaming import StreamConfig, load_clicks, run_stream
+    from agenticrs.train.streaming.protocol import stream_train_defaults
+
+    params = dict(arm.params)
+    source = {"source": trial.dataset, "sim_seed": seed, **params.pop("input", {})}
+    train = stream_train_defaults().model_dump(mode="json") | card.train_settings(trial, arm) | {"seed": seed}
+    config = StreamConfig.model_validate({"input": source, "method": arm.model_name, **params, "train": train})
+    key = ("clicks", json.dumps(config.input.model_dump(mode="json"), sort_keys=True), config.pretrain_days)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_clicks(config.input, config.pretrain_days)
+    run = Run.create(runs_dir, f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}")
+    summary = run_stream(config, folder=run.folder, log=_DATA_CACHE[key])
+    metrics: dict[str, Any] = dict(summary["overall"])
+    metrics.update({"stopped_by": summary["stopped_by"], "windows": summary["windows"],
+                    "extra_samples": summary["samples"]["extra_samples"]})  # fmt: skip
+    return ArmResult(metrics=metrics, run_path=str(run.folder))
+
+
+# How each card task trains an arm (`MethodCard.task`).
+TASK_TRAINERS: dict[str, TrainArm] = {
+    "ctr": train_ctr_arm,
+    "sequential": train_sequential_arm,
+    "streaming": train_streaming_arm,
+}
+
+
 def plan_trials(card: MethodCard, options: ReproduceOptions) -> list[Trial]:
     """The card's trials, restricted or extended by the options (budget replaced where asked)."""
-    from agenticrs.data.registry import DATASETS
+    from agenticrs.agents.paper.card import TASKS
 
+    known = TASKS[card.task].datasets()
     trials = list(card.datasets)
     if options.datasets:
         chosen = []
@@ -131,10 +209,10 @@ def plan_trials(card: MethodCard, options: ReproduceOptions) -> list[Trial]:
         for name in options.datasets:
             if any(t.dataset == name for t in card.datasets):
                 chosen.append(card.trial(name))
-            elif name in DATASETS:  # the card's claim checked on another data set, under a card protocol
+            elif name in known:  # the card's claim checked on another data set, under a card protocol
                 chosen.append(template.model_copy(update={"dataset": name, "expected": None}))
             else:
-                raise CardError(f"unknown data set '{name}'; known: {', '.join(DATASETS.names())}")
+                raise CardError(f"unknown {card.task} data set '{name}'; known: {', '.join(known)}")
         trials = chosen
     if options.step_budget is not None:
         trials = [t.model_copy(update={"protocol": t.protocol.model_copy(update={"step_budget": options.step_budget})})
@@ -142,11 +220,12 @@ def plan_trials(card: MethodCard, options: ReproduceOptions) -> list[Trial]:
     return trials
 
 
-def _available(dataset: str) -> str | None:
+def _available(dataset: str, task: str = "ctr") -> str | None:
     """None when the data set can be read here, else why not."""
     from agenticrs.data.registry import DATASETS
+    from agenticrs.gr.sequences import SEQUENCE_DATASETS
 
-    entry = DATASETS[dataset]
+    entry = DATASETS[dataset] if task == "ctr" else SEQUENCE_DATASETS[dataset]
     if entry.available():
         return None
     return f"data set '{dataset}' is absent here (needs {entry.location() or entry.requires})"
@@ -194,19 +273,49 @@ def _verdicts(card: MethodCard, trials: list[Trial], runs: dict[tuple[str, str, 
 
 
 def _recorded_metrics(tx: Any, repro_id: int, dataset: str, arm: Arm, seed: int, role: str,
-                      requested: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
-    """The metrics of this run if it finished before: in this reproduction (resume), or with the
-    same config in another card's (the shared incumbent; recorded here as a copy). None: train it."""
+                      requested: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:  # fmt: skip
+    """The metrics and run directory of this run if it finished before: in this reproduction
+    (resume), or with the same config in another card's (the shared incumbent; recorded here as a
+    copy). None: train it."""
     done = tx.reproduction_run(repro_id, dataset, arm.name, seed)
     if done is not None and done.status == "done":
-        return dict(done.metrics)
+        return dict(done.metrics), done.run_path
     same = None if arm.code else tx.finished_reproduction_run(dataset, arm.name, seed, requested)
     if same is None:
         return None
     metrics = {**same.metrics, "shared_from_reproduction": same.reproduction_id}
     row = tx.start_reproduction_run(repro_id, dataset, arm.name, seed, role=role, config=requested)
     tx.finish_reproduction_run(row.id, "done", metrics=metrics, run_path=same.run_path, cost_s=same.cost_s)
-    return metrics
+    return metrics, same.run_path
+
+
+def arm_order(card: MethodCard, trial: Trial) -> list[tuple[str, Arm]]:
+    """(role, arm with the trial's settings) in training order: the method, then the baselines,
+    except that an arm whose semantic IDs come from another arm's run
+    (`tokenizer.collaborative_arm`) trains after it."""
+    order = [("method", card.arm(card.model.name, trial))] + [("baseline", card.arm(b.name, trial)) for b in card.baselines]
+    for _role, arm in list(order):
+        source = arm.tokenizer.get("collaborative_arm")
+        if source is None:
+            continue
+        mine = next(i for i, (_, a) in enumerate(order) if a.name == arm.name)
+        theirs = next(i for i, (_, a) in enumerate(order) if a.name == source)
+        if theirs > mine:
+            order.insert(theirs, order.pop(mine))
+    return order
+
+
+def _with_source_run(arm: Arm, trial: Trial, seed: int, paths: dict[tuple[str, str, int], str | None]) -> Arm:
+    """The arm with `tokenizer.collaborative_arm` resolved to that arm's run directory (same seed)."""
+    source = arm.tokenizer.get("collaborative_arm")
+    if source is None:
+        return arm
+    path = paths.get((trial.dataset, source, seed))
+    if path is None:
+        raise ValueError(f"{arm.name} builds its semantic IDs on {source}'s item table, and {source}'s run of seed "
+                         f"{seed} on {trial.dataset} did not finish")  # fmt: skip
+    tokenizer = {k: v for k, v in arm.tokenizer.items() if k != "collaborative_arm"}
+    return arm.model_copy(update={"tokenizer": {**tokenizer, "source": "collaborative", "collaborative_run": path}})
 
 
 def reproduce(
@@ -241,10 +350,11 @@ def reproduce(
             tx.add_lesson(scope, text, reproduction_id=repro_id)
 
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    paths: dict[tuple[str, str, int], str | None] = {}
     skipped: dict[str, str] = {}
     trained = reused = failed = 0
     for trial in trials:
-        reason = _available(trial.dataset)
+        reason = _available(trial.dataset, card.task)
         if reason is not None:
             skipped[trial.dataset] = reason
             on_event(f"  {trial.dataset}: skipped, {reason}")
@@ -252,19 +362,18 @@ def reproduce(
                 lesson(f"card {card.name}: {reason}; its trial was skipped")
             continue
         for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
-            for role, base_arm in [("method", card.model)] + [("baseline", b) for b in card.baselines]:
-                arm = card.arm(base_arm.name, trial)
+            for role, arm in arm_order(card, trial):
                 requested = shared_config(card, trial, arm, seed)
                 with store.transaction() as tx:
                     recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
                     if recorded is not None:
-                        results[(trial.dataset, arm.name, seed)] = recorded
+                        results[(trial.dataset, arm.name, seed)], paths[(trial.dataset, arm.name, seed)] = recorded
                         reused += 1
                         continue
                     run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested).id
                 started = time.perf_counter()
                 try:
-                    outcome = trainer(card, trial, arm, seed, runs_dir, cache)
+                    outcome = trainer(card, trial, _with_source_run(arm, trial, seed, paths), seed, runs_dir, cache)
                 except Exception as exc:  # a failed run is a recorded lesson, not the end of the reproduction
                     message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
                     with store.transaction() as tx:
@@ -277,6 +386,7 @@ def reproduce(
                 with store.transaction() as tx:
                     tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path, cost_s=cost)
                 results[(trial.dataset, arm.name, seed)] = outcome.metrics
+                paths[(trial.dataset, arm.name, seed)] = outcome.run_path
                 trained += 1
                 shown = card.claim.metric
                 on_event(f"  {trial.dataset} {arm.name} seed {seed}: {shown} {outcome.metrics.get(shown, float('nan')):.4f} "

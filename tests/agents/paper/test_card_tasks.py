@@ -1,0 +1,139 @@
+"""Cards of every task: multi-task CTR claims on funnel metrics, streaming delayed-feedback methods,
+and sequential models whose semantic IDs come from another arm's run. Each trains through its task's
+one training path; validation names the field when a card asks for what its task cannot give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agenticrs.agents.knowledge import KnowledgeStore
+from agenticrs.agents.paper.card import CardError, load_card, parse_card
+from agenticrs.agents.paper.reproduce import arm_order, reproduce
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = KnowledgeStore(str(tmp_path / "k.db"))
+    yield store
+    store.close()
+
+
+def card_file(tmp_path, raw: dict):
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+STREAM = {
+    "name": "toy-stream", "task": "streaming",
+    "claim": {"statement": "ES-DFM beats vanilla", "baseline": "vanilla"},
+    "model": {"name": "es_dfm"}, "baselines": [{"name": "vanilla"}],
+    "datasets": [{"dataset": "sim-tiny", "protocol": {"train": {"batch_size": 256, "num_threads": 1}}}],
+    "seeds": [0],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"baselines": [{"name": "vanilla"}, {"name": "fnx"}]},
+         r"baselines\.1\.name: unknown method 'fnx'; known streaming methods: .*fnw"),
+        ({"claim": {"statement": "x", "baseline": "vanilla", "metric": "ndcg@10"}},
+         r"claim\.metric: a streaming reproduction does not report 'ndcg@10'"),
+        ({"claim": {"statement": "x", "baseline": "vanilla", "metric": "logloss", "direction": "higher"}},
+         r"claim: .*'logloss' is better lower, not higher"),
+        ({"claim": {"statement": "x", "baseline": "vanilla", "metric": "auk"}}, r"claim: .*auk"),
+        ({"datasets": [{"dataset": "frappe"}]}, r"datasets\.0\.dataset: unknown data set 'frappe'; known streaming data sets"),
+        ({"model": {"name": "es_dfm", "params": {"elapsed_cut_s": -1}}}, r"arm es_dfm: params\.elapsed_cut_s"),
+        ({"model": {"name": "es_dfm", "tokenizer": {"levels": 2}}}, r"model\.tokenizer: only sequential cards"),
+    ],
+)  # fmt: skip
+def test_a_card_asking_what_its_task_cannot_give_is_refused_naming_the_field(tmp_path, changes, message):
+    with pytest.raises(CardError, match=message) as info:
+        load_card(card_file(tmp_path, {**STREAM, **changes}))
+    assert "card.yaml" in str(info.value)
+
+
+def test_a_sequential_card_checks_the_arm_its_semantic_ids_come_from(tmp_path):
+    raw = {"name": "toy-seq", "task": "sequential", "claim": {"statement": "x", "baseline": "sasrec", "metric": "recall@10"},
+           "model": {"name": "tiger", "tokenizer": {"collaborative_arm": "sasrek"}}, "baselines": [{"name": "sasrec"}],
+           "datasets": [{"dataset": "sim-tiny"}]}  # fmt: skip
+    with pytest.raises(CardError, match=r"model\.tokenizer\.collaborative_arm: 'sasrek' is not another arm"):
+        load_card(card_file(tmp_path, raw))
+    raw["model"]["tokenizer"] = {"collaborative_arm": "sasrec"}
+    card = parse_card(raw)
+    # the method comes first, except that TIGER needs SASRec's run of the same seed
+    assert [(role, arm.name) for role, arm in arm_order(card, card.datasets[0])] == [("baseline", "sasrec"), ("method", "tiger")]
+
+
+def test_one_model_is_two_arms_and_a_multi_task_claim_is_judged_on_its_funnel_metric(tmp_path, store):
+    raw = {
+        "name": "toy-mmoe", "claim": {"statement": "MMoE beats a shared bottom on CVR", "baseline": "shared_bottom",
+                                      "metric": "cvr_auc"},
+        "model": {"name": "mmoe", "params": {"num_experts": 2, "expert_units": [16], "tower_units": [8]}},
+        "baselines": [{"name": "shared_bottom", "model": "mmoe", "params": {"num_experts": 1, "expert_units": [16],
+                                                                           "tower_units": [8]}}],
+        "datasets": [{"dataset": "sim-tiny-multi_scenario", "protocol": {
+            "step_budget": 6, "eval_every_steps": 3, "train": {"batch_size": 512, "num_threads": 1, "monitor": "ctcvr_auc",
+                                                               "conversion_labels": ["click", "purchase"]}}}],
+        "seeds": [1, 2],
+    }  # fmt: skip
+    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert result.failed == 0 and result.trained == 4
+    (row,) = result.verdicts
+    assert row["baseline"] == "shared_bottom" and row["metric"] == "cvr_auc" and row["n"] == 2
+    with store.transaction() as tx:
+        runs = tx.reproduction_runs(result.reproduction_id)
+        by_arm = {(r.arm, r.seed): r for r in runs}
+    for seed in (1, 2):
+        shared = by_arm[("shared_bottom", seed)]
+        assert shared.config["model"] == "mmoe" and shared.config["model_params"]["num_experts"] == 1
+        assert 0.0 < shared.metrics["cvr_auc"] < 1.0 and "ctcvr_auc" in shared.metrics
+        assert by_arm[("mmoe", seed)].config["model_params"]["num_experts"] == 2
+    # the paired effect is the mean of the per-seed cvr_auc differences
+    diffs = [by_arm[("mmoe", s)].metrics["cvr_auc"] - by_arm[("shared_bottom", s)].metrics["cvr_auc"] for s in (1, 2)]
+    assert row["mean"] == pytest.approx(sum(diffs) / 2)
+
+
+def test_a_streaming_card_runs_its_methods_over_the_click_stream(tmp_path, store):
+    raw = {**STREAM, "datasets": [{"dataset": "sim-tiny", "protocol": {"train": {"batch_size": 256, "num_threads": 1}}}]}
+    raw["model"] = {"name": "es_dfm", "params": {"pretrain_epochs": 1, "max_windows": 3}}
+    raw["baselines"] = [{"name": "vanilla", "params": {"pretrain_epochs": 1, "max_windows": 3}}]
+    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert result.failed == 0 and result.trained == 2, result.lessons
+    with store.transaction() as tx:
+        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    for arm in ("es_dfm", "vanilla"):
+        metrics = runs[arm].metrics
+        assert 0.0 < metrics["auc"] < 1.0 and metrics["logloss"] > 0 and metrics["windows"] == 3
+        assert runs[arm].config["train"]["seed"] == 0 and "max_steps" not in runs[arm].config["train"]
+    assert runs["vanilla"].metrics["extra_samples"] == 0  # ES-DFM's duplicates are counted; vanilla has none
+    (row,) = result.verdicts
+    assert row["n"] == 1 and row["mean"] == pytest.approx(runs["es_dfm"].metrics["auc"] - runs["vanilla"].metrics["auc"])
+
+
+def test_a_sequential_card_builds_tigers_ids_on_the_same_seeds_sasrec_run(tmp_path, store):
+    small = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
+    raw = {
+        "name": "toy-tiger", "task": "sequential",
+        "claim": {"statement": "TIGER beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
+        "model": {"name": "tiger", "params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                                              "num_heads": 2, "head_dim": 8, "ffn_dim": 32, "beam_size": 10},
+                  "train": small, "tokenizer": {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}},
+        "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": small}],
+        "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
+        "seeds": [1],
+    }  # fmt: skip
+    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert result.failed == 0 and result.trained == 2, result.lessons
+    with store.transaction() as tx:
+        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    assert runs["sasrec"].id < runs["tiger"].id  # SASRec trained first
+    job = yaml.safe_load((Path(runs["tiger"].run_path) / "job.yaml").read_text())
+    assert job["tokenizer"]["source"] == "collaborative" and job["tokenizer"]["collaborative_run"] == runs["sasrec"].run_path
+    assert runs["tiger"].config["tokenizer"] == {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}
+    for arm in ("tiger", "sasrec"):
+        assert 0.0 <= runs[arm].metrics["recall@10"] <= 1.0 and "ndcg@10" in runs[arm].metrics
