@@ -18,7 +18,6 @@ of AutoInt+'s MLP, and `input_norm` normalises the field embeddings that both pa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -37,45 +36,7 @@ from agenticrs.models.base import (
     Units,
     register,
 )
-from agenticrs.models.layers import MLP, FeatureEmbedding
-
-
-class InteractingLayer(nn.Module):
-    """One multi-head self-attention layer over (B, F, d_in) -> (B, F, heads * attention_dim)."""
-
-    def __init__(
-        self,
-        input_dim: int,
-        attention_dim: int,
-        num_heads: int,
-        use_residual: bool = True,
-        use_scale: bool = False,
-        layer_norm: bool = False,
-    ) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.attention_dim = attention_dim
-        self.use_scale = use_scale
-        width = attention_dim * num_heads
-        self.query = nn.Linear(input_dim, width, bias=False)
-        self.key = nn.Linear(input_dim, width, bias=False)
-        self.value = nn.Linear(input_dim, width, bias=False)
-        self.residual = nn.Linear(input_dim, width, bias=False) if use_residual else None
-        self.norm = nn.LayerNorm(width) if layer_norm else None
-        self.output_dim = width
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, fields, _ = x.shape
-        return x.view(batch, fields, self.num_heads, self.attention_dim).transpose(1, 2)  # (B, H, F, a)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
-        out = F.scaled_dot_product_attention(q, k, v, scale=None if self.use_scale else 1.0)
-        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.output_dim)
-        if self.residual is not None:
-            out = out + self.residual(x)
-        out = torch.relu(out)
-        return self.norm(out) if self.norm is not None else out
+from agenticrs.models.layers import MLP, FeatureEmbedding, InteractingLayer
 
 
 class AutoIntConfig(ModelConfig):

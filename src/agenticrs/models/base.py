@@ -75,6 +75,18 @@ class ModelInputs:
     multi_task: bool = False  # one head per label (`output_labels`); trains several labels at once
     min_labels: int = 1  # label fields the model trains on at once (ESMM: click and conversion; CM-DCM: direct, cart, delayed)
 
+    def union(self, *others: ModelInputs) -> ModelInputs:
+        """What a model made of parts needs: every part's needs at once (a composition's blocks)."""
+        every = (self, *others)
+        return ModelInputs(
+            min_categorical=max(i.min_categorical for i in every),
+            needs_target_sequence=any(i.needs_target_sequence for i in every),
+            min_fields_for_interaction=max(i.min_fields_for_interaction for i in every),
+            request_centric=any(i.request_centric for i in every),
+            multi_task=any(i.multi_task for i in every),
+            min_labels=max(i.min_labels for i in every),
+        )
+
     def problems(self, schema: FeatureSchema) -> list[str]:
         found: list[str] = []
         if len(schema.categorical) < self.min_categorical:
@@ -168,6 +180,12 @@ class Model(nn.Module):
         return None
 
     @classmethod
+    def inputs_for(cls, config: ModelConfig) -> ModelInputs:
+        """What the model built with `config` needs; `inputs` unless the needs depend on the config
+        (a composition needs what its blocks need). `build_model` checks the data set against it."""
+        return cls.inputs
+
+    @classmethod
     def default_config(cls) -> ModelConfig:
         return cls.Config()
 
@@ -244,7 +262,7 @@ def build_model(
     if not isinstance(config, ModelConfig):
         config = make_config(name, config, smoke=smoke)
     subset = FieldSubset.select(schema, config.input_fields) if config.input_fields is not None else None
-    problems = cls.inputs.problems(subset.schema if subset else schema)
+    problems = cls.inputs_for(config).problems(subset.schema if subset else schema)
     if problems:
         scope = "on the selected input fields" if subset else "on this data set"
         raise IncompatibleDataError(f"model '{name}' cannot train {scope}: " + "; ".join(problems))

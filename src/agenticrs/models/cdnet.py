@@ -78,8 +78,7 @@ from agenticrs.models.base import (
     Units,
     register,
 )
-from agenticrs.models.din import TargetGroup, plan_target_groups
-from agenticrs.models.layers import MLP, FeatureEmbedding, masked_mean
+from agenticrs.models.layers import MLP, FeatureEmbedding, TargetGroup, masked_mean, plan_target_groups
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -39,36 +39,7 @@ from agenticrs.models.base import (
     Units,
     register,
 )
-from agenticrs.models.layers import MLP, FeatureEmbedding
-
-
-class CrossNetV2(nn.Module):
-    """`num_layers` cross layers x_{l+1} = x_0 * (W_l x_l + b_l) + x_l on (B, D) inputs.
-
-    With `low_rank=r`, W_l = U_l V_l^T with U_l, V_l of shape (D, r).
-    """
-
-    def __init__(self, width: int, num_layers: int, low_rank: int | None = None) -> None:
-        super().__init__()
-        self.low_rank = low_rank
-        if low_rank is None:
-            self.weights = nn.ModuleList(nn.Linear(width, width) for _ in range(num_layers))
-            for layer in self.weights:
-                nn.init.zeros_(layer.bias)
-        else:
-            # V^T (D -> r) without bias, then U (r -> D) with the layer's bias b_l
-            self.weights = nn.ModuleList(
-                nn.Sequential(nn.Linear(width, low_rank, bias=False), nn.Linear(low_rank, width))
-                for _ in range(num_layers)
-            )
-            for layer in self.weights:
-                nn.init.zeros_(layer[1].bias)
-
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        x = x0
-        for layer in self.weights:
-            x = x0 * layer(x) + x
-        return x
+from agenticrs.models.layers import MLP, CrossNetV2, FeatureEmbedding
 
 
 class DCNv2Config(ModelConfig):

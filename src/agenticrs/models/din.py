@@ -26,75 +26,12 @@ the keys of the attention unit stay comparable).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from agenticrs.features.schema import FeatureSchema, SequenceInput
+from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Activation, Batch, Dropout, EmbeddingDim, HiddenUnits, Model, ModelConfig, ModelInputs, register
-from agenticrs.models.layers import MLP, FeatureEmbedding, masked_mean
-
-
-class AttentionUnit(nn.Module):
-    """Local activation unit: weights a(q, k_l) from an MLP over [q, k, q-k, q*k], masked."""
-
-    def __init__(
-        self, width: int, hidden_units: list[int], activation: str = "dice", use_softmax: bool = False
-    ) -> None:
-        super().__init__()
-        self.mlp = MLP(4 * width, hidden_units, activation=activation, output_dim=1)
-        self.use_softmax = use_softmax
-
-    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, D), (B, L, D), (B, L) bool -> (B, L) weights, exactly 0 at padded positions."""
-        q = query.unsqueeze(1).expand_as(keys)
-        scores = self.mlp(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
-        if self.use_softmax:
-            scores = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-            return torch.nan_to_num(scores, nan=0.0)  # an empty history gives all-zero weights
-        return scores * mask.to(scores.dtype)
-
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The pooled interest vector (B, D)."""
-        weights = self.weights(query, keys, mask)
-        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
-
-
-@dataclass(frozen=True)
-class TargetGroup:
-    """A main sequence, the parallel sequences concatenated to it, and their target fields."""
-
-    sequences: tuple[str, ...]
-    target_index: tuple[int, ...]  # positions of the target fields in the categorical matrix
-
-
-def plan_target_groups(schema: FeatureSchema) -> tuple[list[TargetGroup], list[str]]:
-    """Attention groups, and the id sequences that are mean-pooled instead."""
-    categorical = schema.categorical_names
-    id_sequences = schema.id_sequences
-    targeted = {s.name for s in id_sequences if s.target in categorical}
-    by_name: dict[str, SequenceInput] = {s.name: s for s in id_sequences}
-    groups, grouped = [], set()
-    for main in id_sequences:
-        if main.name not in targeted or (main.parallel_to is not None and main.parallel_to in targeted):
-            continue
-        members = [main] + [s for s in id_sequences if s.parallel_to == main.name and s.name in targeted]
-        for side in members[1:]:
-            if side.max_len != main.max_len:
-                raise ValueError(
-                    f"sequence '{side.name}' runs parallel to '{main.name}' but has max_len {side.max_len} "
-                    f"(vs {main.max_len}); parallel sequences must have the same length"
-                )
-        groups.append(
-            TargetGroup(
-                sequences=tuple(s.name for s in members),
-                target_index=tuple(categorical.index(s.target) for s in members),
-            )
-        )
-        grouped.update(s.name for s in members)
-    pooled = [name for name in by_name if name not in grouped]
-    return groups, pooled
+from agenticrs.models.layers import MLP, AttentionUnit, FeatureEmbedding, masked_mean, plan_target_groups
 
 
 class DINConfig(ModelConfig):

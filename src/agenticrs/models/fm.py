@@ -18,14 +18,7 @@ from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Batch, EmbeddingDim, Model, ModelConfig, ModelInputs, register
-from agenticrs.models.layers import FeatureEmbedding
-
-
-def fm_interaction(fields: torch.Tensor) -> torch.Tensor:
-    """sum_{i<j} <v_i, v_j> over the fields of (B, F, d), as (B,), in O(F d)."""
-    square_of_sum = fields.sum(dim=1).square()
-    sum_of_squares = fields.square().sum(dim=1)
-    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+from agenticrs.models.layers import FeatureEmbedding, fm_interaction
 
 
 class FMConfig(ModelConfig):

@@ -1,7 +1,10 @@
-"""Layers shared by the zoo: the feature-embedding layer and an MLP.
+"""Layers shared by the zoo: the feature-embedding layer, an MLP and the interaction layers.
 
 `FeatureEmbedding` turns a batch into per-field embeddings with one lookup in one concatenated
 table (fast on CPU), plus history sequences with masks; a model file then holds only its own idea.
+The interaction layers several models use (FM's pairwise term, DCN-V2's cross network, AutoInt's
+interacting layer, DIN's attention unit) live here too, so that a model and the building blocks
+of a composition (`agenticrs.models.blocks`) run one implementation.
 """
 
 from __future__ import annotations
@@ -274,6 +277,144 @@ class FeatureEmbedding(nn.Module):
             parts += [masked_mean(sequences[s.name], masks[s.name]).unsqueeze(1) for s in self.id_sequences]
         fields = torch.cat(parts, dim=1) if len(parts) > 1 else categorical
         return EmbeddedBatch(fields=fields, sequences=sequences, masks=masks, categorical=categorical)
+
+
+# -- interaction layers of the zoo, shared by the models and the building blocks (`blocks.py`) --
+
+
+def fm_interaction(fields: torch.Tensor) -> torch.Tensor:
+    """sum_{i<j} <v_i, v_j> over the fields of (B, F, d), as (B,), in O(F d)."""
+    square_of_sum = fields.sum(dim=1).square()
+    sum_of_squares = fields.square().sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+
+
+class CrossNetV2(nn.Module):
+    """`num_layers` cross layers x_{l+1} = x_0 * (W_l x_l + b_l) + x_l on (B, D) inputs.
+
+    With `low_rank=r`, W_l = U_l V_l^T with U_l, V_l of shape (D, r).
+    """
+
+    def __init__(self, width: int, num_layers: int, low_rank: int | None = None) -> None:
+        super().__init__()
+        self.low_rank = low_rank
+        if low_rank is None:
+            self.weights = nn.ModuleList(nn.Linear(width, width) for _ in range(num_layers))
+            for layer in self.weights:
+                nn.init.zeros_(layer.bias)
+        else:
+            # V^T (D -> r) without bias, then U (r -> D) with the layer's bias b_l
+            self.weights = nn.ModuleList(
+                nn.Sequential(nn.Linear(width, low_rank, bias=False), nn.Linear(low_rank, width))
+                for _ in range(num_layers)
+            )
+            for layer in self.weights:
+                nn.init.zeros_(layer[1].bias)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.weights:
+            x = x0 * layer(x) + x
+        return x
+
+
+class InteractingLayer(nn.Module):
+    """One multi-head self-attention layer over (B, F, d_in) -> (B, F, heads * attention_dim)."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        attention_dim: int,
+        num_heads: int,
+        use_residual: bool = True,
+        use_scale: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention_dim = attention_dim
+        self.use_scale = use_scale
+        width = attention_dim * num_heads
+        self.query = nn.Linear(input_dim, width, bias=False)
+        self.key = nn.Linear(input_dim, width, bias=False)
+        self.value = nn.Linear(input_dim, width, bias=False)
+        self.residual = nn.Linear(input_dim, width, bias=False) if use_residual else None
+        self.norm = nn.LayerNorm(width) if layer_norm else None
+        self.output_dim = width
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, fields, _ = x.shape
+        return x.view(batch, fields, self.num_heads, self.attention_dim).transpose(1, 2)  # (B, H, F, a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        out = F.scaled_dot_product_attention(q, k, v, scale=None if self.use_scale else 1.0)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.output_dim)
+        if self.residual is not None:
+            out = out + self.residual(x)
+        out = torch.relu(out)
+        return self.norm(out) if self.norm is not None else out
+
+
+class AttentionUnit(nn.Module):
+    """Local activation unit: weights a(q, k_l) from an MLP over [q, k, q-k, q*k], masked."""
+
+    def __init__(
+        self, width: int, hidden_units: list[int], activation: str = "dice", use_softmax: bool = False
+    ) -> None:
+        super().__init__()
+        self.mlp = MLP(4 * width, hidden_units, activation=activation, output_dim=1)
+        self.use_softmax = use_softmax
+
+    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, D), (B, L, D), (B, L) bool -> (B, L) weights, exactly 0 at padded positions."""
+        q = query.unsqueeze(1).expand_as(keys)
+        scores = self.mlp(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(-1)
+        if self.use_softmax:
+            scores = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            return torch.nan_to_num(scores, nan=0.0)  # an empty history gives all-zero weights
+        return scores * mask.to(scores.dtype)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The pooled interest vector (B, D)."""
+        weights = self.weights(query, keys, mask)
+        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+
+@dataclass(frozen=True)
+class TargetGroup:
+    """A main sequence, the parallel sequences concatenated to it, and their target fields."""
+
+    sequences: tuple[str, ...]
+    target_index: tuple[int, ...]  # positions of the target fields in the categorical matrix
+
+
+def plan_target_groups(schema: FeatureSchema) -> tuple[list[TargetGroup], list[str]]:
+    """Attention groups, and the id sequences that are mean-pooled instead."""
+    categorical = schema.categorical_names
+    id_sequences = schema.id_sequences
+    targeted = {s.name for s in id_sequences if s.target in categorical}
+    by_name: dict[str, SequenceInput] = {s.name: s for s in id_sequences}
+    groups, grouped = [], set()
+    for main in id_sequences:
+        if main.name not in targeted or (main.parallel_to is not None and main.parallel_to in targeted):
+            continue
+        members = [main] + [s for s in id_sequences if s.parallel_to == main.name and s.name in targeted]
+        for side in members[1:]:
+            if side.max_len != main.max_len:
+                raise ValueError(
+                    f"sequence '{side.name}' runs parallel to '{main.name}' but has max_len {side.max_len} "
+                    f"(vs {main.max_len}); parallel sequences must have the same length"
+                )
+        groups.append(
+            TargetGroup(
+                sequences=tuple(s.name for s in members),
+                target_index=tuple(categorical.index(s.target) for s in members),
+            )
+        )
+        grouped.update(s.name for s in members)
+    pooled = [name for name in by_name if name not in grouped]
+    return groups, pooled
 
 
 class FastDropout(nn.Module):
