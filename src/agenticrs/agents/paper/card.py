@@ -5,11 +5,14 @@ Why a card: moving a paper into the system (the AutoModel paper's *paper_auto_tr
 LLM can write and that the machinery can run without further decisions: which model with which
 settings, against which baselines, on which data sets, under which protocol (step budget,
 evaluation cadence, patience, seeds) and what the paper says should come out (the claim). A card
-is data, never code: the model is a registered zoo model, or (for an LLM-drafted method) a
-generated module that only ever runs in the sandbox (`agents/paper/sandbox.py`).
+is data, never code: the model is a registered zoo model, a composition of registered building
+blocks (`Arm.compose`: the `composed` model's blocks and settings, `models/blocks.py`), or (for an
+LLM-drafted method) a generated module that only ever runs in the sandbox
+(`agents/paper/sandbox.py`).
 
-Validation is complete before anything trains: an unknown model, data set, model setting or
-training setting is refused with the card's file and the field named (`CardError`). The cards
+Validation is complete before anything trains: an unknown model, data set, model setting,
+building block, block setting or training setting is refused with the card's file and the field
+named (`CardError`), and so is a block that a (public, present) data set cannot feed. The cards
 of the zoo's methods ship in `cards/` next to this module and are listed by `CARDS`, a
 `runtime.registry.Registry` like every other named thing.
 """
@@ -21,15 +24,19 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agenticrs.runtime.registry import Registry
 
+if TYPE_CHECKING:
+    from agenticrs.features.schema import FeatureSchema
+
 CARD_DIR = Path(__file__).with_name("cards")
 Name = str
+COMPOSED = "composed"  # the zoo model a composition arm trains (`agenticrs.models.composed`)
 
 
 class CardError(ValueError):
@@ -79,7 +86,9 @@ class Arm(BaseModel):
     name), a registered zoo model, or for a `streaming` card a streaming method. Naming the model
     separately lets one model be two arms with different settings (MMoE with one expert is the
     shared-bottom baseline). `code` (a generated module, a file path relative to the card) makes
-    it a sandboxed model whose name is checked by the sandbox's contract run."""
+    it a sandboxed model whose name is checked by the sandbox's contract run. `compose` (a
+    composition of building blocks, CTR cards) makes it the zoo model `composed` with these
+    settings, `params` laid over them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,11 +102,28 @@ class Arm(BaseModel):
         "`collaborative_arm: NAME` builds them on the item table of that arm's run of the same seed",
     )
     code: str | None = Field(default=None, description="a generated model module (runs in the sandbox only)")
+    compose: dict[str, Any] | None = Field(
+        default=None,
+        description="a composition: the `composed` model's config ({blocks: [{block: cross, num_layers: 2}, ...]} "
+        "and its shared settings); `params` are laid over it",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Arm:
+        if self.compose is not None and self.code is not None:
+            raise ValueError("an arm is a generated module (code) or a composition (compose), not both")
+        if self.compose is not None and self.model not in (None, COMPOSED):
+            raise ValueError(f"a composition trains the model '{COMPOSED}', not '{self.model}'")
+        return self
 
     @property
     def model_name(self) -> str:
-        """The registered model (or streaming method) this arm trains."""
-        return self.model or self.name
+        """The registered model (or streaming method) this arm trains (`composed` for a composition)."""
+        return COMPOSED if self.compose is not None else self.model or self.name
+
+    def model_params(self) -> dict[str, Any]:
+        """The model's settings as data: a composition's with `params` laid over, else `params`."""
+        return {**(self.compose or {}), **self.params}
 
     def merged(self, other: ArmSettings | None) -> Arm:
         """This arm with a data set's settings for it laid over (params and train, key by key)."""
@@ -252,6 +278,13 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
     an unknown model, an invalid model setting, an unknown training setting, an unknown data set,
     a metric the task does not report. What is known depends on the card's task (`TASKS`)."""
     task = TASKS[card.task]
+    composed = [(f, a) for f, a in [("model", card.model)] + [(f"baselines.{i}", a) for i, a in enumerate(card.baselines)]
+                if a.compose is not None]  # fmt: skip
+    if composed and card.task != "ctr":
+        raise CardError(f"{where}: {composed[0][0]}.compose: compositions of building blocks are CTR models; "
+                        f"this card's task is {card.task}")  # fmt: skip
+    for field, arm in composed:
+        _check_composition(arm, field, where)
     if not task.reports(card.claim.metric):
         raise CardError(f"{where}: claim.metric: a {card.task} reproduction does not report '{card.claim.metric}'; "
                         f"it reports {task.metrics_text}")  # fmt: skip
@@ -284,7 +317,8 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
                 f"{where}: datasets.{i}.dataset: unknown data set '{trial.dataset}'; "
                 f"known {card.task} data sets: {', '.join(known_data)}"
             )
-        for arm in card.arms():
+        schema = declared_schema(trial.dataset) if composed else None
+        for field, arm in fields:
             merged = card.arm(arm.name, trial)
             train = card.train_settings(trial, merged)
             try:
@@ -299,7 +333,64 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
                                     f"params.{_first_error(exc)}") from None  # fmt: skip
                 except ValueError as exc:
                     raise CardError(f"{where}: datasets.{i} ({trial.dataset}), arm {arm.name}: params: {exc}") from None
+            if merged.compose is not None and schema is not None:
+                _check_feeds(_ctr_params(merged), schema, f"{where}: {field}.compose", f"datasets.{i} ({trial.dataset})")
     return card
+
+
+def _check_composition(arm: Arm, field: str, where: str) -> None:
+    """A composition's blocks and settings, named under `{field}.compose`; its name is its own."""
+    from agenticrs.models.base import list_models
+    from agenticrs.models.composed import ComposedConfig
+
+    if arm.model is None and arm.name in list_models():
+        raise CardError(f"{where}: {field}.name: '{arm.name}' is a zoo model; a composition arm needs a name of its own")
+    try:
+        ComposedConfig.model_validate(arm.compose)
+    except ValidationError as exc:
+        raise CardError(f"{where}: {field}.compose.{_first_error(exc)}") from None
+
+
+def _check_feeds(config: Any, schema: FeatureSchema, field: str, trial: str) -> None:
+    """Refuse the first block of the composition that the data set's inputs cannot feed."""
+    from agenticrs.models.blocks import BLOCKS
+
+    for j, block in enumerate(config.blocks):
+        problems = BLOCKS[block.block].inputs.problems(schema)
+        if problems:
+            raise CardError(f"{field}.blocks.{j}: block '{block.block}' cannot be fed by {trial}: {'; '.join(problems)}")
+
+
+def declared_schema(dataset: str) -> FeatureSchema | None:
+    """The inputs a registered CTR data set declares (fields, sequences and their targets, labels;
+    no vocabulary sizes), when knowing them costs no data generation: a public data set present
+    here, whose spec reads only its files' headers. None otherwise: a generated data set is checked
+    when its run is built (`build_model` refuses a model the data set cannot feed, naming what it lacks)."""
+    from agenticrs.data.cache import default_cache_root
+    from agenticrs.data.errors import DataError
+    from agenticrs.data.registry import DATASETS
+    from agenticrs.features.schema import CategoricalInput, FeatureSchema, SequenceInput
+
+    entry = DATASETS[dataset]
+    if entry.requires is None or not entry.available():
+        return None
+    try:
+        spec = entry.build(default_cache_root())
+    except DataError:  # a broken data folder: its run reports the data's own error
+        return None
+    categorical = [f for f in spec.fields if f.kind == "categorical" or (f.kind == "numeric" and f.transform == "quantile")]
+    numeric = [f.name for f in spec.fields if f.kind == "numeric" and f.transform != "quantile"]
+    sequences = [
+        SequenceInput(f.name, f.max_len, f.share_vocab_with, f.paired_target, 0, f.element, f.parallel_to)
+        for f in spec.of_kind("sequence")
+    ]
+    return FeatureSchema(
+        categorical=tuple(CategoricalInput(f.name, 0) for f in categorical),
+        numeric=tuple(numeric),
+        sequences=tuple(sequences),
+        labels=tuple(f.name for f in spec.labels),
+        has_group=spec.group_key is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -342,7 +433,7 @@ def _ctr_train(train: dict[str, Any]) -> Any:
 def _ctr_params(arm: Arm) -> Any:
     from agenticrs.models.base import make_config
 
-    return make_config(arm.model_name, arm.params)
+    return make_config(arm.model_name, arm.model_params())
 
 
 def _seq_models() -> list[str]:

@@ -14,7 +14,9 @@ and for claims that did not hold. A reproduction is keyed by the card's hash and
 running it again resumes: finished runs are read back, never retrained; a run that was in
 progress when the process died is redone.
 
-A generated model (`Arm.code`, an LLM-drafted module) never trains in this process: its arm
+A composition of building blocks (`Arm.compose`) trains as the zoo model `composed` through the
+same path; its records keep the arm's own name. A generated model (`Arm.code`, an LLM-drafted
+module) never trains in this process: its arm
 goes through the sandbox (`agents/paper/sandbox.py`), which runs the model contract first.
 """
 
@@ -70,7 +72,7 @@ TrainArm = Callable[[MethodCard, Trial, Arm, int, Path, Path | None], ArmResult]
 def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
     """The run config (as data) of one arm and seed under the trial's protocol."""
     train = {**card.train_settings(trial, arm), "seed": seed}
-    config = {"dataset": trial.dataset, "model": arm.model_name, "model_params": dict(arm.params), "train": train,
+    config = {"dataset": trial.dataset, "model": arm.model_name, "model_params": arm.model_params(), "train": train,
               "name": f"{card.name}-{arm.name}-{trial.dataset}-seed{seed}"}  # fmt: skip
     if arm.tokenizer:
         config["tokenizer"] = dict(arm.tokenizer)
