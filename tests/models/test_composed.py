@@ -191,3 +191,15 @@ def test_a_composition_with_target_attention_learns_the_planted_signal(seq_data)
         scored = [(b["label"].numpy(), model(b)["logit"].numpy()) for b in iterate_batches(split, 1000)]
     train_auc = auc(np.concatenate([y for y, _ in scored]), np.concatenate([s for _, s in scored]))
     assert train_auc > 0.8, f"training AUC {train_auc:.3f}"
+
+
+def test_a_search_candidate_composition_is_checked_against_its_blocks(seq_data, flat_data):
+    """The evolution's cheap static check reads the candidate's config, not the default composition."""
+    from agenticrs.agents.candidate import Candidate
+    from agenticrs.agents.proposers.builtin import input_problems
+
+    attention = Candidate(model="composed", model_params={"blocks": [{"block": "target_attention"}, {"block": "mlp"}]})
+    (problem,) = input_problems(attention, flat_data.schema)
+    assert problem.startswith("model 'composed' cannot train on this data set: needs a behaviour sequence")
+    assert input_problems(attention, seq_data.schema) == []
+    assert input_problems(Candidate(model="composed"), flat_data.schema) == []

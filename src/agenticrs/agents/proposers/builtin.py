@@ -50,7 +50,7 @@ from agenticrs.agents.proposers.base import (
 from agenticrs.agents.space import SearchSpace, bounds_problems
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.features.subset import FieldSubset, field_names, protected_fields
-from agenticrs.models.base import model_class
+from agenticrs.models.base import make_config, model_class
 
 KINDS = (
     "model_family",
@@ -85,7 +85,12 @@ def input_problems(candidate: Candidate, schema: FeatureSchema) -> list[str]:
         )
     except ValueError as exc:
         return [str(exc)]
-    problems = model_class(candidate.model).inputs.problems(narrowed)
+    cls = model_class(candidate.model)
+    try:  # the needs of this config (a composition needs what its blocks need)
+        needs = cls.inputs_for(make_config(candidate.model, candidate.model_knobs()))
+    except (ValueError, KeyError):  # an invalid config is the bounds check's to report
+        needs = cls.inputs
+    problems = needs.problems(narrowed)
     scope = "on the selected input fields" if candidate.input_fields is not None else "on this data set"
     return [f"model '{candidate.model}' cannot train {scope}: {p}" for p in problems]
 
