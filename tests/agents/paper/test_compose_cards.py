@@ -40,7 +40,7 @@ def test_a_composition_arm_trains_the_composed_model_with_its_settings_under_its
     parsed = parse_card(raw)
     trial = parsed.datasets[0]
     arm = parsed.arm("mix", trial)
-    assert (arm.name, arm.zoo_model) == ("mix", "composed")
+    assert (arm.name, arm.model_name) == ("mix", "composed")
     config = run_config(parsed, trial, arm, seed=3)
     assert config["model"] == "composed" and config["name"] == "toy-mix-synthetic-tiny-seed3"
     assert config["model_params"] == {**MIX["compose"], "embedding_dim": 6}  # the data set's settings laid over
@@ -49,8 +49,8 @@ def test_a_composition_arm_trains_the_composed_model_with_its_settings_under_its
 
 def test_the_shipped_composition_card_validates():
     shipped = resolve_card("cross-attention-mix")
-    assert shipped.model.zoo_model == "composed" and shipped.claim.baseline == "deepfm"
-    assert [b["block"] for b in shipped.model.zoo_params()["blocks"]] == ["cross", "self_attention", "mlp"]
+    assert shipped.model.model_name == "composed" and shipped.claim.baseline == "deepfm"
+    assert [b["block"] for b in shipped.model.model_params()["blocks"]] == ["cross", "self_attention", "mlp"]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +67,8 @@ def test_the_shipped_composition_card_validates():
          r"model\.name: 'deepfm' is a zoo model; a composition arm needs a name of its own"),
         ({"name": "mix", "compose": {"blocks": [{"block": "mlp"}]}, "code": "mix.py"},
          r"model: an arm is a generated module \(code\) or a composition \(compose\), not both"),
+        ({"name": "mix", "model": "deepfm", "compose": {"blocks": [{"block": "mlp"}]}},
+         r"model: a composition trains the model 'composed', not 'deepfm'"),
         ({"name": "mix", "compose": {"blocks": [{"block": "mlp"}]}, "params": {"head_dropout": 1.5}},
          r"arm mix: params: invalid config for model 'composed': head_dropout"),
     ],
@@ -76,6 +78,12 @@ def test_a_bad_composition_is_refused_naming_the_file_and_the_field(tmp_path, mo
     with pytest.raises(CardError, match=message) as info:
         load_card(path)
     assert str(path) in str(info.value)
+
+
+def test_a_composition_is_a_ctr_model(tmp_path):
+    with pytest.raises(CardError, match=r"model\.compose: compositions of building blocks are CTR models; "
+                                        r"this card's task is sequential"):  # fmt: skip
+        load_card(write(tmp_path, card(task="sequential")))
 
 
 def test_a_composition_in_a_baseline_is_checked_too(tmp_path):
