@@ -1,0 +1,59 @@
+"""Rank slices of a processed split: what each data-parallel process reads.
+
+Rank r of W reads rows `[r·N // W, (r+1)·N // W)`: contiguous, disjoint, together exactly the
+split, sizes within one row of each other. A slice of a memory-mapped array is itself a map of
+that byte range, so a rank pages in only its own part of the cache (sequential reads, no copy of
+the whole split in any process); `load_in_memory` copies just the slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agenticrs.data.cache import SplitArrays
+
+
+def rank_bounds(rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank `rank`'s rows among `world_size` ranks."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+    return rows * rank // world_size, rows * (rank + 1) // world_size
+
+
+class SplitShard:
+    """Rows `[start, stop)` of a split, with the interface the batcher and the trainer read."""
+
+    def __init__(self, split: SplitArrays | Any, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= split.rows:
+            raise ValueError(f"rows [{start}, {stop}) are not inside a split of {split.rows} rows")
+        self.split = split
+        self.start, self.stop = start, stop
+        self.rows = stop - start
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def of_rank(cls, split: SplitArrays | Any, rank: int, world_size: int) -> SplitShard:
+        return cls(split, *rank_bounds(split.rows, rank, world_size))
+
+    def keys(self) -> list[str]:
+        return list(self.split.keys())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.split
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            value = self.split[key]
+            # a NumPy (memory-map) slice is a view of the byte range; an Arrow slice is zero-copy too
+            self._cache[key] = value[self.start : self.stop] if isinstance(value, np.ndarray) else value.slice(
+                self.start, self.rows)
+        return self._cache[key]
+
+    def load_in_memory(self) -> None:
+        """Copy this slice (only) into RAM."""
+        for key in self.keys():
+            value = self[key]
+            if isinstance(value, np.memmap):
+                self._cache[key] = np.array(value)
