@@ -8,6 +8,7 @@ the whole split in any process); `load_in_memory` copies just the slice.
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,33 @@ class SplitShard:
             value = self[key]
             if isinstance(value, np.memmap):
                 self._cache[key] = np.array(value)
+
+
+def split_nbytes(split: Any) -> int:
+    """Bytes of a split's arrays (memory-mapped or not), text columns included."""
+    return int(sum(getattr(split[key], "nbytes", 0) for key in split.keys()))
+
+
+def split_in_memory(split: Any) -> bool:
+    """Whether none of a split's arrays is a memory map (they were loaded, or never mapped)."""
+    return not any(isinstance(split[key], np.memmap) for key in split.keys())
+
+
+def release_pages(array: Any, start: int, stop: int) -> None:
+    """Drop the pages of rows `[start, stop)` of a memory-mapped array from this process's
+    resident memory (they stay in the kernel's page cache, shared and reclaimable). Reading a
+    split larger than memory this way keeps the process's RSS flat; a no-op for in-memory arrays."""
+    if not isinstance(array, np.memmap) or stop <= start:
+        return
+    region = array[start:stop]
+    owner: Any = array
+    while owner is not None and not isinstance(owner, mmap.mmap):
+        owner = getattr(owner, "base", None)
+    if owner is None or owner.closed:
+        return
+    base_address = np.frombuffer(owner, dtype=np.uint8).ctypes.data
+    offset = region.ctypes.data - base_address
+    first = offset - offset % mmap.PAGESIZE
+    end = min(offset + region.nbytes, len(owner))
+    # whole pages only: a page shared with the neighbouring rows is simply read again when needed
+    owner.madvise(mmap.MADV_DONTNEED, first, end - first)

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from torch import nn
 
 from agenticrs.data.registry import resolve_dataset
-from agenticrs.data.shards import SplitShard
+from agenticrs.data.shards import SplitShard, split_nbytes
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import Model, build_model, make_config, model_class
@@ -51,6 +52,16 @@ def with_model_train_defaults(config: RunConfig) -> RunConfig:
     if not defaults:
         return config
     return config.model_copy(update={"train": with_model_defaults(config.train, defaults)})
+
+
+def embedding_tables(model: Model) -> str:
+    """One line on the model's embedding tables (rows, width, float32 size), said before training:
+    the table size is what hashing (`hash_buckets`) and frequency filtering (`min_count`) bound."""
+    tables = [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    rows = sum(t.shape[0] for t in tables)
+    values = sum(t.numel() for t in tables)
+    return (f"embedding tables: {len(tables)} tables, {rows:,} rows, {values:,} values "
+            f"({values * 4 / (1 << 20):,.1f} MB float32) of {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 def train_run(
@@ -91,9 +102,14 @@ def train_run(
     splits = dict(data.splits)
     if ctx.active:
         splits["train"] = SplitShard.of_rank(data.split("train"), ctx.rank, ctx.world_size)
+    budget = None if train_config.memory_budget_mb is None else train_config.memory_budget_mb * (1 << 20)
     for name, split in splits.items():
-        if ctx.is_main or name == "train":  # only rank 0 evaluates: the others never read valid or test
+        if budget is not None and split_nbytes(split) > budget:
+            reporter.log(f"{name}: {split_nbytes(split) / (1 << 20):,.0f} MB > train.memory_budget_mb: read from the "
+                         f"memory-mapped cache ({'shuffled blocks' if name == 'train' else 'in order'})")
+        elif ctx.is_main or name == "train":  # only rank 0 evaluates: the others never read valid or test
             split.load_in_memory()
+    reporter.log(embedding_tables(model))
     result = Trainer(train_config, reporter).fit(model, replace(data, splits=splits), run)
     return TrainedRun(run=run, model=model, result=result, data=data)  # type: ignore[arg-type]
 
