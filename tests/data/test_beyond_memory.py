@@ -98,8 +98,10 @@ def test_a_split_larger_than_the_bound_is_read_with_flat_memory(tmp_path: Path) 
     released = read("release")
     assert released["rows"] == 2 * 2_000_000
     assert released["growth_mb"] < bound_mb, released
-    kept = read("no-release")  # the control: without releasing pages the mapped split piles up
-    assert kept["growth_mb"] > split_mb / 2, kept
+    # the control: without releasing pages the mapped split piles up past the bound (by how much
+    # depends on how hard the kernel reclaims clean pages meanwhile: typically most of the split)
+    kept = read("no-release")
+    assert kept["growth_mb"] > bound_mb, kept
 
 
 class Logs(SilentReporter):
