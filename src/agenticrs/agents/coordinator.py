@@ -33,6 +33,7 @@ from agenticrs.agents import ensnas
 from agenticrs.agents.audit import audit_records
 from agenticrs.agents.autotrain import MemberTrainer, file_sha256, load_predictions
 from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.executor import Executor, ExecutorFactory, LocalExecutor, TrainingJob
 from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent, utcnow
 from agenticrs.agents.proposers import make_proposer
@@ -102,10 +103,15 @@ class Coordinator:
         proposer: Proposer | None = None,
         evo: EvolutionData | None = None,
         strict_proposer: bool = False,
+        executor: ExecutorFactory | None = None,
     ) -> None:
         """`strict_proposer`: a proposer (llm, optuna) that gives no usable candidate stops the
         evolution with a ValueError naming why (an unreachable LLM server, say) instead of letting the
-        built-in proposer stand in; either way the observer hears a `fallback` event first."""
+        built-in proposer stand in; either way the observer hears a `fallback` event first.
+
+        `executor`: makes, from the coordinator's `MemberTrainer`, where learners train (default:
+        `LocalExecutor`, one at a time in this process); whichever it is, only this coordinator
+        writes the knowledge database."""
         self.store = store
         self.strict_proposer = strict_proposer
         self.settings = settings
@@ -116,6 +122,7 @@ class Coordinator:
         label_index = 0 if settings.train.label is None else list(data.schema.labels).index(settings.train.label)
         self.label_index = label_index
         self.trainer = MemberTrainer(self.evo, settings.train, label_index, SILENT)
+        self.executor: Executor = executor(self.trainer) if executor is not None else LocalExecutor(self.trainer)
         self.labels = {s: self.evo.labels(s, label_index) for s in ("valid", "gate")}
         if self.evo.test is not None:
             self.labels["test"] = self.evo.labels("test", label_index)
@@ -381,22 +388,39 @@ class Coordinator:
     # -- training ---------------------------------------------------------------------------------
     def train_members(self, candidate_id: int, candidate: Candidate, seeds: list[int] | None = None,
                        role: str = "member") -> dict[str, np.ndarray] | None:
-        """Predictions (learners, rows) per split of the candidate's learners, training what is missing."""
+        """Predictions (learners, rows) per split of the candidate's learners, training what is missing.
+
+        The missing learners go to the executor together (a concurrent one trains them side by
+        side); their results are recorded here, in seed order, whatever order they finish in."""
         seeds = seeds or list(self.settings.member_seeds())
-        per_seed: list[dict[str, np.ndarray]] = []
+        per_seed: dict[int, dict[str, np.ndarray]] = {}
+        jobs: list[tuple[int, int, TrainingJob]] = []  # (index, training id, job)
         for index, seed in enumerate(seeds):
             with self.store.transaction() as tx:
                 training = tx.start_training(candidate_id, role, seed)
                 training_id, done = training.id, training.status == "done"
             folder = self.trainer.run_dir(self.artifacts, candidate_id, role, seed)
             if done:
-                per_seed.append(load_predictions(folder))
+                per_seed[index] = load_predictions(folder)
                 self.observer("trained", {"candidate_id": candidate_id, "seed": seed, "role": role, "cached": True})
                 continue
-            self.observer("training", {"candidate_id": candidate_id, "seed": seed, "index": index, "of": len(seeds)})
+            jobs.append((index, training_id, TrainingJob(candidate_id, candidate, role, seed, folder)))
+        pending = []
+        for index, training_id, job in jobs:
+            pending.append((index, training_id, self.executor.submit(job)))
+            if self.executor.concurrent:
+                self.observer("training", {"candidate_id": candidate_id, "seed": job.seed, "index": index,
+                                           "of": len(seeds), "role": role, "label": job.label})
+        for position, (index, training_id, handle) in enumerate(pending):
+            job = handle.job
+            if not self.executor.concurrent:
+                self.observer("training", {"candidate_id": candidate_id, "seed": job.seed, "index": index,
+                                           "of": len(seeds), "role": role, "label": job.label})
             try:
-                result = self.trainer.train(candidate, seed, folder)
+                result = handle.result()
             except Exception as exc:  # noqa: BLE001 - a failed training is a recorded outcome, not a crash
+                for _, _, rest in pending[position + 1:]:
+                    rest.cancel()
                 message = f"{type(exc).__name__}: {exc}"
                 self._training_error = message
                 with self.store.transaction() as tx:
@@ -405,6 +429,8 @@ class Coordinator:
                     tx.record_decision(candidate_id, "training", False, message)
                     tx.add_lesson("training", f"{candidate.describe()} failed to train: {message}",
                                   self.intent_id, candidate_id)
+                self.observer("trained", {"candidate_id": candidate_id, "seed": job.seed, "role": role,
+                                          "cached": False, "failed": True, "label": job.label})
                 return None
             with self.store.transaction() as tx:
                 tx.finish_training(training_id, result.metrics, result.cost_s, result.epochs)
@@ -413,9 +439,11 @@ class Coordinator:
                                 training_id=training_id, sha256=file_sha256(path))
                 tx.add_artifact("run", str(result.run_dir), intent_id=self.intent_id, candidate_id=candidate_id,
                                 training_id=training_id)
-            per_seed.append(result.predictions)
-            self.observer("trained", {"candidate_id": candidate_id, "seed": seed, "role": role, "cached": False})
-        return {split: np.stack([p[split] for p in per_seed]) for split in per_seed[0]}
+            per_seed[index] = result.predictions
+            self.observer("trained", {"candidate_id": candidate_id, "seed": job.seed, "role": role, "cached": False,
+                                      "label": job.label})
+        ordered = [per_seed[i] for i in range(len(seeds))]
+        return {split: np.stack([p[split] for p in ordered]) for split in ordered[0]}
 
     def predictions(self, candidate_id: int, role: str = "member", seeds: list[int] | None = None) -> dict[str, np.ndarray]:
         """Stored learner predictions (learners, rows) per split; read from disk once per candidate."""

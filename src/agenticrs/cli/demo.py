@@ -51,6 +51,7 @@ def demo(
             overrides=[f"artifacts={runs_dir / 'evolve'}", "train.time_budget_s=30"]
             + ([f"cache_dir={cache_dir}"] if cache_dir else []),
             report=runs_dir / "evolve-report.html", quiet=quiet, strict=False,
+            executor="local", ray_address=None, cpus_per_training=1.0,
         )
         return
     started = time.perf_counter()

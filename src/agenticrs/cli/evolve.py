@@ -36,6 +36,8 @@ class LiveView:
         self.counts: dict[str, int] = {}
         self.round = 0
         self.intent = 0
+        self.executor = "local"
+        self.running: dict[str, float] = {}  # label of a training in flight -> when it was submitted
         self.live: Live | None = None
 
     def render(self) -> Panel:
@@ -50,12 +52,20 @@ class LiveView:
             ("incumbent", f"{self.incumbent}  {self.incumbent_metrics}"),
             ("candidate", self.current),
             ("now", self.activity),
+            ("running", self._running()),
             ("verdicts", counts),
             ("last", self.last),
         ]
         for name, value in rows:
             table.add_row(Text(name), Text(str(value)))
         return Panel(table, title="agenticrs evolve", border_style="cyan")
+
+    def _running(self) -> str:
+        if not self.running:
+            return "-"
+        now = time.perf_counter()
+        shown = [f"{label} ({now - since:,.0f} s)" for label, since in sorted(self.running.items())]
+        return f"{len(shown)} on {self.executor}: " + ", ".join(shown)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
@@ -66,6 +76,10 @@ class LiveView:
             self.activity = info.get("rationale") or "training the starting incumbent"
         elif event == "training":
             self.activity = f"training learner {info['index'] + 1}/{info['of']} (seed {info['seed']})"
+            if "label" in info:
+                self.running[info["label"]] = time.perf_counter()
+        elif event == "trained":
+            self.running.pop(info.get("label", ""), None)
         elif event in ("promoted", "held"):
             if event == "promoted":
                 self.incumbent = info["candidate"]
@@ -136,9 +150,18 @@ def evolve(
     strict: bool = typer.Option(
         False, "--strict", help="stop (exit 2) when the llm/optuna proposer gives no candidate, e.g. an unreachable "
         "LLM server, instead of letting the built-in proposer stand in"),
+    executor: str = typer.Option(
+        "local", "--executor", help="where learners train: local (one at a time, here) | ray (Ray tasks, side by side)"),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (host:6379, ray://host:10001, auto); default: a private "
+        "local Ray instance"),
+    cpus_per_training: float = typer.Option(1.0, "--cpus-per-training", help="Ray: CPUs requested by each training"),
 ) -> None:
     """Evolve models: propose, train dual learners, decide with EnsNAS, check the gate, promote."""
     from agenticrs.agents.coordinator import Coordinator
+    from agenticrs.agents.executor import executor_factory
+
+    make_executor = executor_factory(executor, ray_address, cpus_per_training)  # a bad flag fails first
 
     resume_id = None
     budget_s = parse_duration(budget) if budget else None
@@ -185,13 +208,17 @@ def evolve(
                           "is the AGENTICRS_LLM_API_KEY environment variable, which `--resume` also reads")
     view = LiveView()
     observer = FallbackNotice(settings, None if quiet else view)
-    coordinator = Coordinator(store, settings, observer=observer, strict_proposer=strict)
-    if quiet:
-        summary = coordinator.run(resume_id)
-    else:
-        with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
-            view.live = live
+    coordinator = Coordinator(store, settings, observer=observer, strict_proposer=strict, executor=make_executor)
+    view.executor = f"{coordinator.executor.name} (capacity {coordinator.executor.capacity()})"
+    try:
+        if quiet:
             summary = coordinator.run(resume_id)
+        else:
+            with Live(view.render(), console=err_console, refresh_per_second=4, transient=False) as live:
+                view.live = live
+                summary = coordinator.run(resume_id)
+    finally:
+        coordinator.executor.close()
     _print_history(store, summary.intent_id)
     _print_final(summary)
     if report is not None:

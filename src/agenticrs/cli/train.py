@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from rich.syntax import Syntax
 from agenticrs.cli.common import console, friendly_errors, metrics_table, reporter, styled
 from agenticrs.config import apply_overrides, dump_yaml, load_yaml
 from agenticrs.train.config import RunConfig
+from agenticrs.train.distributed import launched_by_torchrun
 from agenticrs.train.workflow import evaluate_run, predict_files, resume_run, train_run
 
 
@@ -26,8 +30,18 @@ def train(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="processed-data cache (default .cache/agenticrs)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     resume: Path = typer.Option(None, "--resume", help="continue a killed run directory from its checkpoint"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes (torchrun; gloo on CPU, nccl on "
+                              "GPUs); train.batch_size is the global batch, split evenly over them"),
 ) -> None:
     """Train a model on a data set and write a run directory (or continue one with --resume)."""
+    if nproc > 1 or launched_by_torchrun():
+        if resume is not None:
+            raise ValueError("--resume continues a run in one process; a data-parallel run cannot resume")
+        if task != "ctr":
+            raise ValueError(f"--nproc trains the ctr task; the {task} task trains in one process")
+        if not launched_by_torchrun():
+            _launch(nproc, dataset, model, config, overrides, smoke, runs_dir, cache_dir, quiet)
+            return
     if resume is not None:
         given = {"--set": overrides, "--dataset": dataset, "--model": model, "--config": config, "--smoke": smoke}
         ignored = [flag for flag, value in given.items() if value]
@@ -52,6 +66,9 @@ def train(
     if task != "ctr":
         raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
     run_config = RunConfig.model_validate(raw)
+    if launched_by_torchrun():
+        _train_rank(run_config, nproc, overrides, runs_dir, cache_dir, quiet)
+        return
     _print_config(run_config.model_dump(mode="json"), overrides)
     trained = train_run(run_config, runs_dir, cache_dir, reporter(quiet))
     result = trained.result
@@ -59,6 +76,54 @@ def train(
                                 {"valid": result.valid, "test": result.test}))
     console.print(f"train samples/s: {result.train_samples_per_s:,.0f}   stopped by: {result.stopped_by}")
     console.print(styled("run directory: ", (str(trained.run.folder), "bold")))
+
+
+def _launch(nproc: int, dataset: str | None, model: str | None, config: Path | None, overrides: list[str], smoke: bool,
+            runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+    """Start `nproc` copies of this command under torchrun on this machine and wait for them.
+
+    Every copy sees torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR) and trains its rank;
+    on several machines, run torchrun itself (docs/scaling.md)."""
+    # no --nproc for the copies (torchrun's own parser would take it for --nproc-per-node): they read
+    # the world size from torchrun's environment
+    args = ["train", "--runs-dir", str(runs_dir)]
+    for flag, value in (("--dataset", dataset), ("--model", model), ("--config", config), ("--cache-dir", cache_dir)):
+        if value is not None:
+            args += [flag, str(value)]
+    for override in overrides:
+        args += ["--set", override]
+    args += ["--smoke"] * smoke + ["--quiet"] * quiet
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "agenticrs.cli.main", *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code = subprocess.run(command, env=env).returncode  # noqa: S603 - our own interpreter and module
+    if code:
+        raise typer.Exit(code)
+
+
+def _train_rank(run_config: RunConfig, nproc: int, overrides: list[str], runs_dir: Path, cache_dir: Path | None,
+                quiet: bool) -> None:
+    """One rank of a data-parallel run (inside torchrun): rank 0 prints and writes the run."""
+    from agenticrs.train import distributed
+
+    ctx = distributed.init_from_env(run_config.train.device)
+    try:
+        if nproc > 1 and ctx.world_size != nproc:
+            raise ValueError(f"--nproc {nproc} but torchrun started {ctx.world_size} processes")
+        if ctx.is_main:
+            _print_config(run_config.model_dump(mode="json"), overrides)
+            console.print(f"data parallel: {ctx.world_size} processes, {run_config.train.batch_size} rows per global "
+                          f"batch ({run_config.train.batch_size // ctx.world_size} per process)")
+        trained = train_run(run_config, runs_dir, cache_dir, reporter(quiet or not ctx.is_main))
+        if ctx.is_main and trained.run is not None:
+            result = trained.result
+            console.print(metrics_table(f"{run_config.model} on {trained.data.spec.name} (best epoch {result.best_epoch},"
+                                        f" {ctx.world_size} processes)", {"valid": result.valid, "test": result.test}))
+            console.print(f"train samples/s (all processes): {result.train_samples_per_s:,.0f}   "
+                          f"stopped by: {result.stopped_by}")
+            console.print(styled("run directory: ", (str(trained.run.folder), "bold")))
+    finally:
+        distributed.shutdown()
 
 
 @friendly_errors

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from agenticrs.data.cache import SplitArrays
+from agenticrs.data.shards import release_pages
 
 LABEL = "label"  # (B,) the one trained label
 LABELS = "labels"  # (B, T) several trained labels (multi-task); NaN where a row has no such label
@@ -76,8 +77,8 @@ def iterate_batches(
     """
     if shuffle and keep_requests and REQUEST in split:
         order = request_block_order(np.asarray(split[REQUEST]), seed, epoch)
-    else:
-        order = epoch_order(split.rows, seed, epoch, shuffle)
+    else:  # an ordered pass reads slices: no index array as long as the split
+        order = epoch_order(split.rows, seed, epoch, shuffle) if shuffle else None
     keys = model_input_keys(split)
     arrays = {k: split[k] for k in keys}
     labels = split["labels"] if (label_index is not None and "labels" in split) else None
@@ -85,7 +86,7 @@ def iterate_batches(
     stop = split.rows - (split.rows % batch_size if drop_last else 0)
     for start in range(skip_batches * batch_size, stop, batch_size):
         # a shuffled batch is a gather (a fresh copy); an ordered one is a slice, copied out of the map
-        index = order[start : start + batch_size] if shuffle else slice(start, start + batch_size)
+        index = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
         batch = {k: torch.from_numpy(np.array(v[index])) for k, v in arrays.items()}
         if labels is not None and isinstance(label_index, list):
             batch[LABELS] = torch.from_numpy(np.array(labels[index][:, label_index]))
@@ -93,6 +94,9 @@ def iterate_batches(
             batch[LABEL] = torch.from_numpy(np.array(labels[index, label_index]))
         if groups is not None:
             batch[GROUP] = torch.from_numpy(np.array(groups[index]))
+        if order is None:  # a memory-mapped split read in order keeps a flat RSS (no-op in memory)
+            for value in (*arrays.values(), labels, groups):
+                release_pages(value, start, start + batch_size)
         if str(device) != "cpu":
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         yield batch

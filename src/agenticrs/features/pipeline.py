@@ -113,7 +113,9 @@ class _Spill:
             yield self.in_memory.pop(0)  # released as soon as it is encoded
         if not self.on_disk:
             return
-        with pa.ipc.open_stream(str(self.path)) as reader:
+        # read through a file, not a memory map: a map's pages count in this process's RSS until it
+        # is closed, so the peak memory would grow with the data set (the spill is as large as train)
+        with pa.ipc.open_stream(pa.OSFile(str(self.path))) as reader:
             for (file, first_row), batch in zip(self.on_disk, reader, strict=True):
                 yield Chunk(file, first_row, pa.Table.from_batches([batch]))
 

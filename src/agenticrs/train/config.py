@@ -99,6 +99,15 @@ class TrainConfig(BaseModel):
         description="multi-task conversion: [click label, conversion label]; adds ctr_auc, cvr_auc and ctcvr_auc "
         "to the metrics (a conversion model such as esmm names its own)",
     )
+    # -- data beyond memory ----------------------------------------------------------------
+    memory_budget_mb: float | None = Field(
+        default=None, gt=0, description="a split whose arrays are larger than this stays memory-mapped: training "
+        "reads it in shuffled blocks (shuffle_block_rows) and evaluation in order, releasing pages as it goes; "
+        "default: every split is loaded into memory",
+    )
+    shuffle_block_rows: int = Field(
+        default=65_536, ge=1, description="rows per contiguous block read when training from a memory-mapped split",
+    )
     # -- runtime ---------------------------------------------------------------------------
     seed: int = Field(default=2024, ge=0, lt=2**32, description="seeds Python, NumPy and torch (NumPy needs < 2^32)")
     device: Literal["cpu", "cuda", "auto"] = "cpu"

@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from agenticrs.data.cache import SplitArrays
+from agenticrs.data.shards import split_in_memory
 from agenticrs.features.batching import LABEL, LABELS, iterate_batches, num_batches
+from agenticrs.features.blocks import iterate_block_batches
 from agenticrs.features.pipeline import ProcessedDataset
 from agenticrs.models.base import Model
 from agenticrs.progress import SILENT, Reporter
@@ -334,6 +336,11 @@ class CTRTask:
         return num_batches(self.train.rows, self.config.batch_size, drop_last=self.drop_last)
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        if self.config.memory_budget_mb is not None and not split_in_memory(self.train) and not self.keep_requests:
+            return iterate_block_batches(
+                self.train, self.config.batch_size, block_rows=max(self.config.shuffle_block_rows, self.config.batch_size),
+                seed=self.config.seed, epoch=epoch, label_index=self.label_index, device=self.device, skip_batches=skip,
+            )  # fmt: skip
         return iterate_batches(
             self.train, self.config.batch_size, shuffle=True, seed=self.config.seed, epoch=epoch,
             label_index=self.label_index, device=self.device, keep_requests=self.keep_requests,

@@ -8,6 +8,11 @@ registry, best-checkpoint restore (or the last weights, `restore_best: false`, a
 resume from a checkpoint (mid-epoch, bit-exact on CPU), live
 progress and the run directory. A new kind of model never brings its own loop.
 
+Data parallel (`agenticrs.train.distributed`): when a torch.distributed group is initialised the
+task's batches are this rank's, the step goes through DistributedDataParallel (gradients
+all-reduced), every rank takes the group's smallest number of steps per epoch, rank 0 alone
+evaluates, decides early stopping and writes the run directory, and broadcasts its decisions.
+
 An undefined monitor (AUC on a validation split of one class: NaN) cannot rank evaluations, so
 early stopping and the best checkpoint then follow the validation log loss (else the training
 loss), as the log says; NaN metrics are written as null in `metrics.jsonl` and `summary.json`. A
@@ -33,6 +38,7 @@ from torch import nn
 
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from agenticrs.train import distributed
 from agenticrs.train.config import TrainConfig
 from agenticrs.train.metrics import NonFiniteError, metric_improves, metric_spec
 from agenticrs.train.optim import LRSchedule, build_optimizers, current_lr
@@ -142,6 +148,8 @@ class Engine:
         self.config = config
         self.reporter = reporter
         self._best: dict[str, torch.Tensor] | None = None
+        self._dist = distributed.DistContext()
+        self._device = torch.device("cpu")
 
     # -- public -----------------------------------------------------------------------------
     def fit(self, model: nn.Module, task: Task, run: Run | None = None, resume: bool = False) -> TrainResult:
@@ -150,15 +158,23 @@ class Engine:
             torch.set_num_threads(cfg.num_threads)
         device = resolve_device(cfg.device)
         model.to(device)
+        ctx = self._dist = distributed.current()
+        self._device = device
+        if ctx.active:
+            if resume:
+                raise ValueError("a data-parallel run cannot resume from a checkpoint; start it again")
+            run = run if ctx.is_main else None  # the run directory is written once, by rank 0
         has_valid = task.has_validation()
         monitor = cfg.monitor if has_valid else TRAIN_LOSS
         metric_spec(monitor)  # an unknown monitor fails now, not after an epoch
         task.prepare(model)
         seed_everything(cfg.seed)
+        train_model = distributed.wrap(model, device)  # DDP: rank 0's weights everywhere, gradients all-reduced
         optimizers = build_optimizers(model, cfg)
         per_epoch = task.steps_per_epoch()
         if cfg.max_steps_per_epoch:
             per_epoch = min(per_epoch, cfg.max_steps_per_epoch)
+        per_epoch = distributed.all_min(per_epoch, device)  # every rank takes every step
         if per_epoch < 1:
             raise ValueError("the task has no training batch")
         budget = min(cfg.max_steps or math.inf, cfg.epochs * per_epoch)
@@ -181,7 +197,7 @@ class Engine:
             self._evaluate(model, task, run, state, schedule, optimizers, monitor, has_valid, epoch)
 
         while state.stopped_by is None and state.epoch <= cfg.epochs:
-            model.train()
+            train_model.train()
             clock = time.perf_counter()
             with self.reporter.task(f"epoch {state.epoch}", total=per_epoch) as progress:
                 progress.update(completed=state.step_in_epoch)
@@ -190,12 +206,12 @@ class Engine:
                         break
                     state.global_step += 1
                     state.step_in_epoch += 1
-                    self._step(model, task, batch, optimizers, schedule, state)
+                    self._step(train_model, task, batch, optimizers, schedule, state)
                     if state.step_in_epoch % cfg.log_every == 0 or state.step_in_epoch == per_epoch:
                         progress.update(completed=state.step_in_epoch, loss=state.loss_sum / max(state.loss_seen, 1))
                     if steps_capped and state.global_step >= budget:
                         state.stopped_by = "step budget"
-                    elif cfg.time_budget_s is not None and time.perf_counter() - started > cfg.time_budget_s:
+                    elif cfg.time_budget_s is not None and self._over_time(started):
                         state.stopped_by = "time budget"
                     due = cfg.eval_every_steps is not None and state.global_step % cfg.eval_every_steps == 0
                     checkpoint_due = cfg.checkpoint_every_steps is not None and (
@@ -204,7 +220,7 @@ class Engine:
                         state.add_train_time(time.perf_counter() - clock)
                         if due or state.stopped_by is not None:
                             evaluate()
-                            model.train()
+                            train_model.train()
                         else:
                             self._checkpoint(run, model, optimizers, schedule, state)  # type: ignore[arg-type]
                         clock = time.perf_counter()
@@ -229,11 +245,11 @@ class Engine:
         if best_state is not None:
             model.load_state_dict(best_state)
         valid_metrics: dict[str, float] = {}
-        if has_valid:
+        if has_valid and ctx.is_main:
             t0 = time.perf_counter()
             valid_metrics = task.evaluate(model, "valid", self.reporter) or {}
             state.eval_seconds += time.perf_counter() - t0
-        test_metrics = task.evaluate(model, "test", self.reporter)
+        test_metrics = task.evaluate(model, "test", self.reporter) if ctx.is_main else None
         result = TrainResult(
             best_epoch=state.best_epoch,
             valid=valid_metrics,
@@ -288,7 +304,7 @@ class Engine:
             optimizer.step()
         state.loss_sum += float(loss.detach()) * examples
         state.loss_seen += examples
-        state.trained_samples += examples
+        state.trained_samples += examples * self._dist.world_size  # every rank trained a batch this size
 
     def _evaluate(
         self, model: nn.Module, task: Task, run: Run | None, state: _State, schedule: LRSchedule,
@@ -303,6 +319,9 @@ class Engine:
             "train_samples_per_s": state.trained_samples / max(state.train_seconds, 1e-9),
         }
         state.loss_sum, state.loss_seen = 0.0, 0
+        if not self._dist.is_main:
+            self._follow_main(model, state, schedule, record)
+            return
         if has_valid:
             t0 = time.perf_counter()
             metrics = task.evaluate(model, "valid", self.reporter) or {}
@@ -340,10 +359,33 @@ class Engine:
             state.wait += 1
             if state.wait >= cfg.patience and state.stopped_by is None:
                 state.stopped_by = "patience"
+        # rank 0 decides; the other ranks follow (same schedule cut, same stop, same best step)
+        distributed.broadcast_from_main([float(improved), float(state.stopped_by == "patience")], self._device)
         schedule.after_evaluation(improved)
         if run is not None:
             run.log(record)  # the run writer writes an undefined metric as null
             self._checkpoint(run, model, optimizers, schedule, state)
+
+    def _follow_main(self, model: nn.Module, state: _State, schedule: LRSchedule, record: dict[str, Any]) -> None:
+        """A rank other than 0 at an evaluation: take rank 0's verdict instead of evaluating."""
+        improved_flag, stop_flag = distributed.broadcast_from_main([0.0, 0.0], self._device)
+        improved = bool(improved_flag)
+        record["improved"] = improved
+        state.history.append(record)
+        if improved:
+            state.best_step, state.best_epoch, state.wait = state.global_step, record["epoch"], 0
+            if self.config.restore_best:
+                self._best = copy.deepcopy(model.state_dict())
+        else:
+            state.wait += 1
+        if stop_flag and state.stopped_by is None:
+            state.stopped_by = "patience"
+        schedule.after_evaluation(improved)
+
+    def _over_time(self, started: float) -> bool:
+        """Whether the time budget is spent: rank 0's clock decides for every rank."""
+        over = time.perf_counter() - started > (self.config.time_budget_s or math.inf)
+        return bool(distributed.broadcast_from_main([float(over)], self._device)[0])
 
     def _checkpoint(
         self, run: Run, model: nn.Module, optimizers: list[torch.optim.Optimizer], schedule: LRSchedule, state: _State

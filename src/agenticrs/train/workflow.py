@@ -6,20 +6,23 @@ processes data, builds models and writes run directories the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from torch import nn
 
 from agenticrs.data.registry import resolve_dataset
+from agenticrs.data.shards import SplitShard, split_nbytes
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import Model, build_model, make_config, model_class
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device, seed_everything
 from agenticrs.runtime.files import atomic_write
+from agenticrs.train import distributed
 from agenticrs.train.config import RunConfig, with_model_defaults
 from agenticrs.train.ctr import Conversion, evaluate, model_targets, predict_probs, with_conversion_metrics
 from agenticrs.train.engine import TrainResult
@@ -51,6 +54,16 @@ def with_model_train_defaults(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"train": with_model_defaults(config.train, defaults)})
 
 
+def embedding_tables(model: Model) -> str:
+    """One line on the model's embedding tables (rows, width, float32 size), said before training:
+    the table size is what hashing (`hash_buckets`) and frequency filtering (`min_count`) bound."""
+    tables = [m.weight for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    rows = sum(t.shape[0] for t in tables)
+    values = sum(t.numel() for t in tables)
+    return (f"embedding tables: {len(tables)} tables, {rows:,} rows, {values:,} values "
+            f"({values * 4 / (1 << 20):,.1f} MB float32) of {sum(p.numel() for p in model.parameters()):,} parameters")
+
+
 def train_run(
     config: RunConfig,
     runs_dir: str | Path = "runs",
@@ -61,19 +74,44 @@ def train_run(
     """Process the data set (cached), build the model, train it and write the run directory.
 
     The model's config and the device are checked first: a bad value is one clear error before
-    any data is processed or any run directory is created."""
+    any data is processed or any run directory is created.
+
+    In a torch.distributed group (`agenticrs train --nproc N`), rank 0 processes the data set
+    first (the others then read its cache), every rank trains on its own slice of the training
+    split with `train.batch_size / N` rows per step (the configured batch is the global one), and
+    rank 0 alone creates and writes the run directory; the other ranks return `run=None`."""
     make_config(config.model, config.model_params, smoke=config.smoke)  # ValueError naming the field
     resolve_device(config.train.device)  # ValueError when e.g. cuda is asked for without a GPU
-    data = data or load_data(config.dataset, cache_dir, reporter)
+    ctx = distributed.current()
     config = with_model_train_defaults(config)
+    train_config = config.train
+    if ctx.active:
+        train_config = train_config.model_copy(
+            update={"batch_size": distributed.local_batch_size(train_config.batch_size, ctx.world_size)})
+        if not ctx.is_main:
+            distributed.barrier()  # rank 0 processes (and caches) the data set first
+    data = data or load_data(config.dataset, cache_dir, reporter)
+    if ctx.active and ctx.is_main:
+        distributed.barrier()
     seed_everything(config.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
-    run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
-    run.write_setup(config, data.spec, data.encoder)
-    for split in data.splits.values():
-        split.load_in_memory()
-    result = Trainer(config.train, reporter).fit(model, data, run)
-    return TrainedRun(run=run, model=model, result=result, data=data)
+    run = None
+    if ctx.is_main:
+        run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
+        run.write_setup(config, data.spec, data.encoder)
+    splits = dict(data.splits)
+    if ctx.active:
+        splits["train"] = SplitShard.of_rank(data.split("train"), ctx.rank, ctx.world_size)
+    budget = None if train_config.memory_budget_mb is None else train_config.memory_budget_mb * (1 << 20)
+    for name, split in splits.items():
+        if budget is not None and split_nbytes(split) > budget:
+            reporter.log(f"{name}: {split_nbytes(split) / (1 << 20):,.0f} MB > train.memory_budget_mb: read from the "
+                         f"memory-mapped cache ({'shuffled blocks' if name == 'train' else 'in order'})")
+        elif ctx.is_main or name == "train":  # only rank 0 evaluates: the others never read valid or test
+            split.load_in_memory()
+    reporter.log(embedding_tables(model))
+    result = Trainer(train_config, reporter).fit(model, replace(data, splits=splits), run)
+    return TrainedRun(run=run, model=model, result=result, data=data)  # type: ignore[arg-type]
 
 
 def resume_run(

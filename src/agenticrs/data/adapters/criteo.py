@@ -24,6 +24,7 @@ def criteo_spec(
     *,
     transform: NumericTransform = "log1p",
     min_count: int = 1,
+    hash_buckets: int | None = None,
     name: str = "criteo",
 ) -> DatasetSpec:
     """Describe Criteo TSV files per split; the first line of each file is checked for 40 columns.
@@ -44,7 +45,9 @@ def criteo_spec(
                 )
     fields = [FieldSpec(name="label", kind="label")]
     fields += [FieldSpec(name=c, kind="numeric", transform=transform) for c in NUMERIC_COLUMNS]
-    fields += [FieldSpec(name=c, kind="categorical", min_count=min_count) for c in CATEGORICAL_COLUMNS]
+    # hash_buckets: each categorical field hashes into N ids (no vocabulary pass; a table of N rows)
+    fields += [FieldSpec(name=c, kind="categorical", min_count=min_count, hash_buckets=hash_buckets)
+               for c in CATEGORICAL_COLUMNS]
     return DatasetSpec(
         name=name,
         files={split: [str(Path(p).resolve()) for p in ps] for split, ps in paths.items()},

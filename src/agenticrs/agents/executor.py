@@ -1,0 +1,245 @@
+"""Where the agents' trainings run: in this process (`local`) or as Ray tasks (`ray`).
+
+The coordinator hands an executor `TrainingJob`s (one learner of one candidate: its seed, role and
+run folder) and reads back `MemberResult`s; it alone writes the knowledge database. An executor
+never touches the database, so the records, decisions and champion of an evolution do not depend on
+where the learners trained: a learner is deterministic for its seed, and the coordinator records
+the results in the order it submitted the jobs, whatever order they finish in.
+
+- `LocalExecutor` trains a job when its result is asked for: exactly the sequential behaviour the
+  coordinator always had (one learner at a time, in this process).
+- `RayExecutor` submits every job of a step at once as a Ray task with a CPU (and, where the
+  trainer's device is CUDA, GPU) request, so the two learners of a candidate and the extra learners
+  of an audit train side by side up to the cluster's capacity. The evolution's data is put in the
+  object store once. A task whose worker process dies (killed, out of memory, node lost) is
+  retried by Ray (`max_retries`); training is deterministic and replaces a half-written folder,
+  so a retry gives the same learner. The run folder's files travel back with the result and are
+  written on the coordinator's side when the worker ran on another machine (no shared file system
+  needed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agenticrs.agents.autotrain import PREDICTIONS, MemberResult, MemberTrainer
+from agenticrs.agents.candidate import Candidate
+from agenticrs.runtime import atomic_write
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One learner to train: everything a worker needs besides the evolution's data."""
+
+    candidate_id: int
+    candidate: Candidate
+    role: str
+    seed: int
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"#{self.candidate_id} {self.role} seed {self.seed}"
+
+
+TrainFn = Callable[[MemberTrainer, TrainingJob], MemberResult]
+
+
+def train_job(trainer: MemberTrainer, job: TrainingJob) -> MemberResult:
+    """The work of one job (the default `TrainFn`; tests wrap it to inject faults)."""
+    return trainer.train(job.candidate, job.seed, job.folder)
+
+
+class PendingTraining(Protocol):
+    job: TrainingJob
+
+    def result(self) -> MemberResult:
+        """The trained learner; raises the training's exception."""
+
+    def cancel(self) -> None:
+        """Give up on a job whose result is no longer needed."""
+
+
+class Executor(Protocol):
+    name: str
+    concurrent: bool  # True: submitted jobs run at once (the live view lists them as running)
+
+    def submit(self, job: TrainingJob) -> PendingTraining: ...
+
+    def capacity(self) -> int:
+        """How many jobs can train at once."""
+
+    def close(self) -> None: ...
+
+
+class _Deferred:
+    """A local job: trained in this process when its result is first asked for."""
+
+    def __init__(self, job: TrainingJob, run: Callable[[], MemberResult]) -> None:
+        self.job = job
+        self._run: Callable[[], MemberResult] | None = run
+        self._result: MemberResult | None = None
+
+    def result(self) -> MemberResult:
+        if self._result is None:
+            if self._run is None:
+                raise RuntimeError(f"training {self.job.label} was cancelled")
+            self._result = self._run()
+        return self._result
+
+    def cancel(self) -> None:
+        self._run = None
+
+
+class LocalExecutor:
+    """Trains one learner at a time, in this process (today's behaviour)."""
+
+    name = "local"
+    concurrent = False
+
+    def __init__(self, trainer: MemberTrainer, train_fn: TrainFn = train_job) -> None:
+        self.trainer = trainer
+        self.train_fn = train_fn
+
+    def submit(self, job: TrainingJob) -> PendingTraining:
+        return _Deferred(job, lambda: self.train_fn(self.trainer, job))
+
+    def capacity(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _run_folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _ray_train(
+    trainer: MemberTrainer, train_fn: TrainFn, job: TrainingJob, threads: int
+) -> tuple[MemberResult, dict[str, bytes]]:
+    """Body of a Ray task: train, then return the result and the run folder's files."""
+    import torch
+
+    torch.set_num_threads(threads)  # as many intra-op threads as CPUs the task was granted
+    os.environ["AGENTICRS_NUM_THREADS"] = str(threads)
+    result = train_fn(trainer, job)
+    return result, _run_folder_files(Path(result.run_dir))
+
+
+class _RayPending:
+    def __init__(self, job: TrainingJob, ref: Any) -> None:
+        self.job = job
+        self.ref = ref
+
+    def result(self) -> MemberResult:
+        import ray
+
+        result, files = ray.get(self.ref)
+        folder = Path(result.run_dir)
+        if not (folder / PREDICTIONS).exists():  # trained on another machine: keep its files here
+            folder.mkdir(parents=True, exist_ok=True)
+            # predictions.npz last: it is what marks a learner's folder as complete
+            for name, content in sorted(files.items(), key=lambda item: item[0] == PREDICTIONS):
+                with atomic_write(folder / name, "wb") as handle:
+                    handle.write(content)
+        return result
+
+    def cancel(self) -> None:
+        import ray
+
+        ray.cancel(self.ref, force=True)
+
+
+class RayExecutor:
+    """Trains learners as Ray tasks (one CPU each by default, one GPU each on a CUDA trainer).
+
+    `address`: an existing cluster (`ray://host:10001` or `host:6379`, or "auto"); None starts a
+    private local Ray instance (workers on this machine, dashboard off) that `close` stops."""
+
+    name = "ray"
+    concurrent = True
+
+    def __init__(
+        self,
+        trainer: MemberTrainer,
+        address: str | None = None,
+        num_cpus: float = 1,
+        num_gpus: float | None = None,
+        max_retries: int = 3,
+        train_fn: TrainFn = train_job,
+        local_cpus: int | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - ray is a dependency; a broken install says so
+            raise RuntimeError("the ray executor needs the `ray` package: pip install ray") from exc
+        if num_cpus <= 0:
+            raise ValueError(f"num_cpus per training must be positive, got {num_cpus}")
+        self.trainer = trainer
+        self.num_cpus = num_cpus
+        if num_gpus is None:
+            num_gpus = 1.0 if trainer.base.device in ("cuda", "auto") and _has_cuda() else 0.0
+        self.num_gpus = num_gpus
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            if address is None:
+                ray.init(num_cpus=local_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                         log_to_driver=False, configure_logging=False)  # fmt: skip
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        self._trainer_ref = ray.put(trainer)  # the evolution's data, once, in the object store
+        self._remote = ray.remote(_ray_train).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries, retry_exceptions=False
+        )
+        self.train_fn = train_fn
+        self._threads = max(1, int(num_cpus))
+
+    def submit(self, job: TrainingJob) -> PendingTraining:
+        return _RayPending(job, self._remote.remote(self._trainer_ref, self.train_fn, job, self._threads))
+
+    def capacity(self) -> int:
+        import ray
+
+        resources = ray.cluster_resources()
+        by_cpu = int(resources.get("CPU", 1) // self.num_cpus)
+        if self.num_gpus:
+            return max(1, min(by_cpu, int(resources.get("GPU", 0) // self.num_gpus)))
+        return max(1, by_cpu)
+
+    def close(self) -> None:
+        import ray
+
+        if self._owns and ray.is_initialized():
+            ray.shutdown()
+
+
+ExecutorFactory = Callable[[MemberTrainer], Executor]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def executor_factory(
+    name: str, address: str | None = None, num_cpus: float = 1, num_gpus: float | None = None, max_retries: int = 3,
+) -> ExecutorFactory:
+    """What a `--executor` flag names, as a factory the coordinator calls with its trainer;
+    settings are checked here, before any data is loaded."""
+    if name == "local":
+        if address is not None:
+            raise ValueError("--ray-address needs --executor ray")
+        return LocalExecutor
+    if name == "ray":
+        if num_cpus <= 0:
+            raise ValueError(f"--cpus-per-training must be positive, got {num_cpus}")
+        return lambda trainer: RayExecutor(
+            trainer, address=address, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries
+        )
+    raise ValueError(f"unknown executor {name!r}: local | ray")

@@ -1,0 +1,147 @@
+"""The Ray executor against the local one: same seed, same records, decisions and champion; a
+worker killed in the middle of a training is retried and the evolution loses nothing.
+
+Ray runs as a private instance on this machine (loopback, 2 CPUs, no dashboard) that the module
+starts and stops itself."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agenticrs.agents.autotrain import MemberResult, MemberTrainer
+from agenticrs.agents.coordinator import Coordinator
+from agenticrs.agents.executor import LocalExecutor, RayExecutor, TrainingJob, executor_factory, train_job
+from agenticrs.agents.knowledge import KnowledgeStore
+from agenticrs.agents.settings import EvolveSettings
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+FAST: dict[str, Any] = {
+    "dataset": "sim-tiny",
+    "candidates": 2,
+    "seed": 0,
+    "bootstrap": 100,
+    "gate_level": 0.5,
+    "start": {"model": "lr", "learning_rate": 0.01, "epochs": 2, "embedding_dim": 8, "hidden_units": [32]},
+    "train": {"patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"], "num_threads": 1},
+    "space": {"models": ["lr", "fm", "dnn"], "widths": [16, 32], "embedding_dims": [4, 8], "depth_max": 2},
+}
+
+
+def settings_in(folder: Path, cache: Path) -> EvolveSettings:
+    return EvolveSettings.model_validate({**FAST, "artifacts": str(folder / "artifacts"), "cache_dir": str(cache)})
+
+
+def records(store: KnowledgeStore, intent_id: int) -> dict[str, Any]:
+    """What an evolution decided, without ids, times or paths."""
+    with store.transaction() as tx:
+        rows = tx.candidates(intent_id)
+        by_id = {r.id: (r.round, r.config_hash) for r in rows}
+        return {
+            "candidates": [(r.round, r.config_hash, r.status) for r in rows],
+            "decisions": sorted((by_id[d.candidate_id], d.gate, d.accepted, d.reason)
+                                for d in tx.decisions(intent_id=intent_id)),
+            "champions": [by_id[c.candidate_id] for c in tx.lineage(intent_id)],
+            "trainings": sorted((by_id[t.candidate_id], t.role, t.seed, t.status, repr(t.metrics))
+                                for t in tx.trainings(intent_id=intent_id)),
+        }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A private Ray instance for the module: loopback only, 2 CPUs, stopped at the end."""
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             configure_logging=False)  # fmt: skip
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> tuple[dict[str, Any], Coordinator]:
+    folder = tmp_path_factory.mktemp("local")
+    store = KnowledgeStore(f"sqlite:///{folder / 'k.db'}")
+    coordinator = Coordinator(store, settings_in(folder, tiny_cache))
+    assert isinstance(coordinator.executor, LocalExecutor)
+    summary = coordinator.run()
+    return records(store, summary.intent_id), coordinator
+
+
+def kill_once(marker: str, trainer: MemberTrainer, job: TrainingJob) -> MemberResult:
+    """The first training to get here SIGKILLs its own worker process at its third optimiser step;
+    every attempt is logged in `marker`."""
+    first = not os.path.exists(marker)
+    with open(marker, "a") as log:
+        log.write(f"{job.label} pid {os.getpid()}\n")
+    if first:
+        from agenticrs.train.engine import Engine
+
+        original = Engine._step
+
+        def dying_step(self: Engine, model: Any, task: Any, batch: Any, optimizers: Any, schedule: Any, state: Any) -> None:
+            if state.global_step >= 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(self, model, task, batch, optimizers, schedule, state)
+
+        Engine._step = dying_step  # type: ignore[method-assign]
+    return train_job(trainer, job)
+
+
+def test_ray_executor_reaches_the_local_records_decisions_and_champion(
+    local_ray: None, local_run: tuple[dict[str, Any], Coordinator], tmp_path: Path, tiny_cache: Path
+) -> None:
+    expected, local = local_run
+    store = KnowledgeStore(f"sqlite:///{tmp_path / 'k.db'}")
+    events: list[tuple[str, dict[str, Any]]] = []
+    coordinator = Coordinator(store, settings_in(tmp_path, tiny_cache), evo=local.evo,
+                              observer=lambda e, i: events.append((e, i)), executor=RayExecutor)
+    assert coordinator.executor.name == "ray" and coordinator.executor.capacity() == 2
+    summary = coordinator.run()
+    coordinator.executor.close()  # joined an existing instance: leaves it running
+    assert ray.is_initialized()
+    got = records(store, summary.intent_id)
+    assert got == expected
+    # both learners of a candidate were in flight together (submitted before either was recorded)
+    kinds = [e for e, i in events if e in ("training", "trained") and not i.get("cached")]
+    assert kinds[:4] == ["training", "training", "trained", "trained"]
+
+
+def test_a_killed_ray_worker_is_retried_and_nothing_recorded_is_lost(
+    local_ray: None, local_run: tuple[dict[str, Any], Coordinator], tmp_path: Path, tiny_cache: Path
+) -> None:
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    expected, local = local_run
+    marker = tmp_path / "attempts.log"
+    store = KnowledgeStore(f"sqlite:///{tmp_path / 'k.db'}")
+    coordinator = Coordinator(
+        store, settings_in(tmp_path, tiny_cache), evo=local.evo,
+        executor=lambda trainer: RayExecutor(trainer, max_retries=2,
+                                             train_fn=functools.partial(kill_once, str(marker))),
+    )  # fmt: skip
+    summary = coordinator.run()
+    attempts = marker.read_text().splitlines()
+    killed = attempts[0].split(" pid ")[0]
+    assert sum(a.startswith(killed + " pid") for a in attempts) == 2  # the killed training ran again
+    assert len({a.split(" pid ")[1] for a in attempts if a.startswith(killed)}) == 2  # in a new worker
+    assert records(store, summary.intent_id) == expected
+
+
+def test_executor_flags_are_checked_before_anything_runs() -> None:
+    with pytest.raises(ValueError, match="--ray-address needs --executor ray"):
+        executor_factory("local", address="127.0.0.1:6379")
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        executor_factory("dask")
+    with pytest.raises(ValueError, match="positive"):
+        executor_factory("ray", num_cpus=0)
