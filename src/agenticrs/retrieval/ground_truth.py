@@ -22,8 +22,9 @@ from typing import Literal
 
 import numpy as np
 
+from agenticrs.gr.sequences import EvalExamples
 from agenticrs.sim.world import World, sigmoid
-from agenticrs.train.metrics import Hits
+from agenticrs.train.metrics import Hits, set_metrics
 
 Objective = Literal["click", "purchase"]
 
@@ -114,3 +115,28 @@ def set_hits(ranked: np.ndarray, relevant: np.ndarray | Sequence[np.ndarray]) ->
     np.put_along_axis(first, order, ~repeat, axis=1)
     relevant_count = np.bincount(rel_keys // span, minlength=len(ranked))
     return Hits(hits & first, relevant_count)
+
+
+def truth_metrics(retriever: object, world: World, examples: EvalExamples, day: int, ks: Sequence[int] = (50, 200),
+                  top_n: int = 50, objective: Objective = "click", max_len: int = 50, users: int | None = 1000,
+                  seed: int = 0, batch_size: int = 256) -> dict[str, float]:  # fmt: skip
+    """`set_recall@k` and `set_ndcg@k` of a retriever's top max(ks) against each user's `top_n`
+    truly most likely items (`relevant_items`) on `day`.
+
+    `examples` are leave-one-out examples of the simulator's click sequences (ids are the
+    world's indices + 1); the relevance term reads the same click history the retriever sees
+    (its last `world.config.history_len` items). `users`: a fixed, seeded sample of that many
+    examples (the truth costs users x catalogue x history), None for all."""
+    if users is not None:
+        examples = examples.sample(users, seed)
+    k = max(ks)
+    lists, relevant = [], []
+    hist_len = world.config.history_len
+    for batch in examples.batches(max(max_len, hist_len), batch_size):
+        top = np.asarray(retriever.recommend(batch, k)) - 1  # type: ignore[attr-defined]
+        lists.append(top)
+        history = batch["history"][:, -hist_len:].numpy() - 1  # right-aligned, padding -> -1
+        # the world's histories are left-aligned (oldest first, -1 after): order does not matter to R
+        relevant.append(relevant_items(world, batch["user"].numpy() - 1, history, day, top_n, objective))
+    hits = set_hits(np.concatenate(lists), np.concatenate(relevant))
+    return set_metrics([f"set_{m}@{c}" for c in ks for m in ("recall", "ndcg")], hits)
