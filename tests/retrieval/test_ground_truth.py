@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agenticrs.gr.sequences import EvalExamples
-from agenticrs.retrieval.ground_truth import relevant_items, true_scores, truth_metrics
+from agenticrs.retrieval.ground_truth import relevant_items, simulator_truth, true_scores, truth_metrics
 from agenticrs.sim import build_world, sim_preset
 from agenticrs.sim.world import World, sigmoid
 
@@ -65,7 +65,9 @@ def test_an_oracle_retriever_has_perfect_recall_and_a_random_one_does_not(world:
     flat = history[history >= 0] + 1
     examples = EvalExamples(users + 1, np.r_[0, np.cumsum(lengths)], flat, np.ones(30, np.int64))
     day = world.config.n_days - 1
-    perfect = truth_metrics(_Oracle(world, day), world, examples, day, ks=(20,), top_n=20, users=None)
+    truth = simulator_truth(world, examples, day, top_n=20, users=None)
+    assert truth.relevant.shape == (30, 20)
+    perfect = truth_metrics(_Oracle(world, day), truth, ks=(20,))
     assert perfect["set_recall@20"] == pytest.approx(1.0) and perfect["set_ndcg@20"] == pytest.approx(1.0)
 
     class _Random(torch.nn.Module):
@@ -73,4 +75,4 @@ def test_an_oracle_retriever_has_perfect_recall_and_a_random_one_does_not(world:
             return torch.randperm(world.n_items)[:k].repeat(len(batch["user"]), 1) + 1
 
     torch.manual_seed(0)
-    assert truth_metrics(_Random(), world, examples, day, ks=(20,), top_n=20, users=None)["set_recall@20"] < 0.2
+    assert truth_metrics(_Random(), truth, ks=(20,))["set_recall@20"] < 0.2

@@ -73,3 +73,10 @@ def test_neighbour_recall_and_search_timing() -> None:
     index = VectorIndex.build(_vectors(100, 4, 8), config=IndexConfig(kind="exact"))
     per_query, ids = time_search(index, _vectors(10, 4, 9), 3)
     assert per_query > 0 and ids.shape == (10, 3)
+
+
+def test_hnsw_widens_its_beam_to_k() -> None:
+    items, queries = _vectors(400, 8, 10), _vectors(5, 8, 11)
+    exact = VectorIndex.build(items, config=IndexConfig(kind="exact"))
+    narrow = VectorIndex.build(items, config=IndexConfig(kind="hnsw", ef_search=4))
+    assert neighbour_recall(exact.search(queries, 100)[1], narrow.search(queries, 100)[1]) > 0.9

@@ -18,6 +18,7 @@ catalogue (the relevance term is a max over the history, computed as one batched
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -117,26 +118,40 @@ def set_hits(ranked: np.ndarray, relevant: np.ndarray | Sequence[np.ndarray]) ->
     return Hits(hits & first, relevant_count)
 
 
-def truth_metrics(retriever: object, world: World, examples: EvalExamples, day: int, ks: Sequence[int] = (50, 200),
-                  top_n: int = 50, objective: Objective = "click", max_len: int = 50, users: int | None = 1000,
-                  seed: int = 0, batch_size: int = 256) -> dict[str, float]:  # fmt: skip
-    """`set_recall@k` and `set_ndcg@k` of a retriever's top max(ks) against each user's `top_n`
-    truly most likely items (`relevant_items`) on `day`.
 
-    `examples` are leave-one-out examples of the simulator's click sequences (ids are the
-    world's indices + 1); the relevance term reads the same click history the retriever sees
-    (its last `world.config.history_len` items). `users`: a fixed, seeded sample of that many
-    examples (the truth costs users x catalogue x history), None for all."""
+@dataclass
+class Truth:
+    """Evaluation examples and each one's relevant items (0-based world indices, (U, top_n))."""
+
+    examples: EvalExamples
+    relevant: np.ndarray
+
+
+def simulator_truth(world: World, examples: EvalExamples, day: int, top_n: int = 50, objective: Objective = "click",
+                    users: int | None = 1000, seed: int = 0, batch_size: int = 256) -> Truth:  # fmt: skip
+    """Each example user's `top_n` truly most likely items on `day` (`relevant_items`).
+
+    `examples` are leave-one-out examples of the simulator's click sequences (ids are the world's
+    indices + 1); the relevance term reads the same click history the retriever sees (its last
+    `world.config.history_len` items). `users`: a fixed, seeded sample of that many examples (the
+    truth costs users x catalogue x history), None for all. Computed once, shared by every
+    retriever scored against it."""
     if users is not None:
         examples = examples.sample(users, seed)
-    k = max(ks)
-    lists, relevant = [], []
     hist_len = world.config.history_len
-    for batch in examples.batches(max(max_len, hist_len), batch_size):
-        top = np.asarray(retriever.recommend(batch, k)) - 1  # type: ignore[attr-defined]
-        lists.append(top)
-        history = batch["history"][:, -hist_len:].numpy() - 1  # right-aligned, padding -> -1
-        # the world's histories are left-aligned (oldest first, -1 after): order does not matter to R
+    relevant = []
+    for batch in examples.batches(hist_len, batch_size):
+        history = batch["history"].numpy() - 1  # right-aligned, padding -> -1 (order does not matter to R)
         relevant.append(relevant_items(world, batch["user"].numpy() - 1, history, day, top_n, objective))
-    hits = set_hits(np.concatenate(lists), np.concatenate(relevant))
+    return Truth(examples, np.concatenate(relevant))
+
+
+def truth_metrics(retriever: object, truth: Truth, ks: Sequence[int] = (50, 200), max_len: int = 50,
+                  batch_size: int = 512) -> dict[str, float]:  # fmt: skip
+    """`set_recall@k` and `set_ndcg@k` of a retriever's top max(ks) (`recommend(batch, k)`, item
+    ids = world indices + 1) against the truth's relevant sets."""
+    k = max(ks)
+    lists = [np.asarray(retriever.recommend(batch, k)) - 1  # type: ignore[attr-defined]
+             for batch in truth.examples.batches(max_len, batch_size)]  # fmt: skip
+    hits = set_hits(np.concatenate(lists), truth.relevant)
     return set_metrics([f"set_{m}@{c}" for c in ks for m in ("recall", "ndcg")], hits)

@@ -35,7 +35,7 @@ class IndexConfig(BaseModel):
 
     kind: Literal["exact", "hnsw", "ivf"] = "hnsw"
     metric: Literal["ip", "cosine"] = "ip"
-    hnsw_m: int = Field(32, ge=2, le=256, description="graph neighbours per node")
+    hnsw_m: int = Field(16, ge=2, le=256, description="graph neighbours per node")
     ef_construction: int = Field(80, ge=1, le=4096)
     ef_search: int = Field(128, ge=1, le=8192, description="search beam; raise it for recall, lower for speed")
     nlist: int = Field(1024, ge=1, description="IVF cells")
@@ -117,7 +117,11 @@ class VectorIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         if self.config.metric == "cosine":
             q = _normalise(q)
-        scores, rows = self.index.search(q, k)
+        if self.config.kind == "hnsw" and k > self.config.ef_search:
+            # the search beam must hold k results: a beam narrower than k would silently cut recall
+            scores, rows = self.index.search(q, k, params=faiss.SearchParametersHNSW(efSearch=k))
+        else:
+            scores, rows = self.index.search(q, k)
         found = rows >= 0
         ids = np.where(found, self.ids[np.maximum(rows, 0)], -1)
         return np.where(found, scores, -np.inf), ids
