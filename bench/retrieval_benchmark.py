@@ -36,27 +36,16 @@ from rich.table import Table
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
 from agenticrs.gr.train import SequentialTrainConfig, evaluate_sequential, train_sequential
 from agenticrs.gr.zoo import build_sequential
-from agenticrs.retrieval.baselines import CoOccurrenceRetriever, PopularityRetriever, VectorRetriever
+from agenticrs.retrieval.baselines import CoOccurrenceRetriever, IndexRetriever, PopularityRetriever, VectorRetriever
 from agenticrs.retrieval.ground_truth import Truth, simulator_truth, truth_metrics
 from agenticrs.retrieval.index import IndexConfig, VectorIndex, neighbour_recall, time_search
+from agenticrs.retrieval.pipeline import INDEX_DIR, save_run_index
 from agenticrs.retrieval.train import RetrievalTrainConfig, train_retrieval
 from agenticrs.sim import build_world, sim_preset
 
 console = Console(width=220)
 KS = (50, 200)
 SHOWN = ["recall@50", "recall@200", "ndcg@50"]
-
-
-class IndexRetriever(torch.nn.Module):
-    """Retrieval through an ANN index: the user vector is the query, ids are item ids."""
-
-    def __init__(self, vectors: VectorRetriever, index: VectorIndex) -> None:
-        super().__init__()
-        self.vectors, self.index = vectors, index
-
-    def recommend(self, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-        _, ids = self.index.search(self.vectors.user_vectors(batch), k)
-        return torch.from_numpy(np.maximum(ids, 0))
 
 
 def _truth(retriever: Any, truths: dict[str, Truth]) -> dict[str, float]:
@@ -112,8 +101,8 @@ def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[s
                                 "train_seconds": result.train_seconds})  # fmt: skip
     vectors = VectorRetriever(model)
     items = vectors.item_vectors()
-    index = VectorIndex.build(items, np.arange(1, data.num_items + 1), IndexConfig(kind="hnsw"))
-    index = VectorIndex.load(index.save(runs / "two_tower" / "index"))  # the run's artifact, reloaded
+    save_run_index(runs / "two_tower", IndexConfig(kind="hnsw"))
+    index = VectorIndex.load(runs / "two_tower" / INDEX_DIR)  # the run's artifact, reloaded
     exact = VectorIndex.build(items, np.arange(1, data.num_items + 1), IndexConfig(kind="exact"))
     queries = np.concatenate([vectors.user_vectors(b) for b in splits.test.sample(2000, seed).batches(50, 512)])
     _, exact_ids = exact.search(queries, 100)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from agenticrs.gr.base import SequenceData
-from agenticrs.retrieval.baselines import PopularityRetriever
+from agenticrs.gr.sequences import leave_one_out
+from agenticrs.retrieval.baselines import IndexRetriever, PopularityRetriever
 from agenticrs.retrieval.ground_truth import true_scores
-from agenticrs.retrieval.pipeline import RetrieverSource, pipeline_ab_test
+from agenticrs.retrieval.index import IndexConfig, neighbour_recall
+from agenticrs.retrieval.pipeline import RetrieverSource, load_retriever, pipeline_ab_test, save_run_index
+from agenticrs.retrieval.train import RetrievalTrainConfig, train_retrieval
 from agenticrs.sim import build_world, sim_preset
 from agenticrs.sim.environment import Environment, OraclePolicy, Pipeline
 from agenticrs.sim.world import World
@@ -91,3 +97,37 @@ def test_a_better_retrieval_stage_wins_the_pipeline_ab_test(world: World) -> Non
     same = env.ab_test(Pipeline(RetrieverSource(_popularity(world), 30), OraclePolicy()),
                        Pipeline(RetrieverSource(_popularity(world), 30), OraclePolicy()))  # fmt: skip
     assert same.comparisons["clicks"].lift == 0.0  # common random numbers: identical arms, identical outcomes
+
+
+def test_a_run_with_its_saved_index_loads_as_an_ann_retriever(clustered: SequenceData, tmp_path: Path) -> None:
+    config = RetrievalTrainConfig(epochs=1, batch_size=64, ks=[5, 10], monitor="recall@10", num_threads=1)
+    model, _ = train_retrieval(clustered, {"dim": 8, "hidden": 16, "out_dim": 8, "user_buckets": 16}, config,
+                               run_dir=tmp_path / "run")  # fmt: skip
+    assert not isinstance(load_retriever(tmp_path / "run", clustered), IndexRetriever)  # no index yet: exact
+    save_run_index(tmp_path / "run", IndexConfig(kind="hnsw", ef_search=200))
+    ann = load_retriever(tmp_path / "run", clustered)
+    assert isinstance(ann, IndexRetriever)
+    batch = next(leave_one_out(clustered).test.batches(50, 64))
+    exact = model.eval().recommend(batch, 10).numpy()
+    assert neighbour_recall(exact, ann.recommend(batch, 10).numpy()) > 0.95
+    assert isinstance(load_retriever("popularity", clustered), PopularityRetriever)
+    with pytest.raises(FileNotFoundError, match="neither one of popularity, co-occurrence nor a run directory"):
+        load_retriever(tmp_path / "missing", clustered)
+
+
+def test_cli_pipeline_compares_two_pipelines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from agenticrs.cli.main import app
+
+    monkeypatch.setenv("AGENTICRS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ab.json"
+    result = CliRunner().invoke(app, ["pipeline", "--preset", "tiny", "--retriever-a", "popularity", "--retriever-b",
+                                      "co-occurrence", "--ranker", "oracle", "--k", "30", "--json", str(out)],
+                                env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "clicks" in result.output and "95% CI" in result.output
+    rows = json.loads(out.read_text())["comparisons"]
+    assert [r["metric"] for r in rows] == ["clicks", "carts", "purchases", "gmv"]
+    bad = CliRunner().invoke(app, ["pipeline", "--preset", "tiny", "--retriever-b", "nope", "--ranker", "oracle"])
+    assert bad.exit_code == 2 and "retriever 'nope' is neither" in bad.output

@@ -11,7 +11,8 @@ full-ranking evaluation (`agenticrs.gr.train.evaluate_sequential`) scores all of
   normalised per row, and a user's score for an item is the recency-weighted sum over the
   history's rows. A sparse matrix product, no per-user loop.
 - `VectorRetriever`: a trained model's user and item vectors (SASRec's hidden state and item
-  table, the two-tower's towers) as the input of an ANN index.
+  table, the two-tower's towers) as the input of an ANN index; `IndexRetriever` retrieves
+  through that index.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from agenticrs.gr.base import PAD, SeqBatch, SequenceData
+from agenticrs.retrieval.index import VectorIndex
 
 
 def _check_k(k: int, num_items: int) -> None:
@@ -126,3 +128,17 @@ class VectorRetriever:
     def item_vectors(self) -> np.ndarray:
         """(num_items, d): items 1..num_items in order (the padding row is left out)."""
         return self._items()[1:].float().cpu().numpy()
+
+
+class IndexRetriever(nn.Module):
+    """Retrieval through an ANN index over a model's item vectors: the user vector is the query.
+    The index's ids are item ids (1..num_items)."""
+
+    def __init__(self, vectors: VectorRetriever, index: VectorIndex) -> None:
+        super().__init__()
+        self.vectors, self.index = vectors, index
+
+    @torch.no_grad()
+    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:
+        _, ids = self.index.search(self.vectors.user_vectors(batch), k)
+        return torch.from_numpy(np.maximum(ids, 0))

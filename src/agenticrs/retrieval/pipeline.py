@@ -14,12 +14,19 @@ delta-method confidence intervals of the lifts) on two pipelines.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from agenticrs.gr.base import SequenceData
 from agenticrs.gr.sequences import pad_histories
+from agenticrs.retrieval.baselines import CoOccurrenceRetriever, IndexRetriever, PopularityRetriever, VectorRetriever
+from agenticrs.retrieval.index import INDEX_FILE, IndexConfig, VectorIndex
 from agenticrs.sim.environment import ABResult, Environment, Pipeline, Policy
 from agenticrs.sim.world import History, World
+
+INDEX_DIR = "index"  # a retrieval run's ANN index, inside its run directory
 
 
 class RetrieverSource:
@@ -71,3 +78,37 @@ def pipeline_ab_test(env: Environment, retriever_a: object, retriever_b: object,
     a = Pipeline(RetrieverSource(retriever_a, k), ranker_a, names[0])
     b = Pipeline(RetrieverSource(retriever_b, k), ranker_b or ranker_a, names[1])
     return env.ab_test(a, b, days=days, crn="full", alpha=alpha, names=names)
+
+
+RETRIEVER_NAMES = ("popularity", "co-occurrence")
+
+
+def load_retriever(spec: str | Path, train: SequenceData | None = None, use_index: bool = True) -> object:
+    """A retriever by name (`popularity`, `co-occurrence`: counted on `train`) or from a run
+    directory (a `two_tower` or `sasrec` run; through the run's saved ANN index, `index/`, when it
+    has one and `use_index`)."""
+    from agenticrs.gr.train import load_sequential_run
+
+    if str(spec) in RETRIEVER_NAMES:
+        if train is None:
+            raise ValueError(f"the {spec} retriever counts clicks: it needs the training sequences")
+        return PopularityRetriever(train) if str(spec) == "popularity" else CoOccurrenceRetriever(train)
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"retriever '{spec}' is neither one of {', '.join(RETRIEVER_NAMES)} nor a run directory")
+    model, _ = load_sequential_run(folder)
+    if use_index and (folder / INDEX_DIR / INDEX_FILE).is_file():
+        return IndexRetriever(VectorRetriever(model), VectorIndex.load(folder / INDEX_DIR))
+    return model
+
+
+def save_run_index(run_dir: str | Path, config: IndexConfig | None = None) -> VectorIndex:
+    """Build the ANN index of a two-tower or SASRec run's item vectors and save it in the run
+    directory (`index/`), where `load_retriever` finds it."""
+    from agenticrs.gr.train import load_sequential_run
+
+    model, _ = load_sequential_run(run_dir)
+    items = VectorRetriever(model).item_vectors()
+    index = VectorIndex.build(items, np.arange(1, len(items) + 1), config)
+    index.save(Path(run_dir) / INDEX_DIR)
+    return index
