@@ -15,8 +15,8 @@ from agenticrs.gr.sequences import leave_one_out
 from agenticrs.gr.train import evaluate_sequential, load_sequential_run
 from agenticrs.models.base import MODELS, list_models
 from agenticrs.retrieval.baselines import PopularityRetriever
-from agenticrs.retrieval.train import RetrievalTrainConfig, attribute_matrix, target_counts, train_retrieval
-from agenticrs.retrieval.two_tower import TwoTower, in_batch_softmax_loss
+from agenticrs.retrieval.train import RetrievalTrainConfig, train_retrieval
+from agenticrs.retrieval.two_tower import TwoTower, attribute_matrix, in_batch_softmax_loss, target_counts
 
 
 def test_logq_corrected_loss_matches_a_hand_computation() -> None:
@@ -50,8 +50,9 @@ def test_item_sampling_probability_counts_every_training_target(clustered: Seque
     # every training item but each user's first is a target of one "prefixes" example
     assert counts.sum() == len(train.items) - len(train.users)
     assert counts[0] == 0
-    attrs, vocab = attribute_matrix(clustered, 4)
-    assert vocab == 6 and attrs[1, 0] == 1 and attrs[1, 1:].sum() == 0 and attrs[120, 0] == 6
+    attrs = attribute_matrix(clustered, 4, buckets=100)
+    assert attrs[1, 0] == 1 and attrs[1, 1:].sum() == 0 and attrs[120, 0] == 6
+    assert attribute_matrix(clustered, 4, buckets=4)[120, 0] == 5 % 4 + 1  # hashed into 4 rows
 
 
 def test_two_tower_is_a_retrieval_model_of_the_one_registry() -> None:
@@ -77,6 +78,10 @@ def test_two_tower_trains_through_the_engine_beats_popularity_and_reloads(cluste
     again = evaluate_sequential(reloaded, splits.test, (5, 10), max_len=50)
     assert again == pytest.approx({k: result.test[k] for k in again})
     assert torch.equal(reloaded.log_q, model.log_q) and torch.equal(reloaded.item_attributes, model.item_attributes)
+    # the sequential task handed the model its training statistics before the first step
+    counts = torch.from_numpy(target_counts(splits.train)).double()
+    assert torch.allclose(model.log_q[1:].double(), torch.log(counts[1:].clamp_min(1) / counts[1:].clamp_min(1).sum()))
+    assert int(model.item_attributes[1, 0]) == 1
 
 
 def test_two_tower_refuses_attributes_of_another_shape(clustered: SequenceData) -> None:

@@ -14,19 +14,21 @@ negatives and the log-Q correction. Ours:
 - item tower: the item-id embedding and the mean of its attribute bag (categories, brand) through
   a two-layer MLP; the id table is shared with the user tower's history embeddings;
 - q(item) is the item's share of the training targets (exact counts of the finite training
-  stream, computed once by the task in `prepare`, instead of the paper's streaming estimate);
+  stream, computed once in `prepare_data` before the first step, instead of the paper's
+  streaming estimate); attribute ids are hashed into `attribute_buckets` rows;
 - a batch that holds the same item twice masks the duplicate off the diagonal (it is a positive
   of that row, not a negative).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from agenticrs.gr.base import PAD, SeqBatch, SequentialConfig, SequentialModel
+from agenticrs.gr.base import PAD, SeqBatch, SequenceData, SequentialConfig, SequentialModel
 from agenticrs.gr.zoo import register_sequential
 
 
@@ -38,7 +40,7 @@ class TwoTowerConfig(SequentialConfig):
     temperature: float = Field(0.05, gt=0.0, le=10.0, description="cosine similarity / temperature = logit")
     logq_correction: bool = Field(True, description="subtract log q(item) from in-batch logits (Yi et al. 2019)")
     user_buckets: int = Field(50_000, ge=1, description="hashed user-id embedding rows (the profile)")
-    num_attributes: int = Field(0, ge=0, description="attribute vocabulary (set from the data at training)")
+    attribute_buckets: int = Field(4096, ge=1, le=10_000_000, description="attribute ids are hashed (mod) into these rows")
     max_attributes: int = Field(8, ge=1, le=256, description="attributes kept per item")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
@@ -62,6 +64,33 @@ def in_batch_softmax_loss(
     return F.cross_entropy(logits, torch.arange(len(item_ids), device=logits.device))
 
 
+def target_counts(train: SequenceData) -> np.ndarray:
+    """(num_items + 1,) how often each item is a training target of the "prefixes" examples (every
+    item of a training sequence but its first): the sampling distribution of in-batch negatives."""
+    offsets = np.asarray(train.offsets, np.int64)
+    items = np.asarray(train.items, np.int64)
+    first = np.zeros(len(items), bool)
+    first[offsets[:-1][np.diff(offsets) > 0]] = True
+    return np.bincount(items[~first], minlength=train.num_items + 1)
+
+
+def attribute_matrix(data: SequenceData, max_attributes: int, buckets: int) -> np.ndarray:
+    """(num_items + 1, max_attributes) attribute rows: (attribute id mod `buckets`) + 1, 0 = none.
+    Items with more attributes keep their first `max_attributes`. Hashing keeps the model's shape
+    independent of the data's vocabulary, so a run rebuilds from its config alone."""
+    out = np.zeros((data.num_items + 1, max_attributes), np.int64)
+    if data.attribute_offsets is None or data.attributes is None or len(data.attributes) == 0:
+        return out
+    offsets = np.asarray(data.attribute_offsets, np.int64)
+    lengths = np.diff(offsets)
+    item_of = np.repeat(np.arange(len(lengths)), lengths)
+    slot = np.arange(len(item_of)) - offsets[:-1][item_of]
+    keep = (slot < max_attributes) & (item_of <= data.num_items)
+    attrs = np.asarray(data.attributes, np.int64)
+    out[item_of[keep], slot[keep]] = attrs[keep] % buckets + 1
+    return out
+
+
 def _mlp(inp: int, hidden: int, out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
@@ -81,7 +110,7 @@ class TwoTower(SequentialModel):
         d = config.dim
         self.item = nn.Embedding(num_items + 1, d, padding_idx=PAD)
         self.user = nn.Embedding(config.user_buckets, d)
-        self.attribute = nn.Embedding(config.num_attributes + 1, d, padding_idx=0)
+        self.attribute = nn.Embedding(config.attribute_buckets + 1, d, padding_idx=0)
         self.user_mlp = _mlp(3 * d, config.hidden, config.out_dim, config.dropout)
         self.item_mlp = _mlp(2 * d, config.hidden, config.out_dim, config.dropout)
         for table in (self.item, self.user, self.attribute):
@@ -94,6 +123,12 @@ class TwoTower(SequentialModel):
         self.register_buffer("item_attributes", torch.zeros(num_items + 1, config.max_attributes, dtype=torch.long))
 
     # -- data the model is built around ---------------------------------------------------------
+    def prepare_data(self, train: SequenceData, data: SequenceData) -> None:
+        """log q from the training part's targets, the attribute bags from the catalogue."""
+        self.set_item_frequencies(torch.from_numpy(target_counts(train)))
+        attrs = attribute_matrix(data, self.config.max_attributes, self.config.attribute_buckets)
+        self.set_item_attributes(torch.from_numpy(attrs).to(self.item_attributes.device))
+
     def set_item_frequencies(self, counts: torch.Tensor) -> None:
         """log q(item) from the items' counts as training targets; unseen items get the log share
         of one occurrence (they never enter a batch, the value only keeps the buffer finite)."""
