@@ -128,7 +128,7 @@ def load_dataset(dataset: str | Path, cache_dir: str | Path | None = None, progr
 def _is_sequential(model: str) -> bool:
     from agenticrs.models.base import list_models
 
-    return model in list_models("sequential")
+    return model in list_models("sequential") or model in list_models("retrieval")  # retrieval: the sequential task
 
 
 def train(

@@ -263,7 +263,7 @@ def test_registry_contents() -> None:
     assert set(METRICS) >= {"auc", "logloss", "gauc", "calibration"}
     for name, m in METRICS.items():
         assert isinstance(m, Metric) and m.name == name
-        assert set(m.needs) <= {"labels", "probs", "groups", "ranks", "funnel"}
+        assert set(m.needs) <= {"labels", "probs", "groups", "ranks", "funnel", "hits"}
     assert "groups" in METRICS["gauc"].needs
     assert "groups" not in METRICS["auc"].needs
     assert METRICS["auc"].higher_is_better and not METRICS["logloss"].higher_is_better

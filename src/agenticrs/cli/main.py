@@ -9,6 +9,7 @@ from agenticrs.cli.demo import demo
 from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.export import export
 from agenticrs.cli.models import models
+from agenticrs.cli.pipeline import pipeline
 from agenticrs.cli.reproduce import cards, draft, reproduce
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
@@ -43,6 +44,7 @@ app.command()(draft)
 app.command()(export)
 app.command()(serve)
 app.command()(rollout)
+app.command()(pipeline)
 app.command()(ui)
 
 if __name__ == "__main__":

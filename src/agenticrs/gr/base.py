@@ -89,6 +89,11 @@ class SequentialModel(nn.Module):
     def loss(self, batch: SeqBatch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def prepare_data(self, train: SequenceData, data: SequenceData) -> None:
+        """Statistics of the training part the model is built around (the two-tower's item
+        frequencies and attribute bags), called once by the sequential task before the first
+        step; store them in buffers so that they are saved with the weights. Default: none."""
+
     @torch.no_grad()
     def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:  # pragma: no cover - abstract
         """(B, k) item ids, best first, no padding id, no duplicates."""

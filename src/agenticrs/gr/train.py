@@ -187,7 +187,10 @@ class SequentialTask:
             raise ValueError(f"data set '{data.name}' gives no training example (every training part is 1 item long)")
 
     def prepare(self, model: nn.Module) -> None:
-        """Nothing to compute from the training data."""
+        """The model's statistics of the training part (`SequentialModel.prepare_data`), if any."""
+        prepare_data = getattr(model, "prepare_data", None)
+        if prepare_data is not None:
+            prepare_data(self.splits.train, self.data)
 
     def steps_per_epoch(self) -> int:
         return -(-self.n_examples // self.config.batch_size)

@@ -197,6 +197,7 @@ class Model(nn.Module):
 def _load_zoo() -> None:
     import agenticrs.gr.models  # noqa: F401  (registers the sequential / generative models)
     import agenticrs.models.zoo  # noqa: F401  (registers the built-in CTR models)
+    import agenticrs.retrieval.two_tower  # noqa: F401  (registers the retrieval models)
 
 
 # One registry for the models of every task (CTR, multi-task, sequential, generative); a model

@@ -67,6 +67,19 @@ class RequestBatch:
 
 
 Policy = Callable[[RequestBatch], np.ndarray]
+# A retrieval stage: (world, users (R,), history, day) -> (R, K) item indices, each row distinct
+# items the user can be shown that day; it replaces the scenario's pool of `pool_size` candidates.
+CandidateSource = Callable[[World, np.ndarray, History, int], np.ndarray]
+
+
+@dataclass
+class Pipeline:
+    """Retrieval from the whole catalogue, then a ranking policy over what was retrieved: served
+    by `Environment.serve` / `ab_test` wherever a policy is, so two pipelines compare end to end."""
+
+    candidates: CandidateSource
+    ranker: Policy
+    name: str = "pipeline"
 
 
 class OraclePolicy:
@@ -194,13 +207,32 @@ class Environment:
         if pool_size < max(s.slate_size for s in world.config.scenarios):
             raise ValueError(f"pool_size {pool_size} is smaller than a slate")
 
-    def requests(self, day_offset: int = 0) -> RequestBatch:
-        """The requests and candidate pools of one day (deterministic for (seed, day))."""
+    def requests(self, day_offset: int = 0, candidates: CandidateSource | None = None) -> RequestBatch:
+        """The requests and candidate pools of one day (deterministic for (seed, day)). With
+        `candidates` (a retrieval stage) the same requests get its items instead of the scenario's
+        pool."""
         day = self.start_day + day_offset
         rng = _rng(self.seed, 1000 + day)
         requests = draw_requests(self.world, day, rng, first_id=day * 10_000_000 + 1, rate_scale=self.rate_scale)
-        slates = draw_slates(self.world, requests, self.history, rng, lambda s: self.pool_size)
+        if candidates is None:
+            slates = draw_slates(self.world, requests, self.history, rng, lambda s: self.pool_size)
+        else:
+            slates = self._retrieved_slates(requests, candidates, day)
         return RequestBatch(self.world, requests, slates, self.history)
+
+    def _retrieved_slates(self, requests: Requests, candidates: CandidateSource, day: int) -> Slates:
+        items = np.asarray(candidates(self.world, requests.user, self.history, day), dtype=np.int64)
+        n, k = len(requests.user), items.shape[1] if items.ndim == 2 else -1
+        if items.shape != (n, k) or k < max(s.slate_size for s in self.world.config.scenarios):
+            raise ValueError(f"the retrieval stage returned shape {items.shape}; expected ({n}, K) with K >= the largest slate")
+        if items.size and (items.min() < 0 or items.max() >= self.world.n_items):
+            raise ValueError(f"the retrieval stage returned items outside 0..{self.world.n_items - 1}")
+        if items.size and (self.world.item_launch_day[items] > day).any():
+            raise ValueError(f"the retrieval stage returned items not launched by day {day}: they cannot be shown")
+        ordered = np.sort(items, axis=1)
+        if (ordered[:, 1:] == ordered[:, :-1]).any():
+            raise ValueError("the retrieval stage returned an item twice for one request")
+        return Slates(np.repeat(np.arange(n), k), items.ravel(), np.tile(np.arange(k), n), np.full(n * k, -1, np.int64))
 
     def serve(self, policy: Policy, day_offset: int = 0, outcome_seed: int | None = None, name: str = "arm",
               users: np.ndarray | None = None, batch: RequestBatch | None = None) -> tuple[ArmResult, Outcomes]:  # fmt: skip
@@ -251,9 +283,10 @@ class Environment:
         order = np.argsort(shown_rows, kind="stable")
         return shown_rows[order], position[order]
 
-    def ab_test(self, policy_a: Policy, policy_b: Policy, days: int = 1, crn: CRN = "full", alpha: float = 0.05,
-                names: tuple[str, str] = ("A", "B")) -> ABResult:  # fmt: skip
-        """Serve `days` days to both arms and compare per-user clicks, carts, purchases and GMV."""
+    def ab_test(self, policy_a: Policy | Pipeline, policy_b: Policy | Pipeline, days: int = 1, crn: CRN = "full",
+                alpha: float = 0.05, names: tuple[str, str] = ("A", "B")) -> ABResult:  # fmt: skip
+        """Serve `days` days to both arms and compare per-user clicks, carts, purchases and GMV.
+        An arm may be a `Pipeline`: the same requests, its retrieval stage's candidates, its ranker."""
         if crn not in ("full", "requests", "none"):
             raise ValueError(f"crn must be 'full', 'requests' or 'none'; got {crn!r}")
         users_a = users_b = None
@@ -263,6 +296,11 @@ class Environment:
         arms = []
         for arm, (policy, users) in enumerate(((policy_a, users_a), (policy_b, users_b))):
             outcome_seed = self.seed if crn == "full" else self.seed * 7919 + 104_729 * (arm + 1)
+            if isinstance(policy, Pipeline):  # its own candidates for the same requests, then its ranker
+                per_day = [self.serve(policy.ranker, d, outcome_seed=outcome_seed, name=names[arm], users=users,
+                                      batch=self.requests(d, policy.candidates))[0] for d in range(days)]  # fmt: skip
+                arms.append(_sum_days(per_day))
+                continue
             per_day = [
                 self.serve(policy, d, outcome_seed=outcome_seed, name=names[arm], users=users)[0] for d in range(days)
             ]

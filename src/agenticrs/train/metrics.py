@@ -43,6 +43,7 @@ __all__ = [
     "METRICS",
     "NonFiniteError",
     "Funnel",
+    "Hits",
     "auc",
     "calibration",
     "compute_metrics",
@@ -57,6 +58,9 @@ __all__ = [
     "ndcg_at_k",
     "ranking_metrics",
     "recall_at_k",
+    "set_metrics",
+    "set_ndcg_at_k",
+    "set_recall_at_k",
     "positive_rate",
 ]
 
@@ -286,7 +290,7 @@ def ece(labels: ArrayLike, probs: ArrayLike, bins: int = 10) -> float:
 # Registry
 # --------------------------------------------------------------------------- #
 
-_VALID_NEEDS = frozenset({"labels", "probs", "groups", "ranks", "funnel"})
+_VALID_NEEDS = frozenset({"labels", "probs", "groups", "ranks", "funnel", "hits"})
 
 
 @dataclass(frozen=True)
@@ -312,10 +316,10 @@ class Metric:
         unknown = set(self.needs) - _VALID_NEEDS
         if unknown:
             raise ValueError(f"Metric {self.name!r}: unknown needs {sorted(unknown)}; valid: {sorted(_VALID_NEEDS)}")
-        if not {"labels", "ranks", "funnel"} & set(self.needs):
+        if not {"labels", "ranks", "funnel", "hits"} & set(self.needs):
             raise ValueError(
                 f"Metric {self.name!r}: needs must include 'labels' (or 'ranks' for ranking metrics, "
-                "'funnel' for conversion metrics)"
+                "'funnel' for conversion metrics, 'hits' for retrieval against a set of relevant items)"
             )
 
 
@@ -332,6 +336,46 @@ def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
         return 0.0
     gains = np.where(ranks < k, 1.0 / np.log2(np.minimum(ranks, k) + 2.0), 0.0)
     return float(gains.mean())
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Ranked lists scored against a *set* of relevant items per query (retrieval against a
+    ground truth of several items, e.g. every item the simulated user would click).
+
+    ``hits`` (U, K) is True where the item at that rank is relevant; ``relevant`` (U,) is the size
+    of each query's relevant set (queries with none should be dropped before: their recall is
+    undefined)."""
+
+    hits: np.ndarray
+    relevant: np.ndarray
+
+    def __post_init__(self) -> None:
+        hits, relevant = np.asarray(self.hits), np.asarray(self.relevant)
+        if hits.ndim != 2 or relevant.shape != (hits.shape[0],):
+            raise ValueError(f"hits must be (U, K) and relevant (U,); got {hits.shape} and {relevant.shape}")
+        if relevant.size and relevant.min() < 1:
+            raise ValueError("every query needs at least one relevant item (drop the others first)")
+        if (hits.sum(1) > relevant).any():
+            raise ValueError("a ranked list has more hits than its query has relevant items (duplicates in a list?)")
+
+
+def set_recall_at_k(hits: Hits, k: int) -> float:
+    """Mean over queries of |top k ∩ relevant| / |relevant| (a list shorter than k counts as is)."""
+    h = np.asarray(hits.hits)[:, :k]
+    return float((h.sum(1) / np.asarray(hits.relevant, np.float64)).mean()) if h.shape[0] else 0.0
+
+
+def set_ndcg_at_k(hits: Hits, k: int) -> float:
+    """Mean over queries of DCG@k / ideal DCG@k with binary gains: a hit at 0-based rank r adds
+    1 / log2(r + 2); the ideal list puts min(|relevant|, k) hits first."""
+    h = np.asarray(hits.hits)[:, :k].astype(np.float64)
+    if not h.shape[0]:
+        return 0.0
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    dcg = h @ discount[: h.shape[1]]
+    ideal = np.cumsum(discount)[np.minimum(np.asarray(hits.relevant), k) - 1]
+    return float((dcg / ideal).mean())
 
 
 @dataclass(frozen=True)
@@ -422,6 +466,9 @@ for _metric in (
     Metric("ece", ece, ("labels", "probs"), higher_is_better=False),
     Metric("recall", recall_at_k, ("ranks",), higher_is_better=True, at_k=True),
     Metric("ndcg", ndcg_at_k, ("ranks",), higher_is_better=True, at_k=True),
+    # retrieval against a set of relevant items per query (the simulator's ground truth)
+    Metric("set_recall", set_recall_at_k, ("hits",), higher_is_better=True, at_k=True),
+    Metric("set_ndcg", set_ndcg_at_k, ("hits",), higher_is_better=True, at_k=True),
     # conversion funnel (multi-task conversion runs): per task, over the rows that have its label
     Metric("ctr_auc", ctr_auc, ("funnel",), higher_is_better=True),
     Metric("cvr_auc", cvr_auc, ("funnel",), higher_is_better=True),
@@ -463,6 +510,17 @@ def ranking_metrics(names: Iterable[str], ranks: np.ndarray) -> dict[str, float]
     return out
 
 
+def set_metrics(names: Iterable[str], hits: Hits) -> dict[str, float]:
+    """Retrieval metrics against relevant sets (``set_recall@k``, ``set_ndcg@k``)."""
+    out: dict[str, float] = {}
+    for name in names:
+        metric, k = metric_spec(name)
+        if "hits" not in metric.needs:
+            raise ValueError(f"metric {name!r} is not a set-retrieval metric")
+        out[name] = float(metric.fn(hits, k))
+    return out
+
+
 def needs_groups(names: Iterable[str] | str) -> bool:
     """Whether any of the named metrics needs group ids."""
     if isinstance(names, str):
@@ -493,6 +551,8 @@ def compute_metrics(
             raise ValueError(f"metric {m.name!r} is a ranking metric; use ranking_metrics")
         if "funnel" in m.needs:
             raise ValueError(f"metric {m.name!r} is a conversion metric; use conversion_metrics")
+        if "hits" in m.needs:
+            raise ValueError(f"metric {m.name!r} is a set-retrieval metric; use set_metrics")
     out: dict[str, float] = {}
     for m in metrics:
         out[m.name] = float(m.fn(*(arrays[k] for k in m.needs)))

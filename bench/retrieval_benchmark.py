@@ -1,0 +1,286 @@
+"""Retrieval benchmark: popularity, co-occurrence, SASRec and two-tower over the whole catalogue,
+and the FAISS index's recall and latency.
+
+    python bench/retrieval_benchmark.py --datasets sim-medium,amazon_beauty --seeds 1 \
+        --json bench/results/retrieval.json
+    python bench/retrieval_benchmark.py --ann-only --json bench/results/retrieval_ann.json
+    python bench/retrieval_benchmark.py --index-check runs/retrieval/sim-medium/seed1/two_tower --datasets sim-medium \
+        --json bench/results/retrieval_index_check.json
+    python bench/retrieval_benchmark.py --pipeline-ab --ranker runs/retrieval/deepfm-sim-small-pipeline --seeds 3 \
+        --json bench/results/retrieval_pipeline_ab.json
+
+Per data set and seed (leave-one-out, `agenticrs.gr.sequences.leave_one_out`): every retriever's
+test Recall@50, Recall@200 and NDCG@50 against the held-out next click (full ranking over all
+items). On a simulator data set also the recall of each user's 50 truly most likely clicks and
+purchases (`agenticrs.retrieval.ground_truth.truth_metrics`, `set_recall@k`) on a fixed sample
+of `--truth-users` test users. SASRec trains under `--sasrec-budget-s` seconds (the time budget
+of the engine; its record says `stopped_by`), the two-tower model until patience or
+`--two-tower-epochs`; the two-tower's item vectors go into an HNSW index saved in its run
+directory, reloaded, and its retrieval through the index is scored as `two_tower+hnsw`.
+
+ANN (`--ann-items` synthetic unit vectors, a mixture of 1,000 clusters, one thread): build time,
+recall@100 of HNSW against exact search, and seconds per query for both from the same run, with
+all queries in one call (batched) and one query per call (online serving).
+
+Pipeline A/B (`--pipeline-ab`): on the `--pipeline-preset` world, popularity + the ranker (A)
+against two-tower (through its HNSW index) + the same ranker (B), top `--k` from the whole
+catalogue per request, one simulated day per seed with common random numbers; lifts of clicks,
+carts, purchases and GMV per user with delta-method 95% intervals (`Environment.ab_test`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from agenticrs.gr.sequences import leave_one_out, resolve_sequences
+from agenticrs.gr.train import SequentialTrainConfig, evaluate_sequential, load_sequential_run, train_sequential
+from agenticrs.gr.zoo import build_sequential
+from agenticrs.retrieval.baselines import CoOccurrenceRetriever, IndexRetriever, PopularityRetriever, VectorRetriever
+from agenticrs.retrieval.ground_truth import Truth, simulator_truth, truth_metrics
+from agenticrs.retrieval.index import IndexConfig, VectorIndex, neighbour_recall, time_search
+from agenticrs.retrieval.pipeline import INDEX_DIR, load_retriever, pipeline_ab_test, save_run_index
+from agenticrs.retrieval.train import RetrievalTrainConfig, train_retrieval
+from agenticrs.sim import build_world, sim_preset
+from agenticrs.sim.environment import Environment
+from agenticrs.train.policy import RunPolicy
+
+console = Console(width=220)
+KS = (50, 200)
+SHOWN = ["recall@50", "recall@200", "ndcg@50"]
+
+
+def _truth(retriever: Any, truths: dict[str, Truth]) -> dict[str, float]:
+    out = {}
+    for objective, truth in truths.items():
+        got = truth_metrics(retriever, truth, ks=KS)
+        out.update({f"truth_{objective}_{k.removeprefix('set_')}": v for k, v in got.items()})
+    return out
+
+
+def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    data = resolve_sequences(name)
+    splits = leave_one_out(data)
+    world = build_world(sim_preset(name.removeprefix("sim-"))) if name.startswith("sim-") else None
+    records: list[dict[str, Any]] = []
+    truths: dict[str, Truth] = {}
+    if world is not None:
+        started = time.perf_counter()
+        day = world.config.n_days - 1  # the test day
+        for objective in ("click", "purchase"):
+            truths[objective] = simulator_truth(world, splits.test, day, 50, objective, args.truth_users, seed)  # type: ignore[arg-type]
+        console.print(f"simulator truth of {args.truth_users} users: {time.perf_counter() - started:.1f} s")
+
+    def record(retriever_name: str, retriever: Any, extra: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        metrics = evaluate_sequential(retriever, splits.test, KS, batch_size=512, max_len=50)
+        row = {"dataset": name, "seed": seed, "retriever": retriever_name,
+               **{k: metrics[k] for k in SHOWN}, "eval_seconds": time.perf_counter() - started, **extra}  # fmt: skip
+        if world is not None:
+            row.update(_truth(retriever, truths))
+        records.append(row)
+        console.print(row)
+
+    record("popularity", PopularityRetriever(splits.train), {"stopped_by": None})
+    record("co-occurrence", CoOccurrenceRetriever(splits.train), {"stopped_by": None})
+
+    runs = args.runs_dir / name / f"seed{seed}"
+    # SASRec: the gr benchmark's settings (bench/configs/gr.yaml), under a time budget
+    torch.manual_seed(seed)
+    sasrec = build_sequential("sasrec", data.num_items, {"loss": "ce", "max_len": 50, "dim": 64, "num_blocks": 2,
+                                                           "num_heads": 1, "dropout": 0.2})  # fmt: skip
+    sasrec_cfg = SequentialTrainConfig(epochs=200, batch_size=128, learning_rate=1e-3, patience=5, eval_every_epochs=2,
+                                       eval_batch_size=2048, ks=[10, *KS], seed=seed, num_threads=1,
+                                       time_budget_s=args.sasrec_budget_s)  # fmt: skip
+    result = train_sequential(sasrec, data, sasrec_cfg, run_dir=runs / "sasrec")
+    record("sasrec", sasrec.eval(), {"stopped_by": result.stopped_by, "epochs": result.epochs_run,
+                                     "train_seconds": result.train_seconds})  # fmt: skip
+
+    two_cfg = RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=seed, num_threads=1)
+    model, result = train_retrieval(data, {}, two_cfg, run_dir=runs / "two_tower")
+    model.eval()
+    record("two_tower", model, {"stopped_by": result.stopped_by, "epochs": result.epochs_run,
+                                "train_seconds": result.train_seconds})  # fmt: skip
+    vectors = VectorRetriever(model)
+    items = vectors.item_vectors()
+    save_run_index(runs / "two_tower", IndexConfig(kind="hnsw"))
+    index = VectorIndex.load(runs / "two_tower" / INDEX_DIR)  # the run's artifact, reloaded
+    exact = VectorIndex.build(items, np.arange(1, data.num_items + 1), IndexConfig(kind="exact"))
+    queries = np.concatenate([vectors.user_vectors(b) for b in splits.test.sample(2000, seed).batches(50, 512)])
+    _, exact_ids = exact.search(queries, 100)
+    _, approx_ids = index.search(queries, 100)
+    record("two_tower+hnsw", IndexRetriever(vectors, index),
+           {"stopped_by": result.stopped_by, "ann_recall@100": neighbour_recall(exact_ids, approx_ids)})  # fmt: skip
+    return records
+
+
+def bench_ann(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    n, d = args.ann_items, 64
+    centers = rng.normal(size=(1000, d))
+
+    def draw(m: int) -> np.ndarray:
+        x = centers[rng.integers(0, 1000, m)] + 0.7 * rng.normal(size=(m, d))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    items, queries = draw(n), draw(args.ann_queries)
+    exact = VectorIndex.build(items, config=IndexConfig(kind="exact"))
+    exact_batched, exact_ids = time_search(exact, queries, 100, repeats=3)
+    single = queries[:200]
+    started = time.perf_counter()
+    for q in single:
+        exact.search(q[None, :], 100)
+    exact_single = (time.perf_counter() - started) / len(single)
+    rows = []
+    for kind, extra in (("hnsw", {}), ("ivf", {"nlist": 1024, "nprobe": 32})):
+        built = VectorIndex.build(items, config=IndexConfig(kind=kind, **extra))
+        for knob in ((64, 128, 256) if kind == "hnsw" else (16, 32, 64)):
+            config = built.config.model_copy(update={"ef_search": knob} if kind == "hnsw" else {"nprobe": knob})
+            built.config = config
+            built._set_search_params()
+            batched, ids = time_search(built, queries, 100, repeats=3)
+            started = time.perf_counter()
+            for q in single:
+                built.search(q[None, :], 100)
+            one = (time.perf_counter() - started) / len(single)
+            row = {"ann_items": n, "dim": d, "kind": kind, "knob": "ef_search" if kind == "hnsw" else "nprobe",
+                   "value": knob, "recall@100": neighbour_recall(exact_ids, ids), "build_seconds": built.build_seconds,
+                   "ms_per_query_batched": 1e3 * batched, "ms_per_query_single": 1e3 * one,
+                   "exact_ms_per_query_batched": 1e3 * exact_batched, "exact_ms_per_query_single": 1e3 * exact_single,
+                   "speedup_single": exact_single / one, "threads": 1}  # fmt: skip
+            rows.append(row)
+            console.print(row)
+    return rows
+
+
+def bench_pipeline(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Two-tower + ranker against popularity + ranker in the simulator, one A/B per seed (the
+    environment's seed: other requests and outcome draws; the retrievers and the ranker fixed)."""
+    preset = args.pipeline_preset
+    data = resolve_sequences(f"sim-{preset}")
+    run = args.runs_dir / "pipeline" / f"two_tower-sim-{preset}"
+    if not (run / "index" / "index.faiss").is_file():
+        train_retrieval(data, {}, RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=1, num_threads=1), run_dir=run)
+        save_run_index(run, IndexConfig(kind="hnsw"))
+    two_tower = load_retriever(run, data)
+    popularity = load_retriever("popularity", data)
+    ranker = RunPolicy(args.ranker)
+    world = build_world(sim_preset(preset))
+    rows = []
+    for seed in range(1, args.seeds + 1):
+        started = time.perf_counter()
+        result = pipeline_ab_test(Environment(world, seed=seed), popularity, two_tower, ranker, k=args.k,
+                                  days=args.days, names=("popularity+ranker", "two_tower+ranker"))  # fmt: skip
+        for c in result.comparisons.values():
+            rows.append({"preset": preset, "seed": seed, "k": args.k, "days": args.days, "ranker": str(args.ranker),
+                         **c.__dict__, "wall_s": time.perf_counter() - started})  # fmt: skip
+            console.print(rows[-1])
+    return rows
+
+
+def bench_index_check(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """ANN recall@100 and latency on a trained run's own item vectors, queried by its user vectors
+    (1,000 test users of `--datasets`' first entry): learned queries are not distributed like the
+    items, which graph indexes feel more than synthetic benchmarks show."""
+    data = resolve_sequences(args.datasets.split(",")[0])
+    model, _ = load_sequential_run(args.index_check)
+    vectors = VectorRetriever(model)
+    items = vectors.item_vectors()
+    queries = np.concatenate([vectors.user_vectors(b) for b in leave_one_out(data).test.sample(1000, 1).batches(50, 512)])
+    exact = VectorIndex.build(items, config=IndexConfig(kind="exact"))
+    exact_s, exact_ids = time_search(exact, queries, 100)
+    rows = []
+    for config in (IndexConfig(kind="hnsw"), IndexConfig(kind="hnsw", ef_search=512),
+                   IndexConfig(kind="hnsw", hnsw_m=32, ef_construction=200, ef_search=256),
+                   IndexConfig(kind="ivf", nlist=256, nprobe=16), IndexConfig(kind="ivf", nlist=256, nprobe=32)):  # fmt: skip
+        index = VectorIndex.build(items, config=config)
+        seconds, ids = time_search(index, queries, 100)
+        rows.append({"run": str(args.index_check), "items": len(items), **config.model_dump(),
+                     "recall@100": neighbour_recall(exact_ids, ids), "ms_per_query_batched": 1e3 * seconds,
+                     "exact_ms_per_query_batched": 1e3 * exact_s, "build_seconds": index.build_seconds})  # fmt: skip
+        console.print(rows[-1])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="sim-medium,amazon_beauty")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--sasrec-budget-s", type=float, default=600.0)
+    parser.add_argument("--two-tower-epochs", type=int, default=30)
+    parser.add_argument("--truth-users", type=int, default=1000)
+    parser.add_argument("--ann-items", type=int, default=100_000)
+    parser.add_argument("--ann-queries", type=int, default=2000)
+    parser.add_argument("--ann-only", action="store_true")
+    parser.add_argument("--no-ann", action="store_true")
+    parser.add_argument("--index-check", type=Path, help="only: ANN indexes on this run's own item and user vectors")
+    parser.add_argument("--pipeline-ab", action="store_true", help="only the pipeline A/B (needs --ranker)")
+    parser.add_argument("--pipeline-preset", default="small")
+    parser.add_argument("--ranker", type=Path, help="the ranking stage: a CTR run trained on the preset's logs")
+    parser.add_argument("--k", type=int, default=200, help="items retrieved per request")
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/retrieval"))
+    parser.add_argument("--json", type=Path, default=Path("bench/out/retrieval.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    out: dict[str, Any] = {"command": "python bench/retrieval_benchmark.py " + " ".join(__import__("sys").argv[1:]),
+                           "retrieval": [], "ann": []}  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.index_check is not None:
+        out["index_check"] = bench_index_check(args)
+        args.json.write_text(json.dumps(out, indent=1))
+        return
+    if args.pipeline_ab:
+        if args.ranker is None:
+            parser.error("--pipeline-ab needs --ranker RUN (e.g. a deepfm run on the preset)")
+        out["pipeline_ab"] = bench_pipeline(args)
+        args.json.write_text(json.dumps(out, indent=1))
+        table = Table(title=f"pipeline A/B on sim-{args.pipeline_preset}: popularity+ranker (A) vs two_tower+ranker (B)")
+        for column in ("seed", "metric", "mean_a", "mean_b", "lift", "95% CI", "p_value"):
+            table.add_column(column)
+        for r in out["pipeline_ab"]:
+            table.add_row(str(r["seed"]), r["metric"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['lift']:+.2%}",
+                          f"[{r['ci_low']:+.2%}, {r['ci_high']:+.2%}]", f"{r['p_value']:.3g}")  # fmt: skip
+        console.print(table)
+        return
+    if not args.ann_only:
+        for name in [n for n in args.datasets.split(",") if n]:
+            for seed in range(1, args.seeds + 1):
+                out["retrieval"] += bench_dataset(name, seed, args)
+                args.json.write_text(json.dumps(out, indent=1))
+    if not args.no_ann:
+        out["ann"] = bench_ann(args)
+        args.json.write_text(json.dumps(out, indent=1))
+    table = Table(title="retrieval (test, leave-one-out; truth: the simulator's 50 most likely clicks)")
+    columns = ["dataset", "seed", "retriever", *SHOWN, "truth_click_recall@50", "truth_click_recall@200",
+               "truth_purchase_recall@200", "stopped_by"]  # fmt: skip
+    for column in columns:
+        table.add_column(column)
+    for row in out["retrieval"]:
+        table.add_row(*[f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
+    console.print(table)
+    if out["ann"]:
+        ann = Table(title=f"ANN, {args.ann_items:,} items, one thread")
+        for column in ("kind", "knob", "value", "recall@100", "ms_per_query_single", "exact_ms_per_query_single",
+                       "ms_per_query_batched", "exact_ms_per_query_batched", "build_seconds"):  # fmt: skip
+            ann.add_column(column)
+        for row in out["ann"]:
+            ann.add_row(row["kind"], row["knob"], str(row["value"]), f"{row['recall@100']:.4f}",
+                        f"{row['ms_per_query_single']:.3f}", f"{row['exact_ms_per_query_single']:.3f}",
+                        f"{row['ms_per_query_batched']:.3f}", f"{row['exact_ms_per_query_batched']:.3f}",
+                        f"{row['build_seconds']:.1f}")  # fmt: skip
+        console.print(ann)
+
+
+if __name__ == "__main__":
+    main()
