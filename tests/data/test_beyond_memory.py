@@ -98,10 +98,12 @@ def test_a_split_larger_than_the_bound_is_read_with_flat_memory(tmp_path: Path) 
     released = read("release")
     assert released["rows"] == 2 * 2_000_000
     assert released["growth_mb"] < bound_mb, released
-    # the control: without releasing pages the mapped split piles up past the bound (by how much
-    # depends on how hard the kernel reclaims clean pages meanwhile: typically most of the split)
+    # the control: without releasing pages the mapped split piles up (typically most of the split,
+    # past the bound; by how much depends on how hard the kernel reclaims clean pages meanwhile, so
+    # the control only asks for more growth than the released read had: it failed once at the bound
+    # on a loaded machine)
     kept = read("no-release")
-    assert kept["growth_mb"] > bound_mb, kept
+    assert kept["growth_mb"] > released["growth_mb"], (kept, released)
 
 
 class Logs(SilentReporter):
