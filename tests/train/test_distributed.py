@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from agenticrs.data.cache import SplitArrays
 from agenticrs.data.shards import SplitShard, rank_bounds
 from agenticrs.features.pipeline import ProcessedDataset
 from agenticrs.train.config import RunConfig
@@ -33,7 +34,8 @@ def test_rank_bounds_are_disjoint_and_cover_the_rows(rows: int, world: int) -> N
 
 
 def test_each_rank_reads_its_own_slice_of_the_memory_mapped_split(tiny_synthetic: ProcessedDataset) -> None:
-    train = tiny_synthetic.split("train")
+    # the split freshly opened from its folder: the shared fixture's may have been loaded into memory
+    train = SplitArrays(tiny_synthetic.split("train").folder)
     for world in (2, 3):
         shards = [SplitShard.of_rank(train, rank, world) for rank in range(world)]
         assert sum(s.rows for s in shards) == train.rows
