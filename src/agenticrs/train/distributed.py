@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,15 @@ def broadcast_from_main(values: list[float], device: torch.device) -> list[float
     tensor = _tensor(values, device)
     dist.broadcast(tensor, src=0)
     return tensor.cpu().tolist()
+
+
+def broadcast_object_from_main(value: T) -> T:
+    """Rank 0's picklable `value` on every rank (e.g. semantic IDs fitted once, on rank 0)."""
+    if not current().active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_min(value: int, device: torch.device) -> int:
