@@ -5,7 +5,9 @@ joins one process group (gloo on CPU, nccl on GPUs) and runs the ordinary engine
 group is initialised:
 
 - wraps the model in `DistributedDataParallel` for the training step (gradients all-reduced,
-  averaged over ranks), so every rank holds the same weights after every step;
+  averaged over ranks), so every rank holds the same weights after every step; a task whose loss
+  is not the model's forward (sequential: `model.loss`) hands the engine a module whose forward
+  is that loss (`Task.train_module`), and DDP wraps that;
 - trains each rank on its own contiguous slice of the processed training split
   (`agenticrs.data.shards`), with a per-rank batch of `train.batch_size / N`: the global batch is
   the configured one, so an N-process run follows the same optimisation as a 1-process run;
