@@ -196,7 +196,7 @@ def _sequential_job(raw: dict) -> SequentialJob:
 def _train_sequential_rank(raw: dict, nproc: int, overrides: list[str], runs_dir: Path, cache_dir: Path | None,
                            quiet: bool) -> None:
     """One rank of a data-parallel sequential run (inside torchrun): rank 0 prints and writes the run."""
-    from agenticrs.gr.workflow import run_sequential_job
+    from agenticrs.gr.workflow import run_sequential_job, with_train_defaults
     from agenticrs.train import distributed
 
     job = _sequential_job(raw)
@@ -204,11 +204,12 @@ def _train_sequential_rank(raw: dict, nproc: int, overrides: list[str], runs_dir
     try:
         if nproc > 1 and ctx.world_size != nproc:
             raise ValueError(f"--nproc {nproc} but torchrun started {ctx.world_size} processes")
-        batch = job.train.batch_size
+        batch = with_train_defaults(job).train.batch_size
+        local = distributed.local_batch_size(batch, ctx.world_size)  # on every rank, before any data or run directory
         if ctx.is_main:
             _print_config(job.model_dump(mode="json"), overrides)
             console.print(f"data parallel: {ctx.world_size} processes, {batch} sequences per global batch "
-                          f"({distributed.local_batch_size(batch, ctx.world_size)} per process)")
+                          f"({local} per process)")
         folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter(quiet or not ctx.is_main))
         if folder is not None:
             console.print(metrics_table(f"{job.model} on {job.dataset} (best epoch {result.best_epoch}, "

@@ -161,6 +161,12 @@ def build_semantic_ids(
     return sids, stats, source
 
 
+def with_train_defaults(job: SequentialJob) -> SequentialJob:
+    """The job with its model's training defaults where the job leaves a setting unset."""
+    return job.model_copy(update={"train": with_model_defaults(
+        job.train, sequential_model_class(job.model).train_defaults, explicit=job.train.model_fields_set)})
+
+
 def run_sequential_job(
     job: SequentialJob,
     runs_dir: str | Path = "runs",
@@ -205,8 +211,7 @@ def run_sequential_job(
                 f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
             )
         sids = distributed.broadcast_object_from_main(sids)  # one tokenizer fit; every rank decodes the same IDs
-    job = job.model_copy(update={"train": with_model_defaults(
-        job.train, sequential_model_class(job.model).train_defaults, explicit=job.train.model_fields_set)})
+    job = with_train_defaults(job)
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
     model = build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
     if folder is not None:
