@@ -210,3 +210,49 @@ def test_conversion_models_train_on_the_taobao_sample(model, taobao_pairs):
     assert math.isfinite(result.test["ctr_auc"]) and math.isfinite(result.test["ctcvr_auc"])
     assert math.isfinite(result.test["cvr_auc"])  # the test day has buyers and non-buyers among the engaged
     assert math.isfinite(result.test["is_buy/logloss"])
+
+
+class _RecordedReads:
+    """A split whose `labels` record how many rows each read takes (the other arrays as they are)."""
+
+    def __init__(self, split) -> None:
+        self.split, self.rows, self.reads = split, split.rows, []
+
+    def keys(self):
+        return self.split.keys()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.split
+
+    def __getitem__(self, key: str):
+        value = self.split[key]
+        if key != "labels":
+            return value
+        outer = self
+
+        class Labels:
+            shape, dtype = value.shape, value.dtype
+
+            def __getitem__(self, index):
+                part = value[index]
+                outer.reads.append(len(part))
+                return part
+
+        return Labels()
+
+
+@pytest.mark.parametrize("on_clicks", [False, True])
+def test_the_task_reads_the_training_labels_in_blocks(tmp_path, on_clicks):
+    """Missing labels and the funnel's space are found block by block (flat memory on a mapped
+    split), with the answers of the whole-array reading, across block boundaries."""
+    from dataclasses import replace
+
+    data = _data(tmp_path, conversion_on_clicks_only=on_clicks)
+    net = build_model("mmoe", data.schema, SMALL["mmoe"])
+    whole = CTRTask(data, _config("mmoe"), net)
+    recorded = _RecordedReads(data.split("train"))
+    blocked = CTRTask(replace(data, splits={**data.splits, "train": recorded}), _config("mmoe", shuffle_block_rows=256),
+                      net)  # fmt: skip
+    assert recorded.reads and max(recorded.reads) <= 256 and sum(recorded.reads) == data.split("train").rows
+    assert (blocked.has_missing, blocked.conversion) == (whole.has_missing, whole.conversion)
+    assert blocked.conversion.space == ("clicks" if on_clicks else "impressions") and blocked.has_missing == on_clicks

@@ -79,3 +79,131 @@ def test_two_processes_reach_the_one_process_auc_with_the_same_global_batch(tmp_
     assert summary["steps"] == one.result.steps  # the same number of global steps
     # within seed noise: sim-tiny's valid AUC of this model spreads ~0.015 over seeds
     assert summary["valid"]["auc"] == pytest.approx(one.result.valid["auc"], abs=0.03)
+
+
+# -- the sequential task (SASRec, TIGER) through the same engine ------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["sequence", "prefixes"])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_rank_users_split_the_epochs_examples(mode: str, world: int) -> None:
+    from agenticrs.gr.base import SequenceData
+    from agenticrs.gr.sequences import count_next_item_examples
+    from agenticrs.gr.train import examples_per_user, rank_users
+
+    lengths = np.random.default_rng(0).integers(1, 9, size=41)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    part = SequenceData(name="t", num_items=50, users=np.arange(100, 141), offsets=offsets,
+                        items=np.random.default_rng(1).integers(1, 51, size=int(offsets[-1])))
+    shards = [rank_users(part, mode, rank, world) for rank in range(world)]
+    assert np.array_equal(np.concatenate([s.users for s in shards]), part.users)  # disjoint, in order, every user
+    assert np.array_equal(np.concatenate([s.items for s in shards]), part.items)
+    assert all(np.array_equal(np.diff(s.offsets), lengths[np.isin(part.users, s.users)]) for s in shards)
+    counts = [count_next_item_examples(s, mode) for s in shards]
+    assert sum(counts) == count_next_item_examples(part, mode)
+    # one example a user (SASRec): exactly rank_bounds of the examples; prefixes (TIGER): within one user's
+    total, most = sum(counts), int(examples_per_user(part, mode).max())
+    targets = [stop - start for start, stop in (rank_bounds(total, rank, world) for rank in range(world))]
+    slack = 0 if mode == "sequence" else most - 1
+    assert all(abs(c - t) <= 2 * slack for c, t in zip(counts, targets))
+
+
+RANKS_AGREE = """
+import json, sys
+import numpy as np
+import torch
+import torch.distributed as dist
+from agenticrs.gr.base import SemanticIds
+from agenticrs.gr.sequences import resolve_sequences
+from agenticrs.gr.train import SequentialTrainConfig, train_sequential
+from agenticrs.gr.zoo import build_sequential
+from agenticrs.train import distributed
+
+ctx = distributed.init_from_env("cpu")
+data = resolve_sequences("sim-tiny", sys.argv[1])
+codes = np.zeros((data.num_items + 1, 2), dtype=np.int64)
+codes[1:] = np.stack(np.divmod(np.arange(data.num_items), 64), axis=1)  # unique codes, no tokenizer needed
+sids = SemanticIds(codes=codes, vocab_sizes=(int(codes[:, 0].max()) + 1, 64)) if sys.argv[3] == "tiger" else None
+torch.manual_seed(ctx.rank)  # different initial weights per rank: DDP must start every rank from rank 0's
+model = build_sequential(sys.argv[3], data.num_items, json.loads(sys.argv[4]), semantic_ids=sids)
+start = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+result = train_sequential(model, data, SequentialTrainConfig(epochs=1, batch_size=64, max_steps_per_epoch=3,
+                                                             num_threads=1))
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(ctx.world_size)]
+dist.all_gather(gathered, flat)
+if ctx.is_main:
+    json.dump({"steps": result.steps, "max_diff": max(float((g - flat).abs().max()) for g in gathered),
+               "moved": float((flat - start).abs().max())}, open(sys.argv[2], "w"))
+distributed.shutdown()
+"""
+TINY_SEQUENTIAL = {
+    "sasrec": {"dim": 16},
+    "tiger": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "head_dim": 8,
+              "ffn_dim": 32, "max_len": 10, "beam_size": 10},
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["sasrec", "tiger"])
+def test_sequential_ranks_hold_the_same_weights_after_every_step(model: str, tmp_path: Path, tiny_cache: Path) -> None:
+    """The loss goes through DDP's forward (`LossModule`): the gradients are all-reduced, so the
+    ranks, trained on different users from different initial weights, end with equal weights."""
+    from agenticrs.gr.sequences import resolve_sequences
+
+    resolve_sequences("sim-tiny", tiny_cache)  # cached once, before two processes read it
+    script = tmp_path / "ranks_agree.py"
+    script.write_text(RANKS_AGREE)
+    out = tmp_path / "agree.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+               str(tiny_cache), str(out), model, json.dumps(TINY_SEQUENTIAL[model])]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    agree = json.loads(out.read_text())
+    assert agree["steps"] == 3 and agree["moved"] > 0
+    assert agree["max_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_two_processes_train_sasrec_like_one_with_the_same_global_batch(tmp_path: Path, tiny_cache: Path) -> None:
+    from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+
+    settings = {"epochs": 3, "batch_size": 128, "num_threads": 1, "seed": 3}
+    job = SequentialJob(dataset="sim-tiny", model="sasrec", model_params=TINY_SEQUENTIAL["sasrec"], train=settings)
+    _, one = run_sequential_job(job, tmp_path / "one", tiny_cache)
+    command = [sys.executable, "-m", "agenticrs.cli.main", "train", "--task", "sequential", "--nproc", "2",
+               "-d", "sim-tiny", "-m", "sasrec", "-q", "--runs-dir", str(tmp_path / "two"), "--cache-dir", str(tiny_cache),
+               "--set", "model_params.dim=16"]
+    command += [arg for key, value in settings.items() for arg in ("--set", f"train.{key}={json.dumps(value)}")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "data parallel: 2 processes, 128 sequences per global batch (64 per process)" in done.stdout
+    runs = list((tmp_path / "two").iterdir())
+    assert len(runs) == 1  # written once, by rank 0
+    run = runs[0]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"] == 128  # the global batch
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]  # only rank 0 logs
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == one.steps  # the same number of global steps
+    # batches hold other users than the 1-process run's (each rank draws its own): close, not equal
+    assert summary["valid"]["ndcg@10"] == pytest.approx(one.valid["ndcg@10"], abs=0.02)
+
+
+@pytest.mark.slow
+def test_two_processes_train_tiger_on_rank_0s_semantic_ids(tmp_path: Path, tiny_cache: Path) -> None:
+    """Rank 0 fits the tokenizer into its run directory and broadcasts the IDs: both ranks build
+    the same TIGER (else DDP's start-up check of parameter shapes, or the decoding, would fail)."""
+    command = [sys.executable, "-m", "agenticrs.cli.main", "train", "--task", "sequential", "--nproc", "2",
+               "-d", "sim-tiny", "-m", "tiger", "-q", "--runs-dir", str(tmp_path), "--cache-dir", str(tiny_cache),
+               "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=4", "--set", "train.batch_size=128",
+               "--set", "train.num_threads=1", "--set", "tokenizer.source=attributes", "--set", "tokenizer.levels=2",
+               "--set", "tokenizer.codebook_size=8"]
+    command += [arg for key, value in TINY_SEQUENTIAL["tiger"].items() for arg in ("--set", f"model_params.{key}={value}")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = next(tmp_path.iterdir())
+    assert (run / "semantic_ids.npz").exists() and json.loads((run / "summary.json").read_text())["steps"] == 4

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
@@ -16,6 +17,9 @@ from agenticrs.config import apply_overrides, dump_yaml, load_yaml
 from agenticrs.train.config import RunConfig
 from agenticrs.train.distributed import launched_by_torchrun
 from agenticrs.train.workflow import evaluate_run, predict_files, resume_run, train_run
+
+if TYPE_CHECKING:  # imported where used: the sequential stack is not loaded for a CTR run
+    from agenticrs.gr.workflow import SequentialJob
 
 
 @friendly_errors
@@ -37,10 +41,10 @@ def train(
     if nproc > 1 or launched_by_torchrun():
         if resume is not None:
             raise ValueError("--resume continues a run in one process; a data-parallel run cannot resume")
-        if task != "ctr":
-            raise ValueError(f"--nproc trains the ctr task; the {task} task trains in one process")
+        if task not in ("ctr", "sequential"):
+            raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
         if not launched_by_torchrun():
-            _launch(nproc, dataset, model, config, overrides, smoke, runs_dir, cache_dir, quiet)
+            _launch(nproc, dataset, model, config, overrides, smoke, runs_dir, cache_dir, quiet, task)
             return
     if resume is not None:
         given = {"--set": overrides, "--dataset": dataset, "--model": model, "--config": config, "--smoke": smoke}
@@ -61,7 +65,10 @@ def train(
     if "dataset" not in raw or "model" not in raw:
         raise ValueError("both a data set (--dataset) and a model (--model) are needed, on the command line or in --config")
     if task == "sequential":
-        _train_sequential(raw, overrides, runs_dir, cache_dir, quiet)
+        if launched_by_torchrun():
+            _train_sequential_rank(raw, nproc, overrides, runs_dir, cache_dir, quiet)
+        else:
+            _train_sequential(raw, overrides, runs_dir, cache_dir, quiet)
         return
     if task != "ctr":
         raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
@@ -79,14 +86,14 @@ def train(
 
 
 def _launch(nproc: int, dataset: str | None, model: str | None, config: Path | None, overrides: list[str], smoke: bool,
-            runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+            runs_dir: Path, cache_dir: Path | None, quiet: bool, task: str = "ctr") -> None:
     """Start `nproc` copies of this command under torchrun on this machine and wait for them.
 
     Every copy sees torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR) and trains its rank;
     on several machines, run torchrun itself (docs/scaling.md)."""
     # no --nproc for the copies (torchrun's own parser would take it for --nproc-per-node): they read
     # the world size from torchrun's environment
-    args = ["train", "--runs-dir", str(runs_dir)]
+    args = ["train", "--task", task, "--runs-dir", str(runs_dir)]
     for flag, value in (("--dataset", dataset), ("--model", model), ("--config", config), ("--cache-dir", cache_dir)):
         if value is not None:
             args += [flag, str(value)]
@@ -175,14 +182,49 @@ def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> Non
     console.print(styled(f"stopped by: {result.stopped_by}   run directory: ", (str(folder), "bold")))
 
 
-def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
-    from agenticrs.gr.workflow import SequentialJob, check_sequential_settings, run_sequential_job
+def _sequential_job(raw: dict) -> SequentialJob:
+    from agenticrs.gr.workflow import SequentialJob, check_sequential_settings
 
     smoke = raw.pop("smoke", None)
     if isinstance(raw.get("dataset"), str) and Path(raw["dataset"]).exists():
         raw["dataset"] = str(Path(raw["dataset"]).resolve())  # a simulator folder: found again from any directory
     job = SequentialJob.model_validate(raw)
     check_sequential_settings({**raw, "smoke": smoke}, job)
+    return job
+
+
+def _train_sequential_rank(raw: dict, nproc: int, overrides: list[str], runs_dir: Path, cache_dir: Path | None,
+                           quiet: bool) -> None:
+    """One rank of a data-parallel sequential run (inside torchrun): rank 0 prints and writes the run."""
+    from agenticrs.gr.workflow import run_sequential_job, with_train_defaults
+    from agenticrs.train import distributed
+
+    job = _sequential_job(raw)
+    ctx = distributed.init_from_env(job.train.device)
+    try:
+        if nproc > 1 and ctx.world_size != nproc:
+            raise ValueError(f"--nproc {nproc} but torchrun started {ctx.world_size} processes")
+        batch = with_train_defaults(job).train.batch_size
+        local = distributed.local_batch_size(batch, ctx.world_size)  # on every rank, before any data or run directory
+        if ctx.is_main:
+            _print_config(job.model_dump(mode="json"), overrides)
+            console.print(f"data parallel: {ctx.world_size} processes, {batch} sequences per global batch "
+                          f"({local} per process)")
+        folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter(quiet or not ctx.is_main))
+        if folder is not None:
+            console.print(metrics_table(f"{job.model} on {job.dataset} (best epoch {result.best_epoch}, "
+                                        f"{ctx.world_size} processes, leave-one-out, full ranking)",
+                                        {"valid": result.valid, "test": result.test}))
+            console.print(f"stopped by: {result.stopped_by}   steps: {result.steps}")
+            console.print(styled("run directory: ", (str(folder), "bold")))
+    finally:
+        distributed.shutdown()
+
+
+def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+    from agenticrs.gr.workflow import run_sequential_job
+
+    job = _sequential_job(raw)
     _print_config(job.model_dump(mode="json"), overrides)
     folder, result = run_sequential_job(job, runs_dir, cache_dir, reporter(quiet))
     console.print(metrics_table(f"{job.model} on {job.dataset} (best epoch {result.best_epoch}, leave-one-out, "

@@ -14,6 +14,7 @@ model from it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from agenticrs.config import load_yaml
+from agenticrs.data.shards import rank_bounds
 from agenticrs.gr.base import SemanticIds, SequenceData, SequentialModel
 from agenticrs.gr.metrics import rank_metrics
 from agenticrs.gr.sequences import (
@@ -38,6 +40,7 @@ from agenticrs.gr.sequences import (
 from agenticrs.gr.zoo import build_sequential
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import resolve_device
+from agenticrs.train import distributed
 from agenticrs.train.config import TrainConfig
 from agenticrs.train.engine import Engine
 from agenticrs.train.run import CONFIG, WEIGHTS, Run, run_task
@@ -168,8 +171,51 @@ def evaluate_sequential(
     return rank_metrics(np.concatenate(lists), examples.targets, ks)
 
 
+def examples_per_user(train_part: SequenceData, mode: str) -> np.ndarray:
+    """(U,) training examples each user gives per epoch (as `count_next_item_examples` counts them)."""
+    lengths = np.diff(np.asarray(train_part.offsets, dtype=np.int64))
+    return (lengths >= 2).astype(np.int64) if mode == "sequence" else np.maximum(lengths - 1, 0)
+
+
+def rank_users(train_part: SequenceData, mode: str, rank: int, world_size: int) -> SequenceData:
+    """Rank `rank`'s users of the training part: a contiguous run of users whose examples are
+    `rank_bounds` of the epoch's examples (exactly, one example a user; to within one user's
+    prefixes otherwise), so ranks hold disjoint users, together every example, and equal numbers
+    of steps per epoch. Slices of the CSR arrays, no per-user loop."""
+    per_user = examples_per_user(train_part, mode)
+    before = np.concatenate([[0], np.cumsum(per_user)])  # before[k]: examples of users [0, k)
+    first, last = rank_bounds(int(before[-1]), rank, world_size)
+    start = int(np.searchsorted(before, first, side="left")) if rank else 0
+    stop = int(np.searchsorted(before, last, side="left")) if rank < world_size - 1 else len(per_user)
+    offsets = np.asarray(train_part.offsets, dtype=np.int64)
+    return dataclasses.replace(
+        train_part, users=np.asarray(train_part.users)[start:stop], offsets=offsets[start : stop + 1] - offsets[start],
+        items=np.asarray(train_part.items)[offsets[start] : offsets[stop]],
+    )
+
+
+class LossModule(nn.Module):
+    """A module whose forward is the model's training loss.
+
+    `DistributedDataParallel` all-reduces the gradients of the parameters that its wrapped
+    module's *forward* used; a sequential model's loss is `model.loss(batch)`, not its forward,
+    so the engine trains (and DDP wraps) this module instead: DDP's reducer then sees every
+    parameter the loss used. The parameters are the model's own (no copy)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.loss(batch)  # type: ignore[operator]
+
+
 class SequentialTask:
-    """Leave-one-out next-item training of a `SequentialModel` (the engine's task contract)."""
+    """Leave-one-out next-item training of a `SequentialModel` (the engine's task contract).
+
+    In a torch.distributed group (`train --task sequential --nproc N`) the training part is this
+    rank's users (`rank_users`) and each step takes `batch_size / N` of them: `batch_size` is the
+    global batch. Evaluation reads every user (the engine evaluates on rank 0 only)."""
 
     def __init__(self, model: SequentialModel, data: SequenceData, config: SequentialTrainConfig) -> None:
         self.data = data
@@ -185,6 +231,12 @@ class SequentialTask:
         self.n_examples = count_next_item_examples(self.splits.train, self.mode)
         if self.n_examples == 0:
             raise ValueError(f"data set '{data.name}' gives no training example (every training part is 1 item long)")
+        ctx = distributed.current()
+        self.batch_size = distributed.local_batch_size(config.batch_size, ctx.world_size)
+        # the statistics `prepare` hands the model stay those of every user, so every rank's model is the same
+        self.train_part = rank_users(self.splits.train, self.mode, ctx.rank, ctx.world_size) if ctx.active \
+            else self.splits.train
+        self.rank_examples = count_next_item_examples(self.train_part, self.mode)
 
     def prepare(self, model: nn.Module) -> None:
         """The model's statistics of the training part (`SequentialModel.prepare_data`), if any."""
@@ -193,17 +245,24 @@ class SequentialTask:
             prepare_data(self.splits.train, self.data)
 
     def steps_per_epoch(self) -> int:
-        return -(-self.n_examples // self.config.batch_size)
+        return -(-self.rank_examples // self.batch_size)
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         cfg = self.config
-        batches = next_item_batches(self.splits.train, self.max_len, cfg.batch_size, cfg.seed, epoch, self.mode,
+        batches = next_item_batches(self.train_part, self.max_len, self.batch_size, cfg.seed, epoch, self.mode,
                                     cfg.length_pool)  # fmt: skip
         for batch in itertools.islice(batches, skip, None):
             yield {name: value.to(self.device) for name, value in batch.items()}
 
+    def train_module(self, model: nn.Module) -> nn.Module:
+        """What the engine trains (and DDP wraps): the model with its loss as forward."""
+        return LossModule(model)
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        return model.loss(batch), len(batch["target"])
+        """`model` is what the engine trains: `train_module`'s module (DDP-wrapped in a group), or
+        a bare sequential model when called directly."""
+        loss = model(batch) if isinstance(model, (LossModule, distributed.DataParallel)) else model.loss(batch)
+        return loss, len(batch["target"])
 
     def has_validation(self) -> bool:
         return True

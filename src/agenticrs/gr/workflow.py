@@ -43,6 +43,7 @@ from agenticrs.gr.zoo import (
 )
 from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import seed_everything
+from agenticrs.train import distributed
 from agenticrs.train.config import with_model_defaults
 from agenticrs.train.run import Run
 
@@ -160,6 +161,12 @@ def build_semantic_ids(
     return sids, stats, source
 
 
+def with_train_defaults(job: SequentialJob) -> SequentialJob:
+    """The job with its model's training defaults where the job leaves a setting unset."""
+    return job.model_copy(update={"train": with_model_defaults(
+        job.train, sequential_model_class(job.model).train_defaults, explicit=job.train.model_fields_set)})
+
+
 def run_sequential_job(
     job: SequentialJob,
     runs_dir: str | Path = "runs",
@@ -167,15 +174,28 @@ def run_sequential_job(
     reporter: Reporter = SILENT,
     data: SequenceData | None = None,
     folder: str | Path | None = None,
-) -> tuple[Path, SeqTrainResult]:
+) -> tuple[Path | None, SeqTrainResult]:
     """Load the data, build semantic IDs if the model decodes them, train and write the run.
 
     The run directory follows the one naming rule of every task (`Run.create`, as a CTR run):
     `RUNS_DIR/<name or model-dataset>-<time>-<random>`, new each time, so that re-running a job
-    never collides. `folder` writes to that exact directory instead (it must be empty or absent)."""
+    never collides. `folder` writes to that exact directory instead (it must be empty or absent).
+
+    In a torch.distributed group (`train --task sequential --nproc N`) rank 0 loads (and caches)
+    the data first, every rank trains its own users with `batch_size / N` per step
+    (`SequentialTask`), and rank 0 alone writes the run directory; the other ranks return None
+    for it. For models that decode semantic IDs (TIGER) rank 0 fits the tokenizer (into its run
+    directory) and broadcasts the IDs, so every rank builds the same model."""
     cache = Path(cache_dir) if cache_dir else default_cache_root()
+    ctx = distributed.current()
+    if ctx.active and not ctx.is_main:
+        distributed.barrier()  # rank 0 loads (and caches) the data set first
     data = data or resolve_sequences(job.dataset, cache)
-    if folder is not None:
+    if ctx.active and ctx.is_main:
+        distributed.barrier()
+    if not ctx.is_main:
+        folder = None
+    elif folder is not None:
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
             raise FileExistsError(f"run directory {folder} already exists; choose another --runs-dir or name")
@@ -183,18 +203,20 @@ def run_sequential_job(
         folder = Run.create(runs_dir, job.name or f"{job.model}-{Path(data.name).name}").folder  # a path's last part
     sids = None
     if needs_semantic_ids(sequential_model_class(job.model)):
-        reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
-        sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder, reporter)
-        reporter.log(
-            f"tokenizer ({source}): usage {', '.join(f'{u:.2f}' for u in stats.usage)}, collision rate "
-            f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
-        )
-    job = job.model_copy(update={"train": with_model_defaults(
-        job.train, sequential_model_class(job.model).train_defaults, explicit=job.train.model_fields_set)})
+        if ctx.is_main:
+            reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
+            sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder, reporter)  # type: ignore[arg-type]
+            reporter.log(
+                f"tokenizer ({source}): usage {', '.join(f'{u:.2f}' for u in stats.usage)}, collision rate "
+                f"{stats.collision_rate:.3f}, relative error {stats.relative_error:.3f}"
+            )
+        sids = distributed.broadcast_object_from_main(sids)  # one tokenizer fit; every rank decodes the same IDs
+    job = with_train_defaults(job)
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
     model = build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
-    folder.mkdir(parents=True, exist_ok=True)
-    dump_yaml(job.model_dump(mode="json"), folder / JOB_FILE)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_yaml(job.model_dump(mode="json"), folder / JOB_FILE)
     result = train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids)
     return folder, result
 

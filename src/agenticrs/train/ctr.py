@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agenticrs.data.cache import SplitArrays
-from agenticrs.data.shards import split_in_memory
+from agenticrs.data.shards import release_pages, split_in_memory
 from agenticrs.features.batching import LABEL, LABELS, iterate_batches, num_batches
 from agenticrs.features.blocks import iterate_block_batches
 from agenticrs.features.pipeline import ProcessedDataset
@@ -254,10 +254,11 @@ class CTRTask:
         self.multi = len(self.label_names) > 1 or config.labels is not None
         self.keep_requests = bool(getattr(getattr(model, "inputs", None), "request_centric", False))
         self.targets = model_targets(model) if model is not None and self.multi else None
-        labels = np.asarray(self.train["labels"][:, self.label_indices])
-        heads = self.targets(labels) if self.targets is not None else labels
-        self.has_missing = bool(np.isnan(heads).any())
-        self.conversion = self._conversion(config, model, labels, heads)
+        pair = self._funnel_pair(config, model)
+        self.has_missing, on_clicks = self._scan_labels(pair, config.shuffle_block_rows)
+        self.conversion = None if pair is None else Conversion(
+            self.label_names[pair[0]], self.label_names[pair[1]], pair[0], pair[1],
+            "clicks" if on_clicks else "impressions")
         asked = [m for m in config.metrics if is_conversion_metric(m)]
         if asked and self.conversion is None:
             raise ValueError(
@@ -302,9 +303,9 @@ class CTRTask:
             raise ValueError(f"the model predicts labels {list(heads)} but train.labels asks for {list(wanted)}")
         return list(wanted)
 
-    def _conversion(self, config: TrainConfig, model: nn.Module | None, labels: np.ndarray,
-                    heads: np.ndarray) -> Conversion | None:  # fmt: skip
-        """The run's funnel: `train.conversion_labels`, else the model's `conversion_labels`."""
+    def _funnel_pair(self, config: TrainConfig, model: nn.Module | None) -> tuple[int, int] | None:
+        """The head columns of the run's funnel (click, conversion): `train.conversion_labels`,
+        else the model's `conversion_labels`; None without a funnel."""
         own = getattr(model, "conversion_labels", None)
         pair = tuple(config.conversion_labels) if config.conversion_labels is not None else own
         if pair is None:
@@ -318,9 +319,28 @@ class CTRTask:
                 f"(train.labels or the model's heads: {self.label_names}), with one head each"
             )
         click, conversion = (self.label_names.index(name) for name in pair)
-        unclicked = labels[:, click] == 0
-        on_clicks = bool(unclicked.any()) and bool(np.isnan(heads[unclicked, conversion]).all())
-        return Conversion(pair[0], pair[1], click, conversion, "clicks" if on_clicks else "impressions")
+        return click, conversion
+
+    def _scan_labels(self, pair: tuple[int, int] | None, block_rows: int) -> tuple[bool, bool]:
+        """(whether a head target is missing anywhere, whether the funnel's conversion head is
+        trained on clicks only: its target missing on every unclicked row).
+
+        Read in blocks of `block_rows` rows, each one released after it is read, vectorised within
+        a block: copying the training labels whole would cost 4 bytes a row and label (200 MB at
+        50M rows) and break the flat memory of a split that stays memory-mapped."""
+        labels = self.train["labels"]
+        has_missing, any_unclicked, unclicked_all_missing = False, False, True
+        for start in range(0, self.train.rows, max(block_rows, 1)):
+            stop = min(start + block_rows, self.train.rows)
+            block = np.asarray(labels[start:stop])[:, self.label_indices]
+            release_pages(labels, start, stop)
+            heads = self.targets(block) if self.targets is not None else block
+            has_missing = has_missing or bool(np.isnan(heads).any())
+            if pair is not None:
+                unclicked = block[:, pair[0]] == 0
+                any_unclicked = any_unclicked or bool(unclicked.any())
+                unclicked_all_missing = unclicked_all_missing and bool(np.isnan(heads[unclicked, pair[1]]).all())
+        return has_missing, any_unclicked and unclicked_all_missing
 
     @property
     def label_index(self) -> int | list[int]:

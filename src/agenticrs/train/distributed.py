@@ -5,7 +5,9 @@ joins one process group (gloo on CPU, nccl on GPUs) and runs the ordinary engine
 group is initialised:
 
 - wraps the model in `DistributedDataParallel` for the training step (gradients all-reduced,
-  averaged over ranks), so every rank holds the same weights after every step;
+  averaged over ranks), so every rank holds the same weights after every step; a task whose loss
+  is not the model's forward (sequential: `model.loss`) hands the engine a module whose forward
+  is that loss (`Task.train_module`), and DDP wraps that;
 - trains each rank on its own contiguous slice of the processed training split
   (`agenticrs.data.shards`), with a per-rank batch of `train.batch_size / N`: the global batch is
   the configured one, so an N-process run follows the same optimisation as a 1-process run;
@@ -21,12 +23,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,15 @@ def broadcast_from_main(values: list[float], device: torch.device) -> list[float
     tensor = _tensor(values, device)
     dist.broadcast(tensor, src=0)
     return tensor.cpu().tolist()
+
+
+def broadcast_object_from_main(value: T) -> T:
+    """Rank 0's picklable `value` on every rank (e.g. semantic IDs fitted once, on rank 0)."""
+    if not current().active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_min(value: int, device: torch.device) -> int:

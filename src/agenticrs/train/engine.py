@@ -61,7 +61,10 @@ class Task(Protocol):
         """The epoch's batches (a function of the seed and `epoch` only), from batch `skip` on."""
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        """(scalar loss to minimise, examples in the batch)."""
+        """(scalar loss to minimise, examples in the batch). `model` is what the engine trains:
+        the model, or the task's optional `train_module(model)` (a module whose forward computes
+        what the loss needs, so that DistributedDataParallel sees the parameters the loss uses),
+        DDP-wrapped in a data-parallel run."""
 
     def has_validation(self) -> bool:
         """Whether `evaluate(model, "valid")` can be called."""
@@ -169,7 +172,11 @@ class Engine:
         metric_spec(monitor)  # an unknown monitor fails now, not after an epoch
         task.prepare(model)
         seed_everything(cfg.seed)
-        train_model = distributed.wrap(model, device)  # DDP: rank 0's weights everywhere, gradients all-reduced
+        # a task whose loss is not the model's forward (sequential: `model.loss`) trains a module whose
+        # forward is that loss, so that DDP sees the parameters it uses; the parameters are the model's
+        train_module = getattr(task, "train_module", None)
+        trained = train_module(model) if train_module is not None else model
+        train_model = distributed.wrap(trained, device)  # DDP: rank 0's weights everywhere, gradients all-reduced
         optimizers = build_optimizers(model, cfg)
         per_epoch = task.steps_per_epoch()
         if cfg.max_steps_per_epoch:
