@@ -27,8 +27,6 @@ from rich.table import Table
 
 from agenticrs.runtime.files import atomic_write_json
 
-BENCH_DIR = Path(__file__).resolve().parent
-
 
 def per_scenario_auc(scenario: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[int, float]:
     """Click AUC of each scenario id's rows (vectorised per group by the project's `auc`)."""
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-dim", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=None, help="processed-data cache (default: a temporary folder)")
-    parser.add_argument("--json", default=str(BENCH_DIR / "results" / "gsvr.json"))
+    parser.add_argument("--json", default="bench/results/gsvr.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     console = Console()
