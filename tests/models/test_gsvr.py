@@ -14,7 +14,7 @@ from agenticrs.data.simulated import write_simulation
 from agenticrs.data.spec import DatasetSpec
 from agenticrs.features.batching import iterate_batches
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
-from agenticrs.models.base import IncompatibleDataError, build_model, make_config
+from agenticrs.models.base import IncompatibleDataError, ModelInputs, build_model, make_config
 from agenticrs.models.gsvr import GSVR, Latent, gaussian_kl
 from agenticrs.sim import sim_preset
 from agenticrs.train.config import RunConfig, TrainConfig
@@ -156,6 +156,13 @@ def test_upper_bound_kl_setting(scenario_data, scenario_batch):
 def test_refuses_data_without_a_scenario_field(flat_data):
     with pytest.raises(IncompatibleDataError, match="gsvr.*'scenario'"):
         build_model("gsvr", flat_data.schema)
+
+
+def test_named_fields_are_checked_and_united(scenario_data):
+    inputs = ModelInputs(named_fields=("scenario", "user_id")).union(ModelInputs(named_fields=("item_id", "scenario")))
+    assert inputs.named_fields == ("scenario", "user_id", "item_id")
+    assert inputs.problems(scenario_data.schema) == []
+    assert "'shop'" in ModelInputs(named_fields=("shop",)).problems(scenario_data.schema)[0]
 
 
 def test_refuses_unknown_named_fields(scenario_data):
