@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     console = Console()
-    records = []
+    settings = {k: v for k, v in vars(args).items() if k not in ("json", "cache_dir")}
+    records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="agenticrs-gsvr-cache-") as tmp:
         cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tmp)
         for seed in range(1, args.seeds + 1):
@@ -139,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"{base}{' + gsvr' if gsvr else ''} seed {seed}: {record['scenario_auc']} "
                                   f"({record['seconds']:.0f} s, best step {record['best_step']})")  # fmt: skip
                     records.append(record)
+                    # written after every run, so that an interrupted benchmark keeps what it measured
+                    atomic_write_json(Path(args.json), {"settings": settings, "records": records, "complete": False})
     table, gains = summarise(records)
     console.print(table)
     for base, gain in gains.items():
         console.print(f"{base}: GSVR's gain on the sparsest scenario ({gain['sparsest']}): {gain['sparsest_gain']:+.4f}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("json", "cache_dir")}
-    atomic_write_json(Path(args.json), {"settings": settings, "records": records, "gains": gains})
+    atomic_write_json(Path(args.json), {"settings": settings, "records": records, "gains": gains, "complete": True})
     return 0
 
 
