@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from agenticrs.models.base import (
+    FIELD_NAME,
     LABEL_NAME,
     MAX_LAYERS,
     MAX_UNITS,
@@ -38,8 +39,8 @@ def fields_with_default(kind: type) -> list[tuple[str, str]]:
             if kind is list:
                 if isinstance(default, list) and default and all(isinstance(v, int) for v in default):
                     found.append((name, field))
-            elif kind is str and info.description == LABEL_NAME:
-                continue  # a label name: any string, checked against the data set when the model is built
+            elif kind is str and info.description in (LABEL_NAME, FIELD_NAME):
+                continue  # a label or field name: any string, checked against the data set when the model is built
             elif isinstance(default, kind):
                 found.append((name, field))
     return found

@@ -21,6 +21,8 @@ def _needs(cls: type[Any]) -> str:
     """What the model reads, in words: CTR fields / behaviour sequences, or item sequences (+ semantic IDs)."""
     if isinstance(cls, type) and issubclass(cls, Model):
         needs = "behaviour sequence + target" if cls.inputs.needs_target_sequence else "fields"
+        if cls.inputs.named_fields:
+            needs += f" incl. {', '.join(cls.inputs.named_fields)}"
         if cls.inputs.request_centric:
             needs += " (request-centric: uses request ids when the data has them)"
         if cls.inputs.multi_task and cls.inputs.min_labels > 1:

@@ -48,6 +48,9 @@ LossWeight = Annotated[float, Field(ge=0.0, le=1e6)]
 # the name of a label field of the data set (checked against the data set when the model is built)
 LABEL_NAME = "the name of a label of the data set"
 LabelName = Annotated[str, Field(min_length=1, max_length=256, description=LABEL_NAME)]
+# the name of a (categorical) field of the data set, checked by `ModelInputs.named_fields` at build
+FIELD_NAME = "the name of a field of the data set"
+FieldName = Annotated[str, Field(min_length=1, max_length=256, description=FIELD_NAME)]
 
 
 class ModelConfig(BaseModel):
@@ -74,6 +77,8 @@ class ModelInputs:
     request_centric: bool = False  # trains on whole requests (candidates of one request in one batch)
     multi_task: bool = False  # one head per label (`output_labels`); trains several labels at once
     min_labels: int = 1  # label fields the model trains on at once (ESMM: click and conversion; CM-DCM: direct, cart, delayed)
+    # categorical fields the model reads by name (GSVR: the scenario, user and item fields)
+    named_fields: tuple[str, ...] = ()
 
     def union(self, *others: ModelInputs) -> ModelInputs:
         """What a model made of parts needs: every part's needs at once (a composition's blocks)."""
@@ -85,6 +90,7 @@ class ModelInputs:
             request_centric=any(i.request_centric for i in every),
             multi_task=any(i.multi_task for i in every),
             min_labels=max(i.min_labels for i in every),
+            named_fields=tuple(dict.fromkeys(n for i in every for n in i.named_fields)),
         )
 
     def problems(self, schema: FeatureSchema) -> list[str]:
@@ -102,6 +108,12 @@ class ModelInputs:
             found.append(
                 "needs a behaviour sequence paired with a candidate field (a sequence field with "
                 "`share_vocab_with`/`target`, e.g. hist_item_id -> item_id); the data set has none"
+            )
+        missing = [n for n in self.named_fields if n not in schema.categorical_names]
+        if missing:
+            found.append(
+                f"needs the categorical field(s) {', '.join(map(repr, missing))}; the data set's categorical "
+                f"fields are {', '.join(schema.categorical_names) or 'none'}"
             )
         if not schema.labels:
             found.append("needs a binary label")
