@@ -191,19 +191,3 @@ def test_two_processes_train_sasrec_like_one_with_the_same_global_batch(tmp_path
     assert summary["steps"] == one.steps  # the same number of global steps
     # batches hold other users than the 1-process run's (each rank draws its own): close, not equal
     assert summary["valid"]["ndcg@10"] == pytest.approx(one.valid["ndcg@10"], abs=0.02)
-
-
-@pytest.mark.slow
-def test_two_processes_train_tiger_on_rank_0s_semantic_ids(tmp_path: Path, tiny_cache: Path) -> None:
-    """Rank 0 fits the tokenizer into its run directory and broadcasts the IDs: both ranks build
-    the same TIGER (else DDP's start-up check of parameter shapes, or the decoding, would fail)."""
-    command = [sys.executable, "-m", "agenticrs.cli.main", "train", "--task", "sequential", "--nproc", "2",
-               "-d", "sim-tiny", "-m", "tiger", "-q", "--runs-dir", str(tmp_path), "--cache-dir", str(tiny_cache),
-               "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=4", "--set", "train.batch_size=128",
-               "--set", "train.num_threads=1", "--set", "tokenizer.source=attributes", "--set", "tokenizer.levels=2",
-               "--set", "tokenizer.codebook_size=8"]
-    command += [arg for key, value in TINY_SEQUENTIAL["tiger"].items() for arg in ("--set", f"model_params.{key}={value}")]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = next(tmp_path.iterdir())
-    assert (run / "semantic_ids.npz").exists() and json.loads((run / "summary.json").read_text())["steps"] == 4
