@@ -95,6 +95,15 @@ class SequentialModel(nn.Module):
         step; store them in buffers so that they are saved with the weights. Default: none."""
 
     @torch.no_grad()
-    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:  # pragma: no cover - abstract
-        """(B, k) item ids, best first, no padding id, no duplicates."""
+    def score_all(self, batch: SeqBatch) -> torch.Tensor:  # pragma: no cover - abstract
+        """(B, num_items + 1) scores of every item, padding column 0 at -inf (models that score)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:
+        """(B, k) item ids, best first, no padding id, no duplicates. Default: the top k of
+        `score_all`; a model that decodes instead of scoring (TIGER) overrides it."""
+        scores = self.score_all(batch)
+        if not 1 <= k <= scores.shape[1] - 1:
+            raise ValueError(f"k must lie in 1..{scores.shape[1] - 1} (the number of items), got {k}")
+        return scores.topk(k, dim=1).indices

@@ -36,7 +36,7 @@ from agenticrs.models.base import (
     Units,
     register,
 )
-from agenticrs.models.layers import MLP, FeatureEmbedding, InteractingLayer
+from agenticrs.models.layers import MLP, FeatureEmbedding, InteractingLayer, interacting_stack  # noqa: F401 (InteractingLayer: its old import path)
 
 
 class AutoIntConfig(ModelConfig):
@@ -70,19 +70,10 @@ class AutoInt(Model):
     def __init__(self, schema: FeatureSchema, config: AutoIntConfig) -> None:
         super().__init__(schema, config)
         self.embedding = FeatureEmbedding(schema, dim=config.embedding_dim, input_norm=config.input_norm)
-        layers, width = [], config.embedding_dim
-        for _ in range(config.num_attention_layers):
-            layer = InteractingLayer(
-                width,
-                config.attention_dim,
-                config.num_heads,
-                use_residual=config.use_residual,
-                use_scale=config.use_scale,
-                layer_norm=config.layer_norm,
-            )
-            layers.append(layer)
-            width = layer.output_dim
-        self.interacting = nn.Sequential(*layers)
+        self.interacting, width = interacting_stack(
+            config.embedding_dim, config.num_attention_layers, config.attention_dim, config.num_heads,
+            use_residual=config.use_residual, use_scale=config.use_scale, layer_norm=config.layer_norm,
+        )  # fmt: skip
         self.head = nn.Linear(self.embedding.num_fields * width, 1)
         self.mlp = MLP.from_config(self.embedding.output_dim, config, output_dim=1) if config.use_mlp else None
 

@@ -47,8 +47,8 @@ from agenticrs.models.layers import (
     CrossNetV2,
     EmbeddedBatch,
     FeatureEmbedding,
-    InteractingLayer,
     fm_interaction,
+    interacting_stack,
     plan_target_groups,
 )
 from agenticrs.runtime.registry import Registry
@@ -272,19 +272,10 @@ class SelfAttentionBlock(Block):
 
     def __init__(self, settings: SelfAttentionSettings, context: BlockContext) -> None:
         super().__init__(settings, context)
-        layers, width = [], context.embedding.dim
-        for _ in range(settings.num_layers):
-            layer = InteractingLayer(
-                width,
-                settings.attention_dim,
-                settings.heads,
-                use_residual=settings.use_residual,
-                use_scale=settings.use_scale,
-                layer_norm=settings.layer_norm,
-            )
-            layers.append(layer)
-            width = layer.output_dim
-        self.layers = nn.Sequential(*layers)
+        self.layers, width = interacting_stack(
+            context.embedding.dim, settings.num_layers, settings.attention_dim, settings.heads,
+            use_residual=settings.use_residual, use_scale=settings.use_scale, layer_norm=settings.layer_norm,
+        )  # fmt: skip
         self.output_dim = context.embedding.num_fields * width
 
     def forward(self, x: BlockInput) -> torch.Tensor:

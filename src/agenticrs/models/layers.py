@@ -356,6 +356,21 @@ class InteractingLayer(nn.Module):
         return self.norm(out) if self.norm is not None else out
 
 
+def interacting_stack(
+    width: int, num_layers: int, attention_dim: int, heads: int, use_residual: bool = True, use_scale: bool = False,
+    layer_norm: bool = False,
+) -> tuple[nn.Sequential, int]:
+    """`num_layers` `InteractingLayer`s in sequence over (B, F, width) and their output width per
+    field (AutoInt's stack and the `self_attention` building block)."""
+    layers, out = [], width
+    for _ in range(num_layers):
+        layer = InteractingLayer(out, attention_dim, heads, use_residual=use_residual, use_scale=use_scale,
+                                 layer_norm=layer_norm)  # fmt: skip
+        layers.append(layer)
+        out = layer.output_dim
+    return nn.Sequential(*layers), out
+
+
 class AttentionUnit(nn.Module):
     """Local activation unit: weights a(q, k_l) from an MLP over [q, k, q-k, q*k], masked."""
 

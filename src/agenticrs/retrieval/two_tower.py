@@ -174,9 +174,3 @@ class TwoTower(SequentialModel):
         scores = self.user_vectors(batch) @ self.item_vectors().T
         scores[:, PAD] = float("-inf")
         return scores
-
-    @torch.no_grad()
-    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:
-        if not 1 <= k <= self.num_items:
-            raise ValueError(f"k must lie in 1..{self.num_items} (the number of items), got {k}")
-        return self.score_all(batch).topk(k, dim=1).indices

@@ -149,12 +149,6 @@ class SASRec(SequentialModel):
         scores[:, PAD] = float("-inf")
         return scores
 
-    @torch.no_grad()
-    def recommend(self, batch: SeqBatch, k: int) -> torch.Tensor:
-        if not 1 <= k <= self.num_items:
-            raise ValueError(f"k must lie in 1..{self.num_items} (the number of items), got {k}")
-        return self.score_all(batch).topk(k, dim=1).indices
-
     def item_embeddings(self) -> torch.Tensor:
         """(num_items + 1, d) item embeddings (row 0 = padding): collaborative item vectors."""
         return self.item.weight.detach().clone()
