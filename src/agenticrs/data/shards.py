@@ -52,12 +52,8 @@ class SplitShard:
                 self.start, self.rows)
         return self._cache[key]
 
-    def load_in_memory(self) -> None:
-        """Copy this slice (only) into RAM."""
-        for key in self.keys():
-            value = self[key]
-            if isinstance(value, np.memmap):
-                self._cache[key] = np.array(value)
+    # copy this slice (only) into RAM: the split's own method, over the shard's keys, items and cache
+    load_in_memory = SplitArrays.load_in_memory
 
 
 def split_nbytes(split: Any) -> int:

@@ -43,10 +43,10 @@ from agenticrs.models.base import (
 )
 from agenticrs.models.layers import (
     MLP,
-    AttentionUnit,
     CrossNetV2,
     EmbeddedBatch,
     FeatureEmbedding,
+    attend_target_groups,
     fm_interaction,
     interacting_stack,
     plan_target_groups,
@@ -304,17 +304,8 @@ class TargetAttentionBlock(Block):
         if not self.groups:
             raise ValueError("target_attention needs a behaviour sequence whose `target` is a categorical field")
         dim = context.embedding.dim
-        self.attention = nn.ModuleList(
-            AttentionUnit(
-                dim * len(g.sequences),
-                settings.attention_hidden_units,
-                activation=settings.activation,
-                use_softmax=settings.use_softmax,
-            )
-            for g in self.groups
-        )
-        for i, group in enumerate(self.groups):
-            self.register_buffer(f"_targets{i}", torch.tensor(group.target_index, dtype=torch.long), persistent=False)
+        self.attention = attend_target_groups(self, self.groups, dim, settings.attention_hidden_units,
+                                              settings.activation, settings.use_softmax)  # fmt: skip
         self.output_dim = sum(dim * len(g.sequences) for g in self.groups)
 
     def forward(self, x: BlockInput) -> torch.Tensor:

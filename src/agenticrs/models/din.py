@@ -27,11 +27,17 @@ the keys of the attention unit stay comparable).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Activation, Batch, Dropout, EmbeddingDim, HiddenUnits, Model, ModelConfig, ModelInputs, register
-from agenticrs.models.layers import MLP, AttentionUnit, FeatureEmbedding, masked_mean, plan_target_groups
+from agenticrs.models.layers import (  # noqa: F401 (AttentionUnit: its old import path)
+    MLP,
+    AttentionUnit,
+    FeatureEmbedding,
+    attend_target_groups,
+    masked_mean,
+    plan_target_groups,
+)
 
 
 class DINConfig(ModelConfig):
@@ -59,17 +65,8 @@ class DIN(Model):
             raise ValueError("DIN needs a behaviour sequence whose `target` is a categorical field")
         dim = config.embedding_dim
         self.embedding = FeatureEmbedding(schema, dim=dim, pool_sequences=False, input_norm=config.input_norm)
-        self.attention = nn.ModuleList(
-            AttentionUnit(
-                dim * len(g.sequences),
-                config.attention_hidden_units,
-                activation=config.attention_activation,
-                use_softmax=config.use_softmax,
-            )
-            for g in self.groups
-        )
-        for i, group in enumerate(self.groups):
-            self.register_buffer(f"_targets{i}", torch.tensor(group.target_index, dtype=torch.long), persistent=False)
+        self.attention = attend_target_groups(self, self.groups, dim, config.attention_hidden_units,
+                                              config.attention_activation, config.use_softmax)  # fmt: skip
         self.mlp_input = (
             self.embedding.output_dim
             + sum(dim * len(g.sequences) for g in self.groups)

@@ -404,6 +404,18 @@ class TargetGroup:
     target_index: tuple[int, ...]  # positions of the target fields in the categorical matrix
 
 
+def attend_target_groups(
+    module: nn.Module, groups: list[TargetGroup], dim: int, hidden_units: list[int], activation: str, use_softmax: bool,
+) -> nn.ModuleList:
+    """DIN's attention unit per target group, and each group's target indices as the module's
+    buffers `_targets{i}` (DIN and the `target_attention` block)."""
+    for i, group in enumerate(groups):
+        module.register_buffer(f"_targets{i}", torch.tensor(group.target_index, dtype=torch.long), persistent=False)
+    return nn.ModuleList(
+        AttentionUnit(dim * len(g.sequences), hidden_units, activation=activation, use_softmax=use_softmax) for g in groups
+    )
+
+
 def plan_target_groups(schema: FeatureSchema) -> tuple[list[TargetGroup], list[str]]:
     """Attention groups, and the id sequences that are mean-pooled instead."""
     categorical = schema.categorical_names
