@@ -117,13 +117,17 @@ class SASRec(SequentialModel):
         used = (history != PAD).any(0).nonzero()
         return history.shape[1] - int(used[0]) if len(used) else 1
 
+    def _states(self, batch: SeqBatch, n: int) -> torch.Tensor:
+        """`hidden` over the batch's last n history columns (a subclass may read more of the batch)."""
+        return self.hidden(batch["history"][:, -n:])
+
     def loss(self, batch: SeqBatch) -> torch.Tensor:
         n = self._trim(batch["history"])
         history, targets = batch["history"][:, -n:], batch["targets"][:, -n:]
         valid = targets != PAD
         if not bool(valid.any()):
             return self.item.weight.sum() * 0.0
-        h = self.hidden(history)[valid]  # (N, d)
+        h = self._states({**batch, "history": history}, n)[valid]  # (N, d)
         y = targets[valid]
         if self.config.loss == "ce":
             logits = h @ self.item.weight.T
@@ -142,7 +146,7 @@ class SASRec(SequentialModel):
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
         """(B, num_items + 1) scores of every item from the last position; padding column -inf,
         history items (with `exclude_history`) the lowest finite score."""
-        h = self.hidden(batch["history"][:, -self._trim(batch["history"]) :])[:, -1]
+        h = self._states(batch, self._trim(batch["history"]))[:, -1]
         scores = h @ self.item.weight.T
         if self.config.exclude_history:  # below every real score, above the padding column
             scores.scatter_(1, batch["history"], torch.finfo(scores.dtype).min)

@@ -1,0 +1,340 @@
+"""MDGR: masked (absorbing-state) diffusion over the next item's semantic-ID positions.
+
+Paper: Mu, Deng et al., "MDGR: Masked Diffusion Generative Recommendation", arXiv 2601.19501
+(2026); our spec `../shared/specs/mdgr.md` (the paper's internals were not available: the spec's
+"(ours)" sections are our design and so is everything below). The paper's idea: instead of
+TIGER's left-to-right decoding of the target's semantic ID, start from an all-[MASK] ID and
+unmask positions in any order, several in parallel, with a bidirectional denoiser conditioned on
+the user's history; a parallel (order-free) codebook, masking supervision adapted along the
+temporal (training time) and sample dimensions, and warm-up two-stage parallel decoding.
+
+Ours:
+- History encoder, token embedding, output head and semantic IDs are TIGER's (this class
+  subclasses `Tiger`: same encoder over [user token, history SIDs], same per-level head); the
+  denoiser replaces TIGER's causal decoder with a *bidirectional* one over the L target slots
+  (input: the slot's code token, or a learned per-slot [MASK] vector, + slot position; self-
+  attention over the slots, cross-attention to the history).
+- Codebook: any `SemanticIds`. The spec's parallel codebook is the `pq` tokenizer with
+  `collision=reassign` (tokenizer settings of the job); on TIGER's residual IDs (RQ-KMeans +
+  collision digit) the same model runs, which is what the TIGER-vs-MDGR comparison uses.
+- Training (`loss`): per example and mask pattern (`mask_samples` patterns per example share one
+  encoder pass) a noise level t; m ~ Binomial(L, t) slots (at least 1) are masked. `noise`:
+  "uniform" t ~ U(0, 1); "curriculum" (the temporal dimension) t ~ Beta(a, 1) with a rising
+  0.5 -> 1 over the first `curriculum_steps` training steps (easy, few-masked examples first),
+  uniform after; `full_mask_prob` of the patterns are fully masked (the inference start). The
+  sample dimension (`adaptive_masking` = alpha): which slots are masked is drawn with
+  probabilities (1 - alpha) uniform + alpha softmax(tau * running loss of each slot), i.e. harder
+  slots are masked more often. Loss: cross-entropy on the masked slots, averaged over them
+  (`weighting="mean_masked"`) or MDLM's 1/t weight (`"inverse_t"`, sum / (t L)).
+- Decoding (`beam_search`): `steps` denoiser passes; `schedule` says how many slots each pass
+  unmasks: "warmup" (the spec's two-stage decoding: steps - 1 warm-up passes of one slot each,
+  then every remaining slot at once), "linear" (evenly) or "cosine" (MaskGIT). In each pass every
+  beam unmasks *its own* most confident masked slots (`confidence`: the best allowed token's log-
+  probability, or the negative entropy over the allowed tokens; `order="left_to_right"` is the
+  fixed-order ablation). Beam states are partial IDs (which slots are known, their codes);
+  children of a beam are the distinct projections of the items consistent with it, scored by
+  the beam's score + the chosen slots' log-probabilities; states reached by two paths keep the
+  best score; the `beam` best states survive.
+- Constraint at every step (the order-free trie): a beam only ever holds a partial ID that is the
+  projection of some item's code, so every decoded ID is a valid item (the children are computed
+  from the item code table, a generalised trie that answers "which codes may slot l take given
+  these known slots" for any subset of known slots). A row whose surviving beams hold fewer than
+  k items is filled with the best remaining items of the one-pass factorised score.
+- Cost: steps denoiser passes instead of L autoregressive ones, plus O(B * beam * items) for the
+  constraint per pass (dense over the catalogue: cheap for thousands of items, the dominant cost
+  at tens of thousands on a CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from agenticrs.gr.base import PAD, SemanticIds, SeqBatch, SequentialConfig
+from agenticrs.gr.models.tiger import Tiger, TigerConfig, _attention_dropout, _Attention, _FeedForward
+from agenticrs.gr.zoo import register_sequential
+
+_MAX_LEVELS = 6  # beam states are indexed by (subset of known slots, item): 2^L x items
+
+
+class MDGRConfig(TigerConfig):
+    """TIGER's encoder settings plus the diffusion's training and decoding choices (spec §5-6)."""
+
+    steps: int = Field(2, ge=1, description="denoiser passes at decoding (<= the ID length)")
+    schedule: Literal["warmup", "linear", "cosine"] = "warmup"
+    confidence: Literal["max_prob", "entropy"] = "max_prob"
+    order: Literal["confidence", "left_to_right"] = "confidence"
+    noise: Literal["uniform", "curriculum"] = "curriculum"
+    curriculum_steps: int = Field(2000, ge=1, description="steps over which the mask ratio ramps up (curriculum)")
+    full_mask_prob: float = Field(0.2, ge=0.0, le=1.0)
+    adaptive_masking: float = Field(0.5, ge=0.0, le=1.0, description="weight of loss-driven slot choice")
+    adaptive_temperature: float = Field(1.0, ge=0.0)
+    mask_samples: int = Field(2, ge=1, description="mask patterns per training example")
+    weighting: Literal["mean_masked", "inverse_t"] = "mean_masked"
+
+
+def unmask_counts(levels: int, steps: int, schedule: str) -> list[int]:
+    """Slots unmasked by each of `steps` passes (each >= 1, summing to `levels`)."""
+    if not 1 <= steps <= levels:
+        raise ValueError(f"steps must lie in 1..{levels} (the semantic-ID length), got {steps}")
+    if schedule == "warmup":
+        return [1] * (steps - 1) + [levels - steps + 1]
+    if schedule == "linear":
+        return [levels // steps + (1 if s < levels % steps else 0) for s in range(steps)]
+    if schedule == "cosine":  # masked after pass s: floor(L cos(pi/2 s/T)), at least one slot a pass
+        masked = [math.floor(levels * math.cos(math.pi / 2 * s / steps)) for s in range(steps + 1)]
+        counts, left = [], levels
+        for s in range(steps):
+            take = max(1, min(left - (steps - s - 1), masked[s] - masked[s + 1]))
+            counts.append(take)
+            left -= take
+        counts[-1] += left
+        return counts
+    raise ValueError(f"unknown schedule '{schedule}' (warmup, linear or cosine)")
+
+
+class _DenoiserLayer(nn.Module):
+    """Pre-LN block over (B, N, L, d): bidirectional self-attention across the L slots of each
+    (row, beam), cross-attention to the row's history memory, FFN."""
+
+    def __init__(self, config: TigerConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm_self, self.norm_cross, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.self_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
+        self.cross_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
+        self.ffn = _FeedForward(d, config.ffn_dim, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor
+                ) -> torch.Tensor:  # fmt: skip
+        b, n, t, d = x.shape
+        h = self.norm_self(x).reshape(b * n, t, d)
+        x = x + self.drop(self.self_attn(h, *self.self_attn.project_kv(h)).view(b, n, t, d))
+        h = self.norm_cross(x).reshape(b, n * t, d)
+        x = x + self.drop(self.cross_attn(h, *memory_kv, mask=memory_mask).view(b, n, t, d))
+        return x + self.drop(self.ffn(self.norm_ffn(x)))
+
+
+def _subset_representatives(codes: torch.Tensor) -> torch.Tensor:
+    """(2^L, I) for item codes (I, L): rep[P, i] = the smallest item index whose code agrees with
+    item i's on the slots of subset P (bit l = slot l known): one representative per partial ID."""
+    num, levels = codes.shape
+    reps = torch.empty(1 << levels, num, dtype=torch.long)
+    index = torch.arange(num)
+    for subset in range(1 << levels):
+        slots = [lvl for lvl in range(levels) if subset >> lvl & 1]
+        if not slots:
+            reps[subset] = 0
+            continue
+        _, group = torch.unique(codes[:, slots], dim=0, return_inverse=True)
+        first = torch.full((int(group.max()) + 1,), num, dtype=torch.long).scatter_reduce(0, group, index, "amin")
+        reps[subset] = first[group]
+    return reps
+
+
+def _rebuild_index(module: nn.Module, incompatible_keys: Any) -> None:
+    """After load_state_dict the SID buffer may hold other codes: rebuild the subset index too."""
+    module.subset_reps = _subset_representatives(module.sid_codes[1:].cpu()).to(module.sid_codes.device)
+
+
+@register_sequential("mdgr")
+class MDGR(Tiger):
+    """TIGER's history encoder -> bidirectional denoiser unmasking the next item's SID in parallel."""
+
+    paper: ClassVar[str] = "Mu, Deng et al., MDGR: Masked Diffusion Generative Recommendation, arXiv 2601.19501"
+    Config: ClassVar[type[SequentialConfig]] = MDGRConfig
+
+    def __init__(self, num_items: int, config: MDGRConfig, semantic_ids: SemanticIds) -> None:
+        if semantic_ids.levels > _MAX_LEVELS:
+            raise ValueError(f"MDGR supports semantic IDs of at most {_MAX_LEVELS} positions, got {semantic_ids.levels}")
+        if config.steps > semantic_ids.levels:
+            raise ValueError(f"steps ({config.steps}) exceeds the semantic-ID length ({semantic_ids.levels})")
+        super().__init__(num_items, config, semantic_ids)
+        self.config: MDGRConfig = config
+        self.decoder_layers = nn.ModuleList(_DenoiserLayer(config) for _ in range(config.num_decoder_layers))
+        self.mask_embedding = nn.Parameter(torch.randn(self.levels, config.d_model) * 0.02)
+        self.register_buffer("slot_loss", torch.ones(self.levels))  # running per-slot loss (adaptive masking)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("subset_reps", _subset_representatives(self.sid_codes[1:]), persistent=False)
+        self.register_load_state_dict_post_hook(_rebuild_index)
+
+    # --------------------------------------------------------------------------------- denoiser
+    def denoise(self, codes: torch.Tensor, memory_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                memory_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """Partial IDs (B, N, L), -1 = [MASK] -> per-slot logits (B, N, L, max V) (-inf beyond V_l)."""
+        known = codes >= 0
+        tokens = (codes.clamp(min=0) + self.code_offsets + self.code_token_start) * known
+        x = torch.where(known.unsqueeze(-1), self.token_embedding(tokens), self.mask_embedding)
+        x = self.drop(x + self.decoder_positions.weight)
+        for layer, kv in zip(self.decoder_layers, memory_kv, strict=True):
+            x = layer(x, kv, memory_mask)
+        return self.level_logits(self.decoder_norm(x))
+
+    def decode(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError("MDGR has no left-to-right decoder: see denoise and beam_search")
+
+    decode_step = decode
+
+    def token_logits(self, batch: SeqBatch) -> torch.Tensor:
+        """Logits (B, L, max V) of every slot of the target's ID from the all-[MASK] state."""
+        memory, mask = self.encode(batch)
+        codes = torch.full((memory.shape[0], 1, self.levels), -1, dtype=torch.long, device=memory.device)
+        return self.denoise(codes, self.memory_kv(memory), mask).squeeze(1)
+
+    # --------------------------------------------------------------------------------- training
+    def _noise_levels(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        cfg = self.config
+        u = torch.rand(shape, device=device).clamp(min=1e-6)
+        step = int(self.train_steps)
+        if cfg.noise == "curriculum" and step < cfg.curriculum_steps:
+            a = 0.5 + 0.5 * step / cfg.curriculum_steps
+            t = u ** (1.0 / a)  # Beta(a, 1): mass near 0 (few masked slots) while a < 1
+        else:
+            t = u
+        full = torch.rand(shape, device=device) < cfg.full_mask_prob
+        return torch.where(full, torch.ones_like(t), t)
+
+    def sample_masks(self, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask (*shape, L) bool, noise level t (*shape)) for training: m ~ Binomial(L, t) >= 1
+        slots, chosen by Gumbel-top-m over the mixed uniform / loss-driven slot probabilities."""
+        cfg, levels = self.config, self.levels
+        t = self._noise_levels(shape, device)
+        m = (torch.rand(*shape, levels, device=device) < t.unsqueeze(-1)).sum(-1).clamp(min=1)
+        probs = (1 - cfg.adaptive_masking) / levels + cfg.adaptive_masking * torch.softmax(
+            cfg.adaptive_temperature * self.slot_loss, 0)  # fmt: skip
+        gumbel = -torch.log(-torch.log(torch.rand(*shape, levels, device=device).clamp(1e-9, 1 - 1e-9)))
+        keys = probs.log() + gumbel
+        rank = keys.argsort(-1, descending=True).argsort(-1)  # 0 = the slot drawn first
+        return rank < m.unsqueeze(-1), t
+
+    def loss(self, batch: SeqBatch) -> torch.Tensor:
+        """Cross-entropy on the masked slots of `mask_samples` noised copies of each target ID."""
+        cfg = self.config
+        rows = batch["target"] != PAD
+        if not bool(rows.any()):
+            return self.head.weight.sum() * 0.0
+        batch = {name: value[rows] for name, value in batch.items() if value.shape[:1] == rows.shape}
+        target = self.sid_codes[batch["target"]]  # (B, L)
+        b = target.shape[0]
+        masked, t = self.sample_masks((b, cfg.mask_samples), target.device)
+        codes = target.unsqueeze(1).expand(b, cfg.mask_samples, self.levels).masked_fill(masked, -1)
+        memory, mask = self.encode(batch)
+        logits = self.denoise(codes, self.memory_kv(memory), mask)  # (B, S, L, V)
+        labels = target.unsqueeze(1).expand_as(codes)
+        token_loss = F.cross_entropy(logits.flatten(0, 2), labels.flatten(), reduction="none").view_as(codes.float())
+        token_loss = token_loss * masked
+        if cfg.weighting == "mean_masked":
+            per_pattern = token_loss.sum(-1) / masked.sum(-1)
+        else:
+            per_pattern = token_loss.sum(-1) / (t * self.levels)
+        if self.training:
+            with torch.no_grad():
+                count = masked.sum((0, 1)).clamp(min=1)
+                seen = masked.any(0).any(0)
+                mean = token_loss.sum((0, 1)) / count
+                self.slot_loss.copy_(torch.where(seen, 0.9 * self.slot_loss + 0.1 * mean, self.slot_loss))
+                self.train_steps += 1
+        return per_pattern.mean()
+
+    # --------------------------------------------------------------------------------- decoding
+    def _allowed(self, consistent: torch.Tensor) -> torch.Tensor:
+        """(B, N, I) items consistent with each beam -> (B, N, L, max V): codes slot l may take."""
+        b, n, _ = consistent.shape
+        codes = self.sid_codes[1:]
+        allowed = torch.zeros(b, n, self.levels, max(self.vocab_sizes), dtype=torch.bool, device=consistent.device)
+        for level in range(self.levels):
+            index = codes[:, level].expand(b, n, -1)
+            allowed[:, :, level] = allowed[:, :, level].scatter_reduce(2, index, consistent, "amax")
+        return allowed
+
+    def _confidence(self, log_probs: torch.Tensor, allowed: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """(B, N, L) how sure the model is of each masked slot (known slots -inf)."""
+        if self.config.order == "left_to_right":
+            conf = -torch.arange(self.levels, device=log_probs.device, dtype=log_probs.dtype).expand_as(known)
+        elif self.config.confidence == "max_prob":
+            conf = log_probs.masked_fill(~allowed, float("-inf")).amax(-1)
+        else:
+            restricted = torch.log_softmax(log_probs.masked_fill(~allowed, float("-inf")), -1)
+            conf = (restricted.exp() * restricted.nan_to_num(neginf=0.0)).sum(-1)  # -entropy
+        return conf.masked_fill(known, float("-inf"))
+
+    @torch.no_grad()
+    def beam_search(
+        self, batch: SeqBatch, beam_size: int | None = None, steps: int | None = None,
+        trace: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Order-free, trie-constrained parallel decoding: (codes (B, N, L), items (B, N), scores
+        (B, N)), best first; item 0 / -inf marks an empty beam. `trace` (a list) receives the
+        partial IDs (B, N, L) (-1 = masked) held after every pass."""
+        beam = beam_size or self.config.beam_size
+        counts = unmask_counts(self.levels, steps or self.config.steps, self.config.schedule)
+        memory, mask = self.encode(batch)
+        kv = self.memory_kv(memory)
+        b, device = memory.shape[0], memory.device
+        item_codes = self.sid_codes[1:]  # (I, L)
+        num = item_codes.shape[0]
+        weights = 1 << torch.arange(self.levels, device=device)
+        codes = torch.full((b, 1, self.levels), -1, dtype=torch.long, device=device)
+        scores = torch.zeros(b, 1, device=device)
+        for take in counts:
+            known = codes >= 0
+            log_probs = torch.log_softmax(self.denoise(codes, kv, mask), -1)  # (B, N, L, V)
+            match = (item_codes == codes.unsqueeze(2)) | ~known.unsqueeze(2)  # (B, N, I, L)
+            consistent = match.all(-1) & torch.isfinite(scores).unsqueeze(-1)  # (B, N, I)
+            allowed = self._allowed(consistent)
+            conf = self._confidence(log_probs, allowed, known)
+            chosen = torch.zeros_like(known)
+            chosen.scatter_(2, conf.topk(take, dim=-1).indices, True)  # each beam's own slots
+            gain = torch.zeros_like(consistent, dtype=log_probs.dtype)
+            for level in range(self.levels):
+                per_item = log_probs[:, :, level].gather(2, item_codes[:, level].expand(b, codes.shape[1], -1))
+                gain = gain + per_item * chosen[:, :, level : level + 1]
+            subset = ((known | chosen).long() * weights).sum(-1)  # (B, N) known slots after this pass
+            reps = self.subset_reps[subset]  # (B, N, I)
+            keep = consistent & (reps == torch.arange(num, device=device))  # one child per partial ID
+            child = (scores.unsqueeze(-1) + gain).masked_fill(~keep, float("-inf"))
+            state = subset.unsqueeze(-1) * num + reps  # the child's identity: (known slots, representative)
+            best = torch.full((b, (1 << self.levels) * num), float("-inf"), device=device)
+            best = best.scatter_reduce(1, state.flatten(1), child.flatten(1), "amax")  # two paths -> best score
+            scores, top = best.topk(min(beam, best.shape[1]), dim=1)
+            rep_items = top % num
+            known_after = ((top // num).unsqueeze(-1) & weights) > 0
+            codes = item_codes[rep_items].masked_fill(~known_after, -1)
+            codes = codes.masked_fill(torch.isinf(scores).unsqueeze(-1), -1)
+            if trace is not None:
+                trace.append(codes.clone())
+            alive = torch.isfinite(scores)
+            if not bool(alive.any(1).all()):
+                raise RuntimeError("a row lost every beam (no consistent item): the constraint index is broken")
+        items = torch.where(torch.isfinite(scores), self.trie.item_of(codes.clamp(min=0)), torch.zeros_like(top))
+        return codes, items, scores
+
+    @torch.no_grad()
+    def item_scores(self, batch: SeqBatch) -> torch.Tensor:
+        """(B, num_items + 1) one-pass factorised scores: sum over slots of the all-[MASK] pass's
+        log-probabilities of the item's codes (padding -inf); the fill-in for short beams."""
+        log_probs = torch.log_softmax(self.token_logits(batch), -1)  # (B, L, V)
+        codes = self.sid_codes[1:]
+        scores = sum(log_probs[:, level, codes[:, level]] for level in range(self.levels))
+        return F.pad(scores, (1, 0), value=float("-inf"))
+
+    @torch.no_grad()
+    def recommend(self, batch: SeqBatch, k: int, beam_size: int | None = None, steps: int | None = None
+                  ) -> torch.Tensor:  # fmt: skip
+        """(B, k) distinct items by diffusion-decoding score; beam = max(k, beam_size or config)."""
+        if k > self.num_items:
+            raise ValueError(f"cannot rank {k} distinct items out of {self.num_items}")
+        _, items, _ = self.beam_search(batch, max(k, beam_size or self.config.beam_size), steps)
+        items = items[:, :k]
+        if items.shape[1] < k or bool((items == PAD).any()):
+            fill = self.item_scores(batch).scatter(1, items, float("-inf"))
+            fill[:, PAD] = float("-inf")
+            extra = fill.topk(k, dim=1).indices
+            items = torch.stack([row[row != PAD][:k] for row in torch.cat([items, extra], 1)])
+        return items
