@@ -79,9 +79,7 @@ class HSTUBlock(nn.Module):
         self.position_bias = nn.Parameter(torch.zeros(cfg.num_heads, cfg.max_len))
         self.time_bias = nn.Parameter(torch.zeros(cfg.num_heads, cfg.num_time_buckets))
 
-    def attention(
-        self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor | None
-    ) -> torch.Tensor:
+    def attention(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor | None) -> torch.Tensor:
         """(B, H, L, L) pointwise weights SiLU(QK^T / sqrt(dk) + rab) / max_len, zero where masked."""
         n = q.shape[-2]
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])

@@ -56,7 +56,7 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.gr.base import PAD, SemanticIds, SeqBatch, SequentialConfig
-from agenticrs.gr.models.tiger import Tiger, TigerConfig, _attention_dropout, _Attention, _FeedForward
+from agenticrs.gr.models.tiger import Tiger, TigerConfig, _Attention, _attention_dropout, _FeedForward
 from agenticrs.gr.zoo import register_sequential
 
 _MAX_LEVELS = 6  # beam states are indexed by (subset of known slots, item): 2^L x items
