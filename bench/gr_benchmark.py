@@ -7,7 +7,9 @@ Per model and seed: one run (`agenticrs.gr.workflow.run_sequential_job`, the sam
 test targets at the best validation epoch, training seconds per epoch, and (for models that
 decode) beam-search latency per user measured on 512 test users. Model and training settings
 come from bench/configs/gr.yaml (per data set and model), `--set model.key=value` overrides them.
-The tokenizer statistics of TIGER runs are printed and stored. Each run writes its record to the
+The tokenizer statistics of TIGER runs are printed and stored. Models with a decoding-step setting
+(MDGR's `steps`) also get a quality-steps curve: test Recall/NDCG@{5,10,20} and decoding latency per
+user for every step count 1..ID length (`steps_curve` in the record; `--curve-users` caps the users). Each run writes its record to the
 JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT and continues a
 killed run from its checkpoint (wall_s then counts only the resumed part).
 """
@@ -79,6 +81,37 @@ def beam_latency_ms(folder: Path, dataset: str, cache_dir: Path | None, users: i
     return 1000 * (time.perf_counter() - start) / len(batch["history"])
 
 
+def steps_curve(folder: Path, dataset: str, cache_dir: Path | None, users: int | None = None,
+                latency_users: int = 512) -> list[dict[str, Any]] | None:
+    """Test metrics and decoding latency per user of a run for every decoding step count 1..L
+    (models whose config has `steps`, e.g. MDGR); None for other models."""
+    from agenticrs.gr.train import evaluate_sequential, load_sequential_run
+
+    model, config = load_sequential_run(folder)
+    if "steps" not in type(model.config).model_fields or not hasattr(model, "levels"):
+        return None
+    data = resolve_sequences(dataset, cache_dir)
+    test = leave_one_out(data).test
+    if users is not None and users < len(test):
+        test = test.sample(users, 0)
+    batch_size = config.train.eval_batch_size
+    timing = next(iter(test.batches(model.config.max_len, latency_users)))
+    timing = {k: v for k, v in timing.items() if k in ("history", "user")}
+    curve = []
+    for steps in range(1, model.levels + 1):
+        model.config = model.config.model_copy(update={"steps": steps})
+        metrics = evaluate_sequential(model, test, (5, 10, 20), batch_size, model.config.max_len)
+        model.recommend(timing, 10)  # warm-up
+        start = time.perf_counter()
+        model.recommend(timing, 10)
+        latency = 1000 * (time.perf_counter() - start) / len(timing["history"])
+        curve.append({"steps": steps, "schedule": model.config.schedule, "users": len(test),
+                      **{k: metrics[k] for k in METRIC_KEYS}, "latency_ms_per_user": latency})  # fmt: skip
+        console.print(f"  {model.name} steps={steps}: recall@10 {metrics['recall@10']:.4f}, "
+                      f"ndcg@10 {metrics['ndcg@10']:.4f}, {latency:.2f} ms/user")  # fmt: skip
+    return curve
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="amazon_beauty")
@@ -91,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench/out/gr.json"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--curve-users", type=int, default=None,
+                        help="test users for MDGR's quality-steps curve (default: all)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 "stopped_by": result.stopped_by,
                 "beam_latency_ms_per_user": beam_latency_ms(folder, args.dataset, args.cache_dir),
                 "wall_s": time.perf_counter() - started,
+                "steps_curve": steps_curve(folder, args.dataset, args.cache_dir, args.curve_users),
                 "tokenizer": token_info,
                 "config": job.model_dump(mode="json"),
             }

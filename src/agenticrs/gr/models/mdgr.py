@@ -48,6 +48,7 @@ Ours:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -121,26 +122,45 @@ class _DenoiserLayer(nn.Module):
         return x + self.drop(self.ffn(self.norm_ffn(x)))
 
 
-def _subset_representatives(codes: torch.Tensor) -> torch.Tensor:
-    """(2^L, I) for item codes (I, L): rep[P, i] = the smallest item index whose code agrees with
-    item i's on the slots of subset P (bit l = slot l known): one representative per partial ID."""
-    num, levels = codes.shape
-    reps = torch.empty(1 << levels, num, dtype=torch.long)
-    index = torch.arange(num)
-    for subset in range(1 << levels):
-        slots = [lvl for lvl in range(levels) if subset >> lvl & 1]
-        if not slots:
-            reps[subset] = 0
-            continue
-        _, group = torch.unique(codes[:, slots], dim=0, return_inverse=True)
-        first = torch.full((int(group.max()) + 1,), num, dtype=torch.long).scatter_reduce(0, group, index, "amin")
-        reps[subset] = first[group]
-    return reps
+@dataclass
+class SubsetIndex:
+    """The order-free trie: for every subset P of slots (bit l = slot l known), the items grouped
+    by their code on P. `order[P]` lists item indices (0-based) group by group, `starts[P, g]` is
+    where group g begins (padded with I), `group[P, i]` is item i's group and `reps[P, i]` the
+    smallest item index of that group: a partial ID on P is (P, representative)."""
+
+    order: torch.Tensor  # (2^L, I)
+    starts: torch.Tensor  # (2^L, I + 1)
+    group: torch.Tensor  # (2^L, I)
+    reps: torch.Tensor  # (2^L, I)
+
+    @classmethod
+    def build(cls, codes: torch.Tensor) -> SubsetIndex:
+        codes = codes.cpu()
+        num, levels = codes.shape
+        order, group, reps = (torch.empty(1 << levels, num, dtype=torch.long) for _ in range(3))
+        starts = torch.full((1 << levels, num + 1), num, dtype=torch.long)
+        for subset in range(1 << levels):
+            slots = [lvl for lvl in range(levels) if subset >> lvl & 1]
+            if slots:
+                inverse = torch.unique(codes[:, slots], dim=0, return_inverse=True)[1]
+            else:
+                inverse = torch.zeros(num, dtype=torch.long)
+            group[subset] = inverse
+            order[subset] = torch.argsort(inverse, stable=True)  # ascending item index within a group
+            counts = torch.bincount(inverse)
+            starts[subset, 0] = 0
+            starts[subset, 1 : len(counts) + 1] = torch.cumsum(counts, 0)
+            reps[subset] = order[subset][starts[subset][inverse]]
+        return cls(order, starts, group, reps)
+
+    def to(self, device: torch.device) -> SubsetIndex:
+        return SubsetIndex(*(t.to(device) for t in (self.order, self.starts, self.group, self.reps)))
 
 
 def _rebuild_index(module: nn.Module, incompatible_keys: Any) -> None:
     """After load_state_dict the SID buffer may hold other codes: rebuild the subset index too."""
-    module.subset_reps = _subset_representatives(module.sid_codes[1:].cpu()).to(module.sid_codes.device)
+    module.index = SubsetIndex.build(module.sid_codes[1:]).to(module.sid_codes.device)
 
 
 @register_sequential("mdgr")
@@ -161,8 +181,14 @@ class MDGR(Tiger):
         self.mask_embedding = nn.Parameter(torch.randn(self.levels, config.d_model) * 0.02)
         self.register_buffer("slot_loss", torch.ones(self.levels))  # running per-slot loss (adaptive masking)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("subset_reps", _subset_representatives(self.sid_codes[1:]), persistent=False)
+        self.index = SubsetIndex.build(self.sid_codes[1:])
         self.register_load_state_dict_post_hook(_rebuild_index)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> MDGR:
+        """`.to(device)` moves the subset index with the buffers."""
+        out = super()._apply(fn, *args, **kwargs)
+        self.index = self.index.to(self.sid_codes.device)
+        return out
 
     # --------------------------------------------------------------------------------- denoiser
     def denoise(self, codes: torch.Tensor, memory_kv: list[tuple[torch.Tensor, torch.Tensor]],
@@ -243,16 +269,6 @@ class MDGR(Tiger):
         return per_pattern.mean()
 
     # --------------------------------------------------------------------------------- decoding
-    def _allowed(self, consistent: torch.Tensor) -> torch.Tensor:
-        """(B, N, I) items consistent with each beam -> (B, N, L, max V): codes slot l may take."""
-        b, n, _ = consistent.shape
-        codes = self.sid_codes[1:]
-        allowed = torch.zeros(b, n, self.levels, max(self.vocab_sizes), dtype=torch.bool, device=consistent.device)
-        for level in range(self.levels):
-            index = codes[:, level].expand(b, n, -1)
-            allowed[:, :, level] = allowed[:, :, level].scatter_reduce(2, index, consistent, "amax")
-        return allowed
-
     def _confidence(self, log_probs: torch.Tensor, allowed: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """(B, N, L) how sure the model is of each masked slot (known slots -inf)."""
         if self.config.order == "left_to_right":
@@ -271,48 +287,69 @@ class MDGR(Tiger):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Order-free, trie-constrained parallel decoding: (codes (B, N, L), items (B, N), scores
         (B, N)), best first; item 0 / -inf marks an empty beam. `trace` (a list) receives the
-        partial IDs (B, N, L) (-1 = masked) held after every pass."""
+        partial IDs (B, N, L) (-1 = masked) held after every pass.
+
+        A beam is (known slots P, representative item r); the items consistent with it are one
+        group of the subset index, so each pass enumerates exactly the (beam, consistent item) pairs."""
         beam = beam_size or self.config.beam_size
         counts = unmask_counts(self.levels, steps or self.config.steps, self.config.schedule)
         memory, mask = self.encode(batch)
         kv = self.memory_kv(memory)
-        b, device = memory.shape[0], memory.device
-        item_codes = self.sid_codes[1:]  # (I, L)
-        num = item_codes.shape[0]
-        weights = 1 << torch.arange(self.levels, device=device)
-        codes = torch.full((b, 1, self.levels), -1, dtype=torch.long, device=device)
+        b, device, levels = memory.shape[0], memory.device, self.levels
+        item_codes, index = self.sid_codes[1:], self.index
+        num, subsets = item_codes.shape[0], 1 << levels
+        bits = 1 << torch.arange(levels, device=device)
+        slot = torch.arange(levels, device=device)
+        subset = torch.zeros(b, 1, dtype=torch.long, device=device)  # nothing known yet
+        rep = torch.zeros(b, 1, dtype=torch.long, device=device)
         scores = torch.zeros(b, 1, device=device)
+        codes = torch.full((b, 1, levels), -1, dtype=torch.long, device=device)
         for take in counts:
-            known = codes >= 0
-            log_probs = torch.log_softmax(self.denoise(codes, kv, mask), -1)  # (B, N, L, V)
-            match = (item_codes == codes.unsqueeze(2)) | ~known.unsqueeze(2)  # (B, N, I, L)
-            consistent = match.all(-1) & torch.isfinite(scores).unsqueeze(-1)  # (B, N, I)
-            allowed = self._allowed(consistent)
+            n = codes.shape[1]
+            known = (codes >= 0).flatten(0, 1)  # (BN, L)
+            log_probs = torch.log_softmax(self.denoise(codes, kv, mask), -1).flatten(0, 1)  # (BN, L, V)
+            flat_subset, flat_rep = subset.flatten(), rep.flatten()
+            group = index.group[flat_subset, flat_rep]
+            start = index.starts[flat_subset, group]
+            count = (index.starts[flat_subset, group + 1] - start) * torch.isfinite(scores).flatten()
+            owner = torch.repeat_interleave(torch.arange(b * n, device=device), count)  # pair -> beam
+            within = torch.arange(len(owner), device=device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+            item = index.order[flat_subset[owner], start[owner] + within]  # the beams' consistent items
+            pair_codes = item_codes[item]  # (pairs, L)
+            allowed = torch.zeros_like(log_probs, dtype=torch.bool)
+            allowed[owner.unsqueeze(1), slot, pair_codes] = True  # the codes each slot may still take
             conf = self._confidence(log_probs, allowed, known)
-            chosen = torch.zeros_like(known)
-            chosen.scatter_(2, conf.topk(take, dim=-1).indices, True)  # each beam's own slots
-            gain = torch.zeros_like(consistent, dtype=log_probs.dtype)
-            for level in range(self.levels):
-                per_item = log_probs[:, :, level].gather(2, item_codes[:, level].expand(b, codes.shape[1], -1))
-                gain = gain + per_item * chosen[:, :, level : level + 1]
-            subset = ((known | chosen).long() * weights).sum(-1)  # (B, N) known slots after this pass
-            reps = self.subset_reps[subset]  # (B, N, I)
-            keep = consistent & (reps == torch.arange(num, device=device))  # one child per partial ID
-            child = (scores.unsqueeze(-1) + gain).masked_fill(~keep, float("-inf"))
-            state = subset.unsqueeze(-1) * num + reps  # the child's identity: (known slots, representative)
-            best = torch.full((b, (1 << self.levels) * num), float("-inf"), device=device)
-            best = best.scatter_reduce(1, state.flatten(1), child.flatten(1), "amax")  # two paths -> best score
-            scores, top = best.topk(min(beam, best.shape[1]), dim=1)
-            rep_items = top % num
-            known_after = ((top // num).unsqueeze(-1) & weights) > 0
-            codes = item_codes[rep_items].masked_fill(~known_after, -1)
-            codes = codes.masked_fill(torch.isinf(scores).unsqueeze(-1), -1)
+            chosen = torch.zeros_like(known).scatter_(1, conf.topk(take, dim=1).indices, True)  # each beam's own
+            gain = (log_probs[owner.unsqueeze(1), slot, pair_codes] * chosen[owner]).sum(1)
+            pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
+            keep = index.reps[pair_subset, item] == item  # one child per partial ID of each beam
+            owner, item, pair_subset = owner[keep], item[keep], pair_subset[keep]
+            child = scores.flatten()[owner] + gain[keep]
+            row = torch.div(owner, n, rounding_mode="floor")
+            states, inverse = torch.unique((row * subsets + pair_subset) * num + item, return_inverse=True)
+            best = torch.full((len(states),), float("-inf"), device=device)
+            best = best.scatter_reduce(0, inverse, child, "amax")  # a state reached twice keeps its best path
+            by_score = torch.argsort(best, descending=True, stable=True)
+            state_row = torch.div(states, subsets * num, rounding_mode="floor")
+            ranked = by_score[torch.argsort(state_row[by_score], stable=True)]  # by row, best first
+            ranked_row = state_row[ranked]
+            rank = torch.arange(len(ranked), device=device) - torch.searchsorted(ranked_row, ranked_row)
+            top = rank < beam
+            ranked, ranked_row, rank = ranked[top], ranked_row[top], rank[top]
+            width = int(rank.max()) + 1
+            scores = torch.full((b, width), float("-inf"), device=device)
+            scores[ranked_row, rank] = best[ranked]
+            subset = torch.zeros(b, width, dtype=torch.long, device=device)
+            subset[ranked_row, rank] = torch.div(states[ranked], num, rounding_mode="floor") % subsets
+            rep = torch.zeros(b, width, dtype=torch.long, device=device)
+            rep[ranked_row, rank] = states[ranked] % num
+            live = torch.isfinite(scores)
+            if not bool(live[:, 0].all()):
+                raise RuntimeError("a row lost every beam (no consistent item): the subset index is broken")
+            codes = item_codes[rep].masked_fill(((subset.unsqueeze(-1) & bits) == 0) | ~live.unsqueeze(-1), -1)
             if trace is not None:
                 trace.append(codes.clone())
-            alive = torch.isfinite(scores)
-            if not bool(alive.any(1).all()):
-                raise RuntimeError("a row lost every beam (no consistent item): the constraint index is broken")
-        items = torch.where(torch.isfinite(scores), self.trie.item_of(codes.clamp(min=0)), torch.zeros_like(top))
+        items = torch.where(torch.isfinite(scores), rep + 1, torch.zeros_like(rep))
         return codes, items, scores
 
     @torch.no_grad()
