@@ -102,7 +102,7 @@ def test_decodes_planted_item_in_stated_passes_within_the_valid_ids() -> None:
     model = MDGR(NUM_ITEMS, tiny(mask_samples=2), make_sids())
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for step in range(100):
+    for step in range(150):
         loss = model.loss(make_batch(128, seed=100 + step))
         opt.zero_grad()
         loss.backward()
