@@ -1,4 +1,4 @@
-"""Generative-recommendation benchmark: SASRec and TIGER under the leave-one-out protocol.
+"""Generative-recommendation benchmark: SASRec, TIGER (HSTU, MDGR, ...) under the leave-one-out protocol.
 
     python bench/gr_benchmark.py --dataset amazon_beauty --models sasrec,tiger --seeds 3 --json OUT
 
@@ -9,8 +9,8 @@ decode) beam-search latency per user measured on 512 test users. Model and train
 come from bench/configs/gr.yaml (per data set and model), `--set model.key=value` overrides them.
 The tokenizer statistics of TIGER runs are printed and stored. Models with a decoding-step setting
 (MDGR's `steps`) also get a quality-steps curve: test Recall/NDCG@{5,10,20} and decoding latency per
-user for every step count 1..ID length (`steps_curve` in the record; `--curve-users` caps the users). Each run writes its record to the
-JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT and continues a
+user for every step count 1..ID length (`steps_curve` in the record; `--curve-users` caps the users).
+Each run writes its record to the JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT and continues a
 killed run from its checkpoint (wall_s then counts only the resumed part).
 """
 
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "valid_ndcg@10": result.valid.get("ndcg@10"),
                 "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
                 "epochs": result.epochs_run,
+                "steps": result.steps,
                 "best_epoch": result.best_epoch,
                 "stopped_by": result.stopped_by,
                 "beam_latency_ms_per_user": beam_latency_ms(folder, args.dataset, args.cache_dir),
