@@ -144,6 +144,9 @@ def test_order_free_and_left_to_right() -> None:
     model.beam_search(make_batch(64, seed=2), trace=trace)
     first = (trace[0] >= 0).float().argmax(-1)[:, 0]
     assert first.unique().numel() > 1
+    model.config.confidence = "entropy"
+    _, items, _ = model.beam_search(make_batch(64, seed=2))
+    assert (items > 0).all() and (model.trie.item_of(model.sid_codes[items]) == items).all()
     model.config.order = "left_to_right"
     trace.clear()
     model.beam_search(make_batch(64, seed=2), trace=trace)
