@@ -280,6 +280,24 @@ class MDGR(Tiger):
             conf = (restricted.exp() * restricted.nan_to_num(neginf=0.0)).sum(-1)  # -entropy
         return conf.masked_fill(known, float("-inf"))
 
+    def _expand_root(self, log_probs: torch.Tensor, take: int, beam: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The first pass, densely: from the all-[MASK] state every item is consistent, so the
+        children are scored as a (B, I) matrix (the pair enumeration's result, without its sort)."""
+        item_codes, index = self.sid_codes[1:], self.index
+        b, levels = log_probs.shape[0], self.levels
+        slot = torch.arange(levels, device=log_probs.device)
+        allowed = torch.zeros(levels, log_probs.shape[-1], dtype=torch.bool, device=log_probs.device)
+        allowed[slot, item_codes] = True  # codes some item has at each slot
+        known = torch.zeros(b, levels, dtype=torch.bool, device=log_probs.device)
+        conf = self._confidence(log_probs, allowed.expand_as(log_probs), known)
+        chosen = torch.zeros_like(known).scatter_(1, conf.topk(take, dim=1).indices, True)
+        gain = sum(log_probs[:, level, item_codes[:, level]] * chosen[:, level : level + 1] for level in range(levels))
+        subset = (chosen.long() * (1 << slot)).sum(1)  # (B,)
+        keep = index.reps[subset] == torch.arange(item_codes.shape[0], device=log_probs.device)
+        scores, rep = gain.masked_fill(~keep, float("-inf")).topk(min(beam, item_codes.shape[0]), dim=1)
+        return scores, subset.unsqueeze(1).expand_as(rep).clone(), rep
+
     @torch.no_grad()
     def beam_search(
         self, batch: SeqBatch, beam_size: int | None = None, steps: int | None = None,
@@ -308,41 +326,44 @@ class MDGR(Tiger):
             n = codes.shape[1]
             known = (codes >= 0).flatten(0, 1)  # (BN, L)
             log_probs = torch.log_softmax(self.denoise(codes, kv, mask), -1).flatten(0, 1)  # (BN, L, V)
-            flat_subset, flat_rep = subset.flatten(), rep.flatten()
-            group = index.group[flat_subset, flat_rep]
-            start = index.starts[flat_subset, group]
-            count = (index.starts[flat_subset, group + 1] - start) * torch.isfinite(scores).flatten()
-            owner = torch.repeat_interleave(torch.arange(b * n, device=device), count)  # pair -> beam
-            within = torch.arange(len(owner), device=device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-            item = index.order[flat_subset[owner], start[owner] + within]  # the beams' consistent items
-            pair_codes = item_codes[item]  # (pairs, L)
-            allowed = torch.zeros_like(log_probs, dtype=torch.bool)
-            allowed[owner.unsqueeze(1), slot, pair_codes] = True  # the codes each slot may still take
-            conf = self._confidence(log_probs, allowed, known)
-            chosen = torch.zeros_like(known).scatter_(1, conf.topk(take, dim=1).indices, True)  # each beam's own
-            gain = (log_probs[owner.unsqueeze(1), slot, pair_codes] * chosen[owner]).sum(1)
-            pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
-            keep = index.reps[pair_subset, item] == item  # one child per partial ID of each beam
-            owner, item, pair_subset = owner[keep], item[keep], pair_subset[keep]
-            child = scores.flatten()[owner] + gain[keep]
-            row = torch.div(owner, n, rounding_mode="floor")
-            states, inverse = torch.unique((row * subsets + pair_subset) * num + item, return_inverse=True)
-            best = torch.full((len(states),), float("-inf"), device=device)
-            best = best.scatter_reduce(0, inverse, child, "amax")  # a state reached twice keeps its best path
-            by_score = torch.argsort(best, descending=True, stable=True)
-            state_row = torch.div(states, subsets * num, rounding_mode="floor")
-            ranked = by_score[torch.argsort(state_row[by_score], stable=True)]  # by row, best first
-            ranked_row = state_row[ranked]
-            rank = torch.arange(len(ranked), device=device) - torch.searchsorted(ranked_row, ranked_row)
-            top = rank < beam
-            ranked, ranked_row, rank = ranked[top], ranked_row[top], rank[top]
-            width = int(rank.max()) + 1
-            scores = torch.full((b, width), float("-inf"), device=device)
-            scores[ranked_row, rank] = best[ranked]
-            subset = torch.zeros(b, width, dtype=torch.long, device=device)
-            subset[ranked_row, rank] = torch.div(states[ranked], num, rounding_mode="floor") % subsets
-            rep = torch.zeros(b, width, dtype=torch.long, device=device)
-            rep[ranked_row, rank] = states[ranked] % num
+            if n == 1 and not bool(known.any()):  # the root: every item is a child, no merging needed
+                scores, subset, rep = self._expand_root(log_probs, take, beam)
+            else:  # enumerate the (beam, consistent item) pairs
+                flat_subset, flat_rep = subset.flatten(), rep.flatten()
+                group = index.group[flat_subset, flat_rep]
+                start = index.starts[flat_subset, group]
+                count = (index.starts[flat_subset, group + 1] - start) * torch.isfinite(scores).flatten()
+                owner = torch.repeat_interleave(torch.arange(b * n, device=device), count)  # pair -> beam
+                within = torch.arange(len(owner), device=device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+                item = index.order[flat_subset[owner], start[owner] + within]  # the beams' consistent items
+                pair_codes = item_codes[item]  # (pairs, L)
+                allowed = torch.zeros_like(log_probs, dtype=torch.bool)
+                allowed[owner.unsqueeze(1), slot, pair_codes] = True  # the codes each slot may still take
+                conf = self._confidence(log_probs, allowed, known)
+                chosen = torch.zeros_like(known).scatter_(1, conf.topk(take, dim=1).indices, True)  # each beam's own
+                gain = (log_probs[owner.unsqueeze(1), slot, pair_codes] * chosen[owner]).sum(1)
+                pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
+                keep = index.reps[pair_subset, item] == item  # one child per partial ID of each beam
+                owner, item, pair_subset = owner[keep], item[keep], pair_subset[keep]
+                child = scores.flatten()[owner] + gain[keep]
+                row = torch.div(owner, n, rounding_mode="floor")
+                states, inverse = torch.unique((row * subsets + pair_subset) * num + item, return_inverse=True)
+                best = torch.full((len(states),), float("-inf"), device=device)
+                best = best.scatter_reduce(0, inverse, child, "amax")  # a state reached twice keeps its best path
+                by_score = torch.argsort(best, descending=True, stable=True)
+                state_row = torch.div(states, subsets * num, rounding_mode="floor")
+                ranked = by_score[torch.argsort(state_row[by_score], stable=True)]  # by row, best first
+                ranked_row = state_row[ranked]
+                rank = torch.arange(len(ranked), device=device) - torch.searchsorted(ranked_row, ranked_row)
+                top = rank < beam
+                ranked, ranked_row, rank = ranked[top], ranked_row[top], rank[top]
+                width = int(rank.max()) + 1
+                scores = torch.full((b, width), float("-inf"), device=device)
+                scores[ranked_row, rank] = best[ranked]
+                subset = torch.zeros(b, width, dtype=torch.long, device=device)
+                subset[ranked_row, rank] = torch.div(states[ranked], num, rounding_mode="floor") % subsets
+                rep = torch.zeros(b, width, dtype=torch.long, device=device)
+                rep[ranked_row, rank] = states[ranked] % num
             live = torch.isfinite(scores)
             if not bool(live[:, 0].all()):
                 raise RuntimeError("a row lost every beam (no consistent item): the subset index is broken")
