@@ -40,9 +40,10 @@ Ours:
   from the item code table, a generalised trie that answers "which codes may slot l take given
   these known slots" for any subset of known slots). A row whose surviving beams hold fewer than
   k items is filled with the best remaining items of the one-pass factorised score.
-- Cost: steps denoiser passes instead of L autoregressive ones, plus O(B * beam * items) for the
-  constraint per pass (dense over the catalogue: cheap for thousands of items, the dominant cost
-  at tens of thousands on a CPU).
+- Cost: steps denoiser passes instead of L autoregressive ones, plus the constraint: the first
+  pass scores every item once (dense, B x I), each later pass one operation per (beam, consistent
+  item) pair; on a CPU this, not the Transformer, dominates when beams stay consistent with many
+  items (e.g. after unmasking a collision digit first).
 """
 
 from __future__ import annotations
