@@ -26,7 +26,9 @@ Ours (spec §3-4, values ours):
   after each epoch (as our RQ-VAE).
 - Behaviour-aware fine-tuning (`fit(x, behaviour=pairs)` or `fine_tune`): pairs (a, b) of items
   where b followed a in a user's training sequence; soft indexing p_k = softmax(−||r − C_k||²/τ),
-  ĉ = Σ p_k C_k level by level (τ annealed linearly from `tau_start` to `tau_end`); loss = in-batch
+  ĉ = Σ p_k C_k level by level (τ annealed linearly from `tau_start` to `tau_end`), used
+  straight-through: the forward value is the hard code, the gradient the soft one's (the spec's
+  option; a purely soft forward let the decoders drift from what the hard IDs decode to); loss = in-batch
   softmax of b among the batch's next items given a (cosine of the concatenated soft code vectors
   / `behaviour_temperature`) + `mu` · (reconstruction + VQ); items are re-indexed by hard argmin.
 """
@@ -73,7 +75,7 @@ class MMQConfig(TokenizerConfig):
     kmeans_iters: int = Field(20, ge=0)
     reset_dead_codes: bool = True
     # behaviour-aware fine-tuning
-    behaviour_epochs: int = Field(20, ge=0)
+    behaviour_epochs: int = Field(3, ge=0)
     behaviour_batch_size: int = Field(512, ge=2)
     behaviour_lr: float = Field(3e-4, gt=0.0)
     behaviour_temperature: float = Field(0.1, gt=0.0)
@@ -110,8 +112,10 @@ class _Quantizer(nn.Module):
         self.beta = beta
 
     def forward(self, z: torch.Tensor, tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(quantised latent, codes (B, L), VQ loss); with `tau` the latent is the soft code sum
-        (differentiable in the codebooks and z), else hard with a straight-through gradient."""
+        """(quantised latent, codes (B, L), VQ loss). Without `tau`: the hard codes with the
+        straight-through gradient to z. With `tau` (soft indexing): the forward value is still the
+        hard code sum (so decoders and re-indexing see what the IDs mean), the gradient is that of
+        the soft codes Σ_k softmax(−||r − C_k||²/τ) C_k, reaching the codebooks and the experts."""
         residual, total = z, torch.zeros_like(z)
         codes, vq = [], z.new_zeros(())
         for book in self.codebooks:
@@ -121,9 +125,10 @@ class _Quantizer(nn.Module):
             vq = vq + (residual.detach() - e).square().sum(1).mean() + self.beta * (residual - e.detach()).square().sum(1).mean()
             if tau is None:
                 total, residual = total + e.detach(), residual - e.detach()
-            else:
+            else:  # the hard code forward, the soft code's gradient (straight-through soft indexing)
                 soft = torch.softmax(-d / tau, dim=1) @ book
-                total, residual = total + soft, residual - soft
+                code = e.detach() + soft - soft.detach()
+                total, residual = total + code, residual - code
             codes.append(index)
         out = z + (total - z).detach() if tau is None else total
         return out, torch.stack(codes, 1), vq
