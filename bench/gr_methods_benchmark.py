@@ -136,15 +136,20 @@ def part_mmq(args, seed: int, data, out: list[dict]) -> None:
     collab = f"tiger.tokenizer.collaborative_run={sasrec_folder}"
     variants = [
         ("tiger (rq_kmeans, text)", ["tiger.tokenizer.method=rq_kmeans", "tiger.tokenizer.source=text"]),
+        ("tiger (mmq, text+collaborative)", ["tiger.tokenizer.method=mmq", "tiger.tokenizer.source=text+collaborative",
+                                             collab, "tiger.tokenizer.params.shared_levels=1",
+                                             f"tiger.tokenizer.params.epochs={args.mmq_epochs}"]),
         ("tiger (rq_vae, text)", ["tiger.tokenizer.method=rq_vae", "tiger.tokenizer.source=text",
                                   f"tiger.tokenizer.params.epochs={args.rqvae_epochs}"]),
         ("tiger (rq_kmeans, text+collaborative concat)", ["tiger.tokenizer.method=rq_kmeans",
                                                           "tiger.tokenizer.source=text+collaborative", collab]),
-        ("tiger (mmq, text+collaborative)", ["tiger.tokenizer.method=mmq", "tiger.tokenizer.source=text+collaborative",
-                                             collab, "tiger.tokenizer.params.shared_levels=1",
-                                             f"tiger.tokenizer.params.epochs={args.mmq_epochs}"]),
     ]  # fmt: skip
+    reused = [r for r in (json.loads(args.reuse_tiger.read_text()) if args.reuse_tiger else [])
+              if r["model_label"] == "tiger" and r["seed"] == seed and r["dataset"] == args.dataset]  # fmt: skip
     for label, sets in variants:
+        if reused and label == "tiger (rq_kmeans, text)":  # the same job as the grc part's TIGER: its record
+            out.append({**reused[0], "model_label": label, "reused_from": str(args.reuse_tiger)})
+            continue
         name = "tiger-" + label.split("(")[1].rstrip(")").replace(", ", "-").replace("+", "").replace(" ", "_")
         folder, result = run_job(args, "tiger", seed, name, sets)
         out.append(record(label, "tiger", args.dataset, seed, result, folder, data))
@@ -168,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)
+    parser.add_argument("--reuse-tiger", type=Path, default=None,
+                        help="a --part grc JSON whose TIGER record (same settings) stands for TIGER on RQ-KMeans text IDs")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-methods-runs"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
