@@ -124,6 +124,12 @@ def test_egrs_reflects_only_the_most_uncertain_beams_and_share_zero_is_tiger() -
     assert bool((chosen_min >= other_max).all())
     scores = out["scores"]
     assert bool((scores[:, 1:] <= scores[:, :-1]).all())
+    model.config.merge = "keep_drafts"  # no draft loses score (a correction naming it may only raise it)
+    kept = model.reflect_and_correct(batch, beam_size=8)
+    for b in range(6):
+        merged = dict(zip(kept["items"][b].tolist(), kept["scores"][b].tolist(), strict=True))
+        for item, score in zip(kept["draft_items"][b].tolist(), kept["draft_scores"][b].tolist(), strict=True):
+            assert merged[item] >= score
     model.config.reflect_share = 0.0
     assert torch.equal(model.recommend(batch, k=5), model.beam_search(batch, 8)[1][:, :5])
 

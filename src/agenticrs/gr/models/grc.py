@@ -37,6 +37,8 @@ Ours (the template, rewards and weights are the spec's choices, marked "ours" th
   with score s_d + log P(HIT) and its correction with s_d + log P(MISS) + log P(correction)
   (the trajectory's log-probability; a correction equal to the draft keeps the better of the
   two); other beams keep s_d. Candidates are merged, deduplicated by item and ranked by score.
+  `merge: keep_drafts` leaves every draft at s_d instead (no draft loses score; a correction
+  enters where it outscores a draft).
   `reflect_share = 0` is TIGER's decoding, 1 reflects every beam (the no-EGRS ablation).
 """
 
@@ -82,6 +84,9 @@ class GrcConfig(TigerConfig):
     # EGRS
     reflect_share: float = Field(0.5, ge=0.0, le=1.0)
     entropy_threshold: float | None = Field(None, ge=0.0, description="reflect beams above this entropy instead")
+    # "trajectory": a reflected draft scores s_d + log P(HIT), its correction s_d + log P(MISS) + log P(y);
+    # "keep_drafts": drafts keep s_d (no draft loses score), a correction enters where it outscores a draft
+    merge: Literal["trajectory", "keep_drafts"] = "trajectory"
 
 
 # --------------------------------------------------------------------------------- rewards
@@ -429,7 +434,7 @@ class Grc(Tiger):
         hit_logp = torch.zeros_like(scores).scatter_(1, index, traj["item_logp"][..., 0])
         miss_logp = torch.zeros_like(scores).scatter_(1, index, traj["item_logp"][..., 1])
         corr_logp = torch.zeros_like(scores).scatter_(1, index, traj["logp"][..., 2 * L + 1 :].sum(-1))
-        draft_score = torch.where(chosen, scores + hit_logp, scores)
+        draft_score = torch.where(chosen, scores + hit_logp, scores) if cfg.merge == "trajectory" else scores
         corr_items = self.trie.item_of(corrections).masked_fill(~chosen, PAD)
         corr_score = (scores + miss_logp + corr_logp).masked_fill(corr_items == PAD, float("-inf"))
         out["corrections"] = corrections
