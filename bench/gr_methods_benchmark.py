@@ -12,7 +12,8 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   seeded, so identical codes, checked); a short GRPO fine-tuning run of that GRC model through the
   engine (`--grpo-steps`, lr `--grpo-lr`); then the GRPO model decoded with reflection on 0 %
   (its drafts only), 50 % (EGRS default) and 100 % (no EGRS) of the beams. Decoding latency per user
-  on 512 test users (k = 10, beam 20) beside each.
+  on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
+  drafts only, and the `keep_drafts` merge on both models, appended to the same JSON.
 - `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
@@ -129,6 +130,32 @@ def part_grc(args, seed: int, data, out: list[dict]) -> None:
         save(args, out)
 
 
+def evaluate_variant(args, seed: int, data, folder: Path, label: str, **settings: Any) -> dict:
+    """Test metrics and latency of a trained GRC run decoded with other settings (no training)."""
+    model, _ = load_sequential_run(folder)
+    for key, value in settings.items():
+        setattr(model.config, key, value)
+    metrics = evaluate_sequential(model, leave_one_out(data).test, (5, 10, 20), 512, model.config.max_len)
+    return {"model": "grc", "model_label": label, "dataset": args.dataset, "seed": seed,
+            **{k: metrics[k] for k in METRIC_KEYS}, "valid_ndcg@10": None, "train_s_per_epoch": None,
+            "epochs": None, "steps": None, "best_epoch": None, "stopped_by": "evaluation only",
+            "beam_latency_ms_per_user": latency_ms(model, data), "tokenizer": None, "run": str(folder), **settings}
+
+
+def part_grc_decoding(args, seed: int, data, out: list[dict]) -> None:
+    """Decoding variants of the runs `--part grc` trained (read from --runs-dir), appended to --json."""
+    sft = args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}"
+    rl = args.runs_dir / f"grc-grpo-{args.dataset}-seed{seed}"
+    out.extend(json.loads(args.json.read_text()) if args.json.exists() else [])
+    for folder, name, settings in [
+        (sft, "grc (SFT), drafts only (reflect 0%)", {"reflect_share": 0.0}),
+        (sft, "grc (SFT), EGRS 50%, keep_drafts merge", {"reflect_share": 0.5, "merge": "keep_drafts"}),
+        (rl, "grc (SFT + GRPO), EGRS 50%, keep_drafts merge", {"reflect_share": 0.5, "merge": "keep_drafts"}),
+    ]:
+        out.append(evaluate_variant(args, seed, data, folder, name, **settings))
+        save(args, out)
+
+
 def part_mmq(args, seed: int, data, out: list[dict]) -> None:
     sasrec_folder, sasrec = run_job(args, "sasrec", seed, "sasrec", [])
     out.append(record("sasrec (collaborative table)", "sasrec", args.dataset, seed, sasrec, sasrec_folder, data))
@@ -163,7 +190,7 @@ def save(args, out: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["grc", "mmq"], required=True)
+    parser.add_argument("--part", choices=["grc", "grc_decoding", "mmq"], required=True)
     parser.add_argument("--dataset", default="sim-small")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=1)
@@ -185,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve_sequences(args.dataset, args.cache_dir)
     out: list[dict] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        (part_grc if args.part == "grc" else part_mmq)(args, seed, data, out)
+        {"grc": part_grc, "grc_decoding": part_grc_decoding, "mmq": part_mmq}[args.part](args, seed, data, out)
     table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset} ({args.part})")
     for col in ["model", "seed", *METRIC_KEYS, "steps", "ms/user"]:
         table.add_column(col, justify="left" if col == "model" else "right")
