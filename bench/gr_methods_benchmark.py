@@ -18,7 +18,8 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
   orthogonality penalty, behaviour-aware fine-tuning), all with 3 code levels + the collision digit,
-  with each tokenizer's statistics (usage, perplexity, collision rate) in the record.
+  with each tokenizer's statistics (usage, perplexity, collision rate) in the record; the last
+  variant, MMQ without the behaviour-aware fine-tuning, is the spec's "no stage 2" ablation.
 """
 
 from __future__ import annotations
@@ -157,9 +158,11 @@ def part_grc_decoding(args, seed: int, data, out: list[dict]) -> None:
 
 
 def part_mmq(args, seed: int, data, out: list[dict]) -> None:
-    sasrec_folder, sasrec = run_job(args, "sasrec", seed, "sasrec", [])
-    out.append(record("sasrec (collaborative table)", "sasrec", args.dataset, seed, sasrec, sasrec_folder, data))
-    save(args, out)
+    sasrec_folder = args.runs_dir / f"sasrec-{args.dataset}-seed{seed}"
+    if not (args.only and (sasrec_folder / "weights.pt").is_file()):  # --only reuses a finished SASRec run
+        sasrec_folder, sasrec = run_job(args, "sasrec", seed, "sasrec", [])
+        out.append(record("sasrec (collaborative table)", "sasrec", args.dataset, seed, sasrec, sasrec_folder, data))
+        save(args, out)
     collab = f"tiger.tokenizer.collaborative_run={sasrec_folder}"
     variants = [
         ("tiger (rq_kmeans, text)", ["tiger.tokenizer.method=rq_kmeans", "tiger.tokenizer.source=text"]),
@@ -170,7 +173,14 @@ def part_mmq(args, seed: int, data, out: list[dict]) -> None:
                                   f"tiger.tokenizer.params.epochs={args.rqvae_epochs}"]),
         ("tiger (rq_kmeans, text+collaborative concat)", ["tiger.tokenizer.method=rq_kmeans",
                                                           "tiger.tokenizer.source=text+collaborative", collab]),
+        ("tiger (mmq without behaviour fine-tuning)", ["tiger.tokenizer.method=mmq",
+                                                       "tiger.tokenizer.source=text+collaborative", collab,
+                                                       "tiger.tokenizer.params.shared_levels=1",
+                                                       f"tiger.tokenizer.params.epochs={args.mmq_epochs}",
+                                                       "tiger.tokenizer.params.behaviour_epochs=0"]),
     ]  # fmt: skip
+    if args.only:
+        variants = [v for v in variants if any(o in v[0] for o in args.only)]
     reused = [r for r in (json.loads(args.reuse_tiger.read_text()) if args.reuse_tiger else [])
               if r["model_label"] == "tiger" and r["seed"] == seed and r["dataset"] == args.dataset]  # fmt: skip
     for label, sets in variants:
@@ -200,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)
+    parser.add_argument("--only", action="append", default=[],
+                        help="mmq part: only the variants whose label contains this (repeatable)")
     parser.add_argument("--reuse-tiger", type=Path, default=None,
                         help="a --part grc JSON whose TIGER record (same settings) stands for TIGER on RQ-KMeans text IDs")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-methods-runs"))
