@@ -13,7 +13,8 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   engine (`--grpo-steps`, lr `--grpo-lr`); then the GRPO model decoded with reflection on 0 %
   (its drafts only), 50 % (EGRS default) and 100 % (no EGRS) of the beams. Decoding latency per user
   on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
-  drafts only, and the `keep_drafts` merge on both models, appended to the same JSON.
+  drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
+  (after `grc`): another GRPO fine-tuning of the SFT run (e.g. the spec's lr 1e-5).
 - `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
@@ -91,6 +92,30 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
     return run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
 
 
+def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> Path:
+    """A short GRPO fine-tuning run of the SFT model through the engine; its record appended to `out`."""
+    model, config = load_sequential_run(grc_folder)
+    model.config.phase = "grpo"
+    model.train()
+    rl = SequentialTrainConfig.model_validate({
+        **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
+        "eval_every_steps": max(1, args.grpo_steps // 3), "time_budget_s": None, "batch_size": args.grpo_batch,
+    })  # fmt: skip
+    rl_folder = args.runs_dir / f"grc-grpo{args.grpo_suffix}-{args.dataset}-seed{seed}"
+    if rl_folder.exists():
+        shutil.rmtree(rl_folder)
+    rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
+    out.append(record(f"grc (SFT + GRPO lr {args.grpo_lr:g}, EGRS 50%)", "grc", args.dataset, seed, rl_result,
+                      rl_folder, data, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr))  # fmt: skip
+    save(args, out)
+    return rl_folder
+
+
+def part_grpo(args, seed: int, data, out: list[dict]) -> None:
+    """Only the GRPO fine-tuning of the SFT run `--part grc` trained (another lr, `--grpo-suffix`)."""
+    grpo_finetune(args, seed, data, args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}", out)
+
+
 def part_grc(args, seed: int, data, out: list[dict]) -> None:
     tiger_folder, tiger = run_job(args, "tiger", seed, "tiger", [])
     out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data))
@@ -100,22 +125,7 @@ def part_grc(args, seed: int, data, out: list[dict]) -> None:
     out.append(record("grc (SFT template, EGRS 50%)", "grc", args.dataset, seed, grc, grc_folder, data,
                       same_ids_as_tiger=same))  # fmt: skip
     save(args, out)
-    # GRPO: a short fine-tuning run of the SFT model through the engine
-    model, config = load_sequential_run(grc_folder)
-    model.config.phase = "grpo"
-    model.train()
-    rl = SequentialTrainConfig.model_validate({
-        **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
-        "eval_every_steps": max(1, args.grpo_steps // 3), "time_budget_s": None,
-        "batch_size": args.grpo_batch,
-    })  # fmt: skip
-    rl_folder = args.runs_dir / f"grc-grpo-{args.dataset}-seed{seed}"
-    if rl_folder.exists():
-        shutil.rmtree(rl_folder)
-    rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
-    out.append(record("grc (SFT + GRPO, EGRS 50%)", "grc", args.dataset, seed, rl_result, rl_folder, data,
-                      grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr))  # fmt: skip
-    save(args, out)
+    rl_folder = grpo_finetune(args, seed, data, grc_folder, out)
     # reflection budget: 0 (drafts only), 1.0 (every beam: no EGRS) on the GRPO model, test split
     test = leave_one_out(data).test
     for share in (0.0, 1.0):
@@ -200,13 +210,14 @@ def save(args, out: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["grc", "grc_decoding", "mmq"], required=True)
+    parser.add_argument("--part", choices=["grc", "grc_decoding", "grpo", "mmq"], required=True)
     parser.add_argument("--dataset", default="sim-small")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="MODEL.key=value (tiger.* also applies to grc)")
     parser.add_argument("--grpo-steps", type=int, default=150)
     parser.add_argument("--grpo-lr", type=float, default=5e-5)
+    parser.add_argument("--grpo-suffix", default="", help="run-folder suffix of the GRPO run (grc-grpo<suffix>-...)")
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)
@@ -224,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve_sequences(args.dataset, args.cache_dir)
     out: list[dict] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        {"grc": part_grc, "grc_decoding": part_grc_decoding, "mmq": part_mmq}[args.part](args, seed, data, out)
+        {"grc": part_grc, "grc_decoding": part_grc_decoding, "grpo": part_grpo, "mmq": part_mmq}[args.part](args, seed, data, out)
     table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset} ({args.part})")
     for col in ["model", "seed", *METRIC_KEYS, "steps", "ms/user"]:
         table.add_column(col, justify="left" if col == "model" else "right")
