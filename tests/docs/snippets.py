@@ -78,6 +78,8 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/ensnas_agreement\.py", " --candidates 1 --ensemble-size 2 --bootstrap 50"),
     (r"bench/cvr_prepromo\.py", " --smoke"),
     (r"agenticrs reproduce", " --step-budget 4 --seeds 1"),
+    (r"agenticrs stream (?!.*--resume)", " --pretrain-epochs 1"),
+    (r"bench/cvr_benchmark\.py --part", " --pretrain-epochs 1 --max-windows 4 --methods vanilla,es_dfm"),
     (r"bench/reproduce_benchmark\.py", " --step-budget 4 --seeds 1"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gsvr_benchmark\.py", " --steps 4 --eval-every 2"),

@@ -310,7 +310,7 @@ class Tokenizer(ABC):
 
 
 def make_tokenizer(kind: str, **overrides: Any) -> Tokenizer:
-    """A tokenizer by kind ('rq_kmeans', 'rq_vae', 'pq') with config overrides."""
+    """A tokenizer by kind ('rq_kmeans', 'rq_vae', 'pq', 'mmq') with config overrides."""
     if kind not in TOKENIZERS:  # a ValueError, like a bad override: both are bad settings
         raise ValueError(f"unknown tokenizer '{kind}'; known: {', '.join(TOKENIZERS.names())}")
     return TOKENIZERS[kind](**overrides)
@@ -798,3 +798,7 @@ def save_semantic_ids(path: str | Path, sids: SemanticIds) -> Path:
 def load_semantic_ids(path: str | Path) -> SemanticIds:
     with np.load(Path(path)) as data:
         return SemanticIds(codes=data["codes"].astype(np.int64), vocab_sizes=tuple(int(v) for v in data["vocab_sizes"]))
+
+
+# MMQ lives in its own module; importing it registers "mmq" beside the tokenizers above
+from agenticrs.gr import mmq as _mmq  # noqa: E402,F401

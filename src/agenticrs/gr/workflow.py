@@ -7,6 +7,8 @@ Item content for the tokenizer (`tokenizer.source`):
 - `text`: titles/genres/brands through all-MiniLM-L6-v2 (MovieLens, the simulator);
 - `attributes`: TF-IDF + SVD of attribute bags (Amazon/Yelp S3-Rec attribute ids: no text);
 - `collaborative`: the item table of a trained SASRec run (`tokenizer.collaborative_run`);
+- `text+collaborative`: both, side by side (two modalities: what the `mmq` tokenizer reads; its
+  `modality_dims` are set from them, and it is fine-tuned on the training part's next-item pairs);
 - `auto`: text when most items have it, else attributes.
 Embeddings are cached per data snapshot; the tokenizer, its statistics and the item ↔ ID table are
 written into the run directory.
@@ -26,7 +28,8 @@ from agenticrs.config import dump_yaml, load_yaml
 from agenticrs.data.cache import default_cache_root
 from agenticrs.gr.base import SemanticIds, SequenceData
 from agenticrs.gr.embeddings import cached_embeddings
-from agenticrs.gr.sequences import pad_histories, resolve_sequences
+from agenticrs.gr.mmq import behaviour_pairs
+from agenticrs.gr.sequences import leave_one_out, pad_histories, resolve_sequences
 from agenticrs.gr.tokenizers import TokenizerStats, make_tokenizer, semantic_ids
 from agenticrs.gr.train import (
     SeqTrainResult,
@@ -55,8 +58,8 @@ class TokenizerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["rq_kmeans", "rq_vae", "pq"] = "rq_kmeans"
-    source: Literal["auto", "text", "attributes", "collaborative"] = "auto"
+    method: Literal["rq_kmeans", "rq_vae", "pq", "mmq"] = "rq_kmeans"
+    source: Literal["auto", "text", "attributes", "collaborative", "text+collaborative"] = "auto"
     levels: int = Field(default=3, ge=1)
     codebook_size: int = Field(default=256, ge=2)
     collision: Literal["digit", "reassign"] = "digit"
@@ -116,6 +119,10 @@ def embedding_source(data: SequenceData, settings: TokenizerSettings) -> str:
 def item_embeddings(data: SequenceData, settings: TokenizerSettings, cache_dir: Path) -> tuple[np.ndarray, str]:
     """(num_items + 1, d) item content vectors for the tokenizer, and the source used."""
     source = embedding_source(data, settings)
+    if source == "text+collaborative":
+        parts = [item_embeddings(data, settings.model_copy(update={"source": s}), cache_dir)[0]
+                 for s in ("text", "collaborative")]  # fmt: skip
+        return np.hstack(parts), source
     if source == "text":
         return cached_embeddings("text", data, cache_dir), source
     if source == "attributes":
@@ -138,15 +145,24 @@ def build_semantic_ids(
     """Fit the tokenizer on the items' content, add the collision digit, save what a run needs
     (`reporter`: a progress bar over the fit, per epoch for a tokenizer that trains, e.g. RQ-VAE)."""
     embeddings, source = item_embeddings(data, settings, cache_dir)
+    params, fit_args = dict(settings.params), {}
+    if settings.method == "mmq":
+        if source != "text+collaborative" and "modality_dims" not in params:
+            raise ValueError("tokenizer.method=mmq needs two modalities: tokenizer.source=text+collaborative "
+                             "(or tokenizer.params.modality_dims)")  # fmt: skip
+        if source == "text+collaborative":
+            text_dim = cached_embeddings("text", data, cache_dir).shape[1]
+            params.setdefault("modality_dims", (text_dim, embeddings.shape[1] - text_dim))
+        train = leave_one_out(data).train  # behaviour-aware fine-tuning never sees validation/test targets
+        fit_args["behaviour"] = behaviour_pairs(train.offsets, train.items)
     tokenizer = make_tokenizer(
-        settings.method, levels=settings.levels, codebook_size=settings.codebook_size, seed=settings.seed,
-        **settings.params,
+        settings.method, levels=settings.levels, codebook_size=settings.codebook_size, seed=settings.seed, **params,
     )
     epochs = tokenizer.fit_epochs
     with reporter.task(f"tokenizer {settings.method} fit", total=epochs if epochs else 1) as task:
         if epochs:
             tokenizer.on_epoch = lambda done, of, loss: task.advance(1, epoch=f"{done}/{of}", loss=float(loss))
-        tokenizer.fit(embeddings[1:])
+        tokenizer.fit(embeddings[1:], **fit_args)
         tokenizer.on_epoch = None
         if not epochs:
             task.advance(1)

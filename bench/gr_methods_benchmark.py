@@ -1,0 +1,255 @@
+"""GRC against TIGER on the same semantic IDs, and TIGER on MMQ IDs against RQ-KMeans / RQ-VAE IDs.
+
+    python bench/gr_methods_benchmark.py --part grc --dataset sim-small --seeds 1 --json bench/results/gr_grc_sim-small.json
+    python bench/gr_methods_benchmark.py --part mmq --dataset sim-small --seeds 1 --json bench/results/gr_mmq_sim-small.json
+
+Both parts run every model through `agenticrs.gr.workflow.run_sequential_job` (the path of
+`agenticrs train --task sequential`) with the settings of bench/configs/gr.yaml (TIGER's for GRC),
+then `--set` overrides (MODEL.key=value; `tiger.` settings apply to GRC too, so both get the same
+budget). Leave-one-out, full ranking, test split at the best validation checkpoint.
+
+- `grc`: TIGER; GRC trained with the supervised template (same IDs: RQ-KMeans of the items' text,
+  seeded, so identical codes, checked); a short GRPO fine-tuning run of that GRC model through the
+  engine (`--grpo-steps`, lr `--grpo-lr`); then the GRPO model decoded with reflection on 0 %
+  (its drafts only), 50 % (EGRS default) and 100 % (no EGRS) of the beams. Decoding latency per user
+  on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
+  drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
+  (after `grc`): another GRPO fine-tuning of the SFT run (e.g. the spec's lr 1e-5).
+- `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
+  from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
+  vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
+  orthogonality penalty, behaviour-aware fine-tuning), all with 3 code levels + the collision digit,
+  with each tokenizer's statistics (usage, perplexity, collision rate) in the record; the last
+  variant, MMQ without the behaviour-aware fine-tuning, is the spec's "no stage 2" ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from agenticrs.gr.sequences import leave_one_out, resolve_sequences
+from agenticrs.gr.train import (
+    SequentialTrainConfig,
+    config_semantic_ids,
+    evaluate_sequential,
+    load_sequential_run,
+    train_sequential,
+)
+from agenticrs.gr.workflow import run_sequential_job
+from agenticrs.progress import RichReporter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gr_benchmark import METRIC_KEYS, job_for
+
+console = Console()
+
+
+def latency_ms(model: torch.nn.Module, data, users: int = 512, k: int = 10) -> float:
+    """Decoding milliseconds per user of `model.recommend` on the first `users` test users."""
+    batch = next(iter(leave_one_out(data).test.batches(model.config.max_len, users)))
+    batch = {name: value for name, value in batch.items() if name in ("history", "user")}
+    model.eval()
+    model.recommend(batch, k)  # warm-up
+    start = time.perf_counter()
+    model.recommend(batch, k)
+    return 1000 * (time.perf_counter() - start) / len(batch["history"])
+
+
+def record(label: str, model_name: str, dataset: str, seed: int, result, folder: Path, data, **extra: Any) -> dict:
+    model, _ = load_sequential_run(folder)
+    tokenizer = folder / "tokenizer.json"
+    return {
+        "model": model_name, "model_label": label, "dataset": dataset, "seed": seed,
+        **{k: result.test.get(k) for k in METRIC_KEYS},
+        "valid_ndcg@10": result.valid.get("ndcg@10"),
+        "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+        "epochs": result.epochs_run, "steps": result.steps, "best_epoch": result.best_epoch,
+        "stopped_by": result.stopped_by, "beam_latency_ms_per_user": latency_ms(model, data),
+        "tokenizer": json.loads(tokenizer.read_text()) if tokenizer.exists() else None, "run": str(folder), **extra,
+    }  # fmt: skip
+
+
+def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tuple[Path, Any]:
+    """One job: gr.yaml settings of `model` (TIGER's for GRC), then `--set`, then `extra_sets`."""
+    base = "tiger" if model == "grc" else model
+    sets = [s for s in args.set if s.startswith(base + ".")] + extra_sets
+    job = job_for(args.dataset, base, seed, sets, args.runs_dir)
+    job = job.model_copy(update={"model": model, "name": f"{name}-{args.dataset}-seed{seed}"})
+    folder = args.runs_dir / job.name
+    if folder.exists():
+        shutil.rmtree(folder)
+    return run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
+
+
+def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> Path:
+    """A short GRPO fine-tuning run of the SFT model through the engine; its record appended to `out`."""
+    model, config = load_sequential_run(grc_folder)
+    model.config.phase = "grpo"
+    model.train()
+    rl = SequentialTrainConfig.model_validate({
+        **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
+        "eval_every_steps": max(1, args.grpo_steps // 3), "time_budget_s": None, "batch_size": args.grpo_batch,
+    })  # fmt: skip
+    rl_folder = args.runs_dir / f"grc-grpo{args.grpo_suffix}-{args.dataset}-seed{seed}"
+    if rl_folder.exists():
+        shutil.rmtree(rl_folder)
+    rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
+    out.append(record(f"grc (SFT + GRPO lr {args.grpo_lr:g}, EGRS 50%)", "grc", args.dataset, seed, rl_result,
+                      rl_folder, data, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr))  # fmt: skip
+    save(args, out)
+    return rl_folder
+
+
+def part_grpo(args, seed: int, data, out: list[dict]) -> None:
+    """Only the GRPO fine-tuning of the SFT run `--part grc` trained (another lr, `--grpo-suffix`)."""
+    grpo_finetune(args, seed, data, args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}", out)
+
+
+def part_grc(args, seed: int, data, out: list[dict]) -> None:
+    tiger_folder, tiger = run_job(args, "tiger", seed, "tiger", [])
+    out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data))
+    save(args, out)
+    grc_folder, grc = run_job(args, "grc", seed, "grc-sft", [])
+    same = np.array_equal(config_semantic_ids(tiger_folder).codes, config_semantic_ids(grc_folder).codes)
+    out.append(record("grc (SFT template, EGRS 50%)", "grc", args.dataset, seed, grc, grc_folder, data,
+                      same_ids_as_tiger=same))  # fmt: skip
+    save(args, out)
+    rl_folder = grpo_finetune(args, seed, data, grc_folder, out)
+    # reflection budget: 0 (drafts only), 1.0 (every beam: no EGRS) on the GRPO model, test split
+    test = leave_one_out(data).test
+    for share in (0.0, 1.0):
+        model, _ = load_sequential_run(rl_folder)
+        model.config.reflect_share = share
+        metrics = evaluate_sequential(model, test, (5, 10, 20), 512, model.config.max_len)
+        label = "grc (SFT + GRPO), drafts only (reflect 0%)" if share == 0 else "grc (SFT + GRPO), reflect 100% (no EGRS)"
+        out.append({"model": "grc", "model_label": label, "dataset": args.dataset, "seed": seed,
+                    **{k: metrics[k] for k in METRIC_KEYS}, "valid_ndcg@10": None, "train_s_per_epoch": None,
+                    "epochs": None, "steps": None, "best_epoch": None, "stopped_by": "evaluation only",
+                    "beam_latency_ms_per_user": latency_ms(model, data), "tokenizer": None, "run": str(rl_folder),
+                    "reflect_share": share})  # fmt: skip
+        save(args, out)
+
+
+def evaluate_variant(args, seed: int, data, folder: Path, label: str, **settings: Any) -> dict:
+    """Test metrics and latency of a trained GRC run decoded with other settings (no training)."""
+    model, _ = load_sequential_run(folder)
+    for key, value in settings.items():
+        setattr(model.config, key, value)
+    metrics = evaluate_sequential(model, leave_one_out(data).test, (5, 10, 20), 512, model.config.max_len)
+    return {"model": "grc", "model_label": label, "dataset": args.dataset, "seed": seed,
+            **{k: metrics[k] for k in METRIC_KEYS}, "valid_ndcg@10": None, "train_s_per_epoch": None,
+            "epochs": None, "steps": None, "best_epoch": None, "stopped_by": "evaluation only",
+            "beam_latency_ms_per_user": latency_ms(model, data), "tokenizer": None, "run": str(folder), **settings}
+
+
+def part_grc_decoding(args, seed: int, data, out: list[dict]) -> None:
+    """Decoding variants of the runs `--part grc` trained (read from --runs-dir), appended to --json."""
+    sft = args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}"
+    rl = args.runs_dir / f"grc-grpo-{args.dataset}-seed{seed}"
+    out.extend(json.loads(args.json.read_text()) if args.json.exists() else [])
+    for folder, name, settings in [
+        (sft, "grc (SFT), drafts only (reflect 0%)", {"reflect_share": 0.0}),
+        (sft, "grc (SFT), EGRS 50%, keep_drafts merge", {"reflect_share": 0.5, "merge": "keep_drafts"}),
+        (rl, "grc (SFT + GRPO), EGRS 50%, keep_drafts merge", {"reflect_share": 0.5, "merge": "keep_drafts"}),
+    ]:
+        out.append(evaluate_variant(args, seed, data, folder, name, **settings))
+        save(args, out)
+
+
+def part_mmq(args, seed: int, data, out: list[dict]) -> None:
+    sasrec_folder = args.runs_dir / f"sasrec-{args.dataset}-seed{seed}"
+    if not (args.only and (sasrec_folder / "weights.pt").is_file()):  # --only reuses a finished SASRec run
+        sasrec_folder, sasrec = run_job(args, "sasrec", seed, "sasrec", [])
+        out.append(record("sasrec (collaborative table)", "sasrec", args.dataset, seed, sasrec, sasrec_folder, data))
+        save(args, out)
+    collab = f"tiger.tokenizer.collaborative_run={sasrec_folder}"
+    variants = [
+        ("tiger (rq_kmeans, text)", ["tiger.tokenizer.method=rq_kmeans", "tiger.tokenizer.source=text"]),
+        ("tiger (mmq, text+collaborative)", ["tiger.tokenizer.method=mmq", "tiger.tokenizer.source=text+collaborative",
+                                             collab, "tiger.tokenizer.params.shared_levels=1",
+                                             f"tiger.tokenizer.params.epochs={args.mmq_epochs}"]),
+        ("tiger (rq_vae, text)", ["tiger.tokenizer.method=rq_vae", "tiger.tokenizer.source=text",
+                                  f"tiger.tokenizer.params.epochs={args.rqvae_epochs}"]),
+        ("tiger (rq_kmeans, text+collaborative concat)", ["tiger.tokenizer.method=rq_kmeans",
+                                                          "tiger.tokenizer.source=text+collaborative", collab]),
+        ("tiger (mmq without behaviour fine-tuning)", ["tiger.tokenizer.method=mmq",
+                                                       "tiger.tokenizer.source=text+collaborative", collab,
+                                                       "tiger.tokenizer.params.shared_levels=1",
+                                                       f"tiger.tokenizer.params.epochs={args.mmq_epochs}",
+                                                       "tiger.tokenizer.params.behaviour_epochs=0"]),
+    ]  # fmt: skip
+    if args.only:
+        variants = [v for v in variants if any(o in v[0] for o in args.only)]
+    reused = [r for r in (json.loads(args.reuse_tiger.read_text()) if args.reuse_tiger else [])
+              if r["model_label"] == "tiger" and r["seed"] == seed and r["dataset"] == args.dataset]  # fmt: skip
+    for label, sets in variants:
+        if reused and label == "tiger (rq_kmeans, text)":  # the same job as the grc part's TIGER: its record
+            out.append({**reused[0], "model_label": label, "reused_from": str(args.reuse_tiger)})
+            continue
+        name = "tiger-" + label.split("(")[1].rstrip(")").replace(", ", "-").replace("+", "").replace(" ", "_")
+        folder, result = run_job(args, "tiger", seed, name, sets)
+        out.append(record(label, "tiger", args.dataset, seed, result, folder, data))
+        save(args, out)
+
+
+def save(args, out: list[dict]) -> None:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=1, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["grc", "grc_decoding", "grpo", "mmq"], required=True)
+    parser.add_argument("--dataset", default="sim-small")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], help="MODEL.key=value (tiger.* also applies to grc)")
+    parser.add_argument("--grpo-steps", type=int, default=150)
+    parser.add_argument("--grpo-lr", type=float, default=5e-5)
+    parser.add_argument("--grpo-suffix", default="", help="run-folder suffix of the GRPO run (grc-grpo<suffix>-...)")
+    parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
+    parser.add_argument("--rqvae-epochs", type=int, default=200)
+    parser.add_argument("--mmq-epochs", type=int, default=150)
+    parser.add_argument("--only", action="append", default=[],
+                        help="mmq part: only the variants whose label contains this (repeatable)")
+    parser.add_argument("--reuse-tiger", type=Path, default=None,
+                        help="a --part grc JSON whose TIGER record (same settings) stands for TIGER on RQ-KMeans text IDs")
+    parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-methods-runs"))
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=Path("bench/out/gr_methods.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = resolve_sequences(args.dataset, args.cache_dir)
+    out: list[dict] = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        {"grc": part_grc, "grc_decoding": part_grc_decoding, "grpo": part_grpo, "mmq": part_mmq}[args.part](args, seed, data, out)
+    table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset} ({args.part})")
+    for col in ["model", "seed", *METRIC_KEYS, "steps", "ms/user"]:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in out:
+        table.add_row(r["model_label"], str(r["seed"]), *(f"{r[k]:.4f}" for k in METRIC_KEYS), str(r["steps"]),
+                      f"{r['beam_latency_ms_per_user']:.2f}")  # fmt: skip
+    console.print(table)
+    for r in out:
+        if r.get("tokenizer"):
+            s = r["tokenizer"]["stats"]
+            console.print(f"{r['model_label']}: usage {s['usage']}, perplexity {[round(p, 1) for p in s['perplexity']]}, "
+                          f"collision rate {s['collision_rate']:.3f}, unique tuples {s['unique_tuples']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
