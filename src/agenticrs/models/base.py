@@ -163,6 +163,15 @@ class Model(nn.Module):
         information density). Called by the trainer before the first step; store the result in
         buffers so that it is saved with the run's weights. Default: nothing to prepare."""
 
+    def begin_step(self, step: int) -> None:
+        """Called by the engine before optimiser step `step` (1-based, the run's global step): a model
+        with training phases switches here (generative pre-training, then fine-tuning). Default: none."""
+
+    def evaluation_counts(self, step: int) -> bool:
+        """Whether an evaluation after `step` may become the best checkpoint and use up patience (not
+        during a pre-training phase, whose label head is not yet the model being selected)."""
+        return True
+
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Every embedding-like parameter, for the trainer's separate L2 on embeddings.
 
