@@ -137,6 +137,9 @@ class Model(nn.Module):
     # training settings the model wants unless the user says otherwise (e.g. transformers want
     # warm-up and more patience): keys of `agenticrs.train.config.TrainConfig`
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # prefixes of parameter names that only a training loss uses, never the inference pass (the
+    # generator heads and [MASK] vectors of the generative CTR models): inference gives them no gradient
+    training_only: ClassVar[tuple[str, ...]] = ()
     # A multi-task model sets `self.output_labels` (the data set's labels it trains, one head each,
     # in column order of its (B, T) logit). A conversion model also sets `conversion_labels`:
     # (click label, conversion label) of the funnel its runs are scored on (`ctr_auc`, `cvr_auc`,

@@ -13,7 +13,8 @@ in pre-training the label's loss is the BCE over the rows whose label token was 
 
 The paper's ablation controls are settings: `pretrain_steps=0` is the same transformer trained
 only discriminatively, `transfer="embeddings"` re-initialises everything but the value embeddings
-at the switch (the optimiser's moments are kept: the engine owns them).
+at the switch (the optimiser's moments are kept: the engine owns them); fine-tuning keeps the
+reconstruction loss at weight `generative_weight` = 0.1 (the spec's option; 0 for the pure control).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from agenticrs.models.base import register
+from agenticrs.models.base import LossWeight, register
 from agenticrs.models.gen_backbone import GenerativeCTR, GenerativeCTRConfig
 
 
 class DGenCTRConfig(GenerativeCTRConfig):
+    generative_weight: LossWeight = Field(default=0.1, description="weight of the reconstruction loss in fine-tuning")
     pretrain_steps: int = Field(
         default=300, ge=0, le=10_000_000,
         description="optimiser steps of generative pre-training before CTR fine-tuning (part of train.max_steps)",

@@ -335,6 +335,7 @@ class GenerativeCTR(Model):
         "dropout": 0.0,
     }  # fmt: skip
     train_defaults: ClassVar[dict[str, Any]] = {"warmup_steps": 50}
+    training_only: ClassVar[tuple[str, ...]] = ("backbone.mask_embedding", "backbone.head_")
 
     def __init__(self, schema: FeatureSchema, config: GenerativeCTRConfig) -> None:
         super().__init__(schema, config)

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.features.schema import FeatureSchema
-from agenticrs.models.base import register
+from agenticrs.models.base import LossWeight, register
 from agenticrs.models.gen_backbone import GenerativeCTR, GenerativeCTRConfig
 
 
@@ -42,6 +42,7 @@ def balance_weights(log_difficulty: torch.Tensor, weighting: Literal["proportion
 
 
 class HeteGenCTRConfig(GenerativeCTRConfig):
+    generative_weight: LossWeight = Field(default=0.1, description="weight of the reconstruction loss in fine-tuning")
     pretrain_steps: int = Field(
         default=300, ge=0, le=10_000_000,
         description="optimiser steps of generative pre-training before CTR fine-tuning (part of train.max_steps)",
@@ -58,6 +59,8 @@ class HeteGenCTR(GenerativeCTR):
     )
     Config = HeteGenCTRConfig
     smoke_overrides: ClassVar[dict[str, Any]] = {**GenerativeCTR.smoke_overrides, "pretrain_steps": 5}
+    # the difficulties enter inference as a detached attention bias: only L_s trains them
+    training_only: ClassVar[tuple[str, ...]] = (*GenerativeCTR.training_only, "log_difficulty")
 
     def __init__(self, schema: FeatureSchema, config: HeteGenCTRConfig) -> None:
         super().__init__(schema, config)
