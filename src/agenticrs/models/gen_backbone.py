@@ -336,6 +336,8 @@ class GenerativeCTR(Model):
     }  # fmt: skip
     train_defaults: ClassVar[dict[str, Any]] = {"warmup_steps": 50}
     training_only: ClassVar[tuple[str, ...]] = ("backbone.mask_embedding", "backbone.head_")
+    # the tokens enter a pre-LN transformer, which layer-normalises them before every attention
+    inert_config: ClassVar[frozenset[str]] = frozenset({"input_norm"})
 
     def __init__(self, schema: FeatureSchema, config: GenerativeCTRConfig) -> None:
         super().__init__(schema, config)
