@@ -21,7 +21,7 @@ non-finite training loss stops the run with a `NonFiniteError` (a `ValueError`: 
 Phases: a model may define `begin_step(step)`, called before every optimiser step with the run's
 1-based global step (a resumed run passes the same steps), and `evaluation_counts(step) -> bool`:
 an evaluation that does not count is logged (`"counts": false`) but neither becomes the best
-checkpoint nor uses up patience. The generative CTR models pre-train for their first steps and
+checkpoint, nor uses up patience, nor cuts a plateau learning rate. The generative CTR models pre-train for their first steps and
 fine-tune after them this way, inside the one step budget (`agenticrs.models.gen_backbone`).
 
 Resume: at each evaluation (and every `checkpoint_every_steps`) the engine writes `checkpoint.pt`
@@ -381,7 +381,8 @@ class Engine:
                 state.stopped_by = "patience"
         # rank 0 decides; the other ranks follow (same schedule cut, same stop, same best step)
         distributed.broadcast_from_main([float(improved), float(state.stopped_by == "patience")], self._device)
-        schedule.after_evaluation(improved)
+        if counts:
+            schedule.after_evaluation(improved)
         if run is not None:
             run.log(record)  # the run writer writes an undefined metric as null
             self._checkpoint(run, model, optimizers, schedule, state)
@@ -390,17 +391,19 @@ class Engine:
         """A rank other than 0 at an evaluation: take rank 0's verdict instead of evaluating."""
         improved_flag, stop_flag = distributed.broadcast_from_main([0.0, 0.0], self._device)
         improved = bool(improved_flag)
+        counts = getattr(model, "evaluation_counts", lambda _step: True)(state.global_step)
         record["improved"] = improved
         state.history.append(record)
         if improved:
             state.best_step, state.best_epoch, state.wait = state.global_step, record["epoch"], 0
             if self.config.restore_best:
                 self._best = copy.deepcopy(model.state_dict())
-        else:
+        elif counts:
             state.wait += 1
         if stop_flag and state.stopped_by is None:
             state.stopped_by = "patience"
-        schedule.after_evaluation(improved)
+        if counts:
+            schedule.after_evaluation(improved)
 
     def _over_time(self, started: float) -> bool:
         """Whether the time budget is spent: rank 0's clock decides for every rank."""
