@@ -58,7 +58,8 @@ def _train(spec: Path, root: Path, model: str, steps: int, **params):
     config = RunConfig.model_validate({
         "dataset": str(spec), "model": model, "smoke": True, "model_params": params,
         "train": {"seed": 3, "batch_size": 128, "max_steps": steps, "epochs": 1000, "eval_every_steps": 20,
-                  "patience": 100, "learning_rate": 5e-3, "warmup_steps": 0, "num_threads": 1},
+                  "patience": 100, "learning_rate": 5e-3, "warmup_steps": 0, "num_threads": 1,
+                  "lr_schedule": "constant"},
     })  # fmt: skip
     return train_run(config, root, root / "cache")
 
