@@ -15,8 +15,9 @@ Each record: overall test AUC / logloss, AUC on long-tail / cold rows (the row's
 at most `--rare` impressions in the training split, unseen included), on the simulator also AUC on
 items launched during the test window (item_age_days < 1 in the raw test log) and on young items
 (item_age_days <= 3), `stopped_by`, steps, best step, training samples/s and that speed relative to
-DeepFM in the same run (same data, seed, batch size, threads), and for HeteGenCTR the learned
-per-field difficulties exp(s_k). Records are appended to the JSON file as they finish.
+DeepFM in the same run (same data, seed, batch size, threads), for HeteGenCTR the learned
+per-field difficulties exp(s_k), for SGCTR the same AUCs of the same weights without refinement
+(`auc_no_refine`, ...: the ablation of its inference). Records are appended to the JSON file as they finish.
 
     python bench/genctr_benchmark.py --datasets frappe,sim-small --seeds 1 --max-steps 1200
 """
@@ -134,11 +135,19 @@ def run_arm(dataset: str, arm: str, seed: int, args: argparse.Namespace, data, s
             record[f"rows_{name}"] = int(mask.sum())
         if hasattr(trained.model, "difficulties"):
             record["difficulties"] = trained.model.difficulties()
+        if getattr(trained.model.config, "refine_rounds", 0):  # SGCTR's ablation: the same weights, no refinement
+            refined = trained.model.config
+            trained.model.config = refined.model_copy(update={"refine_rounds": 0})
+            plain = predict_probs(trained.model, test, config.train.eval_batch_size)
+            trained.model.config = refined
+            record["auc_no_refine"] = auc(labels, plain)
+            for name, mask in masks.items():
+                record[f"auc_{name}_no_refine"] = auc(labels[mask], plain[mask])
     return record
 
 
 def summarise(records: list[dict[str, Any]]) -> str:
-    keys = ["auc", "auc_cold", "auc_new_item", "auc_young_item", "speed_vs_deepfm"]
+    keys = ["auc", "auc_cold", "auc_new_item", "auc_young_item", "auc_no_refine", "speed_vs_deepfm"]
     lines = [f"{'dataset':<10} {'arm':<15} " + " ".join(f"{k:>16}" for k in keys) + "  stopped_by"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
@@ -161,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="frappe,sim-small")
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 1..N")
+    parser.add_argument("--seeds", type=int, default=1, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds first..first + N - 1")
     parser.add_argument("--max-steps", type=int, default=1200, help="optimiser-step budget of every arm")
     parser.add_argument("--pretrain-share", type=float, default=0.5, help="share of the budget spent pre-training")
     parser.add_argument("--batch-size", type=int, default=1024)
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for split in data.splits.values():
             split.load_in_memory()
         masks = cold_masks(dataset, data, spec, args.rare)
-        for seed in range(1, args.seeds + 1):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             speed_ref = None
             for arm in arms:
                 record = run_arm(dataset, arm, seed, args, data, spec, masks)
