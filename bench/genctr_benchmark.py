@@ -10,6 +10,7 @@ DGenCTR / HeteGenCTR is the first `--pretrain-share` of it, so it is paid for ou
   sgctr         BCE + reconstruction from the first step, iterative refinement at inference
   hetegenctr    DGenCTR with learnable per-field difficulties (proportional weighting, attention)
   hetegenctr_inv  the same with the inverse weighting (`--arms` to add it)
+  hetegenctr_fast the same with the difficulties on 50x the learning rate (`--arms` to add it)
 
 Each record: overall test AUC / logloss, AUC on long-tail / cold rows (the row's user or item has
 at most `--rare` impressions in the training split, unseen included), on the simulator also AUC on
@@ -46,8 +47,11 @@ from ctr_benchmark import resolve_spec  # noqa: E402  (one way to load the data 
 # the user and item fields of each data set (cold / long-tail rows are rare in either)
 USER_ITEM = {"frappe": ("user", "item"), "movielens": ("user_id", "item_id"), "sim-small": ("user_id", "item_id"),
              "sim-tiny": ("user_id", "item_id")}  # fmt: skip
-ALL_ARMS = ["deepfm", "disc", "dgenctr", "dgenctr_emb", "sgctr", "hetegenctr", "hetegenctr_inv"]
-DEFAULT_ARMS = ALL_ARMS[:-1]
+ALL_ARMS = ["deepfm", "disc", "dgenctr", "dgenctr_emb", "sgctr", "hetegenctr", "hetegenctr_inv", "hetegenctr_fast"]
+DEFAULT_ARMS = ALL_ARMS[:6]
+# HeteGenCTR's difficulties move about one learning rate per Adam step: at 1e-3 they cannot reach log L_k
+# (about 1-6) within a few hundred steps. This arm gives them 50 times the rate (an engine parameter group).
+FAST_DIFFICULTY = [{"match": "^log_difficulty$", "learning_rate": 5e-2}]
 
 
 def arm_setup(arm: str, pretrain_steps: int) -> tuple[str, dict[str, Any]]:
@@ -60,6 +64,7 @@ def arm_setup(arm: str, pretrain_steps: int) -> tuple[str, dict[str, Any]]:
         "sgctr": ("sgctr", {}),
         "hetegenctr": ("hetegenctr", {"pretrain_steps": pretrain_steps}),
         "hetegenctr_inv": ("hetegenctr", {"pretrain_steps": pretrain_steps, "weighting": "inverse"}),
+        "hetegenctr_fast": ("hetegenctr", {"pretrain_steps": pretrain_steps}),
     }[arm]
 
 
@@ -111,7 +116,7 @@ def run_arm(dataset: str, arm: str, seed: int, args: argparse.Namespace, data, s
         "dataset": dataset, "model": model, "model_params": params,
         "train": {"seed": seed, "batch_size": args.batch_size, "max_steps": args.max_steps, "epochs": 1000,
                   "eval_every_steps": args.eval_every, "patience": args.patience, "learning_rate": args.lr,
-                  "num_threads": args.threads},
+                  "num_threads": args.threads, **({"param_groups": FAST_DIFFICULTY} if arm == "hetegenctr_fast" else {})},
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="agenticrs-genctr-") as runs:
         started = time.perf_counter()
