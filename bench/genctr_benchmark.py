@@ -155,7 +155,8 @@ def summarise(records: list[dict[str, Any]]) -> str:
     keys = ["auc", "auc_cold", "auc_new_item", "auc_young_item", "auc_no_refine", "speed_vs_deepfm"]
     lines = [f"{'dataset':<10} {'arm':<15} " + " ".join(f"{k:>16}" for k in keys) + "  stopped_by"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
+    latest = {(r["dataset"], r["arm"], r["seed"]): r for r in records}  # a rerun (--append) replaces a seed's record
+    for r in latest.values():
         groups.setdefault((r["dataset"], r["arm"]), []).append(r)
     for (dataset, arm), rs in groups.items():
         cells = []
