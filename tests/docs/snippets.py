@@ -83,6 +83,7 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/reproduce_benchmark\.py", " --step-budget 4 --seeds 1"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gsvr_benchmark\.py", " --steps 4 --eval-every 2"),
+    (r"bench/genctr_benchmark\.py", " --eval-every 1 --batch-size 256 --arms deepfm,dgenctr,sgctr"),
     (r"bench/gr_benchmark\.py.*--models sasrec\b",
      " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"
      " --set sasrec.train.valid_users=256"),

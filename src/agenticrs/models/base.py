@@ -137,6 +137,9 @@ class Model(nn.Module):
     # training settings the model wants unless the user says otherwise (e.g. transformers want
     # warm-up and more patience): keys of `agenticrs.train.config.TrainConfig`
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # prefixes of parameter names that only a training loss uses, never the inference pass (the
+    # generator heads and [MASK] vectors of the generative CTR models): inference gives them no gradient
+    training_only: ClassVar[tuple[str, ...]] = ()
     # A multi-task model sets `self.output_labels` (the data set's labels it trains, one head each,
     # in column order of its (B, T) logit). A conversion model also sets `conversion_labels`:
     # (click label, conversion label) of the funnel its runs are scored on (`ctr_auc`, `cvr_auc`,
@@ -162,6 +165,15 @@ class Model(nn.Module):
         """Statistics of the training split the model is built around (e.g. MGDIN's field
         information density). Called by the trainer before the first step; store the result in
         buffers so that it is saved with the run's weights. Default: nothing to prepare."""
+
+    def begin_step(self, step: int) -> None:
+        """Called by the engine before optimiser step `step` (1-based, the run's global step): a model
+        with training phases switches here (generative pre-training, then fine-tuning). Default: none."""
+
+    def evaluation_counts(self, step: int) -> bool:
+        """Whether an evaluation after `step` may become the best checkpoint and use up patience (not
+        during a pre-training phase, whose label head is not yet the model being selected)."""
+        return True
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Every embedding-like parameter, for the trainer's separate L2 on embeddings.

@@ -10,7 +10,7 @@ import pkgutil
 
 import agenticrs.models as _package
 
-_NOT_MODELS = {"base", "blocks", "layers", "zoo"}
+_NOT_MODELS = {"base", "blocks", "gen_backbone", "layers", "zoo"}
 
 for _info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda m: m.name):
     if _info.name not in _NOT_MODELS and not _info.name.startswith("_"):

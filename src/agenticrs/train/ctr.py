@@ -8,7 +8,9 @@ and metrics; each label's loss is its mean over the rows that have it, weighted 
 `train.task_weights`. An optional `aux_loss` in the output is added to the loss, and so is
 `model.labelled_loss(output, labels)` for a model that defines it: a supervised term of its own
 that needs the batch's labels ((B, T), the trained labels in order, NaN where missing; e.g. the
-counterfactual loss of CM-DCM), so no model is special-cased here.
+counterfactual loss of CM-DCM), so no model is special-cased here. A single-label model may also
+return `label_mask` (B,) bool: only those rows' labels enter the BCE (generative pre-training
+scores the label only where its token was masked; `agenticrs.models.gen_backbone`).
 
 Evaluation reports every metric per label as `label/metric` plus, for several labels, the mean
 over labels under the plain metric name (so `monitor: auc` watches the mean AUC), taken over the
@@ -382,9 +384,13 @@ class CTRTask:
             loss = self._multi_loss(logit, labels)
         else:
             labels = batch[LABEL]
-            if self.has_missing:
+            counted = output.get("label_mask")  # rows whose label is in the loss (the model's choice)
+            if self.has_missing or counted is not None:
                 present = ~torch.isnan(labels)
-                loss = F.binary_cross_entropy_with_logits(logit[present], labels[present])
+                if counted is not None:
+                    present = present & counted
+                per_row = F.binary_cross_entropy_with_logits(logit, labels.nan_to_num(0.0), reduction="none")
+                loss = (per_row * present).sum() / present.sum().clamp_min(1)
             else:
                 loss = F.binary_cross_entropy_with_logits(logit, labels)
         if "aux_loss" in output:

@@ -18,6 +18,12 @@ early stopping and the best checkpoint then follow the validation log loss (else
 loss), as the log says; NaN metrics are written as null in `metrics.jsonl` and `summary.json`. A
 non-finite training loss stops the run with a `NonFiniteError` (a `ValueError`: a setting to fix).
 
+Phases: a model may define `begin_step(step)`, called before every optimiser step with the run's
+1-based global step (a resumed run passes the same steps), and `evaluation_counts(step) -> bool`:
+an evaluation that does not count is logged (`"counts": false`) but neither becomes the best
+checkpoint, nor uses up patience, nor cuts a plateau learning rate. The generative CTR models pre-train for their first steps and
+fine-tune after them this way, inside the one step budget (`agenticrs.models.gen_backbone`).
+
 Resume: at each evaluation (and every `checkpoint_every_steps`) the engine writes `checkpoint.pt`
 with the model, the optimisers, the schedule, the engine's counters, its history and every
 random generator's state. Batches of an epoch depend only on (seed, epoch), so a resumed run skips
@@ -200,6 +206,8 @@ class Engine:
         started = time.perf_counter() - state.train_seconds - state.eval_seconds
         steps_capped = cfg.max_steps is not None and cfg.max_steps < cfg.epochs * per_epoch
 
+        begin_step = getattr(model, "begin_step", None)
+
         def evaluate(epoch: int | None = None) -> None:
             self._evaluate(model, task, run, state, schedule, optimizers, monitor, has_valid, epoch)
 
@@ -213,6 +221,8 @@ class Engine:
                         break
                     state.global_step += 1
                     state.step_in_epoch += 1
+                    if begin_step is not None:  # a model with phases (generative pre-training, then fine-tuning)
+                        begin_step(state.global_step)
                     self._step(train_model, task, batch, optimizers, schedule, state)
                     if state.step_in_epoch % cfg.log_every == 0 or state.step_in_epoch == per_epoch:
                         progress.update(completed=state.step_in_epoch, loss=state.loss_sum / max(state.loss_seen, 1))
@@ -348,8 +358,11 @@ class Engine:
             current = record[TRAIN_LOSS] if watched == TRAIN_LOSS else metrics[watched]
         else:
             watched, current = monitor, record[TRAIN_LOSS]
-        improved = metric_improves(watched, current, state.best_value, cfg.min_delta)
+        counts = getattr(model, "evaluation_counts", lambda _step: True)(state.global_step)
+        improved = counts and metric_improves(watched, current, state.best_value, cfg.min_delta)
         record["improved"] = improved
+        if not counts:
+            record["counts"] = False  # e.g. during generative pre-training: no best checkpoint, no patience
         state.history.append(record)
         shown = "  ".join(f"{k[6:]}={v:.5f}" for k, v in record.items() if k.startswith("valid_"))
         self.reporter.log(
@@ -362,13 +375,14 @@ class Engine:
                 self._best = copy.deepcopy(model.state_dict())
                 if run is not None:
                     run.save_weights(self._best)
-        else:
+        elif counts:
             state.wait += 1
             if state.wait >= cfg.patience and state.stopped_by is None:
                 state.stopped_by = "patience"
         # rank 0 decides; the other ranks follow (same schedule cut, same stop, same best step)
         distributed.broadcast_from_main([float(improved), float(state.stopped_by == "patience")], self._device)
-        schedule.after_evaluation(improved)
+        if counts:
+            schedule.after_evaluation(improved)
         if run is not None:
             run.log(record)  # the run writer writes an undefined metric as null
             self._checkpoint(run, model, optimizers, schedule, state)
@@ -377,17 +391,19 @@ class Engine:
         """A rank other than 0 at an evaluation: take rank 0's verdict instead of evaluating."""
         improved_flag, stop_flag = distributed.broadcast_from_main([0.0, 0.0], self._device)
         improved = bool(improved_flag)
+        counts = getattr(model, "evaluation_counts", lambda _step: True)(state.global_step)
         record["improved"] = improved
         state.history.append(record)
         if improved:
             state.best_step, state.best_epoch, state.wait = state.global_step, record["epoch"], 0
             if self.config.restore_best:
                 self._best = copy.deepcopy(model.state_dict())
-        else:
+        elif counts:
             state.wait += 1
         if stop_flag and state.stopped_by is None:
             state.stopped_by = "patience"
-        schedule.after_evaluation(improved)
+        if counts:
+            schedule.after_evaluation(improved)
 
     def _over_time(self, started: float) -> bool:
         """Whether the time budget is spent: rank 0's clock decides for every rank."""
