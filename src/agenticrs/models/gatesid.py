@@ -81,13 +81,13 @@ class GateSIDConfig(ModelConfig):
     sid_levels: int = Field(3, ge=1, le=8)
     sid_codebook_size: int = Field(32, ge=2, le=4096)
     content_dim: int = Field(8, ge=1, le=256, description="random-projection width per content field")
-    sid_seed: int = Field(0, ge=0)
+    sid_seed: int = Field(0, ge=0, lt=2**31)
     gate: Literal["learned", "id", "sid"] = "learned"
     gate_hidden_units: HiddenUnits = [32]
     align_weight: LossWeight = 0.1
     align_temperature: float = Field(0.1, gt=0.0, le=10.0)
     gate_supervision: LossWeight = 0.01
-    mature_impressions: int = Field(50, ge=1, description="impressions above which an item counts as mature")
+    mature_impressions: int = Field(50, ge=1, le=10**9, description="impressions above which an item counts as mature")
     # False: the content fields reach the tower only through the SIDs (and so through the gate)
     content_in_tower: bool = True
     hidden_units: HiddenUnits = [200, 80]
