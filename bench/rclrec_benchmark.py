@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             job = job_for(args.dataset, model, seed, args.set, args.runs_dir)
             raw = apply_overrides(job.model_dump(mode="json"), extra)
             raw["name"] = f"{variant}-{args.dataset}-seed{seed}"
+            raw["train"]["num_threads"] = args.threads
             job = SequentialJob.model_validate(raw)
             folder = args.runs_dir / job.name
             if folder.exists():
