@@ -13,7 +13,9 @@ size, step and time budget, early stopping on validation NDCG@10). Variants:
 - `rclrec`: the full method (K = 3, quality weighting); its test metrics with the anchor prefix
   at inference (the spec's default) and, from the same trained model, without a prefix
   (`rclrec/no-prefix`: the curriculum only as a training signal);
-- `rclrec-noquality`: the curriculum with a fixed weight alpha (no quality weighting, no L_q).
+- `rclrec-noquality`: the curriculum with a fixed weight alpha (no quality weighting, no L_q);
+- `recent-intent` (always added, no model): the user's carted items, then clicked ones, most
+  recent first - in the simulator every purchase follows a click of the same item.
 `--set MODEL.key=value` overrides the config as in gr_benchmark.py (MODEL = tiger or rclrec).
 """
 
@@ -50,6 +52,23 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+def recent_intent(examples) -> dict[str, float]:
+    """Reference ranking without a model: the user's carted items, then the clicked ones, each
+    most recent first (in the simulator a purchase always follows a click of the same item)."""
+    from agenticrs.gr.base import CART, PURCHASE
+    from agenticrs.gr.metrics import rank_metrics
+
+    lists = []
+    for u in range(len(examples)):
+        s, e = examples.offsets[u], examples.offsets[u + 1]
+        items, kinds = examples.items[s:e][::-1].tolist(), examples.behaviours[s:e][::-1].tolist()
+        order = [i for i, k in zip(items, kinds, strict=True) if k == CART]
+        order += [i for i, k in zip(items, kinds, strict=True) if k != PURCHASE]
+        ranked = list(dict.fromkeys(order))[:20]
+        lists.append(ranked + [0] * (20 - len(ranked)))
+    return rank_metrics(np.array(lists), examples.targets, (5, 10, 20))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="sim-small-behaviours")
@@ -59,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="MODEL.key=value")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/rclrec-runs"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--append", action="store_true", help="add to the records already in --json")
     parser.add_argument("--json", type=Path, default=Path("bench/results/rclrec_sim_small.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = resolve_sequences(args.dataset)
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = json.loads(args.json.read_text()) if args.append and args.json.exists() else []
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         model, extra = VARIANTS[variant]
         for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -93,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(records, indent=1))
     splits = conversion_split(data)
+    if not any(r["variant"] == "recent-intent" for r in records):
+        reference = recent_intent(splits.test)
+        records.append({"variant": "recent-intent", **{k: reference[k] for k in METRIC_KEYS}, "model": None,
+                        "dataset": args.dataset, "seed": 0, "train_s_per_epoch": 0.0, "steps": 0,
+                        "stopped_by": "no training"})  # fmt: skip
+        args.json.write_text(json.dumps(records, indent=1))
     table = Table(title=f"purchase targets (each user's last purchase), full ranking: {args.dataset}, "
                         f"{len(splits.test)} test users")  # fmt: skip
     for col in ["variant", "seed", *METRIC_KEYS, "s/epoch", "steps", "stopped_by"]:
