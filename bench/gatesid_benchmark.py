@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-set", action="append", default=[], help="SimConfig override key=value (with --sim-preset)")
     parser.add_argument("--variants", default="din,deepfm,din-noid,deepfm-noid,gatesid,gatesid-id,gatesid-sid")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         model_name, params = table_of[name]
-        for seed in range(1, args.seeds + 1):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             config = RunConfig.model_validate({
                 "dataset": args.dataset, "model": model_name, "model_params": params, "name": f"{name}-seed{seed}",
                 "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
