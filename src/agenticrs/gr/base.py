@@ -11,6 +11,10 @@
 - A **sequential model** (`SequentialModel`) returns a scalar training loss from a batch and a
   ranked top-k item list (B, k) from a history; full-ranking models score every item, generative
   models decode semantic IDs with a prefix trie. Evaluation never special-cases a model.
+- **Behaviours** (optional, `SequenceData.behaviours`, parallel to `items`): the type of each event,
+  `CLICK`, `CART`, `FAV` or `PURCHASE` (0 = unknown). Multi-behaviour data (the simulator's events,
+  Taobao UserBehavior) carries them; batches then hold `history_behaviour` (B, L) beside `history`
+  and `target_behaviour` (B,) beside `target`. Models that ignore behaviours never read them.
 - **Semantic IDs** (`SemanticIds`): codes (num_items + 1, levels) int64, row 0 unused; every item's
   code tuple is unique (the last level is the collision digit when one is needed).
 """
@@ -26,6 +30,10 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 PAD = 0
+# behaviour types of multi-behaviour sequences (0: unknown / padding)
+CLICK, CART, FAV, PURCHASE = 1, 2, 3, 4
+BEHAVIOURS = {"click": CLICK, "cart": CART, "fav": FAV, "purchase": PURCHASE}
+NUM_BEHAVIOURS = 5  # including 0
 SeqBatch = dict[str, torch.Tensor]
 
 
@@ -41,6 +49,7 @@ class SequenceData:
     item_text: dict[int, str] = field(default_factory=dict)  # item id -> title/genres/brand text
     attribute_offsets: np.ndarray | None = None  # (num_items + 2,) CSR over item ids 0..num_items
     attributes: np.ndarray | None = None  # attribute ids per item
+    behaviours: np.ndarray | None = None  # (offsets[-1],) int64 event types (CLICK..PURCHASE), parallel to items
 
     @property
     def num_users(self) -> int:

@@ -32,7 +32,7 @@ from agenticrs.data.adapters._common import iter_csv, parse_numbers, split_token
 from agenticrs.data.adapters.movielens import find_atomic_files
 from agenticrs.data.adapters.s3rec import read_s3rec_sequences
 from agenticrs.data.errors import DataError
-from agenticrs.gr.base import PAD, SeqBatch, SequenceData
+from agenticrs.gr.base import CART, CLICK, FAV, PAD, PURCHASE, SeqBatch, SequenceData
 from agenticrs.runtime.registry import Registry
 
 PathLike = str | Path
@@ -232,14 +232,8 @@ def load_movielens_sequences(folder: PathLike, name: str = "movielens_100k") -> 
 
 
 # --- simulator --------------------------------------------------------------------------------
-def load_sim_sequences(out_dir: PathLike, name: str = "sim") -> SequenceData:
-    """The simulator's click sequences (`sequences.txt`, S3-Rec format) and its `items.parquet`.
-
-    `num_items` is the whole catalogue (items never clicked included); item text is the title
-    plus the category path; attribute bags are (cate_l1, cate_l2, brand) in one id space
-    (cate_l1 first, then cate_l2 and brand shifted past the previous vocabularies).
-    """
-    out_dir = Path(out_dir)
+def _sim_items(out_dir: Path) -> tuple[int, dict[int, str], np.ndarray, np.ndarray]:
+    """(num_items, item text, attribute CSR offsets, attribute ids) of a simulator output folder."""
     items_path = out_dir / "items.parquet"
     if not items_path.is_file():
         raise DataError("file not found", file=str(items_path), expected="a simulator output folder")
@@ -249,12 +243,6 @@ def load_sim_sequences(out_dir: PathLike, name: str = "sim") -> SequenceData:
     num_items = int(ids.max())
     if not np.array_equal(np.sort(ids), np.arange(1, num_items + 1)):
         raise DataError("item ids are not 1..n", file=str(items_path), field="item_id", expected="contiguous ids")
-    path = out_dir / "sequences.txt"
-    users_arr, seqs = read_s3rec_sequences(path)
-    users = np.asarray(users_arr, dtype=np.int64)
-    offsets = np.asarray(seqs.offsets, dtype=np.int64)
-    items = np.asarray(seqs.values, dtype=np.int64)
-    _check_items(items, num_items, users, offsets, str(path))
     text = pc.binary_join_element_wise(table.column("title").combine_chunks(), ". Category: ",
                                        table.column("cate_l1_name").combine_chunks(), " > ",
                                        table.column("cate_l2_name").combine_chunks(), "")  # fmt: skip
@@ -263,9 +251,99 @@ def load_sim_sequences(out_dir: PathLike, name: str = "sim") -> SequenceData:
     bags = np.zeros((num_items + 1, 3), dtype=np.int64)
     bags[ids] = np.stack([c + s for c, s in zip(cols, shift, strict=True)], axis=1)
     attr_offsets = np.r_[0, 0, 3 * np.arange(1, num_items + 1)].astype(np.int64)
+    return num_items, _item_text(ids, text), attr_offsets, bags[1:].reshape(-1)
+
+
+def load_sim_sequences(out_dir: PathLike, name: str = "sim") -> SequenceData:
+    """The simulator's click sequences (`sequences.txt`, S3-Rec format) and its `items.parquet`.
+
+    `num_items` is the whole catalogue (items never clicked included); item text is the title
+    plus the category path; attribute bags are (cate_l1, cate_l2, brand) in one id space
+    (cate_l1 first, then cate_l2 and brand shifted past the previous vocabularies).
+    """
+    out_dir = Path(out_dir)
+    num_items, text, attr_offsets, attributes = _sim_items(out_dir)
+    path = out_dir / "sequences.txt"
+    users_arr, seqs = read_s3rec_sequences(path)
+    users = np.asarray(users_arr, dtype=np.int64)
+    offsets = np.asarray(seqs.offsets, dtype=np.int64)
+    items = np.asarray(seqs.values, dtype=np.int64)
+    _check_items(items, num_items, users, offsets, str(path))
     return SequenceData(
         name=name, num_items=num_items, users=users, offsets=offsets, items=items,
-        item_text=_item_text(ids, text), attribute_offsets=attr_offsets, attributes=bags[1:].reshape(-1),
+        item_text=text, attribute_offsets=attr_offsets, attributes=attributes,
+    )  # fmt: skip
+
+
+def _grouped(user: np.ndarray, item: np.ndarray, behaviour: np.ndarray, min_length: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Events sorted by user (then as given) -> (users, offsets, items, behaviours) of the users
+    with at least `min_length` events."""
+    if len(user) == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    users, counts = np.unique(user, return_counts=True)
+    keep = counts >= min_length
+    rows = np.repeat(keep, counts)
+    return (users[keep].astype(np.int64), _csr_from_lengths(counts[keep]), item[rows].astype(np.int64),
+            behaviour[rows].astype(np.int64))  # fmt: skip
+
+
+# the simulator's behaviour codes (`agenticrs.sim.world`: click 1, cart 2, purchase 3) -> ours
+_SIM_BEHAVIOURS = np.array([0, CLICK, CART, PURCHASE], dtype=np.int64)
+
+
+def load_sim_behaviour_sequences(out_dir: PathLike, name: str = "sim-behaviours", min_length: int = 3) -> SequenceData:
+    """Every behaviour of the simulator (`events.parquet`: clicks, carts and purchases, in time
+    order per user) as multi-behaviour sequences, with the items of `load_sim_sequences`. A
+    purchase or cart repeats the item of the click it follows (its own event, at its own time)."""
+    out_dir = Path(out_dir)
+    num_items, text, attr_offsets, attributes = _sim_items(out_dir)
+    path = out_dir / "events.parquet"
+    if not path.is_file():
+        raise DataError("file not found", file=str(path), expected="a simulator output folder with events.parquet")
+    events = pq.read_table(str(path), columns=["user_id", "item_id", "behaviour", "ts"])
+    user = events.column("user_id").to_numpy().astype(np.int64)
+    item = events.column("item_id").to_numpy().astype(np.int64)
+    kind = events.column("behaviour").to_numpy().astype(np.int64)
+    ts = events.column("ts").to_numpy().astype(np.int64)
+    if len(kind) and (kind.min() < 1 or kind.max() > 3):
+        raise DataError("unknown behaviour code", file=str(path), field="behaviour", expected="1 click, 2 cart, 3 purchase")
+    order = np.lexsort((ts, user))
+    users, offsets, items, behaviours = _grouped(user[order], item[order], _SIM_BEHAVIOURS[kind[order]], min_length)
+    _check_items(items, num_items, users, offsets, str(path))
+    return SequenceData(
+        name=name, num_items=num_items, users=users, offsets=offsets, items=items, item_text=text,
+        attribute_offsets=attr_offsets, attributes=attributes, behaviours=behaviours,
+    )  # fmt: skip
+
+
+# Taobao UserBehavior behaviour names (`agenticrs.data.adapters.taobao.BEHAVIORS` order) -> ours
+_TAOBAO_BEHAVIOURS = np.array([CLICK, CART, FAV, PURCHASE], dtype=np.int64)  # pv, cart, fav, buy
+
+
+def load_taobao_sequences(folder: PathLike, name: str = "taobao_userbehavior", min_length: int = 3) -> SequenceData:
+    """Taobao UserBehavior (`UserBehavior*.csv`: user, item, category, pv|cart|fav|buy, unix time)
+    as multi-behaviour sequences: a page view is a click. Per user, events in time order (ties in
+    file order); items remapped to 1..I in order of their original ids; each item's attribute bag
+    is its category (the file's category ids remapped to 0..C-1), so the tokenizer reads
+    `source=attributes`. The log has no item text."""
+    from agenticrs.data.adapters.taobao import read_taobao_log
+
+    folder = Path(folder)
+    path = folder if folder.is_file() else _first_existing(
+        folder, sorted(p.name for p in folder.glob("UserBehavior*.csv")) or ["UserBehavior.csv"], "Taobao UserBehavior log")
+    log = read_taobao_log(path)
+    catalogue, item_code = np.unique(log["item_id"], return_inverse=True)
+    order = np.lexsort((np.arange(len(item_code)), log["timestamp"], log["user_id"]))
+    users, offsets, items, behaviours = _grouped(log["user_id"][order], item_code[order] + 1,
+                                                 _TAOBAO_BEHAVIOURS[log["behavior_type"][order]], min_length)  # fmt: skip
+    num_items = len(catalogue)
+    category = np.zeros(num_items + 1, dtype=np.int64)
+    category[item_code + 1] = log["category_id"]
+    _, category[1:] = np.unique(category[1:], return_inverse=True)
+    return SequenceData(
+        name=name, num_items=num_items, users=users, offsets=offsets, items=items, behaviours=behaviours,
+        attribute_offsets=np.r_[0, np.arange(num_items + 1)].astype(np.int64), attributes=category[1:],
     )  # fmt: skip
 
 
@@ -319,13 +397,27 @@ def _simulated(preset: str) -> Callable[[Path], SequenceData]:
     return load
 
 
+def _simulated_behaviours(preset: str) -> Callable[[Path], SequenceData]:
+    def load(cache_dir: Path) -> SequenceData:
+        from agenticrs.data.simulated import simulated_dataset
+
+        spec = simulated_dataset(preset, "sequential", cache_dir)
+        out_dir = Path(spec.files["train"][0]).parent.parent
+        return load_sim_behaviour_sequences(out_dir, name=f"sim-{preset}-behaviours")
+
+    return load
+
+
 def _sim_entries() -> list[SequenceDatasetEntry]:
     from agenticrs.sim.config import PRESETS
 
     return [
-        SequenceDatasetEntry(f"sim-{p}", f"simulator preset '{p}': click sequences, titles, categories", _simulated(p))
-        for p in PRESETS
-    ]
+        *(SequenceDatasetEntry(f"sim-{p}", f"simulator preset '{p}': click sequences, titles, categories",
+                               _simulated(p)) for p in PRESETS),
+        *(SequenceDatasetEntry(f"sim-{p}-behaviours", f"simulator preset '{p}': click, cart and purchase sequences",
+                               _simulated_behaviours(p), task="next item (multi-behaviour sequences)")
+          for p in PRESETS),
+    ]  # fmt: skip
 
 
 SEQUENCE_DATASETS: Registry[SequenceDatasetEntry] = Registry("sequence data set")
@@ -350,6 +442,12 @@ for _entry in [
     SequenceDatasetEntry(
         "yelp", "Yelp 5-core (S3-Rec): 30,431 users, 20,033 items",
         _public("yelp", "yelp", lambda f: load_s3rec("Yelp", f, "yelp")), requires="yelp",
+    ),
+    SequenceDatasetEntry(
+        "taobao_userbehavior_sample", "Taobao UserBehavior rows (a 4,321-row real sample): pv/cart/fav/buy sequences",
+        _public("taobao_userbehavior_sample", "taobao_userbehavior_sample",
+                lambda f: load_taobao_sequences(f, "taobao_userbehavior_sample")),
+        requires="taobao_userbehavior_sample", task="next item (multi-behaviour sequences)",
     ),
     SequenceDatasetEntry(
         "movielens_100k", "MovieLens-100K, every rating an interaction, titles + genres as item text",
@@ -379,12 +477,15 @@ def resolve_sequences(name: str, cache_dir: PathLike | None = None) -> SequenceD
 # --- leave-one-out ----------------------------------------------------------------------------
 @dataclass
 class EvalExamples:
-    """Evaluation examples: each user's history (CSR, oldest first) and the item to predict."""
+    """Evaluation examples: each user's history (CSR, oldest first) and the item to predict; with
+    multi-behaviour data also the history's behaviours and the target's."""
 
     users: np.ndarray  # (N,) int64
     offsets: np.ndarray  # (N + 1,) int64
     items: np.ndarray  # flat histories
     targets: np.ndarray  # (N,) int64
+    behaviours: np.ndarray | None = None  # flat, parallel to items
+    target_behaviours: np.ndarray | None = None  # (N,)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -395,20 +496,35 @@ class EvalExamples:
         if n >= len(self):
             return self
         keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return self.subset(keep)
+
+    def subset(self, keep: np.ndarray) -> EvalExamples:
+        """The examples at positions `keep` (sorted), as new CSR arrays."""
         lengths = np.diff(self.offsets)[keep]
         starts = self.offsets[keep]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(self.offsets.dtype)
         flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
-        return EvalExamples(self.users[keep], offsets, self.items[flat], self.targets[keep])
+        return EvalExamples(
+            self.users[keep], offsets, self.items[flat], self.targets[keep],
+            None if self.behaviours is None else self.behaviours[flat],
+            None if self.target_behaviours is None else self.target_behaviours[keep],
+        )  # fmt: skip
 
     def batches(self, max_len: int, batch_size: int) -> Iterator[SeqBatch]:
-        """`history` (B, max_len) right-aligned, `target` (B,), `user` (B,), in example order."""
+        """`history` (B, max_len) right-aligned, `target` (B,), `user` (B,), in example order;
+        `history_behaviour` / `target_behaviour` with multi-behaviour data."""
         for start in range(0, len(self), batch_size):
             end = min(start + batch_size, len(self))
             offsets = self.offsets[start : end + 1]
             history = pad_histories(offsets - offsets[0], self.items[offsets[0] : offsets[-1]], max_len)
-            yield {"history": torch.from_numpy(history), "target": torch.from_numpy(self.targets[start:end]),
-                   "user": torch.from_numpy(self.users[start:end])}  # fmt: skip
+            batch = {"history": torch.from_numpy(history), "target": torch.from_numpy(self.targets[start:end]),
+                     "user": torch.from_numpy(self.users[start:end])}  # fmt: skip
+            if self.behaviours is not None:
+                kinds = pad_histories(offsets - offsets[0], self.behaviours[offsets[0] : offsets[-1]], max_len)
+                batch["history_behaviour"] = torch.from_numpy(kinds)
+            if self.target_behaviours is not None:
+                batch["target_behaviour"] = torch.from_numpy(self.target_behaviours[start:end])
+            yield batch
 
 
 @dataclass
@@ -425,27 +541,67 @@ def _prefixes(offsets: np.ndarray, items: np.ndarray, take: np.ndarray) -> tuple
     return new_offsets, items[idx]
 
 
+def _split_at(data: SequenceData, sub: np.ndarray, train_take: np.ndarray, valid_at: np.ndarray,
+              test_at: np.ndarray) -> LOOSplits:  # fmt: skip
+    """Training part = the first `train_take[u]` events of every user; for the users `sub`, a
+    validation example whose target is the event at flat position `valid_at` (history: the
+    user's events before it) and a test example at `test_at`."""
+    offsets = np.asarray(data.offsets, dtype=np.int64)
+    items = np.asarray(data.items, dtype=np.int64)
+    kinds = None if data.behaviours is None else np.asarray(data.behaviours, dtype=np.int64)
+    train_offsets, train_items = _prefixes(offsets, items, train_take)
+    train_kinds = None if kinds is None else _prefixes(offsets, kinds, train_take)[1]
+    train = dataclasses.replace(data, offsets=train_offsets, items=train_items, behaviours=train_kinds)
+    starts = offsets[:-1][sub]
+
+    def examples(target_at: np.ndarray) -> EvalExamples:
+        n_hist = target_at - starts
+        hist_offsets = _csr_from_lengths(n_hist)
+        idx = np.repeat(starts - hist_offsets[:-1], n_hist) + np.arange(int(hist_offsets[-1]), dtype=np.int64)
+        return EvalExamples(users=data.users[sub].astype(np.int64), offsets=hist_offsets, items=items[idx],
+                            targets=items[target_at], behaviours=None if kinds is None else kinds[idx],
+                            target_behaviours=None if kinds is None else kinds[target_at])  # fmt: skip
+
+    return LOOSplits(train=train, valid=examples(valid_at), test=examples(test_at))
+
+
 def leave_one_out(data: SequenceData) -> LOOSplits:
     """The standard split. Users with fewer than 3 items cannot give both a validation and a test
     target: they stay whole in the training part and have no evaluation example."""
     offsets = np.asarray(data.offsets, dtype=np.int64)
-    items = np.asarray(data.items, dtype=np.int64)
     lengths = np.diff(offsets)
     evaluable = lengths >= 3
-    train_offsets, train_items = _prefixes(offsets, items, np.where(evaluable, lengths - 2, lengths))
-    train = dataclasses.replace(data, offsets=train_offsets, items=train_items)
     sub = np.flatnonzero(evaluable)
     ends = offsets[1:][sub]
-    lens = lengths[sub]
+    return _split_at(data, sub, np.where(evaluable, lengths - 2, lengths), ends - 2, ends - 1)
 
-    def examples(n_hist: np.ndarray, target_at: np.ndarray) -> EvalExamples:
-        starts = offsets[:-1][sub]
-        hist_offsets = _csr_from_lengths(n_hist)
-        idx = np.repeat(starts - hist_offsets[:-1], n_hist) + np.arange(int(hist_offsets[-1]), dtype=np.int64)
-        return EvalExamples(users=data.users[sub].astype(np.int64), offsets=hist_offsets, items=items[idx],
-                            targets=items[target_at])  # fmt: skip
 
-    return LOOSplits(train=train, valid=examples(lens - 2, ends - 2), test=examples(lens - 1, ends - 1))
+def conversion_split(data: SequenceData, behaviour: int = PURCHASE) -> LOOSplits:
+    """Leave-one-out on conversion targets (multi-behaviour data): per user, the last event of
+    type `behaviour` (a purchase) is the test target and the one before it the validation target,
+    each with every event (of any type) before it as history; the training part is every event
+    before the validation target. Users with fewer than two such events, or none before the
+    first, stay whole in the training part and have no evaluation example."""
+    if data.behaviours is None:
+        raise ValueError(f"data set '{data.name}' has no behaviour types: conversion targets need multi-behaviour "
+                         "sequences (e.g. sim-<preset>-behaviours, taobao_userbehavior)")  # fmt: skip
+    offsets = np.asarray(data.offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    is_conv = np.asarray(data.behaviours) == behaviour
+    user_of = np.repeat(np.arange(len(lengths)), lengths)
+    conv = np.flatnonzero(is_conv)
+    count = np.bincount(user_of[conv], minlength=len(lengths))
+    last = np.full(len(lengths), -1, dtype=np.int64)
+    last[user_of[conv]] = conv  # flat positions in order: the last write per user wins
+    is_conv_not_last = is_conv.copy()
+    is_conv_not_last[last[last >= 0]] = False
+    second = np.full(len(lengths), -1, dtype=np.int64)
+    rest = np.flatnonzero(is_conv_not_last)
+    second[user_of[rest]] = rest
+    evaluable = (count >= 2) & (second > offsets[:-1])
+    sub = np.flatnonzero(evaluable)
+    train_take = np.where(evaluable, second - offsets[:-1], lengths)
+    return _split_at(data, sub, train_take, second[sub], last[sub])
 
 
 # --- padding and training batches -------------------------------------------------------------
@@ -495,7 +651,8 @@ def next_item_batches(
     not seen (as in SASRec). Users with fewer than 2 training items give no example.
     mode "prefixes" (TIGER): one example per (user, position >= 1), history = the up to `max_len`
     items before it; `targets` is then the shifted window ending at that position.
-    Both give `target` (B,) = the last target and `user` (B,).
+    Both give `target` (B,) = the last target and `user` (B,); multi-behaviour data also
+    `history_behaviour` (B, L) and `target_behaviour` (B,) (the target event's type).
     `length_pool` = P batches similar history lengths: the shuffled examples are cut into pools of
     P x batch_size, each pool is sorted by history length and cut into batches, and the batches
     are shuffled. Models that trim all-padding columns (TIGER) then compute on far fewer tokens
@@ -531,8 +688,15 @@ def next_item_batches(
         starts = rng.permutation(starts)
     history_t, targets_t = torch.from_numpy(history), torch.from_numpy(targets)
     users_t = torch.from_numpy(np.asarray(users, dtype=np.int64))
+    kinds_t = None
+    if train_part.behaviours is not None:
+        kinds_t = torch.from_numpy(_pad_windows(ends, window, np.asarray(train_part.behaviours, np.int64), max_len + 1))
     for start in starts:
         idx = torch.from_numpy(order[start : start + batch_size])
         batch_targets = targets_t[idx]
-        yield {"history": history_t[idx], "targets": batch_targets, "target": batch_targets[:, -1],
-               "user": users_t[idx]}  # fmt: skip
+        batch = {"history": history_t[idx], "targets": batch_targets, "target": batch_targets[:, -1],
+                 "user": users_t[idx]}  # fmt: skip
+        if kinds_t is not None:
+            kinds = kinds_t[idx]
+            batch["history_behaviour"], batch["target_behaviour"] = kinds[:, :-1], kinds[:, -1]
+        yield batch

@@ -33,6 +33,7 @@ from agenticrs.gr.metrics import rank_metrics
 from agenticrs.gr.sequences import (
     EvalExamples,
     LOOSplits,
+    conversion_split,
     count_next_item_examples,
     leave_one_out,
     next_item_batches,
@@ -69,6 +70,11 @@ class SequentialTrainConfig(TrainConfig):
     length_pool: int | None = Field(
         default=None, ge=1, description="batch examples of similar history length within pools of this many batches"
     )
+    targets: Literal["next", "conversion"] = Field(
+        default="next",
+        description="evaluation targets: 'next' = leave-one-out on every user's last events; 'conversion' = on the "
+                    "users' last two purchases (multi-behaviour data, `sequences.conversion_split`)",
+    )  # fmt: skip
     valid_users: int | None = Field(
         default=None, ge=1,
         description="validate on a fixed random sample of this many users (seeded) instead of all: a quicker early "
@@ -191,6 +197,7 @@ def rank_users(train_part: SequenceData, mode: str, rank: int, world_size: int) 
     return dataclasses.replace(
         train_part, users=np.asarray(train_part.users)[start:stop], offsets=offsets[start : stop + 1] - offsets[start],
         items=np.asarray(train_part.items)[offsets[start] : offsets[stop]],
+        behaviours=None if train_part.behaviours is None else np.asarray(train_part.behaviours)[offsets[start] : offsets[stop]],
     )
 
 
@@ -223,7 +230,7 @@ class SequentialTask:
         self.device = resolve_device(config.device)
         self.max_len = _model_max_len(model, config.max_len)
         self.mode = config.examples or getattr(model, "train_examples", "sequence")
-        self.splits: LOOSplits = leave_one_out(data)
+        self.splits: LOOSplits = leave_one_out(data) if config.targets == "next" else conversion_split(data)
         if len(self.splits.valid) == 0:
             raise ValueError(f"data set '{data.name}' has no user with 3 or more items: nothing to validate on")
         if config.valid_users is not None:

@@ -76,6 +76,11 @@ def _read(path: Path, block_size: int) -> dict[str, np.ndarray]:
     return {c: np.concatenate(v) for c, v in parts.items()}
 
 
+def read_taobao_log(path: PathLike, block_size: int = 16 << 20) -> dict[str, np.ndarray]:
+    """The log in file order as NumPy columns (`COLUMNS`; `behavior_type` = index in `BEHAVIORS`)."""
+    return _read(require_file(path), block_size)
+
+
 def _split_masks(
     ts: np.ndarray,
     split_by: SplitBy,
