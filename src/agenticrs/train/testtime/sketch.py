@@ -266,7 +266,7 @@ class HierarchicalHashing:
         absent_upper = np.minimum(estimate, heavy.floor) if full else np.zeros_like(estimate)
         upper = np.where(found, np.minimum(count, estimate), absent_upper)
         lower = np.minimum(np.where(found, np.maximum(count - error, low), low), upper)
-        return Bounds(lower=lower, upper=upper, exact=(found & (error == 0)) | (~found & ~full))
+        return Bounds(lower=lower, upper=upper, exact=(found & (error == 0)) | (~found & (not full)))
 
     def saturation(self, order: int) -> float:
         """κ of the confidence map: the median count of the order's heavy-hitter summary (>= 1)."""
