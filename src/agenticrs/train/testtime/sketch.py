@@ -64,7 +64,7 @@ class CountMinSketch:
         if depth < 1 or width < 2:
             raise ValueError(f"a count-min sketch needs depth >= 1 and width >= 2 (got depth {depth}, width {width})")
         self.depth, self.width, self.seed = depth, width, seed
-        self.table = np.zeros((depth, width), dtype=np.int64)
+        self.table = np.zeros((depth, width), dtype=np.int32)  # int32 halves the memory; `add` refuses overflow
         self.total = 0
         self._row_seeds = mix64(np.arange(depth, dtype=np.uint64) + np.uint64(seed) * np.uint64(1000003))
 
@@ -83,14 +83,16 @@ class CountMinSketch:
     def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
         """Add `counts` to `keys` (unique or not)."""
         counts = np.asarray(counts, dtype=np.int64)
+        if self.total + int(counts.sum()) >= 2**31:
+            raise ValueError("the count-min sketch holds int32 counters: more than 2^31 combinations were counted")
         for row in range(self.depth):
             added = np.bincount(self._columns(keys, row), weights=counts, minlength=self.width)
-            self.table[row] += np.rint(added).astype(np.int64)
+            self.table[row] += np.rint(added).astype(np.int32)
         self.total += int(counts.sum())
 
     def estimate(self, keys: np.ndarray) -> np.ndarray:
         """min over rows: an upper bound on every key's true count."""
-        out = self.table[0, self._columns(keys, 0)]
+        out = self.table[0, self._columns(keys, 0)].astype(np.int64)
         for row in range(1, self.depth):
             out = np.minimum(out, self.table[row, self._columns(keys, row)])
         return out
@@ -256,7 +258,10 @@ class HierarchicalHashing:
         Exact for heavy hitters with error 0 (and 0 for a key missing from a summary that never
         filled); a summarised key with error e has [max(count - e, ĉ_low), min(count, ĉ)]; any other
         key [ĉ_low, min(ĉ, floor)], ĉ_low holding with probability >= 1 - e^-D."""
-        keys = self.keys(categorical, order)
+        return self.bounds_of_keys(self.keys(categorical, order), order)
+
+    def bounds_of_keys(self, keys: np.ndarray, order: int) -> Bounds:
+        """`bounds` for keys of `order` given directly (any shape)."""
         sketch, heavy = self.sketches[order], self.heavy[order]
         estimate = sketch.estimate(keys)
         low = np.maximum(estimate - math.floor(sketch.epsilon * sketch.total), 0)
@@ -299,7 +304,7 @@ class HierarchicalHashing:
                 hph = cls(HashingConfig.model_validate(meta["config"]), meta["fields"],
                           {int(o): [tuple(c) for c in cs] for o, cs in meta["combos"].items()})
                 for o in hph.orders:
-                    hph.sketches[o].table = data[f"table{o}"].astype(np.int64)
+                    hph.sketches[o].table = data[f"table{o}"].astype(np.int32)
                     hph.sketches[o].total = int(meta["totals"][str(o)])
                     hph.heavy[o].keys = data[f"keys{o}"]
                     hph.heavy[o].counts = data[f"counts{o}"]
