@@ -101,18 +101,17 @@ class Matt:
         pair[:, index[:, 0], index[:, 1]] = combos[2]
         pair[:, index[:, 1], index[:, 0]] = combos[2]
         first = combos[1]
-        alive = np.ones((rows, cfg.paths, fields), dtype=bool)
+        alive = np.ones((rows, cfg.paths, fields))  # 1.0 = kept or not decided yet
         order = np.argsort(-feature, axis=1, kind="stable")
         row_index = np.arange(rows)
         for step in range(fields):
             k = order[:, step]  # (B,)
-            partners = alive.copy()
-            partners[row_index, :, k] = False
-            weight = pair[row_index, k][:, None, :]  # (B, 1, F)
-            requeried = (first[row_index, k][:, None] + (partners * weight).sum(-1)) / (1.0 + partners.sum(-1))
+            weight = pair[row_index, k][:, :, None]  # (B, F, 1); the pair (k, k) is 0
+            partners = alive.sum(-1) - alive[row_index, :, k]  # (B, P): partners not dropped, k excluded
+            requeried = (first[row_index, k][:, None] + (alive @ weight)[..., 0]) / (1.0 + partners)
             keep_k = (uniforms[row_index, :, k] < np.clip(requeried, cfg.min_keep, 1.0)) | (requeried >= cfg.always_keep)
             alive[row_index, :, k] = keep_k
-        return alive
+        return alive > 0.5
 
     def _path_weights(self, combos: dict[int, np.ndarray], keep: np.ndarray) -> np.ndarray:
         """α_p: the mean confidence of the combinations whose fields a path keeps."""
