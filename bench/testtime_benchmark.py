@@ -19,6 +19,8 @@ model, MATT and UTTSI. Each record holds:
     nice -n 10 python bench/testtime_benchmark.py --datasets frappe --models deepfm,dcnv2,finalmlp \
         --seeds 1 --json bench/results/testtime.json
     python bench/testtime_benchmark.py --datasets frappe,movielens,sim-small --seeds 3 --resume --json ...
+    python bench/testtime_benchmark.py --datasets frappe --seeds 1 --methods matt_uniform,matt_mean \
+        --reuse-from bench/results/testtime.json --json bench/results/testtime_ablation.json   # no retraining
 
 Each (data set, model, seed) runs in a fresh process (`ctr_benchmark._in_subprocess`) with one
 torch thread; records are written as they finish, and `--resume` skips those already there.
@@ -45,6 +47,15 @@ from ctr_benchmark import _in_subprocess, latency_ms_per_1000, resolve_spec  # n
 
 BENCH_DIR = Path(__file__).resolve().parent
 CONFIGS = {"frappe": "frappe", "movielens": "movielens", "sim-small": "sim"}
+# name -> (method, its settings): the two wrappers and the ablations that say where a change comes from
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "matt": ("matt", []),
+    "uttsi": ("uttsi", []),
+    "matt_uniform": ("matt", ["matt.guidance=uniform"]),  # as many fields dropped, not the low-confidence ones
+    "matt_mean": ("matt", ["matt.aggregation=mean"]),
+    "uttsi_filter_only": ("uttsi", ["uttsi.explore_share=0.0"]),  # the filter alone, nothing explored
+    "uttsi_explore_all": ("uttsi", ["uttsi.explore_share=1.0"]),
+}
 
 
 def dataset_overrides(dataset: str, model: str) -> list[str]:
@@ -103,36 +114,45 @@ def _run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue) -
     from agenticrs.features.pipeline import process_dataset
     from agenticrs.train.config import RunConfig
     from agenticrs.train.ctr import label_metrics, predict_probs
+    from agenticrs.train.run import Run
     from agenticrs.train.testtime.workflow import parse_settings, score_split, wrap_run
     from agenticrs.train.workflow import train_run
 
     cache_dir = Path(args["cache_dir"])
     data = process_dataset(resolve_spec(dataset, cache_dir, 0), cache_dir)
-    raw = {"dataset": dataset, "model": model, "train": {"seed": seed}}
-    raw = apply_overrides(raw, [*dataset_overrides(dataset, model), "train.num_threads=1", *args["overrides"]])
-    config = RunConfig.model_validate(raw)
-    runs = Path(args["runs_dir"]) if args["runs_dir"] else Path(tempfile.mkdtemp(prefix="agenticrs-tt-bench-"))
-    started = time.perf_counter()
-    trained = train_run(config, runs, cache_dir, data=data)
-    train_seconds = time.perf_counter() - started
-    label = list(data.schema.labels).index(trained.run.summary.get("label") or data.schema.labels[0])
-    record: dict[str, Any] = {
-        "dataset": dataset, "model": model, "seed": seed, "run": str(trained.run.folder),
-        "stopped_by": trained.result.stopped_by, "steps": trained.result.steps, "best_step": trained.result.best_step,
-        "train_seconds": train_seconds, "valid_auc": trained.result.valid.get("auc"),
-        "test_auc": trained.result.test.get("auc"), "methods": {},
-    }
+    reused = (args.get("reuse") or {}).get(f"{dataset}/{model}/{seed}")
+    if reused is not None:  # a run this benchmark trained before: wrapped again, not retrained
+        record = {k: v for k, v in reused.items() if k not in ("methods", "sketch", "settings")}
+        run = Run(record["run"])
+        model_ = run.load_model()
+    else:
+        raw = {"dataset": dataset, "model": model, "train": {"seed": seed}}
+        raw = apply_overrides(raw, [*dataset_overrides(dataset, model), "train.num_threads=1", *args["overrides"]])
+        config = RunConfig.model_validate(raw)
+        runs = Path(args["runs_dir"]) if args["runs_dir"] else Path(tempfile.mkdtemp(prefix="agenticrs-tt-bench-"))
+        started = time.perf_counter()
+        trained = train_run(config, runs, cache_dir, data=data)
+        run, model_ = trained.run, trained.model
+        record = {
+            "dataset": dataset, "model": model, "seed": seed, "run": str(trained.run.folder),
+            "stopped_by": trained.result.stopped_by, "steps": trained.result.steps,
+            "best_step": trained.result.best_step, "train_seconds": time.perf_counter() - started,
+            "valid_auc": trained.result.valid.get("auc"), "test_auc": trained.result.test.get("auc"),
+        }
+    record["methods"] = {}
+    label = list(data.schema.labels).index(run.summary.get("label") or data.schema.labels[0])
     test, valid = data.split("test"), data.split("valid")
     y_test = np.asarray(test["labels"][:, label], dtype=np.float64)
     y_valid = np.asarray(valid["labels"][:, label], dtype=np.float64)
-    model_ = trained.model.eval()
+    model_ = model_.eval()
     base_test = predict_probs(model_, test, 8192)
     base_valid = predict_probs(model_, valid, 8192)
     sample = next(iterate_batches(test, 1000, label_index=None))
     record["base_ms_per_1000"] = latency_ms_per_1000(model_, test)
     settings = parse_settings(args["tt_overrides"])
-    for method in ("matt", "uttsi"):
-        wrapped = wrap_run(trained.run.folder, method, settings, cache_dir, data=data)
+    for name in args.get("methods") or ["matt", "uttsi"]:
+        method, extra = VARIANTS[name]
+        wrapped = wrap_run(run.folder, method, parse_settings([*args["tt_overrides"], *extra]), cache_dir, data=data)
         probs, stats = score_split(wrapped, test)
         valid_probs, valid_stats = score_split(wrapped, valid)
         gain, draws = paired_metric_bootstrap("auc", probs.astype(np.float64), base_test.astype(np.float64), y_test,
@@ -154,9 +174,9 @@ def _run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue) -
         }
         if method == "uttsi":
             entry["threshold"] = wrapped.scorer.threshold
-        record["methods"][method] = entry
+        record["methods"][name] = entry
     if args["sketch_error"]:
-        wrapped = wrap_run(trained.run.folder, "matt", settings, cache_dir, data=data)
+        wrapped = wrap_run(run.folder, "matt", settings, cache_dir, data=data)
         record["sketch"] = count_error(wrapped.scorer.hashing, np.asarray(data.split("train")["categorical"]))
     record["settings"] = settings.model_dump()
     queue.put(record)
@@ -164,19 +184,18 @@ def _run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue) -
 
 def table(records: list[dict[str, Any]]) -> Table:
     out = Table(title="test-time inference (test split; Δ AUC with a paired bootstrap 95 % interval)")
-    for column in ("data set", "model", "seed", "base AUC", "MATT Δ", "MATT 95 %", "UTTSI Δ", "UTTSI 95 %",
-                   "UTTSI explored", "compute MATT / UTTSI", "ms/1k base / MATT / UTTSI", "stopped by"):
-        out.add_column(column, justify="left" if column in ("data set", "model") else "right")
+    for column in ("data set", "model", "seed", "base AUC", "method", "Δ AUC", "95 %", "Δ logloss", "explored",
+                   "compute (effective)", "ms/1k base / method", "stopped by"):
+        out.add_column(column, justify="left" if column in ("data set", "model", "method") else "right")
     for r in records:
-        m, u = r["methods"]["matt"], r["methods"]["uttsi"]
-        out.add_row(
-            r["dataset"], r["model"], str(r["seed"]), f"{m['base_test_auc']:.4f}",
-            f"{m['auc_change']:+.4f}", f"[{m['auc_change_ci95'][0]:+.4f}, {m['auc_change_ci95'][1]:+.4f}]",
-            f"{u['auc_change']:+.4f}", f"[{u['auc_change_ci95'][0]:+.4f}, {u['auc_change_ci95'][1]:+.4f}]",
-            f"{u['explored_share']:.1%}",
-            f"{m['compute_vs_base']:.1f}x / {u['compute_vs_base']:.2f}x ({u['effective_compute_vs_base']:.2f}x)",
-            f"{r['base_ms_per_1000']:.1f} / {m['ms_per_1000']:.1f} / {u['ms_per_1000']:.1f}", r["stopped_by"],
-        )
+        for name, m in r["methods"].items():
+            out.add_row(
+                r["dataset"], r["model"], str(r["seed"]), f"{m['base_test_auc']:.4f}", name, f"{m['auc_change']:+.4f}",
+                f"[{m['auc_change_ci95'][0]:+.4f}, {m['auc_change_ci95'][1]:+.4f}]",
+                f"{m['test_logloss'] - m['base_test_logloss']:+.4f}", f"{m['explored_share']:.1%}",
+                f"{m['compute_vs_base']:.2f}x ({m['effective_compute_vs_base']:.2f}x)",
+                f"{r['base_ms_per_1000']:.1f} / {m['ms_per_1000']:.1f}", str(r.get("stopped_by")),
+            )
     return out
 
 
@@ -193,7 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
     parser.add_argument("--runs-dir", type=Path, default=None, help="keep the trained runs here (default: a temp folder)")
     parser.add_argument("--resume", action="store_true", help="keep records already in --json; run the missing ones")
+    parser.add_argument("--methods", default="matt,uttsi", help=f"wrappers and ablations: {', '.join(VARIANTS)}")
+    parser.add_argument("--reuse-from", type=Path, default=None,
+                        help="a JSON this benchmark wrote: wrap its saved runs again instead of training")
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown --methods {unknown} (expected {', '.join(VARIANTS)})")
+    reuse = {}
+    if args.reuse_from is not None:
+        reuse = {f"{r['dataset']}/{r['model']}/{r['seed']}": r for r in json.loads(args.reuse_from.read_text())
+                 if Path(r["run"]).is_dir()}
     console = Console(width=200)
     records = json.loads(args.json.read_text()) if args.resume and args.json.exists() else []
     done = {(r["dataset"], r["model"], r["seed"]) for r in records}
@@ -205,14 +235,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 worker = {"cache_dir": str(args.cache_dir), "overrides": args.overrides, "bootstrap": args.bootstrap,
                           "tt_overrides": args.tt_overrides, "runs_dir": str(args.runs_dir) if args.runs_dir else None,
-                          "sketch_error": dataset not in sketched}
+                          "sketch_error": dataset not in sketched, "methods": methods, "reuse": reuse}
                 record = _in_subprocess(_run_one, dataset, model, seed, worker)
                 sketched.add(dataset)
                 records.append(record)
-                m, u = record["methods"]["matt"], record["methods"]["uttsi"]
-                console.print(f"  {dataset} {model} seed {seed}: base AUC {m['base_test_auc']:.4f}, MATT "
-                              f"{m['auc_change']:+.4f}, UTTSI {u['auc_change']:+.4f} ({u['explored_share']:.1%} "
-                              f"explored), stopped by {record['stopped_by']} at step {record['steps']}")
+                changes = ", ".join(f"{n} {m['auc_change']:+.4f} ({m['explored_share']:.0%} explored)"
+                                    for n, m in record["methods"].items())
+                console.print(f"  {dataset} {model} seed {seed}: base AUC {record['test_auc']:.4f}; {changes}; "
+                              f"stopped by {record['stopped_by']} at step {record['steps']}")
                 atomic_write_json(args.json, records)
     if records:
         console.print(table(records))

@@ -68,6 +68,11 @@ def test_low_confidence_fields_are_dropped_more_often(trained, exact_hashing):
     assert ((feature >= 0) & (feature <= 1)).all()
     low, high = feature < 0.3, feature > 0.8
     assert keep.mean(1)[low].mean() < 0.35 < 0.75 < keep.mean(1)[high].mean()
+    # the ablation: the row's mean confidence for every field drops about as many fields, not the rare ones
+    uniform = Matt(exact_hashing, MattConfig(paths=16, iterative=False, min_keep=0.0, guidance="uniform"))
+    keep_uniform, _ = uniform.sample_paths(cat)
+    assert abs(keep_uniform.mean() - keep.mean()) < 0.05
+    assert abs(keep_uniform.mean(1)[low].mean() - keep_uniform.mean(1)[high].mean()) < 0.25
 
 
 class _Spy(torch.nn.Module):

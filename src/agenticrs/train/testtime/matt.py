@@ -45,6 +45,9 @@ class MattConfig(BaseModel):
     aggregation: Literal["confidence_weighted", "mean"] = "confidence_weighted"
     saturation: float | None = Field(None, gt=0, description="κ; None: the median heavy-hitter count per order")
     mask_value: MaskValue = "oov"
+    guidance: Literal["confidence", "uniform"] = Field(
+        "confidence", description="uniform (an ablation): every field of a row gets the row's mean confidence, so "
+        "paths drop as many fields but not the low-confidence ones")
     seed: int = 0
 
 
@@ -83,7 +86,9 @@ class Matt:
         feature = self.feature_confidences(combos)
         rows, fields = feature.shape
         uniforms = row_uniforms(categorical, cfg.seed, cfg.paths)
-        if not cfg.iterative or 2 not in combos:
+        if cfg.guidance == "uniform":
+            feature = np.repeat(feature.mean(1, keepdims=True), fields, axis=1)
+        if not cfg.iterative or 2 not in combos or cfg.guidance == "uniform":
             prob = np.clip(feature, cfg.min_keep, 1.0)[:, None, :]
             keep = (uniforms < prob) | (feature >= cfg.always_keep)[:, None, :]
         else:
