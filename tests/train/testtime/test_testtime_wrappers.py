@@ -113,6 +113,7 @@ def test_paths_of_one_row_never_see_another_row(trained, exact_hashing):
         np.testing.assert_allclose(half, probs[:37], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_wrapped_run_reloads_and_reproduces_its_scores(trained, tiny_cache):
     for method in ("matt", "uttsi"):
         metrics, probs, record = evaluate_test_time(trained.run.folder, method, overrides=SMALL, cache_dir=tiny_cache)
@@ -135,6 +136,7 @@ def test_uttsi_explores_the_target_share_of_validation_rows(trained, tiny_cache)
     assert np.mean(uncertainty > wrapped.scorer.threshold) == pytest.approx(0.3, abs=0.01)
 
 
+@pytest.mark.slow
 def test_the_cli_flag_works_end_to_end(trained, tiny_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
@@ -170,3 +172,14 @@ def test_an_uncalibrated_uttsi_refuses_to_score(trained, exact_hashing):
     with pytest.raises(ValueError, match="no threshold"):
         Uttsi(exact_hashing).score(trained.model, _batch(trained.data.split("test"), 10))
     assert predict_probs(trained.model, trained.data.split("test")).shape == (trained.data.split("test").rows,)
+
+
+def test_the_api_evaluates_with_a_test_time_method(trained, tiny_cache):
+    from agenticrs import api
+
+    metrics = api.evaluate(trained.run.folder, cache_dir=tiny_cache, test_time="matt",
+                           test_time_settings={"hashing": {"width": 2048, "depth": 2}})
+    saved = json.loads((trained.run.folder / "testtime" / "matt-test.json").read_text())
+    assert metrics == saved["metrics"]
+    with pytest.raises(ValueError, match="no effect without test_time"):
+        api.evaluate(trained.run.folder, cache_dir=tiny_cache, test_time_settings={"matt": {"paths": 2}})
