@@ -201,14 +201,25 @@ def evaluate(
     split: str = "test",
     files: Sequence[str | Path] | None = None,
     cache_dir: str | Path | None = None,
+    test_time: str | None = None,
+    test_time_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Metrics of a saved CTR run on one of its splits (equal to its `summary.json`) or on other
-    labelled files in the run's data layout."""
+    labelled files in the run's data layout. `test_time="matt"` or `"uttsi"` wraps the run in
+    test-time inference (`docs/test_time.md`; settings as a nested dict, e.g. `{"matt": {"paths": 4}}`)."""
     from agenticrs.train.run import require_ctr_run
     from agenticrs.train.workflow import evaluate_run
 
     folder = _run_path(run)
     require_ctr_run(folder, "evaluate")
+    if test_time is not None:
+        from agenticrs.train.testtime.workflow import evaluate_test_time
+
+        metrics, _, _ = evaluate_test_time(folder, test_time, split, [str(f) for f in files] if files else None,
+                                           dict(test_time_settings or {}), cache_dir)
+        return metrics
+    if test_time_settings:
+        raise ValueError("test_time_settings has no effect without test_time='matt' or 'uttsi'")
     metrics, _ = evaluate_run(folder, split, [str(f) for f in files] if files else None, cache_dir)
     return metrics
 

@@ -140,8 +140,24 @@ def evaluate(
     data: list[Path] = typer.Option([], "--data", help="other labelled files in the run's data layout"),
     cache_dir: Path = typer.Option(None, "--cache-dir"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    test_time: str = typer.Option(None, "--test-time", help="wrap the run in test-time inference: matt or uttsi "
+                                  "(docs/test_time.md; statistics built on first use and saved in RUN/testtime/)"),
+    tt_set: list[str] = typer.Option([], "--tt-set", help="test-time setting, e.g. matt.paths=4 or hashing.width=65536"),
 ) -> None:
     """Evaluate a saved run; on its own splits this reproduces the run's summary exactly."""
+    if test_time is None and tt_set:
+        raise ValueError("--tt-set has no effect without --test-time matt|uttsi")
+    if test_time is not None:
+        from agenticrs.train.testtime.workflow import evaluate_test_time
+
+        metrics, _, record = evaluate_test_time(run, test_time, split, [str(p) for p in data] or None, tt_set,
+                                                cache_dir, reporter(quiet))
+        shown = "eval" if data else split
+        console.print(metrics_table(f"{run} with {test_time}", {f"{shown} (base)": record["base_metrics"],
+                                                                 f"{shown} ({test_time})": metrics}))
+        console.print(f"rows explored: {record['explored_share']:.1%}   forward rows per row: "
+                      f"{record['compute_vs_base']:.2f}   recorded in {Path(run) / 'testtime' / f'{test_time}-{shown}.json'}")
+        return
     metrics, _ = evaluate_run(run, split, [str(p) for p in data] or None, cache_dir, reporter(quiet))
     console.print(metrics_table(f"{run}", {"eval" if data else split: metrics}))
 
@@ -153,10 +169,19 @@ def predict(
     out: Path = typer.Option(..., "--out", "-o", help="CSV file: columns `row` (input row, from 0) and `prediction`"),
     cache_dir: Path = typer.Option(None, "--cache-dir"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    test_time: str = typer.Option(None, "--test-time", help="score through test-time inference: matt or uttsi"),
+    tt_set: list[str] = typer.Option([], "--tt-set", help="test-time setting, e.g. uttsi.explore_share=0.1"),
 ) -> None:
     """Score files with a saved run."""
+    if test_time is None and tt_set:
+        raise ValueError("--tt-set has no effect without --test-time matt|uttsi")
     # the library checks `--out` before the (long) scoring and writes the CSV atomically
-    probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet), out=out)
+    if test_time is not None:
+        from agenticrs.train.testtime.workflow import predict_test_time
+
+        probs = predict_test_time(run, test_time, [str(p) for p in input], tt_set, cache_dir, reporter(quiet), out=out)
+    else:
+        probs = predict_files(run, [str(p) for p in input], cache_dir, reporter(quiet), out=out)
     console.print(f"wrote {len(probs):,} predictions to {out} (mean {float(np.mean(probs)):.5f})")
 
 
