@@ -12,7 +12,8 @@ from agenticrs.agents.paper.card import CARDS, CardError, MethodCard, load_card,
 from agenticrs.runtime.registry import Registry
 
 SEED_METHODS = {"mgdin", "cdnet", "ssr", "sort"}
-LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger"}  # multi-task, streaming and sequential cards
+LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc"}
+# multi-task, streaming, generative-CTR and sequential cards
 
 
 def minimal(**changes) -> dict:
@@ -42,7 +43,9 @@ def test_the_seed_methods_cards_ship_in_the_one_registry_and_validate():
             assert card.claim.baseline == "deepfm"
             assert all(t.expected is not None for t in card.datasets)
     tasks = {name: resolve_card(name).task for name in LATER_METHODS}
-    assert tasks == {"esmm": "ctr", "mmoe": "ctr", "ple": "ctr", "es_dfm": "streaming", "tiger": "sequential"}
+    assert tasks == {"esmm": "ctr", "mmoe": "ctr", "ple": "ctr", "es_dfm": "streaming", "tiger": "sequential", "dgenctr": "ctr",
+                     "sgctr": "ctr", "hetegenctr": "ctr", "gatesid": "ctr", "hstu": "sequential", "mdgr": "sequential",
+                     "grc": "sequential"}  # fmt: skip
 
 
 def test_mgdin_card_carries_the_benchmark_settings_of_frappe():
