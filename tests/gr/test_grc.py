@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gr_helpers import make_sids
 
-from agenticrs.gr.base import SemanticIds, SequenceData
+from agenticrs.gr.base import SequenceData
 from agenticrs.gr.models.grc import (
     Grc,
     GrcConfig,
@@ -28,20 +29,6 @@ from agenticrs.gr.train import SequentialTrainConfig, load_sequential_run, train
 NUM_ITEMS = 40
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def make_sids(num_items: int = NUM_ITEMS, vocab: tuple[int, ...] = (4, 4, 4), seed: int = 0) -> SemanticIds:
-    space = np.array(list(itertools.product(*[range(v) for v in vocab])), dtype=np.int64)
-    pick = np.random.default_rng(seed).choice(len(space), size=num_items, replace=False)
-    codes = np.zeros((num_items + 1, len(vocab)), dtype=np.int64)
-    codes[1:] = space[pick]
-    return SemanticIds(codes=codes, vocab_sizes=vocab)
 
 
 def tiny(**overrides: object) -> GrcConfig:
@@ -92,7 +79,7 @@ def test_corrections_never_turn_a_valid_draft_into_an_invalid_id() -> None:
     """The code head is biased hard towards an ID that no item has: unconstrained greedy
     correction would emit it; the trie-constrained one always lands on an item."""
     torch.manual_seed(0)
-    sids = make_sids()
+    sids = make_sids(NUM_ITEMS)
     model = Grc(NUM_ITEMS, tiny(reflect_share=1.0), sids).eval()
     valid = {tuple(c) for c in sids.codes[1:].tolist()}
     invalid = next(c for c in itertools.product(range(4), range(4), range(4)) if c not in valid)
@@ -115,7 +102,7 @@ def test_corrections_never_turn_a_valid_draft_into_an_invalid_id() -> None:
 
 def test_egrs_reflects_only_the_most_uncertain_beams_and_share_zero_is_tiger() -> None:
     torch.manual_seed(1)
-    model = Grc(NUM_ITEMS, tiny(reflect_share=0.25), make_sids()).eval()
+    model = Grc(NUM_ITEMS, tiny(reflect_share=0.25), make_sids(NUM_ITEMS)).eval()
     batch = make_batch(6, seed=2)
     out = model.reflect_and_correct(batch, beam_size=8)
     assert out["reflected"].sum(1).tolist() == [2] * 6  # ceil(0.25 * 8)
@@ -137,7 +124,7 @@ def test_egrs_reflects_only_the_most_uncertain_beams_and_share_zero_is_tiger() -
 @pytest.mark.parametrize("phase", ["sft", "grpo"])
 def test_losses_are_finite_and_reach_the_new_parameters(phase: str) -> None:
     torch.manual_seed(2)
-    model = Grc(NUM_ITEMS, tiny(phase=phase), make_sids())
+    model = Grc(NUM_ITEMS, tiny(phase=phase), make_sids(NUM_ITEMS))
     loss = model.loss(make_batch(8, seed=3))
     assert torch.isfinite(loss)
     loss.backward()
@@ -161,7 +148,7 @@ def planted(users: int, items: int, seed: int = 0) -> SequenceData:
 
 def test_sft_then_grpo_runs_reload_and_reproduce(tmp_path: Path) -> None:
     data = planted(60, NUM_ITEMS)
-    sids = make_sids()
+    sids = make_sids(NUM_ITEMS)
     torch.manual_seed(0)
     model = Grc(NUM_ITEMS, tiny(), sids)
     cfg = SequentialTrainConfig(epochs=2, batch_size=64, seed=1, ks=[5], monitor="recall@5", learning_rate=3e-3)

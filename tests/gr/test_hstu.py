@@ -19,13 +19,6 @@ from agenticrs.gr.zoo import build_sequential, list_sequential_models, sequentia
 SMALL = {"dim": 16, "num_blocks": 1, "num_heads": 2, "dropout": 0.0, "max_len": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def planted(users: int, items: int, seed: int = 0) -> SequenceData:
     """Item i is always followed by item i % items + 1 (every item equally popular)."""

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gr_helpers import make_sids
 
-from agenticrs.gr.base import SemanticIds, SequenceData
+from agenticrs.gr.base import SequenceData
 from agenticrs.gr.models.mdgr import MDGR, MDGRConfig, unmask_counts
 from agenticrs.gr.sequences import leave_one_out
 from agenticrs.gr.train import SequentialTrainConfig, load_sequential_run, train_sequential
@@ -19,19 +20,6 @@ from agenticrs.gr.zoo import build_sequential, list_sequential_models
 NUM_ITEMS = 50
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def make_sids(num_items: int = NUM_ITEMS, vocab: tuple[int, ...] = (4, 4, 4), seed: int = 0) -> SemanticIds:
-    space = np.array(list(itertools.product(*[range(v) for v in vocab])), dtype=np.int64)
-    codes = np.zeros((num_items + 1, len(vocab)), dtype=np.int64)
-    codes[1:] = space[np.random.default_rng(seed).choice(len(space), size=num_items, replace=False)]
-    return SemanticIds(codes=codes, vocab_sizes=vocab)
 
 
 def tiny(**overrides: object) -> MDGRConfig:
@@ -71,12 +59,12 @@ def test_unmask_schedules() -> None:
     with pytest.raises(ValueError, match="steps must lie in 1..3"):
         unmask_counts(3, 4, "linear")
     with pytest.raises(ValueError, match="steps"):
-        build_sequential("mdgr", NUM_ITEMS, tiny(steps=4).model_dump(), semantic_ids=make_sids())
+        build_sequential("mdgr", NUM_ITEMS, tiny(steps=4).model_dump(), semantic_ids=make_sids(NUM_ITEMS))
 
 
 def test_training_masks_and_gradients() -> None:
     torch.manual_seed(0)
-    model = MDGR(NUM_ITEMS, tiny(noise="curriculum", curriculum_steps=1000, full_mask_prob=0.0), make_sids())
+    model = MDGR(NUM_ITEMS, tiny(noise="curriculum", curriculum_steps=1000, full_mask_prob=0.0), make_sids(NUM_ITEMS))
     early, _ = model.sample_masks((4000,), torch.device("cpu"))
     model.train_steps.fill_(1000)
     late, _ = model.sample_masks((4000,), torch.device("cpu"))
@@ -99,7 +87,7 @@ def _consistent_with_some_item(partial: torch.Tensor, codes: torch.Tensor) -> bo
 
 def test_decodes_planted_item_in_stated_passes_within_the_valid_ids() -> None:
     torch.manual_seed(0)
-    model = MDGR(NUM_ITEMS, tiny(mask_samples=2), make_sids())
+    model = MDGR(NUM_ITEMS, tiny(mask_samples=2), make_sids(NUM_ITEMS))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for step in range(150):
@@ -139,7 +127,7 @@ def test_decodes_planted_item_in_stated_passes_within_the_valid_ids() -> None:
 def test_order_free_and_left_to_right() -> None:
     """Different users may decode different slots first; the ablation always takes slot 0 first."""
     torch.manual_seed(0)
-    model = MDGR(NUM_ITEMS, tiny(steps=3, schedule="linear"), make_sids()).eval()
+    model = MDGR(NUM_ITEMS, tiny(steps=3, schedule="linear"), make_sids(NUM_ITEMS)).eval()
     trace: list[torch.Tensor] = []
     model.beam_search(make_batch(64, seed=2), trace=trace)
     first = (trace[0] >= 0).float().argmax(-1)[:, 0]
@@ -167,9 +155,9 @@ def test_run_reload_reproduces_recommendations(tmp_path: Path) -> None:
     assert "mdgr" in list_sequential_models()
     data = planted(40)
     torch.manual_seed(0)
-    model = build_sequential("mdgr", NUM_ITEMS, tiny().model_dump(), semantic_ids=make_sids())
+    model = build_sequential("mdgr", NUM_ITEMS, tiny().model_dump(), semantic_ids=make_sids(NUM_ITEMS))
     config = SequentialTrainConfig(epochs=1, batch_size=32, seed=3, ks=[5, 10], monitor="recall@10", num_threads=1)
-    train_sequential(model, data, config, run_dir=tmp_path / "run", semantic_ids=make_sids())
+    train_sequential(model, data, config, run_dir=tmp_path / "run", semantic_ids=make_sids(NUM_ITEMS))
     loaded, run_config = load_sequential_run(tmp_path / "run")
     assert run_config.model == "mdgr" and isinstance(loaded, MDGR) and loaded.config == model.config
     batch = next(leave_one_out(data).test.batches(5, 64))

@@ -13,14 +13,6 @@ from agenticrs.gr.mmq import MMQ, behaviour_pairs, orthogonality_penalty
 from agenticrs.gr.tokenizers import Tokenizer, make_tokenizer, semantic_ids
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def planted(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two modalities: 'text' (12-d) in 8 clusters, 'collaborative' (6-d) in 4 independent clusters."""
     rng = np.random.default_rng(seed)

@@ -26,13 +26,6 @@ TINY = {"max_len": 8, "d_model": 16, "num_encoder_layers": 1, "num_decoder_layer
         "head_dim": 8, "ffn_dim": 32, "dropout": 0.0, "num_user_buckets": 5, "beam_size": 6}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _sids() -> SemanticIds:
     # items 1..8: first code = "category" (items 1-4: 0, 5-6: 1, 7-8: 2)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from gr_helpers import make_sids
 from pydantic import ValidationError
 
 from agenticrs.gr.base import SemanticIds
@@ -18,22 +19,6 @@ from agenticrs.gr.trie import PrefixTrie
 NUM_ITEMS = 50
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add overhead (and crawl on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def make_sids(num_items: int = NUM_ITEMS, vocab: tuple[int, ...] = (4, 4, 4), seed: int = 0) -> SemanticIds:
-    """Unique random codes drawn without replacement from the code space; row 0 unused."""
-    space = np.array(list(itertools.product(*[range(v) for v in vocab])), dtype=np.int64)
-    pick = np.random.default_rng(seed).choice(len(space), size=num_items, replace=False)
-    codes = np.zeros((num_items + 1, len(vocab)), dtype=np.int64)
-    codes[1:] = space[pick]
-    return SemanticIds(codes=codes, vocab_sizes=vocab)
 
 
 def tiny_config(**overrides: object) -> TigerConfig:
@@ -104,7 +89,7 @@ def test_trie_allowed_next_matches_brute_force(vocab: tuple[int, ...], dense: bo
 
 
 def test_trie_rejects_duplicate_or_out_of_range_codes() -> None:
-    sids = make_sids()
+    sids = make_sids(NUM_ITEMS)
     codes = sids.codes.copy()
     codes[2] = codes[1]
     with pytest.raises(ValueError, match="not unique"):
@@ -123,7 +108,7 @@ def test_config_defaults_are_the_papers() -> None:
     assert (cfg.max_len, cfg.num_user_buckets, cfg.beam_size) == (20, 2000, 20)
     with pytest.raises(ValidationError):
         TigerConfig(nope=1)
-    model = Tiger(NUM_ITEMS, cfg, make_sids())  # 6 x 64 heads on d_model 128 build and run
+    model = Tiger(NUM_ITEMS, cfg, make_sids(NUM_ITEMS))  # 6 x 64 heads on d_model 128 build and run
     assert model.recommend(make_batch(2, seed=0, max_len=20), k=5).shape == (2, 5)
 
 
@@ -131,15 +116,15 @@ def test_attention_dropout_defaults_to_dropout_and_can_be_switched_off() -> None
     def rates(model: Tiger) -> set[float]:
         return {m.dropout for m in model.modules() if type(m).__name__ == "_Attention"}
 
-    assert rates(Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids())) == {0.1}
-    model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1, attention_dropout=0.0), make_sids())
+    assert rates(Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids(NUM_ITEMS))) == {0.1}
+    model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1, attention_dropout=0.0), make_sids(NUM_ITEMS))
     assert rates(model) == {0.0}
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # the rest keeps it
 
 
 def test_loss_shapes_and_every_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
-    model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids())
+    model = Tiger(NUM_ITEMS, tiny_config(dropout=0.1), make_sids(NUM_ITEMS))
     batch = make_batch(16, seed=0)
     logits = model.token_logits(batch)
     assert logits.shape == (16, 3, 4)
@@ -156,7 +141,7 @@ def test_loss_shapes_and_every_parameter_gets_a_gradient() -> None:
 def test_teacher_forcing_is_causal() -> None:
     """Position t's logits depend on target tokens < t only (not t or later)."""
     torch.manual_seed(0)
-    model = Tiger(NUM_ITEMS, tiny_config(), make_sids()).eval()
+    model = Tiger(NUM_ITEMS, tiny_config(), make_sids(NUM_ITEMS)).eval()
     batch = make_batch(64, seed=3)
     base = model.token_logits(batch)
     codes = model.sid_codes
@@ -177,7 +162,7 @@ def test_teacher_forcing_is_causal() -> None:
 
 def test_padding_and_batch_composition_do_not_change_outputs() -> None:
     torch.manual_seed(0)
-    model = Tiger(NUM_ITEMS, tiny_config(max_len=8), make_sids()).eval()
+    model = Tiger(NUM_ITEMS, tiny_config(max_len=8), make_sids(NUM_ITEMS)).eval()
     batch = make_batch(12, seed=4)
     base = model.token_logits(batch)
     padded = {**batch, "history": torch.cat([torch.zeros(12, 3, dtype=torch.long), batch["history"]], 1)}
@@ -189,7 +174,7 @@ def test_padding_and_batch_composition_do_not_change_outputs() -> None:
 @pytest.mark.parametrize("beam_size", [None, 5])
 def test_beam_search_returns_k_valid_unique_items_best_first(beam_size: int | None) -> None:
     torch.manual_seed(0)
-    sids = make_sids()
+    sids = make_sids(NUM_ITEMS)
     model = Tiger(NUM_ITEMS, tiny_config(), sids).eval()
     batch = make_batch(32, seed=5)
     k = 5
@@ -224,7 +209,7 @@ def test_beam_search_with_few_items_and_errors() -> None:
 
 def test_save_load_reproduces_recommendations_and_rebuilds_the_trie(tmp_path) -> None:
     torch.manual_seed(0)
-    sids = make_sids()
+    sids = make_sids(NUM_ITEMS)
     model = Tiger(NUM_ITEMS, tiny_config(), sids).eval()
     batch = make_batch(16, seed=7)
     expected = model.recommend(batch, k=5)
@@ -243,7 +228,7 @@ def test_save_load_reproduces_recommendations_and_rebuilds_the_trie(tmp_path) ->
 def test_learns_a_planted_next_item() -> None:
     """next = (last % 50) + 1: after a few seconds of training, Recall@1 on new histories > 0.9."""
     torch.manual_seed(0)
-    model = Tiger(NUM_ITEMS, tiny_config(), make_sids())
+    model = Tiger(NUM_ITEMS, tiny_config(), make_sids(NUM_ITEMS))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     start = time.perf_counter()
     for step in range(300):
