@@ -77,7 +77,8 @@ class SGCTR(GenerativeCTR):
     def confidences(self, values: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(c (B, N): p(observed value | the row with only that token masked), G_k's output (B, N, d))."""
         b, n, d = values.shape
-        eye = torch.eye(n, dtype=torch.bool, device=values.device)
+        positions = torch.arange(n, device=values.device)
+        eye = positions.unsqueeze(0) == positions.unsqueeze(1)  # not torch.eye: ONNX Runtime lacks a boolean EyeLike
         copies = values.unsqueeze(1).expand(b, n, n, d).reshape(b * n, n, d)
         masked = (eye.unsqueeze(0) & valid.unsqueeze(1)).reshape(b * n, n)
         label = torch.full((b * n,), LABEL_MASKED, dtype=torch.long, device=values.device)
