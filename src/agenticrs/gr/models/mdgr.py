@@ -58,7 +58,7 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.gr.base import PAD, SemanticIds, SeqBatch, SequentialConfig
-from agenticrs.gr.models.tiger import Tiger, TigerConfig, _Attention, _attention_dropout, _FeedForward
+from agenticrs.gr.models.tiger import Tiger, TigerConfig, _DecoderLayer
 from agenticrs.gr.zoo import register_sequential
 
 _MAX_LEVELS = 6  # beam states are indexed by (subset of known slots, item): 2^L x items
@@ -100,18 +100,9 @@ def unmask_counts(levels: int, steps: int, schedule: str) -> list[int]:
     raise ValueError(f"unknown schedule '{schedule}' (warmup, linear or cosine)")
 
 
-class _DenoiserLayer(nn.Module):
-    """Pre-LN block over (B, N, L, d): bidirectional self-attention across the L slots of each
-    (row, beam), cross-attention to the row's history memory, FFN."""
-
-    def __init__(self, config: TigerConfig) -> None:
-        super().__init__()
-        d = config.d_model
-        self.norm_self, self.norm_cross, self.norm_ffn = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.self_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
-        self.cross_attn = _Attention(d, config.num_heads, config.head_dim, _attention_dropout(config))
-        self.ffn = _FeedForward(d, config.ffn_dim, config.dropout)
-        self.drop = nn.Dropout(config.dropout)
+class _DenoiserLayer(_DecoderLayer):
+    """TIGER's decoder block (the same sub-layers) with bidirectional self-attention across the L
+    slots of each (row, beam), cross-attention to the row's history memory, FFN."""
 
     def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor
                 ) -> torch.Tensor:  # fmt: skip
