@@ -338,3 +338,97 @@ class ReproductionRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DataProfile(Base):
+    """AutoFeature's profile of a data set (`agenticrs profile`): per-field statistics and the
+    fields the leakage check flagged. One row per (data snapshot fingerprint, label); profiling the
+    same data again replaces nothing and returns the stored row."""
+
+    __tablename__ = "data_profiles"
+    __table_args__ = (UniqueConstraint("fingerprint", "label", name="uq_profile_fingerprint_label"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(80))
+    rows: Mapped[int] = mapped_column(Integer)
+    fields: Mapped[list[Any]] = mapped_column(default=list)  # one dict per field
+    leaks: Mapped[list[Any]] = mapped_column(default=list)  # [{"field", "reason"}]
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PerfProfile(Base):
+    """AutoPerf's measurement of a candidate: latency per 1,000 candidates (p50, p99), size, memory
+    and export size, on one device. Unique per (candidate, device)."""
+
+    __tablename__ = "perf_profiles"
+    __table_args__ = (UniqueConstraint("candidate_id", "device", name="uq_perf_candidate_device"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    device: Mapped[str] = mapped_column(String(40))
+    latency_p50_ms: Mapped[float] = mapped_column(Float)  # per 1,000 candidates
+    latency_p99_ms: Mapped[float] = mapped_column(Float)
+    parameters: Mapped[int] = mapped_column(BigInteger)
+    memory_mb: Mapped[float] = mapped_column(Float)
+    export_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    export_format: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OuterTest(Base):
+    """The outer reward: a simulated online A/B test of a champion against the previous one in the
+    simulator's `Environment`. Its days are `OuterTestDay` rows, so a killed test resumes after
+    its last recorded day."""
+
+    __tablename__ = "outer_tests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    intent_id: Mapped[int | None] = mapped_column(ForeignKey("intents.id"), nullable=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    incumbent_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | passed | failed
+    reason: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # metric -> lift, ci, p
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class OuterTestDay(Base):
+    """One simulated day of an outer A/B test (per-arm totals; per-user outcomes on disk)."""
+
+    __tablename__ = "outer_test_days"
+    __table_args__ = (UniqueConstraint("outer_test_id", "day", name="uq_outer_test_day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outer_test_id: Mapped[int] = mapped_column(ForeignKey("outer_tests.id"))
+    day: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AgentAction(Base):
+    """The coordinator's ledger: one row per agent action (a round), with what it cost and the
+    rewards it earned. The bandit over agents and the per-agent budgets are read from these rows,
+    so a resumed evolution continues with the statistics it had."""
+
+    __tablename__ = "agent_actions"
+    __table_args__ = (UniqueConstraint("intent_id", "round", name="uq_agent_action_round"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    intent_id: Mapped[int] = mapped_column(ForeignKey("intents.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str] = mapped_column(String(40))
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | done
+    cost_s: Mapped[float] = mapped_column(Float, default=0.0)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+    inner_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outer_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

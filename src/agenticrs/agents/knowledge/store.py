@@ -33,11 +33,13 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agenticrs.agents.knowledge.schema import (
+    AgentAction,
     Artifact,
     Audit,
     Base,
     CandidateRow,
     Champion,
+    DataProfile,
     DataSnapshot,
     Decision,
     Deployment,
@@ -45,6 +47,9 @@ from agenticrs.agents.knowledge.schema import (
     Intent,
     Lesson,
     MemberStatsRow,
+    OuterTest,
+    OuterTestDay,
+    PerfProfile,
     Reproduction,
     ReproductionRun,
     Rollout,
@@ -591,4 +596,66 @@ class KnowledgeTx:
 
     def reproduction_lessons(self, reproduction_id: int) -> list[Lesson]:
         query = select(Lesson).where(Lesson.reproduction_id == reproduction_id).order_by(Lesson.id)
+        return list(self.session.scalars(query))
+
+    # -- agentic system II: profiles, perf profiles, outer tests, the agent ledger --------------------
+    def save_profile(self, dataset: str, fingerprint: str, label: str, **fields: Any) -> tuple[DataProfile, bool]:
+        """Idempotent per (fingerprint, label): profiling the same data again returns the stored row."""
+        return self._get_or_create(DataProfile, {"fingerprint": fingerprint, "label": label},
+                                   {"dataset": dataset, **fields})  # fmt: skip
+
+    def profiles(self, dataset: str | None = None) -> list[DataProfile]:
+        query = select(DataProfile).order_by(DataProfile.id)
+        if dataset is not None:
+            query = query.where(DataProfile.dataset == dataset)
+        return list(self.session.scalars(query))
+
+    def save_perf(self, candidate_id: int, device: str, **fields: Any) -> tuple[PerfProfile, bool]:
+        """Idempotent per (candidate, device): a candidate is measured once per device."""
+        return self._get_or_create(PerfProfile, {"candidate_id": candidate_id, "device": device}, fields)
+
+    def perf_profiles(self, intent_id: int | None = None, candidate_id: int | None = None) -> list[PerfProfile]:
+        query = select(PerfProfile).order_by(PerfProfile.id)
+        if candidate_id is not None:
+            query = query.where(PerfProfile.candidate_id == candidate_id)
+        if intent_id is not None:
+            query = query.join(CandidateRow, CandidateRow.id == PerfProfile.candidate_id).where(
+                CandidateRow.intent_id == intent_id)
+        return list(self.session.scalars(query))
+
+    def start_outer_test(self, candidate_id: int, incumbent_id: int, **fields: Any) -> OuterTest:
+        row = OuterTest(candidate_id=candidate_id, incumbent_id=incumbent_id, **fields)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def outer_tests(self, intent_id: int | None = None, candidate_id: int | None = None,
+                    status: str | None = None) -> list[OuterTest]:  # fmt: skip
+        query = select(OuterTest).order_by(OuterTest.id)
+        if intent_id is not None:
+            query = query.where(OuterTest.intent_id == intent_id)
+        if candidate_id is not None:
+            query = query.where(OuterTest.candidate_id == candidate_id)
+        if status is not None:
+            query = query.where(OuterTest.status == status)
+        return list(self.session.scalars(query))
+
+    def record_outer_day(self, outer_test_id: int, day: int, **fields: Any) -> tuple[OuterTestDay, bool]:
+        """Idempotent per (test, day): a resumed test re-recording a day gets the first row."""
+        return self._get_or_create(OuterTestDay, {"outer_test_id": outer_test_id, "day": day}, fields)
+
+    def outer_days(self, outer_test_id: int) -> list[OuterTestDay]:
+        query = select(OuterTestDay).where(OuterTestDay.outer_test_id == outer_test_id).order_by(OuterTestDay.day)
+        return list(self.session.scalars(query))
+
+    def finish_outer_test(self, outer_test_id: int, status: str, reason: str, result: dict[str, Any]) -> None:
+        row = self.get(OuterTest, outer_test_id)
+        row.status, row.reason, row.result, row.finished_at = status, reason, result, utcnow()
+
+    def agent_action(self, intent_id: int, round_: int, agent: str, **fields: Any) -> tuple[AgentAction, bool]:
+        """The ledger row of a round (created on first call): which agent acted, at what cost."""
+        return self._get_or_create(AgentAction, {"intent_id": intent_id, "round": round_}, {"agent": agent, **fields})
+
+    def agent_actions(self, intent_id: int) -> list[AgentAction]:
+        query = select(AgentAction).where(AgentAction.intent_id == intent_id).order_by(AgentAction.round)
         return list(self.session.scalars(query))
