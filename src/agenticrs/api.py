@@ -361,9 +361,11 @@ def evolve(
     db: str = DEFAULT_DB,
     settings: Mapping[str, Any] | None = None,
     strict: bool = False,
+    agents: list[str] | None = None,
 ) -> EvolveSummary:
     """Run the agentic loop (propose, train dual learners, decide with EnsNAS, gate, promote) and
-    record every step in the knowledge database `db`. `settings` holds any other `EvolveSettings`
+    record every step in the knowledge database `db`. `agents`: which act (train, feature, perf;
+    default all registered). `settings` holds any other `EvolveSettings`
     field as nested dicts, e.g. `{"start": {"model": "deepfm", "epochs": 2}, "ensemble_size": 4}`;
     a key that would have no effect is a ValueError naming the one that works."""
     from agenticrs.agents.coordinator import Coordinator
@@ -371,7 +373,7 @@ def evolve(
     from agenticrs.agents.settings import EvolveSettings, build_evolve_settings, check_effective_overrides
 
     base = build_evolve_settings(None, [], dataset=str(dataset), candidates=candidates, budget_s=budget_s,
-                                 proposer=proposer, seed=seed)
+                                 proposer=proposer, seed=seed, agents=agents)
     merged = EvolveSettings.model_validate(deep_merge(base.model_dump(mode="json"), dict(settings or {})))
     check_effective_overrides(_flat_keys(settings or {}), merged)
     store = KnowledgeStore(db)

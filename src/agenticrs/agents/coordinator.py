@@ -32,10 +32,12 @@ import numpy as np
 from agenticrs.agents import ensnas
 from agenticrs.agents.audit import audit_records
 from agenticrs.agents.autotrain import MemberTrainer, file_sha256, load_predictions
+from agenticrs.agents.bandit import LedgerEntry, choose_agent, ledger
 from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.contract import AGENTS, Agent, Outcome, agent_names
 from agenticrs.agents.executor import Executor, ExecutorFactory, LocalExecutor, TrainingJob
 from agenticrs.agents.knowledge import KnowledgeStore, KnowledgeTx
-from agenticrs.agents.knowledge.schema import CandidateRow, Intent, utcnow
+from agenticrs.agents.knowledge.schema import CandidateRow, Intent, Task, utcnow
 from agenticrs.agents.proposers import make_proposer
 from agenticrs.agents.proposers.base import (
     HistoryEntry,
@@ -65,6 +67,7 @@ class EvolveSummary:
     champion: str
     counts: dict[str, int] = field(default_factory=dict)
     final: dict[str, dict[str, float]] = field(default_factory=dict)  # seed / champion -> test metrics
+    agents: dict[str, dict[str, float]] = field(default_factory=dict)  # agent -> actions, accepted, spent_s
 
 
 def ensemble_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -132,6 +135,21 @@ class Coordinator:
         self.artifacts: Path = Path(settings.artifacts)
         self._predictions: dict[tuple[int, str, tuple[int, ...]], dict[str, np.ndarray]] = {}
         self._training_error = ""  # the last failed training's message
+        self.agent_order = self._agent_names()
+        self.agents: dict[str, Agent] = {}
+        self.start: Candidate = settings.start
+        self.profile: Any = None
+        self._exhausted: set[str] = set()
+        self._perf_cache: dict[int, Any] = {}
+
+    def _agent_names(self) -> list[str]:
+        names = list(self.settings.agents) if self.settings.agents is not None else agent_names()
+        unknown = [n for n in names if n not in AGENTS]
+        if unknown:
+            raise ValueError(f"unknown agents {unknown}; registered: {agent_names()}")
+        if not names:
+            raise ValueError("evolve needs at least one agent (train, feature, perf)")
+        return list(dict.fromkeys(names))
 
     def _proposer_settings(self) -> dict[str, Any]:
         return dict(self.settings.llm) if self.settings.proposer == "llm" else {}
@@ -174,6 +192,7 @@ class Coordinator:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: int | None = None) -> EvolveSummary:
+        self.prepare_agents()
         start = self.check_start()  # before any intent is opened: a bad start leaves nothing behind
         intent_id = self.open_intent(resume)
         try:
@@ -199,6 +218,8 @@ class Coordinator:
             if not self._round(round_):
                 break
             round_ += 1
+        self._promote_pending(round_, final=True)
+        self._final_outer_check(round_)
         summary = self.summary()
         with self.store.transaction() as tx:
             tx.finish_intent(intent_id, asdict(summary))
@@ -206,7 +227,7 @@ class Coordinator:
 
     def check_start(self) -> CheckReport:
         """The starting incumbent's check; a ValueError naming what is wrong when it fails."""
-        report = check(self.settings.start, self.settings.space, self.evo.data.schema)
+        report = check(self.start, self.settings.space, self.evo.data.schema)
         if not report.ok:
             raise ValueError(f"the starting incumbent (start) is not a valid candidate: {report.reason}")
         return report
@@ -224,7 +245,7 @@ class Coordinator:
             pass
 
     def _seed_round(self, report: CheckReport) -> None:
-        start = self.settings.start
+        start = self.start
         with self.store.transaction() as tx:
             task = tx.task(self.intent_id, 0, "coordinator", "seed")
             row, _ = tx.add_candidate(
@@ -246,6 +267,7 @@ class Coordinator:
         if predictions is None:
             raise ValueError(f"the starting incumbent (start) failed to train: {self._training_error}")
         stats = self._member_stats(candidate_id, start.config_hash(), predictions, "valid")
+        self._measure(candidate_id)
         metrics = self._ensemble_summary(predictions)
         with self.store.transaction() as tx:
             tx.record_decision(candidate_id, "seed", True, "starting incumbent", {"stats": stats.to_dict()})
@@ -255,37 +277,142 @@ class Coordinator:
         self.observer("promoted", {"round": 0, "candidate": start.describe(), "metrics": metrics})
 
     def _round(self, round_: int) -> bool:
-        """One round; False when the proposer has nothing new to offer."""
+        """One round of one agent; False when no agent has anything left to offer (or budget)."""
+        agent = self._agent_for(round_)
+        if agent is None:
+            return False
+        started = time.perf_counter()
         with self.store.transaction() as tx:
-            task = tx.task(self.intent_id, round_, "autotrain", "arch")
+            task = tx.task(self.intent_id, round_, agent.name, agent.kind)
             row = tx.candidate_in_round(self.intent_id, round_)
             task_id = task.id
         if row is None:
-            row = self._propose(round_, task_id)
+            row = self._propose(round_, task_id, agent)
             if row is None:
                 with self.store.transaction() as tx:
                     tx.close_task(task_id, "exhausted")
-                return False
+                self._exhausted.add(agent.name)
+                self._finish_action(round_, None, agent, started, Outcome("exhausted"))
+                return any(name not in self._exhausted for name in self.agents)
         candidate = Candidate.model_validate(row.config)
-        self.observer("round", {"round": round_, "candidate": candidate.describe(), "id": row.id, "rationale": row.rationale})
-        if row.status in ("invalid", "failed", "rejected", "gate_failed", "promoted"):
+        self.observer("round", {"round": round_, "candidate": candidate.describe(), "id": row.id,
+                                "rationale": row.rationale, "agent": agent.name})  # fmt: skip
+        if row.status in ("invalid", "failed", "rejected", "gate_failed", "promoted", "superseded", "held"):
             with self.store.transaction() as tx:
                 tx.close_task(task_id)
+            self._finish_action(round_, row.id, agent, started, self._outcome(row.id, row.status))
             self.observer("decided", {"candidate_id": row.id, "status": row.status})
             return True
         predictions = self.train_members(row.id, candidate)
         if predictions is None:
             self._close(task_id, row.id, "failed")
+            self._finish_action(round_, row.id, agent, started, Outcome("failed"))
             return True
+        self._measure(row.id)
         champion_row, incumbent, incumbent_predictions = self._incumbent()
-        comparison = self._ensnas(row.id, candidate, champion_row.id, incumbent, predictions, incumbent_predictions)
-        if not comparison["accepted"]:
-            self._close(task_id, row.id, "rejected")
-            return True
-        self._gate(round_, row.id, candidate, champion_row.id, predictions, incumbent_predictions)
+        comparison = self._ensnas(row.id, candidate, champion_row.id, incumbent, predictions, incumbent_predictions,
+                                  non_inferior=agent.acceptance == "non_inferior")  # fmt: skip
         with self.store.transaction() as tx:
             tx.close_task(task_id)
+        status = "accepted" if comparison["accepted"] else "rejected"
+        self._finish_action(round_, row.id, agent, started, self._outcome(row.id, status))
+        if not comparison["accepted"]:
+            self.observer("decided", {"candidate_id": row.id, "status": "rejected"})
+            return True
+        if round_ % self.settings.promote_every == 0:
+            self._promote_pending(round_)
         return True
+
+    # -- agents: choice, ledger, outcomes ---------------------------------------------------------
+    def prepare_agents(self) -> None:
+        """Build the enabled agents on this data: AutoFeature profiles the data first (stored in the
+        knowledge layer) and, with `exclude_leaks`, the start drops the fields its leakage check
+        flags; an agent whose decision space is empty here is refused with the reason."""
+        from agenticrs.agents.team import FeatureAgent, PerfAgent, TrainAgent, feature_options
+
+        label = self.settings.train.label
+        if "feature" in self.agent_order or self.settings.exclude_leaks:
+            self.profile = self._profile(label)
+        if self.settings.exclude_leaks and self.profile is not None and self.profile.leaks:
+            from agenticrs.features.actions import DropField
+
+            have = {a.field for a in self.start.features if getattr(a, "kind", "") == "drop"}
+            drops = [DropField(field=f.name) for f in self.profile.leaks if f.name not in have]
+            if drops:
+                self.start = self.settings.start.model_copy(update={"features": [*self.settings.start.features, *drops]})
+        context = self._context(self.start, self.start.config_hash(strict=False), 0, ())
+        for name in self.agent_order:
+            if name == "train":
+                agent: Agent = TrainAgent(self.proposer)
+            elif name == "feature":
+                agent = FeatureAgent(feature_options(self.evo.fit, self.profile, label))
+            elif name == "perf":
+                agent = PerfAgent()
+            else:
+                agent = AGENTS[name]()
+            if agent.decision_space(context).size == 0:
+                raise ValueError(f"agent '{name}' has an empty decision space on {self.settings.dataset}; "
+                                 f"leave it out (--agents {','.join(n for n in self.agent_order if n != name)})")  # fmt: skip
+            self.agents[name] = agent
+
+    def _profile(self, label: str | None) -> Any:
+        from agenticrs.agents.autofeature.profile import profile_dataset, record_profile
+
+        profile = profile_dataset(self.evo.data, label)
+        fingerprint = _digest(json.dumps({"dataset": self.evo.data.spec.name,
+                                          "encoder": self.evo.data.encoder.to_dict()}, sort_keys=True, default=str))  # fmt: skip
+        record_profile(self.store, profile, fingerprint)
+        for leak in profile.leaks:
+            self.observer("leak", {"field": leak.name, "reason": leak.leak})
+        return profile
+
+    def _context(self, incumbent: Candidate, incumbent_hash: str, round_: int,
+                 history: tuple[HistoryEntry, ...], lessons: tuple[str, ...] = ()) -> ProposalContext:  # fmt: skip
+        return ProposalContext(incumbent=incumbent, incumbent_hash=incumbent_hash, space=self.settings.space,
+                               schema=self.evo.data.schema, history=history, lessons=lessons, round=round_,
+                               seed=self.settings.seed)  # fmt: skip
+
+    def _ledger_entries(self, tx: KnowledgeTx) -> list[LedgerEntry]:
+        return [LedgerEntry(a.agent, a.cost_s, a.accepted, a.inner_reward, a.outer_reward)
+                for a in tx.agent_actions(self.intent_id) if a.status == "done"]  # fmt: skip
+
+    def _agent_for(self, round_: int) -> Agent | None:
+        """The agent of this round: the one the ledger recorded (a resumed round), else the bandit's."""
+        with self.store.transaction() as tx:
+            recorded = next((a for a in tx.agent_actions(self.intent_id) if a.round == round_), None)
+            if recorded is not None and recorded.agent in self.agents:
+                return self.agents[recorded.agent]
+            name = choose_agent(list(self.agents), self._ledger_entries(tx), self.settings.agent_budget_s,
+                                self.settings.agent_exploration, self.settings.beta, sorted(self._exhausted))  # fmt: skip
+            if name is None:
+                return None
+            tx.agent_action(self.intent_id, round_, name)
+        self.observer("agent", {"round": round_, "agent": name})
+        return self.agents[name]
+
+    def _finish_action(self, round_: int, candidate_id: int | None, agent: Agent, started: float,
+                       outcome: Outcome) -> None:  # fmt: skip
+        with self.store.transaction() as tx:
+            row, _ = tx.agent_action(self.intent_id, round_, agent.name)
+            if row.status == "done":
+                return
+            row.candidate_id = candidate_id
+            row.cost_s = float(time.perf_counter() - started)
+            row.accepted = outcome.status == "accepted"
+            row.inner_reward = float(agent.evaluate(outcome)) if outcome.status != "exhausted" else None
+            row.details = {"status": outcome.status, "improvement": outcome.improvement,
+                           "latency_p99_ms": outcome.latency_p99_ms}  # fmt: skip
+            row.status = "done"
+
+    def _outcome(self, candidate_id: int, status: str) -> Outcome:
+        with self.store.transaction() as tx:
+            comp = next((c for c in tx.comparisons(self.intent_id)
+                         if c.candidate_id == candidate_id and c.split == "valid"), None)  # fmt: skip
+            row = tx.get(CandidateRow, candidate_id)
+            parent = row.parent_id
+        mine, theirs = self._perf_of(candidate_id), self._perf_of(parent) if parent else None
+        return Outcome(status, comp.improvement if comp else None, comp.ci_low if comp else None,
+                       mine.latency_p99_ms if mine else None, theirs.latency_p99_ms if theirs else None)  # fmt: skip
 
     def _close(self, task_id: int, candidate_id: int, status: str) -> None:
         with self.store.transaction() as tx:
@@ -293,7 +420,10 @@ class Coordinator:
         self.observer("decided", {"candidate_id": candidate_id, "status": status})
 
     # -- proposing ----------------------------------------------------------------------------------
-    def history(self, tx: KnowledgeTx, before_round: int) -> tuple[HistoryEntry, ...]:
+    def history(self, tx: KnowledgeTx, before_round: int, agent: str | None = None) -> tuple[HistoryEntry, ...]:
+        """Earlier candidates of the intent; with `agent`, the kinds of change the other agents made
+        are hidden from its bandit (`mutation` None) while their hashes stay seen."""
+        agent_of = {t.round: t.agent for t in tx.tasks(self.intent_id)} if agent is not None else {}
         comparisons = {c.candidate_id: c for c in tx.comparisons(self.intent_id) if c.split == "valid"}
         reasons: dict[int, str] = {}
         for decision in tx.decisions(intent_id=self.intent_id):
@@ -308,7 +438,7 @@ class Coordinator:
                     candidate=Candidate.model_validate(row.config),
                     config_hash=row.config_hash,
                     proposer=row.proposer,
-                    mutation=row.mutation,
+                    mutation=row.mutation if agent is None or agent_of.get(row.round, agent) == agent else None,
                     status=row.status,
                     improvement=comp.improvement if comp else None,
                     gain_accuracy=comp.gain_accuracy if comp else None,
@@ -318,25 +448,19 @@ class Coordinator:
             )
         return tuple(entries)
 
-    def _propose(self, round_: int, task_id: int) -> CandidateRow | None:
+    def _propose(self, round_: int, task_id: int, agent: Agent) -> CandidateRow | None:
         with self.store.transaction() as tx:
             champion = tx.champion(self.intent_id)
             incumbent_row = tx.get(CandidateRow, champion.candidate_id)
-            context = ProposalContext(
-                incumbent=Candidate.model_validate(incumbent_row.config),
-                incumbent_hash=incumbent_row.config_hash,
-                space=self.settings.space,
-                schema=self.evo.data.schema,
-                history=self.history(tx, round_),
-                lessons=tuple(lesson.text for lesson in tx.lessons(self.intent_id, limit=50)),
-                round=round_,
-                seed=self.settings.seed,
+            context = self._context(
+                Candidate.model_validate(incumbent_row.config), incumbent_row.config_hash, round_,
+                self.history(tx, round_, agent.name), tuple(lesson.text for lesson in tx.lessons(self.intent_id, limit=50)),
             )
             parent_id = incumbent_row.id
-        outcome = _safe_propose(self.proposer, context)
+        outcome = _safe_propose(agent, context)
         lessons = list(outcome.lessons)
-        proposer_name = self.proposer.name
-        if outcome.proposal is None and self.fallback is not None:
+        proposer_name = self.proposer.name if agent.name == "train" else agent.name
+        if outcome.proposal is None and self.fallback is not None and agent.name == "train":
             why = "; ".join(outcome.lessons) or "no answer"
             self.observer("fallback", {"round": round_, "proposer": proposer_name, "reason": why,
                                        "strict": self.strict_proposer})
@@ -481,7 +605,10 @@ class Coordinator:
         return row, Candidate.model_validate(row.config), self.predictions(row.id)
 
     def _ensnas(self, candidate_id: int, candidate: Candidate, incumbent_id: int, incumbent: Candidate,
-                predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+                predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray],
+                non_inferior: bool = False) -> dict[str, Any]:  # fmt: skip
+        """EnsNAS on valid. `non_inferior` (AutoPerf): accepted unless a significant loss beyond
+        `perf_tolerance`, and only when it is measured to be faster than the incumbent."""
         with self.store.transaction() as tx:
             for decision in tx.decisions(candidate_id=candidate_id):
                 if decision.gate == "ensnas":
@@ -489,10 +616,17 @@ class Coordinator:
         s = self.settings
         incumbent_stats = self._member_stats(incumbent_id, incumbent.config_hash(), incumbent_predictions, "valid")
         self._member_stats(candidate_id, candidate.config_hash(), predictions, "valid")
+        margin = -s.perf_tolerance if non_inferior else s.margin
         result = ensnas.compare(
             predictions["valid"], incumbent_predictions["valid"], self.labels["valid"], s.ensemble_size,
-            bootstrap=s.bootstrap, level=s.level, margin=s.margin, seed=s.seed, incumbent_stats=incumbent_stats,
+            bootstrap=s.bootstrap, level=s.level, margin=margin, seed=s.seed, incumbent_stats=incumbent_stats,
         )
+        if non_inferior and result.accepted:
+            mine, theirs = self._perf_of(candidate_id), self._perf_of(incumbent_id)
+            if mine is not None and theirs is not None and not mine.latency_p99_ms < theirs.latency_p99_ms:
+                result.accepted = False
+                result.reason = (f"as good (non-inferior within {s.perf_tolerance:g}) but not faster: p99 "
+                                 f"{mine.latency_p99_ms:.2f} ms vs {theirs.latency_p99_ms:.2f} ms per 1,000")  # fmt: skip
         with self.store.transaction() as tx:
             tx.record_comparison(candidate_id, "valid", **_comparison_fields(result, incumbent_id))
             tx.record_decision(candidate_id, "ensnas", result.accepted, result.reason, result.to_dict())
@@ -503,7 +637,14 @@ class Coordinator:
         return {"accepted": result.accepted, "reason": result.reason}
 
     def _gate(self, round_: int, candidate_id: int, candidate: Candidate, incumbent_id: int,
-              predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray]) -> bool:
+              predictions: dict[str, np.ndarray], incumbent_predictions: dict[str, np.ndarray],
+              non_inferior: bool = False) -> bool:  # fmt: skip
+        """The held-out users' check (recorded once per candidate): a significant gain of the
+        objective, or for AutoPerf's candidates no significant loss beyond `perf_tolerance`."""
+        with self.store.transaction() as tx:
+            for decision in tx.decisions(candidate_id=candidate_id):
+                if decision.gate == "gate":
+                    return decision.accepted
         s = self.settings
         labels = self.labels["gate"]
         gain, draws = paired_metric_bootstrap(
@@ -513,29 +654,255 @@ class Coordinator:
         low = float(np.quantile(draws, 1 - s.gate_level))
         on_gate = ensnas.compare(predictions["gate"], incumbent_predictions["gate"], labels, s.ensemble_size,
                                  bootstrap=0, seed=s.seed)
-        passed = gain > 0 and low > 0
+        if non_inferior:
+            high = float(np.quantile(draws, s.gate_level))
+            passed = high > -s.perf_tolerance
+            test = f"no significant loss beyond {s.perf_tolerance:g} (one-sided {s.gate_level:.0%} upper bound {high:+.5f})"
+        else:
+            passed = gain > 0 and low > 0
+            test = f"one-sided {s.gate_level:.0%} bound {low:+.5f}"
         reason = (
-            f"{'promoted' if passed else 'held back'}: gate {s.objective} gain of the 2-ensemble {gain:+.5f} "
-            f"(one-sided {s.gate_level:.0%} bound {low:+.5f}); predicted M={s.ensemble_size} Brier gain on the gate "
-            f"{on_gate.improvement:+.2e}"
+            f"{'passed' if passed else 'held back'}: gate {s.objective} gain of the 2-ensemble {gain:+.5f} "
+            f"({test}); predicted M={s.ensemble_size} Brier gain on the gate {on_gate.improvement:+.2e}"
         )
-        metrics = self._ensemble_summary(predictions)
         with self.store.transaction() as tx:
             tx.record_comparison(candidate_id, "gate", **_comparison_fields(on_gate, incumbent_id))
             tx.record_decision(candidate_id, "gate", passed, reason,
                                {"objective": s.objective, "gain": gain, "bound": low, "level": s.gate_level})
-            row = tx.get(CandidateRow, candidate_id)
-            if passed:
-                tx.promote(self.intent_id, candidate_id, round_, metrics)
-                row.status = "promoted"
-            else:
-                row.status = "gate_failed"
+            if not passed:
+                tx.get(CandidateRow, candidate_id).status = "gate_failed"
                 tx.add_lesson("gate", f"{candidate.describe()}: {reason}", self.intent_id, candidate_id)
-        self.observer("promoted" if passed else "held", {"round": round_, "candidate": candidate.describe(),
-                                                         "metrics": metrics, "reason": reason})
-        if passed:
-            self._maybe_audit()
+        if not passed:
+            self.observer("held", {"round": round_, "candidate": candidate.describe(),
+                                   "metrics": self._ensemble_summary(predictions), "reason": reason})  # fmt: skip
         return passed
+
+    def _commit(self, round_: int, candidate_id: int, candidate: Candidate, predictions: dict[str, np.ndarray],
+                reason: str) -> None:  # fmt: skip
+        metrics = self._ensemble_summary(predictions)
+        with self.store.transaction() as tx:
+            tx.promote(self.intent_id, candidate_id, round_, metrics)
+            tx.get(CandidateRow, candidate_id).status = "promoted"
+        self.observer("promoted", {"round": round_, "candidate": candidate.describe(), "metrics": metrics,
+                                   "reason": reason})  # fmt: skip
+        self._maybe_audit()
+
+    # -- promotion: composition, gate, guardrails, outer reward ------------------------------------
+    def _pending(self, champion_id: int) -> list[CandidateRow]:
+        """Accepted candidates against the champion that no promotion has decided yet."""
+        with self.store.transaction() as tx:
+            return [r for r in tx.candidates(self.intent_id) if r.status == "accepted" and r.parent_id == champion_id]
+
+    def _agent_of(self, row: CandidateRow) -> str:
+        with self.store.transaction() as tx:
+            task = tx.get(Task, row.task_id) if row.task_id is not None else None
+        return task.agent if task is not None else "train"
+
+    def _compose(self, round_: int, champion: CandidateRow, pending: list[CandidateRow]) -> CandidateRow | None:
+        """Changes of different agents accepted against one incumbent, re-checked together: the best
+        architecture change (AutoTrain or AutoPerf) with every accepted feature action."""
+        by_agent: dict[str, list[CandidateRow]] = {}
+        for row in pending:
+            by_agent.setdefault(self._agent_of(row), []).append(row)
+        features = by_agent.get("feature", [])
+        arch = [r for name in ("train", "perf") for r in by_agent.get(name, [])]
+        if not features or not arch:
+            return None
+        gain = {c.candidate_id: c.improvement for c in self._valid_comparisons()}
+        best_arch = max(arch, key=lambda r: (gain.get(r.id) or -np.inf, -r.id))
+        base = Candidate.model_validate(best_arch.config)
+        incumbent = Candidate.model_validate(champion.config)
+        start = len(incumbent.features)
+        added = [a for row in features for a in Candidate.model_validate(row.config).features[start:]]
+        merged = base.model_copy(update={"features": [*base.features, *[a for a in added if a not in base.features]]})
+        merged = Candidate.model_validate(merged.model_dump())
+        report = self._check(merged)
+        parts = [best_arch.id, *(r.id for r in features)]
+        with self.store.transaction() as tx:
+            task = tx.task(self.intent_id, round_, "coordinator", "compose")
+            row, _ = tx.add_candidate(
+                self.intent_id, merged.config_hash(strict=False), round=round_, task_id=task.id,
+                config=merged.model_dump(mode="json"), parent_id=champion.id, proposer="compose", mutation="compose",
+                rationale=f"candidates {parts} were accepted against champion #{champion.id}: re-checked together",
+                parameters=report.parameters, latency_ms=report.latency_ms_per_1000,
+                status="proposed" if report.ok else "invalid",
+            )
+            if not report.ok:
+                tx.record_decision(row.id, "validation", False, report.reason)
+            tx.close_task(task.id)
+        if row.status == "proposed" or row.status == "accepted":
+            predictions = self.train_members(row.id, merged)
+            if predictions is None:
+                return None
+            self._measure(row.id)
+            champion_predictions = self.predictions(champion.id)
+            self._ensnas(row.id, merged, champion.id, incumbent, predictions, champion_predictions)
+        with self.store.transaction() as tx:
+            return tx.get(CandidateRow, row.id)
+
+    def _valid_comparisons(self) -> list[Any]:
+        with self.store.transaction() as tx:
+            return [c for c in tx.comparisons(self.intent_id) if c.split == "valid"]
+
+    def _promote_pending(self, round_: int, final: bool = False) -> None:
+        """Decide the accepted candidates waiting against the champion: compose when agents differ,
+        then in order of EnsNAS gain: the gate, the guardrails and the outer A/B test; the first that
+        passes all three becomes the champion, the others are superseded."""
+        with self.store.transaction() as tx:
+            champion = tx.get(CandidateRow, tx.champion(self.intent_id).candidate_id)
+        pending = self._pending(champion.id)
+        if not pending:
+            return
+        composed = self._compose(round_, champion, pending) if len(pending) > 1 else None
+        pending = self._pending(champion.id)  # the composition, if EnsNAS accepted it
+        gain = {c.candidate_id: c.improvement for c in self._valid_comparisons()}
+        order = sorted(pending, key=lambda r: (-(gain.get(r.id) or 0.0), r.id))
+        incumbent_predictions = self.predictions(champion.id)
+        winner = None
+        for row in order:
+            candidate = Candidate.model_validate(row.config)
+            predictions = self.predictions(row.id)
+            non_inferior = self._agent_of(row) == "perf"
+            if not self._gate(row.round, row.id, candidate, champion.id, predictions, incumbent_predictions,
+                              non_inferior=non_inferior):  # fmt: skip
+                continue
+            if not self._guardrails(row.id, candidate):
+                continue
+            credit = [r.id for r in order if r.proposer != "compose"] if row.proposer == "compose" else [row.id]
+            if not self._outer_check(row, champion, due=self._outer_due(final), credit=credit):
+                continue
+            self._commit(row.round if row.proposer != "compose" else round_, row.id, candidate, predictions,
+                         "gate, guardrails and outer test passed")  # fmt: skip
+            winner = row
+            break
+        with self.store.transaction() as tx:
+            for row in order:
+                if winner is not None and row.id != winner.id and tx.get(CandidateRow, row.id).status == "accepted":
+                    tx.get(CandidateRow, row.id).status = "superseded"
+                    tx.record_decision(row.id, "promotion", False,
+                                       f"candidate {winner.id} was promoted against the same champion #{champion.id}")
+        if composed is not None:
+            self.observer("composed", {"candidate_id": composed.id, "status": composed.status})
+
+    # -- AutoPerf: measurement -------------------------------------------------------------------
+    def member_runs(self, candidate_id: int) -> list[Path]:
+        return [self.trainer.run_dir(self.artifacts, candidate_id, "member", s) for s in self.settings.member_seeds()]
+
+    def _measure(self, candidate_id: int) -> None:
+        """Latency, size, memory and export size of the candidate's members, recorded once."""
+        if not self.settings.measure_perf or self._perf_of(candidate_id) is not None:
+            return
+        from agenticrs.agents.autoperf import measure_candidate, record_perf
+
+        try:
+            report = measure_candidate(self.member_runs(candidate_id))
+        except Exception as exc:  # noqa: BLE001 - a measurement that fails is a lesson, not a crash
+            with self.store.transaction() as tx:
+                tx.add_lesson("perf", f"candidate {candidate_id} could not be measured: {type(exc).__name__}: {exc}",
+                              self.intent_id, candidate_id)  # fmt: skip
+            return
+        record_perf(self.store, candidate_id, report)
+        self._perf_cache[candidate_id] = report
+        self.observer("measured", {"candidate_id": candidate_id, "p99_ms": report.latency_p99_ms,
+                                   "parameters": report.parameters})  # fmt: skip
+
+    def _perf_of(self, candidate_id: int | None) -> Any:
+        if candidate_id is None:
+            return None
+        if candidate_id not in self._perf_cache:
+            with self.store.transaction() as tx:
+                rows = tx.perf_profiles(candidate_id=candidate_id)
+                if not rows:
+                    return None
+                self._perf_cache[candidate_id] = rows[-1]
+        return self._perf_cache[candidate_id]
+
+    # -- the outer reward ---------------------------------------------------------------------------
+    def _outer_due(self, final: bool) -> bool:
+        every = self.settings.outer_every
+        if every == 0:
+            return False
+        if final or every == 1:
+            return True
+        with self.store.transaction() as tx:
+            lineage = tx.lineage(self.intent_id)
+            tested = {d.candidate_id for d in tx.decisions(intent_id=self.intent_id) if d.gate == "outer"}
+        since = 0
+        for champ in reversed(lineage[1:]):
+            if champ.candidate_id in tested:
+                break
+            since += 1
+        return since + 1 >= every
+
+    def _outer_check(self, row: CandidateRow, champion: CandidateRow, due: bool, credit: list[int]) -> bool:
+        """The outer reward: an A/B test of the candidate against the champion in the simulator;
+        committed only without a significant loss. Recorded as the `outer` decision, and as the
+        outer reward of the actions that produced it (the bandit learns from it)."""
+        if not due:
+            return True
+        with self.store.transaction() as tx:
+            for decision in tx.decisions(candidate_id=row.id):
+                if decision.gate == "outer":
+                    return decision.accepted
+        from agenticrs.agents.outer import run_outer_test
+        from agenticrs.train.policy import world_of_run
+
+        if world_of_run(self.member_runs(champion.id)[0]) is None:
+            with self.store.transaction() as tx:
+                tx.record_decision(row.id, "outer", True, "not measured: the data is not from the simulator")
+            return True
+        self.observer("outer", {"candidate_id": row.id, "incumbent_id": champion.id})
+        result = run_outer_test(self.store, row.id, champion.id, self.member_runs(row.id), self.member_runs(champion.id),
+                                self.settings.outer, self.artifacts / "outer", intent_id=self.intent_id)  # fmt: skip
+        primary = self.settings.outer.metrics[0]
+        lift = result.lifts.get(primary, {}).get("lift")
+        with self.store.transaction() as tx:
+            tx.record_decision(row.id, "outer", result.passed, result.reason,
+                               {"test": result.test_id, "lifts": result.lifts})  # fmt: skip
+            if not result.passed:
+                tx.get(CandidateRow, row.id).status = "held"
+                tx.add_lesson("outer", f"{Candidate.model_validate(row.config).describe()}: {result.reason}",
+                              self.intent_id, row.id)  # fmt: skip
+            for action in tx.agent_actions(self.intent_id):
+                if action.candidate_id in credit and lift is not None and np.isfinite(lift):
+                    action.outer_reward = float(lift)
+        self.observer("outer_done", {"candidate_id": row.id, "passed": result.passed, "reason": result.reason})
+        return result.passed
+
+    def _final_outer_check(self, round_: int) -> None:
+        """Before the champion becomes final: its A/B test against the previous champion, if no
+        promotion since the last one was tested; a significant loss reinstates the previous one."""
+        if self.settings.outer_every <= 1:
+            return
+        with self.store.transaction() as tx:
+            lineage = tx.lineage(self.intent_id)
+            if len(lineage) < 2:
+                return
+            champion = tx.get(CandidateRow, lineage[-1].candidate_id)
+            previous = tx.get(CandidateRow, lineage[-2].candidate_id)
+        if self._outer_check(champion, previous, due=True, credit=[champion.id]):
+            return
+        with self.store.transaction() as tx:
+            tx.reinstate(self.intent_id, previous.id, round_, dict(lineage[-2].metrics))
+        self.observer("reinstated", {"candidate_id": previous.id})
+
+    def _guardrails(self, candidate_id: int, candidate: Candidate) -> bool:
+        """AutoPerf's budgets: a measured candidate over any of them is not promoted."""
+        budgets = self.settings.budgets
+        report = self._perf_of(candidate_id)
+        if report is None:
+            return True
+        violations = budgets.violations(report)
+        with self.store.transaction() as tx:
+            reason = "; ".join(violations) if violations else "within every budget"
+            tx.record_decision(candidate_id, "guardrails", not violations, reason,
+                               {"budgets": budgets.model_dump(mode="json")})
+            if violations:
+                tx.get(CandidateRow, candidate_id).status = "held"
+                tx.add_lesson("guardrails", f"{candidate.describe()}: {reason}", self.intent_id, candidate_id)
+        if violations:
+            self.observer("held", {"candidate": candidate.describe(), "reason": reason, "metrics": {}})
+        return not violations
 
     def _maybe_audit(self) -> None:
         every = self.settings.audit_every
@@ -590,7 +957,13 @@ class Coordinator:
         if "test" in self.labels:
             for name, candidate_id in (("seed", lineage[0].candidate_id), ("champion", champion_row.id)):
                 final[name] = ensemble_metrics(self.predictions(candidate_id)["test"], self.labels["test"])
+        with self.store.transaction() as tx:
+            books = ledger(list(self.agents) or self.agent_order, self._ledger_entries(tx),
+                           self.settings.agent_budget_s, self.settings.beta)  # fmt: skip
+        agents = {name: {"actions": b.actions, "accepted": b.accepted, "spent_s": round(b.spent_s, 3),
+                         "budget_s": b.limit_s} for name, b in books.items()}  # fmt: skip
         return EvolveSummary(
+            agents=agents,
             intent_id=self.intent_id,
             rounds=max((r.round for r in rows), default=0),
             champion_id=champion_row.id,

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from agenticrs.agents.autoperf import PerfBudgets
 from agenticrs.agents.candidate import Candidate
+from agenticrs.agents.outer import OuterSettings
 from agenticrs.agents.space import SearchSpace
 from agenticrs.config import apply_overrides, deep_merge, load_yaml
 from agenticrs.train.config import TrainConfig
@@ -77,6 +79,19 @@ class EvolveSettings(BaseModel):
     train: TrainConfig = Field(default_factory=default_train)
     space: SearchSpace = Field(default_factory=SearchSpace)
     llm: LLMOptions = Field(default_factory=LLMOptions, description="LLM proposer settings (base_url, model, ...)")
+    agents: list[str] | None = Field(default=None, description="agents that act (train, feature, perf); None: all registered")
+    agent_budget_s: dict[str, float] = Field(default_factory=dict, description="seconds each agent may spend (ledger)")
+    agent_exploration: float = Field(default=1.0, ge=0, description="UCB1 exploration of the bandit over agents")
+    beta: float = Field(default=0.5, ge=0, le=1, description="weight of the outer reward in the agents' reward")
+    promote_every: int = Field(default=1, ge=1, description="rounds between promotions: accepted changes wait, and "
+                               "changes of different agents accepted against one incumbent are re-checked together")
+    perf_tolerance: float = Field(default=2e-4, ge=0, description="AutoPerf: Brier loss tolerated (non-inferiority)")
+    measure_perf: bool = Field(default=True, description="measure latency, size, memory and export of every candidate")
+    budgets: PerfBudgets = Field(default_factory=PerfBudgets, description="guardrails that block a promotion")
+    outer_every: int = Field(default=1, ge=0, description="outer A/B test every K promotions and before the champion "
+                             "becomes final (0: off; only on simulator data)")
+    outer: OuterSettings = Field(default_factory=OuterSettings, description="the outer A/B test in the simulator")
+    exclude_leaks: bool = Field(default=True, description="drop fields the profile's leakage check flags")
     artifacts: Path = Field(default=Path("runs/evolve"), description="where learners' runs are written")
     cache_dir: Path | None = None
 

@@ -136,6 +136,8 @@ def evolve(
     budget: str = typer.Option(None, "--budget", help="wall-clock budget, e.g. 3m, 20m, 1h"),
     candidates: int = typer.Option(None, "--candidates", "-n", help="number of rounds (one candidate each)"),
     proposer: str = typer.Option(None, "--proposer", help="builtin | optuna | llm"),
+    agents: str = typer.Option(None, "--agents", help="agents that act, e.g. train,feature,perf (default: all "
+                               "registered); the coordinator's bandit picks which acts each round"),
     db: str = DB_OPTION,
     resume: bool = typer.Option(False, "--resume", help="continue the newest unfinished intent (or --intent)"),
     intent: int = typer.Option(None, "--intent", help="the intent to resume"),
@@ -166,7 +168,7 @@ def evolve(
     resume_id = None
     budget_s = parse_duration(budget) if budget else None
     if resume or intent is not None:
-        given = {"--dataset": dataset, "--objective": objective, "--proposer": proposer, "--seed": seed,
+        given = {"--dataset": dataset, "--objective": objective, "--proposer": proposer, "--seed": seed, "--agents": agents,
                  "--ensemble-size": ensemble_size, "--config": config}
         ignored = [flag for flag, value in given.items() if value is not None]
         if ignored:
@@ -197,6 +199,7 @@ def evolve(
         settings = build_evolve_settings(
             config, overrides, dataset=dataset, objective=objective, budget_s=budget_s, candidates=candidates,
             proposer=proposer, seed=seed, ensemble_size=ensemble_size,
+            agents=[a.strip() for a in agents.split(",") if a.strip()] if agents else None,
         )
         store = KnowledgeStore(db)  # after the settings: a bad --set creates no database
         if store.created:
@@ -232,6 +235,14 @@ def evolve(
 def _print_final(summary: Any) -> None:
     console.print(f"champion of intent {summary.intent_id}: #{summary.champion_id} {summary.champion}")
     console.print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())))
+    if summary.agents:
+        table = Table(title="agents (the coordinator's ledger)")
+        for column in ("agent", "actions", "accepted", "spent s", "budget s"):
+            table.add_column(column, justify="left" if column == "agent" else "right")
+        for name, book in summary.agents.items():
+            budget = "-" if book.get("budget_s") is None else f"{book['budget_s']:,.0f}"
+            table.add_row(name, str(book["actions"]), str(book["accepted"]), f"{book['spent_s']:,.1f}", budget)
+        console.print(table)
     if summary.final:
         table = Table(title="test split (never used for a decision): 2-learner ensembles")
         table.add_column("model")

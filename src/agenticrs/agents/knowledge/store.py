@@ -349,7 +349,9 @@ class KnowledgeTx:
         return list(self.session.scalars(query))
 
     def candidate_in_round(self, intent_id: int, round_: int) -> CandidateRow | None:
-        query = select(CandidateRow).where(CandidateRow.intent_id == intent_id, CandidateRow.round == round_)
+        """The candidate an agent proposed in a round (a composition the coordinator made is not one)."""
+        query = select(CandidateRow).where(CandidateRow.intent_id == intent_id, CandidateRow.round == round_,
+                                           CandidateRow.proposer != "compose")  # fmt: skip
         return self.session.scalars(query.order_by(CandidateRow.id)).first()
 
     def training(self, candidate_id: int, role: str, seed: int) -> Training | None:
@@ -443,6 +445,21 @@ class KnowledgeTx:
         ).first()
         if existing is not None:
             return existing
+        sequence = self.session.scalar(
+            select(func.coalesce(func.max(Champion.sequence) + 1, 0)).where(Champion.intent_id == intent_id)
+        )
+        row = Champion(intent_id=intent_id, candidate_id=candidate_id, sequence=sequence, round=round_, metrics=metrics)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def reinstate(self, intent_id: int, candidate_id: int, round_: int, metrics: dict[str, Any]) -> Champion:
+        """Make an earlier champion the champion again (a rollback by evidence): a new lineage row,
+        idempotent while it is the newest."""
+        self.lock_intent(intent_id)
+        current = self.champion(intent_id)
+        if current is not None and current.candidate_id == candidate_id:
+            return current
         sequence = self.session.scalar(
             select(func.coalesce(func.max(Champion.sequence) + 1, 0)).where(Champion.intent_id == intent_id)
         )
