@@ -293,7 +293,8 @@ class DatasetProfile:
                    settings=dict(raw.get("settings") or {}))  # fmt: skip
 
 
-def _label_index(data: ProcessedDataset, label: str | None) -> tuple[str, int]:
+def resolve_label(data: ProcessedDataset, label: str | None) -> tuple[str, int]:
+    """(name, column) of the label to profile against: `label`, or the data set's first label."""
     labels = list(data.schema.labels)
     if not labels:
         raise ValueError(f"data set '{data.spec.name}' has no label to profile against")
@@ -352,7 +353,7 @@ def profile_dataset(
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1 (got {max_rows})")
-    label_name, label_index = _label_index(data, label)
+    label_name, label_index = resolve_label(data, label)
     train = _Sample(data.split("train"), max_rows, seed)
     later = sorted((name for name in data.splits if name != "train"), key=lambda n: (n != "valid", n != "test", n))
     windows = {name: _Sample(data.splits[name], max_rows, seed) for name in later if data.splits[name].rows > 0}
@@ -448,7 +449,7 @@ def cross_information(
         if name not in fields:
             raise ValueError(f"field '{name}' is not a profiled field of '{data.spec.name}' "
                              f"(fields: {', '.join(fields)})")  # fmt: skip
-    _, label_index = _label_index(data, label)
+    _, label_index = resolve_label(data, label)
     train = _Sample(data.split("train"), max_rows, seed)
     known, y = _labels(train, label_index)
     codes = []
