@@ -239,7 +239,8 @@ class FieldProfile:
 
     name: str
     kind: FieldKind
-    cardinality: int  # distinct values seen in train (ids: not counting OOV / missing)
+    cardinality: int  # distinct values seen in train (ids: not counting OOV / missing; a quantile-encoded
+    # numeric field: its buckets, the only values the encoder keeps)
     coverage: float  # share of train rows with an in-vocabulary value (not missing, not OOV)
     missing_rate: float  # share of train rows where it is missing (a sequence: empty)
     mutual_information: float  # nats, with the label, on train (binned as the module says)
