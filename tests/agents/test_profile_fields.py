@@ -152,6 +152,14 @@ def test_counts_and_mutual_information_match_the_encoded_arrays(planted, profile
     assert hist.kind == "sequence" and hist.cardinality == 20 and 0.15 < hist.missing_rate < 0.25
 
 
+def test_a_sample_of_max_rows_finds_the_same_leaks(planted):
+    sampled = profile_dataset(planted[0], max_rows=1000)
+    assert sampled.rows == 1000 and sampled.settings["max_rows"] == 1000
+    assert {f.name for f in sampled.leaks} == {"leak_score", "dwell"}
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        profile_dataset(planted[0], max_rows=0)
+
+
 def test_drift_by_split_and_by_time(profile):
     assert profile.settings["windows"] == ["valid", "test"] and profile.settings["time_field"] == "ts"
     d, c = profile.field("d"), profile.field("c")
