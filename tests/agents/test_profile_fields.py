@@ -51,18 +51,18 @@ def _table(split: str, rows: int, seed: int) -> pa.Table:
         "click": click.astype(np.int8), "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b],
         "c": [f"c{v}" for v in c], "d": [f"d{v}" for v in d], "price": rng.lognormal(size=rows),
         "sparse": sparse, "leak_score": click + rng.normal(0.0, 0.05, rows), "dwell": dwell, "ts": ts,
-        "hist": hist,
+        "hist": hist, "uid": rng.integers(0, rows // 2, rows),  # an id with ~2 rows per value
     })  # fmt: skip
 
 
-def _spec(folder: Path) -> DatasetSpec:
+def _spec(folder: Path, splits: tuple[str, ...] = tuple(ROWS)) -> DatasetSpec:
     files = {}
     for seed, (split, rows) in enumerate(ROWS.items()):
         pq.write_table(_table(split, rows, seed), folder / f"{split}.parquet")
         files[split] = [str(folder / f"{split}.parquet")]
     return DatasetSpec(
-        name="planted-profile", files=files, reader={"format": "parquet"},
-        fields=[{"name": "click", "kind": "label"}, *({"name": n, "kind": "categorical"} for n in "abcd"),
+        name="planted-profile", files={k: v for k, v in files.items() if k in splits}, reader={"format": "parquet"},
+        fields=[{"name": "click", "kind": "label"}, *({"name": n, "kind": "categorical"} for n in ("a", "b", "c", "d", "uid")),
                 {"name": "price", "kind": "numeric", "transform": "log1p"},
                 {"name": "sparse", "kind": "numeric", "transform": "standardize"},
                 {"name": "leak_score", "kind": "numeric", "transform": "quantile", "quantile_buckets": 8},
@@ -120,6 +120,17 @@ def test_planted_leaks_are_flagged_and_ordinary_fields_are_not(profile):
         field = profile.field(name)
         assert field.leak is None, (name, field.leak)
         assert field.auc < 0.6 and field.normalised_mi < 0.05, field
+    assert profile.field("uid").leak is None and profile.field("uid").cardinality > 1000
+
+
+def test_without_later_splits_the_auc_is_held_out(tmp_path):
+    """Only a train split: the single-field AUC is scored on a half of train the rates were not
+    fitted on, so an id with ~2 rows per value does not look like a leak, and the leaks still do."""
+    data = process_dataset(_spec(tmp_path, splits=("train",)), tmp_path / "cache")
+    alone = profile_dataset(data)
+    assert alone.settings["auc_split"] == "a held-out half of train" and alone.settings["windows"] == []
+    assert {f.name for f in alone.leaks} == {"leak_score", "dwell"}
+    assert alone.field("uid").auc < 0.6 and set(alone.field("c").psi) == {"train_late"}
 
 
 def test_a_post_outcome_field_is_flagged_by_rule_two(planted, profile):
@@ -137,7 +148,7 @@ def test_counts_and_mutual_information_match_the_encoded_arrays(planted, profile
     data = planted[0]
     clicks = np.asarray(data.split("train")["labels"][:, 0])
     assert profile.rows == ROWS["train"] and profile.label == "click"
-    assert [f.kind for f in profile.fields[:6]] == ["categorical"] * 4 + ["numeric"] * 2
+    assert [f.kind for f in profile.fields[:7]] == ["categorical"] * 5 + ["numeric"] * 2
     assert profile.field("c").cardinality == 8 and profile.field("a").cardinality == 2
     dwell = profile.field("dwell")
     assert dwell.missing_rate == pytest.approx(1 - clicks.mean()) and dwell.coverage == pytest.approx(clicks.mean())

@@ -24,6 +24,7 @@ def profile_table(profile: object) -> Table:
     if profile.settings.get("time_field"):
         windows.append("train_late")
     split = profile.settings.get("auc_split", "valid")
+    split = split if split in ("valid", "test") else "held-out"  # a data set without later splits
     table = Table(title=f"{profile.dataset}: {len(profile.fields)} fields against '{profile.label}' "
                         f"({profile.rows:,} train rows)")  # fmt: skip
     table.add_column("field", no_wrap=True)

@@ -137,6 +137,9 @@ class _Values:
     in_vocab: np.ndarray  # bool: present and not out of vocabulary
     elements: np.ndarray | None = None  # a sequence's elements (for its cardinality)
 
+    def take(self, rows: np.ndarray) -> _Values:
+        return _Values(self.value[rows], self.missing[rows], self.in_vocab[rows])
+
 
 @dataclass(frozen=True)
 class _Field:
@@ -346,8 +349,8 @@ def profile_dataset(
     inside the training period, which a random split would hide).
 
     The leakage check flags a field that
-    1. predicts the label too well: single-field AUC >= `leak_auc` on valid, or normalised MI
-       >= `leak_nmi` on train; or
+    1. predicts the label too well: single-field AUC >= `leak_auc` on valid (else test, else a
+       held-out half of train), or normalised MI >= `leak_nmi` on train; or
     2. only exists after the outcome: present (not missing) for >= `post_present` of the positives
        and <= `post_absent` of the negatives of train, or the other way round.
     Each flagged field's `leak` gives the rule and the numbers.
@@ -363,8 +366,13 @@ def profile_dataset(
         raise ValueError(f"label '{label_name}' is missing on every train row of '{data.spec.name}'")
     h_label = entropy(y[known])
     auc_split = next((w for w in ("valid", "test") if w in windows), "train")
-    scored = windows.get(auc_split, train)
-    scored_known, scored_y = _labels(scored, label_index)
+    scored_known, scored_y = _labels(windows[auc_split], label_index) if auc_split in windows else (known, y)
+    fit_rows = scored_rows = np.arange(train.rows)
+    if auc_split == "train":  # no later split: rates from one random half of train, AUC on the other
+        order = np.random.default_rng(seed).permutation(train.rows)
+        fit_rows, scored_rows = order[: train.rows // 2], order[train.rows // 2 :]
+        scored_known, scored_y = known[scored_rows], y[scored_rows]
+        auc_split = "a held-out half of train"
     halves = _time_halves(train, data.schema.timestamps)
     fields = []
     for spec in profiled_fields(data):
@@ -373,7 +381,9 @@ def profile_dataset(
         bins = binner(values)
         mi = mutual_information(bins[known], y[known])
         nmi = mi / h_label if h_label > 0 else 0.0
-        auc = _field_auc(spec, values, bins, binner, known, y, spec.read(scored), scored_known, scored_y)
+        scored = spec.read(windows[auc_split]) if auc_split in windows else values.take(scored_rows)
+        auc = _field_auc(spec, values.take(fit_rows), bins[fit_rows], binner, known[fit_rows], y[fit_rows],
+                         scored, scored_known, scored_y)  # fmt: skip
         drift = {name: psi(bins, binner(spec.read(window))) for name, window in windows.items()}
         if halves is not None:
             drift["train_late"] = psi(bins[halves[1]], bins[halves[2]])
@@ -395,8 +405,10 @@ def profile_dataset(
 
 def _field_auc(spec: _Field, train: _Values, train_bins: np.ndarray, binner: _Binner, known: np.ndarray,
                y: np.ndarray, scored: _Values, scored_known: np.ndarray, scored_y: np.ndarray) -> float:
-    """Single-field AUC on the scored split: an id scores its train positive rate; a number (or a
-    length) scores itself, unless it can be missing, then its bin's train positive rate."""
+    """Single-field AUC on the scored rows: an id scores its positive rate on the fitted rows; a
+    number (or a length) scores itself, unless it can be missing, then its bin's positive rate.
+    The scored rows are never the fitted ones: a rate fitted and scored on the same rows would
+    give a high-cardinality id (one user, one click) a near-perfect AUC."""
     if spec.source == "categorical":
         score = _positive_rate(train.value[known], y[known], scored.value)
     elif spec.source == "numeric" and train.missing.any():
