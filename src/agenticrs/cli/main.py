@@ -10,6 +10,7 @@ from agenticrs.cli.evolve import audit, evolve, history, report, show
 from agenticrs.cli.export import export
 from agenticrs.cli.models import models
 from agenticrs.cli.pipeline import pipeline
+from agenticrs.cli.profile import profile
 from agenticrs.cli.reproduce import cards, draft, reproduce
 from agenticrs.cli.serve import rollout, serve
 from agenticrs.cli.simulate import simulate
@@ -45,6 +46,7 @@ app.command()(export)
 app.command()(serve)
 app.command()(rollout)
 app.command()(pipeline)
+app.command()(profile)
 app.command()(ui)
 
 if __name__ == "__main__":
