@@ -71,9 +71,7 @@ class PlantedSignals(BaseModel):
     )
     cross_values: int = Field(default=8, ge=2, le=64, description="values of each planted field (even)")
     cross_weight: float = Field(default=1.0, ge=0.0, le=10.0, description="logit added (+) or removed (-) by the pair")
-    leak_column: str | None = Field(
-        default="dwell_bucket", description="the leaked post-outcome column (None: no leak)"
-    )
+    leak_column: str | None = Field(default="dwell_bucket", description="the leaked post-outcome column (None: no leak)")
 
     @model_validator(mode="after")
     def _check(self) -> PlantedSignals:
