@@ -43,11 +43,13 @@ SCENARIOS: tuple[ScenarioConfig, ...] = (
 )  # fmt: skip
 
 
-# columns of the impression logs: a planted field must not take one of these names
+# columns of the impression, user and item tables: a planted field must not take one of these names
 LOG_COLUMNS = frozenset({
     "request_id", "ts", "day", "hour", "scenario", "user_id", "age", "gender", "city_tier", "query_cate_l2", "item_id",
     "cate_l1", "cate_l2", "brand", "price", "item_age_days", "position", "hist_item_id", "hist_cate_l2", "hist_type",
     "hist_ts", "click", "cart", "purchase", "purchase_ts", "delay_s", "gmv", "p_click", "p_cart", "p_purchase",
+    "activity", "price_sensitivity", "preferred_cate_l1", "title", "cate_l1_name", "cate_l2_name", "brand_name",
+    "launch_day", "popularity",
 })  # fmt: skip
 
 
