@@ -86,7 +86,9 @@ _SIM_TASKS = {
     "multi_scenario": ("multi-scenario", "click and purchase labels across home feed, search and cart page"),
 }
 _SIM_SIZES = {"tiny": "~30k impressions, for tests", "small": "~200k impressions, seconds to generate",
-              "medium": "~2.5M impressions", "large": ">= 10M impressions"}
+              "medium": "~2.5M impressions", "large": ">= 10M impressions",
+              "tiny-planted": "`tiny` with a planted cross (user_segment x item_style) and leak (dwell_bucket), for tests",
+              "small-planted": "`small` with a planted cross (user_segment x item_style) and leak (dwell_bucket)"}
 
 
 def _synthetic(preset: str) -> Callable[[Path], DatasetSpec]:

@@ -37,9 +37,12 @@ REQUEST_FIELDS = ["user_id", "age", "gender", "city_tier", "scenario", "hour", "
                   "hist_item_id", "hist_cate_l2", "hist_type"]  # fmt: skip
 
 
-def _fields(history_len: int, labels: list[str]) -> list[FieldSpec]:
+def _fields(history_len: int, labels: list[str], config: SimConfig | None = None) -> list[FieldSpec]:
     cat = lambda name: FieldSpec(name=name, kind="categorical")  # noqa: E731
     seq = dict(kind="sequence", max_len=history_len)
+    planted = config.planted if config is not None else None
+    # the planted cross's two attributes and the leak: ordinary fields, for feature search to judge
+    extra = [] if planted is None else [cat(n) for n in (*planted.cross_fields, planted.leak_column) if n]
     return [
         *(FieldSpec(name=label, kind="label") for label in labels),
         *(cat(n) for n in ("user_id", "age", "gender", "city_tier", "scenario", "hour", "query_cate_l2",
@@ -49,26 +52,32 @@ def _fields(history_len: int, labels: list[str]) -> list[FieldSpec]:
         FieldSpec(name="hist_item_id", share_vocab_with="item_id", **seq),
         FieldSpec(name="hist_cate_l2", share_vocab_with="cate_l2", parallel_to="hist_item_id", **seq),
         FieldSpec(name="hist_type", parallel_to="hist_item_id", **seq),
+        *extra,
     ]  # fmt: skip
+
+
+def _request_fields(config: SimConfig) -> list[str]:
+    """The user / context fields shared by a request's rows (with the planted user attribute)."""
+    return REQUEST_FIELDS + ([config.planted.cross_fields[0]] if config.planted is not None else [])
 
 
 def task_spec(task: str, config: SimConfig, out_dir: Path, name: str) -> DatasetSpec:
     """The spec of one task over the files in `out_dir` (absolute paths)."""
     files = lambda prefix: {s: [str((out_dir / f"{prefix}_{s}.parquet").resolve())] for s in SPLITS}  # noqa: E731
     common = dict(reader=ReaderOptions(format="parquet"), group_key="user_id", request_key="request_id",
-                  request_fields=REQUEST_FIELDS)  # fmt: skip
+                  request_fields=_request_fields(config))  # fmt: skip
     about = f"simulator v{GENERATOR_VERSION}, config {config.config_hash()}, seed {config.seed}"
     if task == "ctr":
-        return DatasetSpec(name=name, files=files("impressions"), fields=_fields(config.history_len, ["click"]),
+        return DatasetSpec(name=name, files=files("impressions"), fields=_fields(config.history_len, ["click"], config),
                            description=f"simulated impressions, click label ({about})", **common)  # fmt: skip
     if task == "multi_scenario":
         return DatasetSpec(
-            name=name, files=files("impressions"), fields=_fields(config.history_len, ["click", "purchase"]),
+            name=name, files=files("impressions"), fields=_fields(config.history_len, ["click", "purchase"], config),
             description=f"simulated impressions of {len(config.scenarios)} scenarios (field 'scenario'), "
             f"click and click-and-purchase labels ({about})", **common,
         )  # fmt: skip
     if task == "cvr_delayed":
-        fields = _fields(config.history_len, ["purchase", "cart"]) + [
+        fields = _fields(config.history_len, ["purchase", "cart"], config) + [
             FieldSpec(name="ts", kind="timestamp"),
             FieldSpec(name="purchase_ts", kind="timestamp"),
         ]

@@ -43,6 +43,51 @@ SCENARIOS: tuple[ScenarioConfig, ...] = (
 )  # fmt: skip
 
 
+# columns of the impression, user and item tables: a planted field must not take one of these names
+LOG_COLUMNS = frozenset({
+    "request_id", "ts", "day", "hour", "scenario", "user_id", "age", "gender", "city_tier", "query_cate_l2", "item_id",
+    "cate_l1", "cate_l2", "brand", "price", "item_age_days", "position", "hist_item_id", "hist_cate_l2", "hist_type",
+    "hist_ts", "click", "cart", "purchase", "purchase_ts", "delay_s", "gmv", "p_click", "p_cart", "p_purchase",
+    "activity", "price_sensitivity", "preferred_cate_l1", "title", "cate_l1_name", "cate_l2_name", "brand_name",
+    "launch_day", "popularity",
+})  # fmt: skip
+
+
+class PlantedSignals(BaseModel):
+    """Known answers for feature search (AutoFeature's benchmark): a cross the click function uses
+    and a column that leaks the outcome.
+
+    The cross: a user attribute and an item attribute (`cross_fields`), each uniform over
+    `cross_values` values and drawn at world creation from their own random streams, are logged;
+    the click logit gains `cross_weight * s(a, b)` with `s` a pseudo-random +-1 per PAIR of values,
+    balanced so that every value of either field meets as many +1 as -1: each field alone carries
+    (almost) no signal, only the pair does. The leak: `leak_column`, a dwell-time bucket drawn after
+    the outcome, present for clicked impressions only (missing for the others and for every row the
+    online environment serves, whose outcome is unknown)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cross_fields: tuple[str, str] = Field(
+        default=("user_segment", "item_style"),
+        description="names of the logged (user attribute, item attribute) whose pair the click function uses",
+    )
+    cross_values: int = Field(default=8, ge=2, le=64, description="values of each planted field (even)")
+    cross_weight: float = Field(default=1.0, ge=0.0, le=10.0, description="logit added (+) or removed (-) by the pair")
+    leak_column: str | None = Field(default="dwell_bucket", description="the leaked post-outcome column (None: no leak)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PlantedSignals:
+        names = [*self.cross_fields, *([self.leak_column] if self.leak_column else [])]
+        for name in names:
+            if not name.isidentifier() or name in LOG_COLUMNS:
+                raise ValueError(f"planted field name {name!r} must be an identifier that is not a log column")
+        if len(set(names)) != len(names):
+            raise ValueError(f"planted field names must differ: {names}")
+        if self.cross_values % 2:
+            raise ValueError(f"planted.cross_values must be even (half the pairs +1, half -1); got {self.cross_values}")
+        return self
+
+
 class SimConfig(BaseModel):
     """The world: catalogue, users, calendar, behaviour model. Defaults are the `small` preset."""
 
@@ -105,6 +150,9 @@ class SimConfig(BaseModel):
     )
     attribution_days: float = Field(default=7.0, gt=0.0)
     scenarios: tuple[ScenarioConfig, ...] = SCENARIOS
+    planted: PlantedSignals | None = Field(
+        default=None, description="a planted cross and a planted leak column (None: the ordinary world)"
+    )
     # --- writing -------------------------------------------------------------------------
     row_group_rows: int = Field(default=262_144, ge=1024)
 
@@ -175,12 +223,18 @@ class SimConfig(BaseModel):
 
 # fields added after presets were first hashed, with the default that leaves the world unchanged
 _ADDED_DEFAULTS: dict[str, Any] = {"promo_days": None, "defer_prob_no_cart": None, "defer_user_sigma": 0.0,
-                                   "delay_price_weight": 0.0, "delay_category_sigma": 0.0, "defer_price_weight": 0.0}
+                                   "delay_price_weight": 0.0, "delay_category_sigma": 0.0, "defer_price_weight": 0.0,
+                                   "planted": None}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # a few seconds; the default behind `make demo` and the tests
     "small": {},
     "tiny": {"n_users": 600, "n_items": 800, "new_items_per_day": 10, "history_len": 15},
+    # `tiny` / `small` with a planted cross (user_segment x item_style) and a planted leak
+    # (dwell_bucket): the answers AutoFeature must find (docs/simulator.md, "Planted signals")
+    "tiny-planted": {"n_users": 600, "n_items": 800, "new_items_per_day": 10, "history_len": 15,
+                     "planted": {"cross_weight": 1.0}},
+    "small-planted": {"planted": {"cross_weight": 1.0}},
     "medium": {"n_users": 20_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
                "requests_per_user_day": 0.6, "history_len": 40},
     # >= 10M impressions
@@ -205,7 +259,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def sim_preset(name: str, **overrides: Any) -> SimConfig:
-    """The config of a named preset ('tiny', 'small', 'medium', 'large') with overrides."""
+    """The config of a named preset (`PRESETS`: 'tiny', 'small', 'medium', ...) with overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown simulator preset '{name}'; known presets: {', '.join(PRESETS)}")
     return SimConfig(**{**PRESETS[name], **overrides})

@@ -126,6 +126,20 @@ class Outcomes:
     purchase: np.ndarray
     purchase_ts: np.ndarray  # -1: none
     gmv: np.ndarray
+    leak: np.ndarray | None = None  # the planted leak column's values (1-based; 0: missing), drawn after the outcome
+
+
+DWELL_EDGES_S = (10.0, 30.0, 90.0, 270.0)  # the planted leak's buckets: <10 s, 10-30 s, ..., >=270 s
+
+
+def dwell_buckets(outcomes: Outcomes, rng: np.random.Generator) -> np.ndarray:
+    """The planted leak: a dwell-time bucket (1..5) of each clicked impression, 0 (missing) for the
+    others. Dwell ~ LogNormal(median 20 s x e^1.0 if carted x e^0.7 if purchased, sigma 0.8): known
+    only after the outcome, so offline it gives the click away and at serving time it is absent."""
+    n = len(outcomes.click)
+    log_dwell = np.log(20.0) + 1.0 * outcomes.cart + 0.7 * outcomes.purchase + 0.8 * rng.standard_normal(n)
+    bucket = 1 + np.searchsorted(np.log(DWELL_EDGES_S), log_dwell, side="right")
+    return np.where(outcomes.click, bucket, 0).astype(np.int8)
 
 
 def realise(world: World, user: np.ndarray, item: np.ndarray, scenario: np.ndarray, position: np.ndarray,
@@ -177,11 +191,13 @@ def impression_table(world: World, requests: Requests, slates: Slates, position:
         "age": pa.array(world.user_age[user], pa.int8()),
         "gender": pa.array(world.user_gender[user], pa.int8()),
         "city_tier": pa.array(world.user_city[user], pa.int8()),
+        **_planted_column(world, 0, user),
         "query_cate_l2": pa.array(query + 1, pa.int16(), mask=query < 0),
         "item_id": pa.array(item + 1, pa.int32()),
         "cate_l1": pa.array(world.item_top[item] + 1, pa.int16()),
         "cate_l2": pa.array(world.item_sub[item] + 1, pa.int16()),
         "brand": pa.array(world.item_brand[item] + 1, pa.int16()),
+        **_planted_column(world, 1, item),
         "price": pa.array(world.item_price[item], pa.float32()),
         "item_age_days": pa.array(day - world.item_launch_day[item], pa.int32()),
         "position": pa.array(position, pa.int8()),
@@ -203,7 +219,20 @@ def impression_table(world: World, requests: Requests, slates: Slates, position:
             "p_cart": pa.array(outcomes.p_cart, pa.float32()),
             "p_purchase": pa.array(outcomes.p_purchase, pa.float32()),
         })  # fmt: skip
+    leak = world.config.planted.leak_column if world.config.planted is not None else None
+    if leak is not None:  # missing wherever the outcome is unknown (serving) or was no click
+        values = outcomes.leak if outcomes is not None and outcomes.leak is not None else np.zeros(len(item), np.int8)
+        columns[leak] = pa.array(values, pa.int8(), mask=values == 0)
     return pa.table(columns)
+
+
+def _planted_column(world: World, side: int, index: np.ndarray) -> dict[str, pa.Array]:
+    """The planted cross's user (side 0) or item (side 1) attribute as a 1-based column; {} without one."""
+    planted = world.config.planted
+    if planted is None:
+        return {}
+    values = world.user_planted if side == 0 else world.item_planted
+    return {planted.cross_fields[side]: pa.array(values[index] + 1, pa.int8())}
 
 
 @dataclass
@@ -301,6 +330,8 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
     all_events.add(np.nonzero(warm)[0], history.items[warm].astype(np.int64), history.types[warm], history.ts[warm])
     pending = _Events()
     rng_req, rng_slate, rng_draw, rng_event = (_rng(config.seed, s) for s in (10, 11, 12, 13))
+    leaks = config.planted is not None and config.planted.leak_column is not None
+    rng_leak = _rng(config.seed, 14)  # the planted leak's own stream: the other draws are unchanged
     slate_sizes = [s.slate_size for s in config.scenarios]
     next_id, n_requests = 1, 0
     round_seconds = SECONDS_PER_DAY // config.rounds_per_day
@@ -327,6 +358,8 @@ def generate_logs(config: SimConfig, out_dir: str | Path, progress: Callable[[in
                     world, user, slates.item, sub.scenario[r], position, sub.hour[r], sub.day[r], sub.ts[r],
                     history, rng_draw.random((len(r), 3)), rng_event,
                 )  # fmt: skip
+                if leaks:
+                    outcomes.leak = dwell_buckets(outcomes, rng_leak)
                 table = impression_table(world, sub, slates, position, history, outcomes)
                 impressions.write(split, table)
                 if outcomes.click.any():
@@ -388,6 +421,8 @@ def _write_entities(world: World, events: _Events, out_dir: Path) -> dict[str, P
         "preferred_cate_l1": pa.array([[int(t) + 1 for t in row if t >= 0] for row in world.user_pref_top],
                                       pa.list_(pa.int16())),
     })  # fmt: skip
+    if cfg.planted is not None:
+        users = users.append_column(cfg.planted.cross_fields[0], pa.array(world.user_planted + 1, pa.int8()))
     items = pa.table({
         "item_id": pa.array(np.arange(world.n_items) + 1, pa.int32()),
         "title": pa.array(world.item_title, pa.string()),
@@ -401,6 +436,8 @@ def _write_entities(world: World, events: _Events, out_dir: Path) -> dict[str, P
         "launch_day": pa.array(world.item_launch_day, pa.int32()),
         "popularity": pa.array(world.item_popularity, pa.float32()),
     })  # fmt: skip
+    if cfg.planted is not None:
+        items = items.append_column(cfg.planted.cross_fields[1], pa.array(world.item_planted + 1, pa.int8()))
     user, item, type_, ts = events.arrays()
     order = np.lexsort((ts, user))
     user, item, type_, ts = user[order], item[order], type_[order], ts[order]

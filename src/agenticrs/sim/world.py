@@ -130,6 +130,11 @@ class World:
     gender_effect: np.ndarray
     city_effect: np.ndarray
     hour_effect: np.ndarray
+    # planted signals (`config.planted`; None in the ordinary world): the two planted attributes
+    # (0-based values) and the +-1 sign of each pair of their values
+    user_planted: np.ndarray | None = None
+    item_planted: np.ndarray | None = None
+    planted_sign: np.ndarray | None = None  # (K, K) int8, every row and column sums to 0
     _samplers: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ sizes & names
@@ -213,7 +218,16 @@ class World:
             - self.scenario_array("position_decay")[scenario] * np.log1p(position)
             + self.scenario_array("relevance_weight")[scenario] * relevance
             + 0.25 * promo
+            + self.planted_cross(users, items)
         )
+
+    def planted_cross(self, users: np.ndarray, items: np.ndarray) -> np.ndarray | float:
+        """w s(a_u, b_i): the planted pair's logit (`config.planted`), 0.0 in the ordinary world."""
+        planted = self.config.planted
+        if planted is None or self.planted_sign is None:
+            return 0.0
+        sign = self.planted_sign[self.user_planted[users], self.item_planted[items]]
+        return planted.cross_weight * sign.astype(np.float64)
 
     def conversion_probabilities(
         self, users: np.ndarray, items: np.ndarray, day: np.ndarray
@@ -387,6 +401,36 @@ def _first_distinct(items: np.ndarray, size: int) -> np.ndarray:
     return np.take_along_axis(items, keep_order[:, :size], axis=1)
 
 
+def balanced_signs(k: int, rng: np.random.Generator, switches_per_cell: int = 4) -> np.ndarray:
+    """A pseudo-random (k, k) +-1 matrix whose every row and column sums to 0 (k even).
+
+    Starts from a circulant band (+1 where (i + j) mod k < k/2), permutes rows and columns, then
+    applies random 2x2 switches ([[+,-],[-,+]] <-> [[-,+],[+,-]]), which keep every margin: with
+    uniform, independent values of the two fields, neither field alone moves the click rate."""
+    if k < 2 or k % 2:
+        raise ValueError(f"balanced_signs needs an even k >= 2; got {k}")
+    index = np.arange(k)
+    sign = np.where((index[:, None] + index[None, :]) % k < k // 2, 1, -1).astype(np.int8)
+    sign = sign[rng.permutation(k)][:, rng.permutation(k)]
+    for r1, r2, c1, c2 in rng.integers(0, k, (switches_per_cell * k * k, 4)):
+        block = sign[np.ix_([r1, r2], [c1, c2])]
+        if r1 != r2 and c1 != c2 and block[0, 0] == block[1, 1] == -block[0, 1] == -block[1, 0]:
+            sign[np.ix_([r1, r2], [c1, c2])] = -block
+    return sign
+
+
+def _stratified_values(weight: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Values 0..k-1, uniform and random, but balanced by `weight` (activity, popularity): the
+    entities sorted by weight are dealt a random permutation of the k values per block of k, so
+    every value gets about the same share of traffic and a planted field alone stays uninformative."""
+    n = len(weight)
+    blocks = -(-n // k)
+    values = np.argsort(rng.random((blocks, k)), axis=1).ravel()[:n]
+    out = np.empty(n, np.int64)
+    out[np.argsort(-weight, kind="stable")] = values
+    return out
+
+
 def build_world(config: SimConfig) -> World:
     """Entities and effect tables for `config` (deterministic for its seed)."""
     cfg = config
@@ -449,6 +493,13 @@ def build_world(config: SimConfig) -> World:
     activity /= activity.mean()
     shares = np.array([s.traffic_share for s in cfg.scenarios])
     scenario_pref = rng_user.dirichlet(5.0 * shares / shares.sum(), n_users)
+    planted: dict[str, np.ndarray] = {}
+    if cfg.planted is not None:  # its own stream: the ordinary world's draws are unchanged
+        rng_planted = _rng(cfg.seed, 6)
+        k = cfg.planted.cross_values
+        planted = {"user_planted": _stratified_values(activity, k, rng_planted),
+                   "item_planted": _stratified_values(popularity, k, rng_planted),
+                   "planted_sign": balanced_signs(k, rng_planted)}  # fmt: skip
     return World(
         config=cfg,
         item_top=top, item_sub=sub, item_brand=brand, item_attribute=attribute, item_colour=colour,
@@ -466,4 +517,5 @@ def build_world(config: SimConfig) -> World:
         top_delay_z=_rng(cfg.seed, 5).standard_normal(n_tops),  # its own stream too
         age_effect=rng_effect.normal(0, 0.15, N_AGE), gender_effect=rng_effect.normal(0, 0.1, N_GENDER),
         city_effect=rng_effect.normal(0, 0.15, N_CITY), hour_effect=rng_effect.normal(0, 0.12, 24),
+        **planted,
     )  # fmt: skip
