@@ -27,6 +27,7 @@ from typing import Any
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import KnowledgeStore
 from agenticrs.agents.knowledge.schema import (
+    AgentAction,
     Audit,
     Base,
     CandidateRow,
@@ -36,8 +37,11 @@ from agenticrs.agents.knowledge.schema import (
     EnsNASComparison,
     Intent,
     Lesson,
+    OuterTest,
+    PerfProfile,
     Rollout,
     RolloutStep,
+    Task,
     Training,
 )
 from agenticrs.runtime.secrets import scrub_secrets
@@ -82,6 +86,10 @@ class IntentData:
     lessons: list[Lesson]
     audits: list[Audit]
     trainings: list[Training]
+    actions: list[AgentAction] = field(default_factory=list)  # the coordinator's ledger
+    tasks: list[Task] = field(default_factory=list)
+    perf: list[PerfProfile] = field(default_factory=list)
+    outer: list[OuterTest] = field(default_factory=list)
     by_id: dict[int, CandidateRow] = field(default_factory=dict)
     valid: dict[int, EnsNASComparison] = field(default_factory=dict)  # candidate -> valid comparison
     reason: dict[int, str] = field(default_factory=dict)  # candidate -> its last decision's reason
@@ -111,6 +119,10 @@ def read_intent(tx: Any, intent_id: int) -> IntentData:
         lessons=tx.lessons(intent_id),
         audits=tx.audits(intent_id),
         trainings=tx.trainings(intent_id=intent_id),
+        actions=tx.agent_actions(intent_id),
+        tasks=tx.tasks(intent_id),
+        perf=tx.perf_profiles(intent_id=intent_id),
+        outer=tx.outer_tests(intent_id=intent_id),
     )
 
 
@@ -353,6 +365,13 @@ def headline_model(d: IntentData | None) -> dict[str, Any]:
     if final.get("champion"):
         out["test"] = final["champion"]
         out["test_seed"] = final.get("seed") or {}
+    done = [t for t in d.trainings if t.status == "done" and t.cost_s is not None]
+    out["cost"] = {"trainings": len(done), "compute_s": float(sum(t.cost_s for t in done))}  # type: ignore[misc]
+    if d.lineage:
+        perf = {p.candidate_id: p for p in d.perf}
+        champ_perf = perf.get(d.lineage[-1].candidate_id)
+        if champ_perf is not None:
+            out["cost"].update(p99_ms=champ_perf.latency_p99_ms, parameters=champ_perf.parameters)
     return out
 
 
@@ -375,6 +394,12 @@ def headline(model: dict[str, Any]) -> str:
             values.append(num(f"test {e(objective)} {metric(test[objective])}{delta}"))
         parts.extend(values)
         parts.append(num(f"since round {model['since_round']}"))
+        cost = model.get("cost") or {}
+        if cost.get("trainings"):
+            text = f"cost {cost['trainings']} trainings, {duration(cost['compute_s'])}"
+            if cost.get("p99_ms") is not None:
+                text += f"; serves 1,000 candidates in {cost['p99_ms']:.1f} ms p99, {cost['parameters']:,} parameters"
+            parts.append(num(e(text)))
     else:
         parts.append("<b>No champion yet</b>")
     parts.append(num(f"intent #{model['intent_id']} {status_badge(str(model['intent_status']))}"))
@@ -822,3 +847,58 @@ def page(title: str, headline_html: str, sections: Sequence[tuple[str, str, str]
         f'<p class="title"><b>{e(title)}</b> {status_line}</p></header>'
         f"<nav>{nav}</nav>{body}{script}</body></html>\n"
     )
+
+
+# -- the agents (issue: agentic system II) ---------------------------------------------------------
+def agents(d: IntentData) -> str:
+    """Per agent: rounds it acted in, acceptances, promotions, budget spent and mean rewards."""
+    if not d.actions:
+        return note("No agent ledger recorded (an evolution from before the agents).")
+    budgets = (scrub_secrets(d.intent.settings or {}) or {}).get("agent_budget_s") or {}
+    promoted = {c.candidate_id for c in d.lineage[1:]}
+    rows = []
+    for name in sorted({a.agent for a in d.actions}):
+        acts = [a for a in d.actions if a.agent == name]
+        inner = [a.inner_reward for a in acts if a.inner_reward is not None]
+        outer = [a.outer_reward for a in acts if a.outer_reward is not None]
+        rows.append([
+            e(name), e(len(acts)), e(sum(1 for a in acts if a.candidate_id is not None)),
+            e(sum(1 for a in acts if a.accepted)), e(sum(1 for a in acts if a.candidate_id in promoted)),
+            duration(sum(a.cost_s for a in acts)), duration(budgets.get(name)) if budgets.get(name) else "—",
+            gain(sum(inner) / len(inner)) if inner else "—", gain(sum(outer) / len(outer)) if outer else "—",
+        ])
+    headers = ["agent", "rounds", "proposals", "accepted (valid)", "promoted", "spent", "budget",
+               "mean inner reward", "mean outer reward (lift)"]
+    timeline = " ".join(f'<span class="key">{e(a.round)}: {e(a.agent)}{" ✓" if a.accepted else ""}</span>'
+                        for a in d.actions)  # fmt: skip
+    outer_rows = [[f"#{t.id}", f"#{t.candidate_id} vs #{t.incumbent_id}", status_badge(t.status), e(t.reason)]
+                  for t in d.outer]  # fmt: skip
+    outer = table(["test", "arms", "status", "reason"], outer_rows, text_columns=(3,)) if outer_rows else note(
+        "No outer A/B test was run (outer_every 0, or the data is not from the simulator).")
+    return (table(headers, rows) + f"<p>Which agent acted in each round (✓ accepted): {timeline}</p>"
+            + "<h3>Outer reward: simulated A/B tests against the previous champion</h3>" + outer)
+
+
+def feature_lineage(d: IntentData) -> str:
+    """The champion's features, step by step: which feature actions each promotion added or removed."""
+    if not d.lineage:
+        return note("No incumbent recorded yet.")
+    rows, before = [], []
+    for champ in d.lineage:
+        row = d.by_id.get(champ.candidate_id)
+        now = list((row.config if row else {}).get("features") or [])
+        added = [f for f in now if f not in before]
+        removed = [f for f in before if f not in now]
+        rows.append([
+            e(champ.sequence), f"#{champ.candidate_id}", e(row.proposer if row else "?"),
+            e(", ".join(_action_text(f) for f in added)) or "—", e(", ".join(_action_text(f) for f in removed)) or "—",
+            e(len(now)),
+        ])
+        before = now
+    return table(["step", "candidate", "by", "feature actions added", "removed", "feature actions in force"], rows,
+                 text_columns=(3, 4))
+
+
+def _action_text(action: dict[str, Any]) -> str:
+    body = ", ".join(f"{k}={v}" for k, v in action.items() if k != "kind")
+    return f"{action.get('kind', '?')}({body})"
