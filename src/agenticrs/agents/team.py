@@ -114,12 +114,12 @@ def describe_action(action: Any) -> str:
 
 
 def feature_options(data: Any, profile: Any, label: str | None = None, max_crosses: int = 8,
-                    max_fields: int = 12) -> dict[str, list[Any]]:  # fmt: skip
+                    max_fields: int = 24) -> dict[str, list[Any]]:  # fmt: skip
     """The typed actions AutoFeature may take on this data, best first per kind.
 
-    Crosses: pairs of the `max_fields` most informative categorical fields, ranked by their
-    interaction information with the label (what the pair says beyond each field alone), the top
-    `max_crosses` with a positive value. Bucketisation: numeric fields by mutual information.
+    Crosses: pairs of (up to `max_fields`) categorical fields, ranked by their interaction
+    information with the label (what the pair says beyond each field alone), the top `max_crosses`
+    with a positive value. Bucketisation: numeric fields by mutual information.
     Drops: the least informative fields first (never a flagged leak: leaks are dropped up front).
     Sequences: length and aggregates of each id sequence. Text fields: an embedding and semantic IDs."""
     from agenticrs.agents.autofeature.profile import cross_information
@@ -128,7 +128,10 @@ def feature_options(data: Any, profile: Any, label: str | None = None, max_cross
     schema = data.schema
     leaks = {f.name for f in profile.leaks}
     by_mi = sorted((f for f in profile.fields if f.name not in leaks), key=lambda f: -f.mutual_information)
-    categorical = [f.name for f in by_mi if f.kind == "categorical" and f.name in schema.categorical_names][:max_fields]
+    # every categorical field is a cross candidate, not only the informative ones: a pure interaction
+    # (each field alone says nothing) is exactly what a cross is for
+    categorical = [f.name for f in profile.fields
+                   if f.kind == "categorical" and f.name in schema.categorical_names and f.name not in leaks][:max_fields]
     scored = []
     for i, a in enumerate(categorical):
         for b in categorical[i + 1:]:
