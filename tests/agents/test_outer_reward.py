@@ -143,7 +143,7 @@ def test_a_killed_test_resumes_without_serving_its_recorded_days(runs: dict[str,
 
 def test_a_running_test_of_the_same_settings_is_resumed_not_duplicated(runs: dict[str, Path], store: KnowledgeStore,
                                                                        tmp_path: Path, monkeypatch) -> None:  # fmt: skip
-    settings = OuterSettings(days=2, metrics=["clicks"], seed=3)
+    settings = OuterSettings(days=2, metrics=["clicks"], seed=3, crn="none")  # the classic design: users split
     first = run_outer_test(store, 2, 1, [runs["other"]], [runs["good"]], settings, tmp_path, stop_after=1)
     assert first.status == "running" and first.days == 1 and not first.passed and set(first.lifts) == {"clicks"}
     other_settings = run_outer_test(store, 2, 1, [runs["other"]], [runs["good"]], OuterSettings(days=1), tmp_path)
@@ -157,7 +157,10 @@ def test_a_running_test_of_the_same_settings_is_resumed_not_duplicated(runs: dic
     assert finished == again and len(counter.calls) == 2  # a finished test is returned, not served again
     with store.transaction() as tx:
         assert sorted(t.id for t in tx.outer_tests(candidate_id=2)) == sorted({first.test_id, other_settings.test_id})
-        assert [d.day for d in tx.outer_days(first.test_id)] == [0, 1]
+        days = tx.outer_days(first.test_id)
+        assert [d.day for d in days] == [0, 1]
+        users = [d.metrics["incumbent"]["users"] + d.metrics["candidate"]["users"] for d in days]
+        assert users == [world_of_run(runs["good"]).n_users] * 2 and days[0].metrics["incumbent"]["users"] < users[0]
 
 
 def test_a_run_not_trained_on_simulator_logs_is_refused(runs: dict[str, Path], store: KnowledgeStore,

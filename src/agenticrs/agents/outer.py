@@ -218,7 +218,7 @@ def run_outer_test(store: KnowledgeStore, candidate_id: int, incumbent_id: int, 
     test_id, status = _find_or_start(store, candidate_id, incumbent_id, settings, intent_id)
     if status != "running":
         return _recorded(store, test_id)
-    folder = Path(out) / f"outer-{test_id}"
+    folder = Path(out).resolve() / f"outer-{test_id}"  # the rows name absolute paths: a resume may run elsewhere
     with store.transaction() as tx:
         done = [(d.day, Path(d.path) if d.path else folder / f"day-{d.day}.npz") for d in tx.outer_days(test_id)]
     if [d for d, _ in done] != list(range(len(done))):
@@ -239,9 +239,9 @@ def run_outer_test(store: KnowledgeStore, candidate_id: int, incumbent_id: int, 
             _save_day(path, arm_a, arm_b)  # the outcomes first: a row always has its file
             per_day.append((arm_a, arm_b))
             so_far = _readings(sum_days([a for a, _ in per_day]), sum_days([b for _, b in per_day]), settings)
+            totals = {ARMS[0]: _arm_totals(arm_a), ARMS[1]: _arm_totals(arm_b), "lifts": so_far}
             with store.transaction() as tx:
-                tx.record_outer_day(test_id, day, path=str(path),
-                                    metrics={ARMS[0]: _arm_totals(arm_a), ARMS[1]: _arm_totals(arm_b), "lifts": so_far})  # fmt: skip
+                tx.record_outer_day(test_id, day, path=str(path), metrics=totals)
             served += 1
     if not per_day:
         return OuterResult(test_id, False, f"running: 0 of {settings.days} days served", {}, 0, "running")
