@@ -105,7 +105,7 @@ def test_a_bad_candidate_fails_with_a_significant_loss(runs: dict[str, Path], st
     with store.transaction() as tx:
         (row,) = tx.outer_tests()
         assert row.status == "failed" and row.reason == result.reason and row.finished_at is not None
-        assert row.result["lifts"] == result.lifts and row.result["runs"]["candidate"] == [str(runs["bad"])]
+        assert row.result["lifts"] == result.lifts and row.result["runs"]["candidate"] == [str(runs["bad"].resolve())]
     # a tolerated loss larger than the measured one passes the same arms
     tolerant = run_outer_test(store, 2, 1, [runs["bad"]], [runs["good"]], OuterSettings(days=2, max_loss=0.99),
                               tmp_path)  # fmt: skip
@@ -146,6 +146,8 @@ def test_a_running_test_of_the_same_settings_is_resumed_not_duplicated(runs: dic
     settings = OuterSettings(days=2, metrics=["clicks"], seed=3, crn="none")  # the classic design: users split
     first = run_outer_test(store, 2, 1, [runs["other"]], [runs["good"]], settings, tmp_path, stop_after=1)
     assert first.status == "running" and first.days == 1 and not first.passed and set(first.lifts) == {"clicks"}
+    with pytest.raises(ValueError, match="was started with the member runs"):  # its days are of other arms
+        run_outer_test(store, 2, 1, [runs["bad"]], [runs["good"]], settings, tmp_path)
     other_settings = run_outer_test(store, 2, 1, [runs["other"]], [runs["good"]], OuterSettings(days=1), tmp_path)
     assert other_settings.test_id != first.test_id  # other settings: another test
     counter = Counting()

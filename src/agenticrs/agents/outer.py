@@ -179,9 +179,10 @@ def _check_runs(candidate_runs: Sequence[Path], incumbent_runs: Sequence[Path]) 
 
 
 def _find_or_start(store: KnowledgeStore, candidate_id: int, incumbent_id: int, settings: OuterSettings,
-                   intent_id: int | None) -> tuple[int, str]:  # fmt: skip
+                   intent_id: int | None, runs: dict[str, list[str]]) -> tuple[int, str]:  # fmt: skip
     """(test id, status): the test of the same (candidate, incumbent, settings) if there is one
-    (the latest), else a new running one."""
+    (the latest), else a new running one. A test is resumed (or returned) only for the member runs
+    it started with (recorded in its result), so its days are all of the same two arms."""
     wanted = settings.model_dump(mode="json")
     with store.transaction() as tx:
         candidate = tx.get(CandidateRow, candidate_id)  # KeyError naming the table when it does not exist
@@ -191,9 +192,14 @@ def _find_or_start(store: KnowledgeStore, candidate_id: int, incumbent_id: int, 
         same = [t for t in tx.outer_tests(candidate_id=candidate_id)
                 if t.incumbent_id == incumbent_id and t.settings == wanted]  # fmt: skip
         if same:
-            return same[-1].id, same[-1].status
+            row = same[-1]
+            started = (row.result or {}).get("runs")
+            if started is not None and started != runs:
+                raise ValueError(f"outer test {row.id} of the same candidate, incumbent and settings was started with the "
+                                 f"member runs {started}; got {runs}: resume it with those")  # fmt: skip
+            return row.id, row.status
         intent = intent_id if intent_id is not None else candidate.intent_id
-        row = tx.start_outer_test(candidate_id, incumbent_id, intent_id=intent, settings=wanted)
+        row = tx.start_outer_test(candidate_id, incumbent_id, intent_id=intent, settings=wanted, result={"runs": runs})
         return row.id, row.status
 
 
@@ -215,7 +221,8 @@ def run_outer_test(store: KnowledgeStore, candidate_id: int, incumbent_id: int, 
         raise ValueError(f"stop_after must be >= 0; got {stop_after}")
     candidate_runs, incumbent_runs = [Path(r) for r in candidate_runs], [Path(r) for r in incumbent_runs]
     _check_runs(candidate_runs, incumbent_runs)
-    test_id, status = _find_or_start(store, candidate_id, incumbent_id, settings, intent_id)
+    runs = {ARMS[0]: [str(r.resolve()) for r in incumbent_runs], ARMS[1]: [str(r.resolve()) for r in candidate_runs]}
+    test_id, status = _find_or_start(store, candidate_id, incumbent_id, settings, intent_id, runs)
     if status != "running":
         return _recorded(store, test_id)
     folder = Path(out).resolve() / f"outer-{test_id}"  # the rows name absolute paths: a resume may run elsewhere
@@ -250,8 +257,7 @@ def run_outer_test(store: KnowledgeStore, candidate_id: int, incumbent_id: int, 
         return OuterResult(test_id, False, f"running: {len(per_day)} of {settings.days} days served", lifts,
                            len(per_day), "running")  # fmt: skip
     passed, reason = _verdict(lifts, settings, len(per_day))
-    result = {"lifts": lifts, "days": len(per_day), "metrics": list(settings.metrics),
-              "runs": {ARMS[0]: [str(r) for r in incumbent_runs], ARMS[1]: [str(r) for r in candidate_runs]}}  # fmt: skip
+    result = {"lifts": lifts, "days": len(per_day), "metrics": list(settings.metrics), "runs": runs}
     with store.transaction() as tx:
         tx.finish_outer_test(test_id, "passed" if passed else "failed", reason, result)
     return _recorded(store, test_id)
