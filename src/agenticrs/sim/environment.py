@@ -287,38 +287,53 @@ class Environment:
                 alpha: float = 0.05, names: tuple[str, str] = ("A", "B")) -> ABResult:  # fmt: skip
         """Serve `days` days to both arms and compare per-user clicks, carts, purchases and GMV.
         An arm may be a `Pipeline`: the same requests, its retrieval stage's candidates, its ranker."""
+        per_day = [self.ab_day(policy_a, policy_b, d, crn=crn, names=names) for d in range(days)]
+        arm_a, arm_b = sum_days([a for a, _ in per_day]), sum_days([b for _, b in per_day])
+        return ABResult(arm_a, arm_b, compare_arms(arm_a, arm_b, paired=crn != "none", alpha=alpha), crn, alpha)
+
+    def ab_day(self, policy_a: Policy | Pipeline, policy_b: Policy | Pipeline, day_offset: int = 0, crn: CRN = "full",
+               names: tuple[str, str] = ("A", "B")) -> tuple[ArmResult, ArmResult]:  # fmt: skip
+        """One day of an A/B test: both arms served that day's requests under the design `crn`.
+        The outcome draws depend on (seed, day, arm) only, so a test served day by day (and
+        resumed after a kill: `agents/outer.py`) equals `ab_test` over the same days."""
         if crn not in ("full", "requests", "none"):
             raise ValueError(f"crn must be 'full', 'requests' or 'none'; got {crn!r}")
-        users_a = users_b = None
+        users: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         if crn == "none":
             permutation = _rng(self.seed, 4000).permutation(self.world.n_users)
-            users_a, users_b = np.sort(permutation[::2]), np.sort(permutation[1::2])
+            users = (np.sort(permutation[::2]), np.sort(permutation[1::2]))
+        shared: RequestBatch | None = None  # both plain arms rank the same pools: encoded once
         arms = []
-        for arm, (policy, users) in enumerate(((policy_a, users_a), (policy_b, users_b))):
+        for arm, policy in enumerate((policy_a, policy_b)):
             outcome_seed = self.seed if crn == "full" else self.seed * 7919 + 104_729 * (arm + 1)
             if isinstance(policy, Pipeline):  # its own candidates for the same requests, then its ranker
-                per_day = [self.serve(policy.ranker, d, outcome_seed=outcome_seed, name=names[arm], users=users,
-                                      batch=self.requests(d, policy.candidates))[0] for d in range(days)]  # fmt: skip
-                arms.append(_sum_days(per_day))
-                continue
-            per_day = [
-                self.serve(policy, d, outcome_seed=outcome_seed, name=names[arm], users=users)[0] for d in range(days)
-            ]
-            arms.append(_sum_days(per_day))
-        paired = crn != "none"
-        comparisons = {}
-        for metric in METRICS:
-            a, b = arms[0].per_user[metric], arms[1].per_user[metric]
-            lift, low, high, p = relative_lift(a, b, paired=paired, alpha=alpha)
-            comparisons[metric] = Comparison(metric, float(a.mean()), float(b.mean()), lift, low, high, p, bool(p < alpha))
-        return ABResult(arms[0], arms[1], comparisons, crn, alpha)
+                ranker, batch = policy.ranker, self.requests(day_offset, policy.candidates)
+            else:
+                shared = shared if shared is not None else self.requests(day_offset)
+                ranker, batch = policy, shared
+            arms.append(self.serve(ranker, day_offset, outcome_seed=outcome_seed, name=names[arm], users=users[arm],
+                                   batch=batch)[0])  # fmt: skip
+        return arms[0], arms[1]
+
+
+def compare_arms(arm_a: ArmResult, arm_b: ArmResult, paired: bool, alpha: float = 0.05,
+                 metrics: tuple[str, ...] = METRICS) -> dict[str, Comparison]:  # fmt: skip
+    """The relative lift of B over A of each per-user metric (`relative_lift`); `paired` when both
+    arms are the same users (common random numbers)."""
+    comparisons = {}
+    for metric in metrics:
+        a, b = arm_a.per_user[metric], arm_b.per_user[metric]
+        lift, low, high, p = relative_lift(a, b, paired=paired, alpha=alpha)
+        comparisons[metric] = Comparison(metric, float(a.mean()), float(b.mean()), lift, low, high, p, bool(p < alpha))
+    return comparisons
 
 
 def _filter(slates: Slates, keep: np.ndarray) -> Slates:
     return Slates(slates.request_index[keep], slates.item[keep], slates.slot[keep], slates.query_sub[keep])
 
 
-def _sum_days(results: list[ArmResult]) -> ArmResult:
+def sum_days(results: list[ArmResult]) -> ArmResult:
+    """The arm over several days: per-user totals and counts summed."""
     first = results[0]
     per_user = {m: np.sum([r.per_user[m] for r in results], axis=0) for m in METRICS}
     return ArmResult(first.name, first.users, per_user, sum(r.impressions for r in results), sum(r.requests for r in results))

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agenticrs.sim.environment import RequestBatch
 from agenticrs.sim.world import World
 from agenticrs.train.scoring import Scorer
+
+if TYPE_CHECKING:
+    from agenticrs.sim.config import SimConfig
 
 
 class RunPolicy:
@@ -31,13 +35,21 @@ class RunPolicy:
 def world_of_run(folder: str | Path) -> World | None:
     """The simulated world a CTR run was trained on, rebuilt from the `meta.json` that the
     simulator wrote next to the run's training files (None when the run's data is not simulated)."""
-    from agenticrs.sim.config import SimConfig
     from agenticrs.sim.world import build_world
+
+    config = sim_config_of_run(folder)
+    return None if config is None else build_world(config)
+
+
+def sim_config_of_run(folder: str | Path) -> SimConfig | None:
+    """The simulator configuration of a run's training logs (None when its data is not simulated):
+    cheap, so that several runs can be checked to share one world before any is built."""
+    from agenticrs.sim.config import SimConfig
     from agenticrs.train.run import Run
 
     files = Run(folder).spec.files.get("train") or []
     for path in files[:1]:
         meta = Path(path).parent / "meta.json"
         if meta.is_file():
-            return build_world(SimConfig.model_validate(json.loads(meta.read_text())["config"]))
+            return SimConfig.model_validate(json.loads(meta.read_text())["config"])
     return None
