@@ -4,10 +4,11 @@ One small file, no JavaScript at all: the charts are inline SVG with a label at 
 report used to inline the 4.7 MB plotly.js bundle), so it opens offline and on a phone. It is
 built from the components the live dashboard uses (`agents/views.py`): the champion and its
 result in one line at the top, sections whose tables scroll inside their own box, numbers that
-never wrap mid-value. Nine sections: the intent and its outcome, the incumbent's trajectory,
+never wrap mid-value. Ten sections: the intent and its outcome, the incumbent's trajectory,
 every candidate's accuracy and diversity gains, the accepted lineage, the calibration audits, the
-final test-split comparison and the full candidate table with the lessons,
-the agents (ledger, budgets, outer A/B tests) and the champion's feature lineage. Everything that comes
+final test-split comparison, the full candidate table with the lessons, AutoPerf's serving cost
+(quality vs p99 latency with the Pareto front), the agents (ledger, budgets, outer A/B tests) and
+the champion's feature lineage. Everything that comes
 from the database (rationales written by an LLM included) is HTML-escaped, and no secret (an
 `api_key`, a password, a token) is shown, even from an older database.
 """
@@ -33,8 +34,9 @@ SECTION_TITLES = {
     "audits": "5. Calibration audits",
     "final": "6. Final comparison on the test split",
     "candidates": "7. All candidates and lessons",
-    "agents": "8. Agents: proposals, acceptances, budget, outer A/B tests",
-    "features": "9. Feature lineage of the champion",
+    "perf": "8. Serving cost: quality vs latency (AutoPerf)",
+    "agents": "9. Agents: proposals, acceptances, budget, outer A/B tests",
+    "features": "10. Feature lineage of the champion",
 }
 
 _SECTIONS = {
@@ -45,6 +47,7 @@ _SECTIONS = {
     "audits": views.audits,
     "final": views.final,
     "candidates": views.candidates,
+    "perf": views.perf,
     "agents": views.agents,
     "features": views.feature_lineage,
 }

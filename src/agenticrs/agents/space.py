@@ -98,22 +98,39 @@ def synthetic_batch(schema: FeatureSchema, rows: int = 1000) -> dict[str, torch.
     return batch
 
 
+def time_calls(call: Callable[[], Any], repeats: int = 3, warmup: int = 1, threads: int | None = 1,
+               cuda: bool = False) -> list[float]:
+    """Seconds of each of `repeats` calls of `call` after `warmup` untimed ones, under
+    `torch.inference_mode`. `threads`: intra-op threads while timing (1: comparable across runs and
+    machines; None: leave as set). `cuda`: synchronise the device before reading the clock, so a
+    call's asynchronous kernels are counted. Shared by `check` and AutoPerf (`agents/autoperf.py`)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    times = []
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for i in range(-warmup, repeats):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                call()
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= 0:
+                    times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(saved)
+    return times
+
+
 def latency_ms_per_1000(model: torch.nn.Module, schema: FeatureSchema, repeats: int = 3) -> float:
     """Median single-thread forward time for 1,000 rows (one thread: comparable across runs)."""
     batch = synthetic_batch(schema, 1000)
     model.eval()
-    times = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            model(batch)  # warm-up
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(batch)
-                times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
+    times = time_calls(lambda: model(batch), repeats=repeats, warmup=1, threads=1)
     return 1000.0 * sorted(times)[len(times) // 2]
 
 

@@ -88,7 +88,7 @@ class IntentData:
     trainings: list[Training]
     actions: list[AgentAction] = field(default_factory=list)  # the coordinator's ledger
     tasks: list[Task] = field(default_factory=list)
-    perf: list[PerfProfile] = field(default_factory=list)
+    perf: list[PerfProfile] = field(default_factory=list)  # AutoPerf's measurements, per (candidate, device)
     outer: list[OuterTest] = field(default_factory=list)
     by_id: dict[int, CandidateRow] = field(default_factory=dict)
     valid: dict[int, EnsNASComparison] = field(default_factory=dict)  # candidate -> valid comparison
@@ -694,6 +694,82 @@ def final(d: IntentData) -> str:
     )
     headers = ["metric", "seed", "champion", "Δ (champion − seed)", "relative", "champion is"]
     return table(headers, rows, "final") + note(caption)
+
+
+NO_PERF_NOTE = "No serving-cost measurement recorded yet (AutoPerf measures each trained candidate)."
+
+
+def perf_quality(d: IntentData, profile: PerfProfile | None = None) -> dict[int, tuple[float, str]]:
+    """Each candidate's quality for the Pareto view: (valid AUC, where it comes from). The valid AUC
+    of its 2-ensemble where one was recorded (a measurement's `details["valid_auc"]`, or the
+    champion record of a promoted candidate), else the mean valid AUC of its two learners."""
+    out: dict[int, tuple[float, str]] = {cid: (auc, "member mean") for cid, auc in _member_auc(d).items()}
+    for champ in d.lineage:
+        auc = (champ.metrics or {}).get("valid", {}).get("auc")
+        if auc is not None:
+            out[champ.candidate_id] = (float(auc), "2-ensemble")
+    for row in d.perf:
+        auc = (row.details or {}).get("valid_auc")
+        if auc is not None:
+            out[row.candidate_id] = (float(auc), "2-ensemble")
+    return out
+
+
+def perf(d: IntentData) -> str:
+    """AutoPerf's view: every measured candidate's quality against its p99 latency per 1,000
+    candidates, the Pareto front highlighted (one chart per device), and the table of figures."""
+    if not d.perf:
+        return note(e(NO_PERF_NOTE))
+    from agenticrs.agents.autoperf import pareto_front  # pure Python; the module's torch parts stay unused here
+
+    quality = perf_quality(d)
+    charts, rows = [], []
+    for device in sorted({row.device for row in d.perf}):
+        group = [row for row in d.perf if row.device == device]
+        plotted = [row for row in group if row.candidate_id in quality]
+        front = {plotted[i].candidate_id for i in pareto_front(
+            [(quality[row.candidate_id][0], row.latency_p99_ms) for row in plotted])}
+
+        def point(row: PerfProfile) -> tuple[float, float, str, str]:
+            auc, source = quality[row.candidate_id]
+            status = d.by_id[row.candidate_id].status if row.candidate_id in d.by_id else "?"
+            return (row.latency_p99_ms, auc, f"#{row.candidate_id}",
+                    f"#{row.candidate_id} ({status}): valid AUC {auc:.5f} ({source}), p99 {row.latency_p99_ms:.2f} ms "
+                    f"per 1,000, {row.parameters:,} parameters — {d.description.get(row.candidate_id, '')}")
+
+        on_front = sorted((point(row) for row in plotted if row.candidate_id in front), key=lambda p: (p[0], -p[1]))
+        charts.append(svg_chart([
+            Series("dominated", "#90a4ae", [point(row) for row in plotted if row.candidate_id not in front]),
+            Series("Pareto front", "#2e7d32", on_front, join="step", radius=5),
+        ], title=f"quality vs p99 latency ({device})", x_label="p99 latency, ms per 1,000 candidates",
+            y_label="valid AUC", height=320))
+        for row in sorted(group, key=lambda r: r.candidate_id):
+            auc, source = quality.get(row.candidate_id, (None, ""))
+            candidate = d.by_id.get(row.candidate_id)
+            export = "—" if row.export_bytes is None else f"{row.export_bytes / 1024 / 1024:.3f} MB ({e(row.export_format)})"
+            rows.append([
+                f"#{row.candidate_id}", e(d.description.get(row.candidate_id, "?")),
+                status_badge(candidate.status) if candidate else "—",
+                metric(auc) + (f" <small>{e(source)}</small>" if source else ""),
+                f"{row.latency_p50_ms:.3f}", f"{row.latency_p99_ms:.3f}", integer(row.parameters),
+                f"{row.memory_mb:.3f}", export, e(row.device),
+                '<span class="yes">✓</span>' if row.candidate_id in front else "",
+            ])
+    headers = ["candidate", "description", "status", "valid AUC", "p50 ms/1k", "p99 ms/1k", "parameters",
+               "memory MB", "export", "device", "Pareto"]
+    caption = (
+        "AutoPerf's measurement of each candidate as it would be served (its member runs averaged): forward time per "
+        "1,000 candidates after a warm-up (p50, p99), parameters, memory (weights, buffers and the peak activations of "
+        "a 1,000-row forward) and the ONNX export size (the state dict where the model cannot be exported). On the "
+        "Pareto front: no other candidate has a higher valid AUC at a p99 latency as low. Valid AUC: of the "
+        "2-ensemble where recorded, else the mean of the two learners (marked)."
+    )
+    return f'<div class="charts">{"".join(charts)}</div>' + table(headers, rows, "wide", text_columns=(1,)) + note(caption)
+
+
+def perf_section(store: KnowledgeStore, intent_id: int) -> str:
+    """The AutoPerf section of one intent, read from the knowledge layer (HTML)."""
+    return perf(read_store_intent(store, intent_id))
 
 
 def candidates(d: IntentData) -> str:

@@ -27,10 +27,10 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 REPORT_FILE = "export.json"
 OPSET = 18
 PARITY_TOLERANCE = 1e-5  # max |p_eager - p_onnx| on the test split for an fp32 export
+_R = TypeVar("_R")
 SAMPLE_ROWS = 13  # rows of the tracing example: >1 (a batch of 1 would be specialised), an odd size no layer has
 
 
@@ -173,6 +174,29 @@ def _export_to(model: torch.nn.Module, sample: dict[str, torch.Tensor], path: Pa
         raise ExportError("the batch axis came out fixed (the model specialises on the example's batch size)")
 
 
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def export_model(
+    model: torch.nn.Module, sample: dict[str, torch.Tensor], path: Path, check: Callable[[Path], _R] | None = None
+) -> tuple[str, _R | None, dict[str, str]]:
+    """Export `model` (a batch dict in, `{"logit": ...}` out) to the ONNX file `path` with the first
+    exporter of `EXPORTERS` that traces it with a dynamic batch axis and whose file passes `check`
+    (e.g. a parity test; what it returns is handed back). Returns (exporter, check's result, why
+    each earlier exporter failed); raises `ExportError` naming every exporter's failure when none
+    works. Used by `export_onnx` and by AutoPerf's export-size measurement."""
+    tried: dict[str, str] = {}
+    for name in EXPORTERS:
+        try:
+            _export_to(model, sample, path, name)
+            result = check(path) if check is not None else None
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is reported, then the next is tried
+            tried[name] = _first_line(exc)
+            continue
+        return name, result, tried
+    raise ExportError("; ".join(f"{k}: {v}" for k, v in tried.items()))
+
+
 def latency_profile(
     scorer: Scorer, rows: Any, sizes: Sequence[int] = (1, 100, 1000), repeats: int = 30, warmup: int = 2
 ) -> dict[str, dict[str, float]]:
@@ -257,22 +281,16 @@ def export_onnx(
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
         fp32 = Path(tmp) / ONNX_FILES["onnx"]
-        tried: dict[str, str] = {}
-        exporter = None
-        for name in ("dynamo", "torchscript"):
-            try:
-                _export_to(torch_scorer.model, sample, fp32, name)
-                onnx_model = OnnxModel(fp32, threads)
-                exported = _probabilities(onnx_model, arrays, torch_scorer.batch_size)
-            except Exception as exc:  # noqa: BLE001 - every exporter failure is reported, then the next is tried
-                tried[name] = _first_line(exc)
-                continue
-            exporter = name
-            break
-        if exporter is None:
-            reasons = "; ".join(f"{k}: {v}" for k, v in tried.items())
-            raise ExportError(f"model '{config.model}' of {run.folder} cannot be exported to ONNX ({reasons}); "
-                              "serve it with backend='torch'")
+
+        def check(path: Path) -> tuple[OnnxModel, np.ndarray]:
+            onnx_model = OnnxModel(path, threads)
+            return onnx_model, _probabilities(onnx_model, arrays, torch_scorer.batch_size)
+
+        try:
+            exporter, (onnx_model, exported), tried = export_model(torch_scorer.model, sample, fp32, check)
+        except ExportError as exc:
+            raise ExportError(f"model '{config.model}' of {run.folder} cannot be exported to ONNX ({exc}); "
+                              "serve it with backend='torch'") from exc
         diff = float(np.abs(exported.astype(np.float64) - eager).max()) if rows else 0.0
         if not diff <= tolerance:
             raise ExportError(f"model '{config.model}' of {run.folder}: the ONNX export ({exporter}) differs from the "
