@@ -1,0 +1,560 @@
+"""Feature actions: typed, validated changes to a processed data set, applied on the fly.
+
+AutoFeature proposes data, never code: a list of actions (a hashed cross of two categorical
+fields, a numeric bucketisation, sequence aggregates, dropping a field, a shorter sequence, ...).
+`fit_features` fits their state on the train split only (quantile edges, ...); the fitted state
+(`FittedFeatures`, saved as `features.json` in a run directory) transforms any split or any
+freshly encoded batch identically, so training, evaluation, `predict`, the simulator's
+`RunPolicy` and the server all see the same inputs. Raw data and the processed cache are never
+rewritten: a transformed split is a view over the cached one (`FeaturedSplit`).
+
+Actions apply in order: each one is validated against the schema the previous ones produced
+(a cross of a bucketised field is allowed; a cross of a dropped field is not).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from agenticrs.features.hashing import fnv1a_64
+from agenticrs.features.pipeline import ProcessedDataset
+from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, CategoricalInput, FeatureSchema, SequenceInput
+from agenticrs.runtime.files import atomic_write_json
+
+FEATURES_FILE = "features.json"
+FORMAT_VERSION = 1
+_CROSS_SEPARATOR = "_"  # between the two ids whose string is hashed
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class Cross(_Action):
+    """A hashed cross of two categorical fields: one new categorical field `a__x__b`."""
+
+    kind: Literal["cross"] = "cross"
+    fields: tuple[str, str]
+    buckets: int = Field(default=10_007, ge=2, le=50_000_000)
+
+    @model_validator(mode="after")
+    def _two_fields(self) -> Cross:
+        if self.fields[0] == self.fields[1]:
+            raise ValueError(f"fields: a cross needs two different fields, got {list(self.fields)}")
+        return self
+
+    @property
+    def output(self) -> str:
+        return f"{self.fields[0]}__x__{self.fields[1]}"
+
+
+class Bucketize(_Action):
+    """A numeric column cut into `bins` buckets (quantile or log-spaced edges fitted on train):
+    one new categorical field `f__q16` / `f__log16`; the numeric column stays."""
+
+    kind: Literal["bucketize"] = "bucketize"
+    field: str
+    method: Literal["quantile", "log"] = "quantile"
+    bins: int = Field(default=16, ge=2, le=4096)
+
+    @property
+    def output(self) -> str:
+        return f"{self.field}__{'q' if self.method == 'quantile' else 'log'}{self.bins}"
+
+
+class SequenceAggregate(_Action):
+    """A statistic of an id sequence against the row's own value of a categorical field (by
+    default the sequence's target, else the field whose table it shares): how many history
+    elements equal the candidate's value (`count_per_category`), how far back the last one is
+    (`recency`), or a count where each match weighs 0.5^(steps back / half_life)
+    (`decayed_count`). One new numeric column `seq__<stat>_<category>`."""
+
+    kind: Literal["sequence_aggregate"] = "sequence_aggregate"
+    sequence: str
+    stat: Literal["count_per_category", "recency", "decayed_count"]
+    category: str | None = None
+    half_life: float = Field(default=5.0, gt=0)
+
+    def output(self, category: str) -> str:
+        short = {"count_per_category": "count", "recency": "recency", "decayed_count": f"decay{self.half_life:g}"}
+        return f"{self.sequence}__{short[self.stat]}_{category}"
+
+
+class DropField(_Action):
+    """Remove a field: a categorical field, a numeric field (with its `__missing` flag) or a
+    sequence (with the sequences that run parallel to it)."""
+
+    kind: Literal["drop"] = "drop"
+    field: str
+
+
+class SequenceLength(_Action):
+    """Keep only the last `max_len` elements of a sequence (and of its parallel sequences)."""
+
+    kind: Literal["sequence_length"] = "sequence_length"
+    sequence: str
+    max_len: int = Field(ge=1, le=100_000)
+
+
+FeatureAction = Annotated[
+    Cross | Bucketize | SequenceAggregate | DropField | SequenceLength, Field(discriminator="kind")
+]
+_ACTIONS = TypeAdapter(list[FeatureAction])
+
+
+def parse_actions(raw: list[Any]) -> list[FeatureAction]:
+    """Actions from plain data (dicts with a `kind`); a pydantic ValidationError names the field."""
+    return _ACTIONS.validate_python(raw)
+
+
+def dump_actions(actions: list[FeatureAction]) -> list[dict[str, Any]]:
+    return [a.model_dump(mode="json") for a in actions]
+
+
+# -- schema changes (what the model is built on; never depends on fitted values) ------------------
+class ActionError(ValueError):
+    """An action that does not fit the schema it is applied to (the message names the field)."""
+
+
+def _fields_of(schema: FeatureSchema) -> set[str]:
+    numeric = {c[: -len("__missing")] if c.endswith("__missing") else c for c in schema.numeric}
+    return set(schema.categorical_names) | numeric | {s.name for s in schema.sequences}
+
+
+def _require_new(schema: FeatureSchema, name: str, what: str) -> None:
+    if name in _fields_of(schema) or name in schema.numeric:
+        raise ActionError(f"{what}: the output field '{name}' already exists")
+
+
+def _sequence_of(schema: FeatureSchema, name: str, what: str) -> SequenceInput:
+    try:
+        return schema.sequence(name)
+    except KeyError:
+        raise ActionError(
+            f"{what}: '{name}' is not a sequence of the data set (sequences: {[s.name for s in schema.sequences]})"
+        ) from None
+
+
+def _aggregate_category(action: SequenceAggregate, schema: FeatureSchema) -> str:
+    what = f"sequence_aggregate.sequence '{action.sequence}'"
+    seq = _sequence_of(schema, action.sequence, what)
+    if seq.element != "categorical":
+        raise ActionError(f"{what}: a numeric sequence has no ids to count")
+    comparable = [f for f in (seq.target, seq.table) if f]
+    category = action.category or (comparable[0] if comparable else None)
+    if category is None:
+        raise ActionError(
+            f"{what}: has no target or shared table; give sequence_aggregate.category (a field sharing its ids)"
+        )
+    if category not in schema.categorical_names:
+        raise ActionError(f"sequence_aggregate.category '{category}' is not a categorical field of the data set")
+    if category not in comparable:
+        raise ActionError(
+            f"sequence_aggregate.category '{category}' does not share the ids of sequence '{seq.name}' "
+            f"(comparable fields: {comparable or 'none'})"
+        )
+    return category
+
+
+def next_schema(action: FeatureAction, schema: FeatureSchema) -> FeatureSchema:
+    """The schema after `action`; an `ActionError` naming the field when it does not apply."""
+    if isinstance(action, Cross):
+        for name in action.fields:
+            if name not in schema.categorical_names:
+                raise ActionError(
+                    f"cross.fields: '{name}' is not a categorical field (categorical: {schema.categorical_names})"
+                )
+        _require_new(schema, action.output, "cross.fields")
+        added = CategoricalInput(action.output, NUM_RESERVED + action.buckets)
+        return replace(schema, categorical=(*schema.categorical, added))
+    if isinstance(action, Bucketize):
+        if action.field not in schema.numeric or action.field.endswith("__missing"):
+            dense = [c for c in schema.numeric if not c.endswith("__missing")]
+            raise ActionError(f"bucketize.field: '{action.field}' is not a numeric column (numeric: {dense})")
+        _require_new(schema, action.output, "bucketize.field")
+        added = CategoricalInput(action.output, NUM_RESERVED + action.bins)
+        return replace(schema, categorical=(*schema.categorical, added))
+    if isinstance(action, SequenceAggregate):
+        category = _aggregate_category(action, schema)
+        column = action.output(category)
+        _require_new(schema, column, "sequence_aggregate.sequence")
+        return replace(schema, numeric=(*schema.numeric, column))
+    if isinstance(action, DropField):
+        return _drop_schema(action.field, schema)
+    if isinstance(action, SequenceLength):
+        what = f"sequence_length.sequence '{action.sequence}'"
+        seq = _sequence_of(schema, action.sequence, what)
+        if seq.parallel_to:
+            raise ActionError(f"{what}: runs parallel to '{seq.parallel_to}'; shorten '{seq.parallel_to}' instead")
+        if action.max_len > seq.max_len:
+            raise ActionError(f"sequence_length.max_len {action.max_len} exceeds the sequence's {seq.max_len}")
+        group = {seq.name} | {s.name for s in schema.sequences if s.parallel_to == seq.name}
+        sequences = tuple(replace(s, max_len=action.max_len) if s.name in group else s for s in schema.sequences)
+        return replace(schema, sequences=sequences)
+    raise TypeError(f"unknown feature action {action!r}")
+
+
+def _drop_schema(name: str, schema: FeatureSchema) -> FeatureSchema:
+    if name not in _fields_of(schema):
+        raise ActionError(f"drop.field: '{name}' is not a field of the data set (fields: {sorted(_fields_of(schema))})")
+    dropped_seqs = {s.name for s in schema.sequences if s.name == name or s.parallel_to == name}
+    kept_seqs = [s for s in schema.sequences if s.name not in dropped_seqs]
+    tables = sorted(s.name for s in kept_seqs if s.table == name)
+    if tables:
+        raise ActionError(f"drop.field: '{name}' is the embedding table of sequence(s) {tables}; drop those first")
+    categorical = tuple(c for c in schema.categorical if c.name != name)
+    if not categorical and not kept_seqs:
+        raise ActionError(f"drop.field: dropping '{name}' leaves no categorical field or sequence")
+    return replace(
+        schema,
+        categorical=categorical,
+        numeric=tuple(c for c in schema.numeric if c not in (name, f"{name}__missing")),
+        sequences=tuple(replace(s, target=None) if s.target == name else s for s in kept_seqs),
+        request_fields=tuple(f for f in schema.request_fields if f not in ({name} | dropped_seqs)),
+    )
+
+
+def validate_actions(actions: list[FeatureAction], schema: FeatureSchema) -> list[str]:
+    """Every problem of `actions` on `schema`, in order (each names the action's field); [] if valid."""
+    problems = []
+    for action in actions:
+        try:
+            schema = next_schema(action, schema)
+        except ActionError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def transformed_schema(actions: list[FeatureAction], schema: FeatureSchema) -> FeatureSchema:
+    """The schema after all actions (an ActionError for the first one that does not apply)."""
+    for action in actions:
+        schema = next_schema(action, schema)
+    return schema
+
+
+# -- array transforms (vectorised; one function per action) ---------------------------------------
+Arrays = dict[str, Any]
+
+
+def cross_ids(a: np.ndarray, b: np.ndarray, buckets: int) -> np.ndarray:
+    """Hashed cross of two id columns: FNV-1a (features/hashing) of the string "a_b", mod buckets,
+    after the reserved ids. The ids are the run's own encoder's, so the cross is stable wherever
+    the run's encoder is."""
+    text = pc.binary_join_element_wise(
+        pc.cast(pa.array(np.asarray(a, np.int64)), pa.string()),
+        pc.cast(pa.array(np.asarray(b, np.int64)), pa.string()),
+        _CROSS_SEPARATOR,
+    )
+    return (NUM_RESERVED + fnv1a_64(text) % np.uint64(buckets)).astype(np.int32)
+
+
+def quantile_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Distinct inner quantile edges of the (non-missing) training values."""
+    if values.size == 0:
+        return []
+    qs = np.quantile(values.astype(np.float64), np.arange(1, bins) / bins)
+    return [float(x) for x in np.unique(qs)]
+
+
+def log_edges(values: np.ndarray, bins: int) -> tuple[float, list[float]]:
+    """(offset, edges): values are shifted by the training minimum, and the edges are spaced evenly
+    in log1p between 0 and the shifted training maximum (small values get narrow buckets)."""
+    if values.size == 0:
+        return 0.0, []
+    low = float(values.min())
+    top = float(np.log1p(float(values.max()) - low))
+    edges = np.expm1(np.linspace(0.0, top, bins + 1)[1:-1])
+    return low, [float(x) for x in np.unique(edges)]
+
+
+def bucket_ids(values: np.ndarray, edges: list[float], offset: float, missing: np.ndarray | None) -> np.ndarray:
+    """Bucket of each value (`searchsorted` right: a value equal to an edge goes above it), after
+    the reserved ids; missing rows get the missing id."""
+    index = np.searchsorted(np.asarray(edges, np.float64), values.astype(np.float64) - offset, side="right")
+    out = (NUM_RESERVED + index).astype(np.int32)
+    if missing is not None:
+        out[missing] = MISSING_INDEX
+    return out
+
+
+def sequence_statistic(
+    seq: np.ndarray, lengths: np.ndarray, target: np.ndarray, stat: str, half_life: float
+) -> np.ndarray:
+    """Raw statistic of each row's valid history elements equal to the row's target id (ids below
+    the reserved range never match): `count_per_category` the number of matches, `recency` the
+    steps back to the last match (0: the latest element; no match: the sequence width),
+    `decayed_count` sum of 0.5^(steps back / half_life) over matches."""
+    n, width = seq.shape
+    positions = np.arange(width)
+    lengths = np.asarray(lengths, np.int64)
+    valid = positions[None, :] < lengths[:, None]
+    target = np.asarray(target, np.int64)
+    match = valid & (np.asarray(seq, np.int64) == target[:, None]) & (target[:, None] >= NUM_RESERVED)
+    steps_back = lengths[:, None] - 1 - positions[None, :]  # 0 for the latest element
+    if stat == "count_per_category":
+        return match.sum(axis=1).astype(np.float64)
+    if stat == "recency":
+        last = np.where(match, steps_back, width).min(axis=1, initial=width)
+        return last.astype(np.float64)
+    if stat == "decayed_count":
+        weights = np.power(0.5, np.maximum(steps_back, 0) / half_life)
+        return np.where(match, weights, 0.0).sum(axis=1)
+    raise ValueError(f"unknown sequence statistic '{stat}'")
+
+
+def aggregate_values(raw: np.ndarray, stat: str, width: int) -> np.ndarray:
+    """The model's input for a raw statistic: counts as log1p, recency as a share of the width."""
+    if stat == "recency":
+        return (raw / max(width, 1)).astype(np.float32)
+    return np.log1p(raw).astype(np.float32)
+
+
+def truncate_sequence(seq: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's last `max_len` valid elements, left-aligned (the encoder's layout), padded with 0."""
+    n, width = seq.shape
+    lengths = np.asarray(lengths, np.int64)
+    keep = np.minimum(lengths, max_len)
+    start = lengths - keep  # first kept position
+    positions = np.arange(max_len)
+    source = np.minimum(start[:, None] + positions[None, :], max(width - 1, 0))
+    out = np.take_along_axis(np.asarray(seq), source, axis=1) if width else np.zeros((n, max_len), seq.dtype)
+    out = np.where(positions[None, :] < keep[:, None], out, np.zeros((), seq.dtype)).astype(seq.dtype)
+    return out, keep.astype(np.int32)
+
+
+def _rows(arrays: Mapping[str, Any]) -> int:
+    for key in ("categorical", "numeric"):
+        if key in arrays:
+            return len(arrays[key])
+    return len(next(iter(arrays.values())))
+
+
+def _numeric_missing(schema: FeatureSchema, numeric: np.ndarray, name: str) -> np.ndarray | None:
+    flag = f"{name}__missing"
+    return numeric[:, schema.numeric.index(flag)] > 0.5 if flag in schema.numeric else None
+
+
+def _fit_one(action: FeatureAction, schema: FeatureSchema, arrays: Arrays) -> dict[str, Any]:
+    if isinstance(action, Bucketize):
+        numeric = np.asarray(arrays["numeric"])
+        values = numeric[:, schema.numeric.index(action.field)]
+        missing = _numeric_missing(schema, numeric, action.field)
+        if missing is not None:
+            values = values[~missing]
+        if action.method == "quantile":
+            return {"offset": 0.0, "edges": quantile_edges(values, action.bins)}
+        offset, edges = log_edges(values, action.bins)
+        return {"offset": offset, "edges": edges}
+    if isinstance(action, SequenceAggregate):
+        return {"category": _aggregate_category(action, schema)}
+    return {}
+
+
+def _apply_one(action: FeatureAction, state: dict[str, Any], schema: FeatureSchema, arrays: Arrays) -> Arrays:
+    out = dict(arrays)
+    if isinstance(action, Cross):
+        cat = np.asarray(arrays["categorical"])
+        a, b = (cat[:, schema.categorical_index(f)] for f in action.fields)
+        out["categorical"] = np.concatenate([cat, cross_ids(a, b, action.buckets)[:, None]], axis=1)
+    elif isinstance(action, Bucketize):
+        numeric = np.asarray(arrays["numeric"])
+        values = numeric[:, schema.numeric.index(action.field)]
+        ids = bucket_ids(values, state["edges"], state["offset"], _numeric_missing(schema, numeric, action.field))
+        out["categorical"] = np.concatenate([np.asarray(arrays["categorical"]), ids[:, None]], axis=1)
+    elif isinstance(action, SequenceAggregate):
+        cat = np.asarray(arrays["categorical"])
+        seq = np.asarray(arrays[f"seq/{action.sequence}"])
+        raw = sequence_statistic(
+            seq, np.asarray(arrays[f"seqlen/{action.sequence}"]),
+            cat[:, schema.categorical_index(state["category"])], action.stat, action.half_life,
+        )  # fmt: skip
+        column = aggregate_values(raw, action.stat, seq.shape[1])
+        out["numeric"] = np.concatenate([np.asarray(arrays["numeric"], np.float32), column[:, None]], axis=1)
+    elif isinstance(action, DropField):
+        after = _drop_schema(action.field, schema)
+        if action.field in schema.categorical_names:
+            keep = [i for i, c in enumerate(schema.categorical) if c.name != action.field]
+            out["categorical"] = np.asarray(arrays["categorical"])[:, keep]
+        keep_num = [i for i, c in enumerate(schema.numeric) if c in after.numeric]
+        if len(keep_num) != len(schema.numeric):
+            out["numeric"] = np.asarray(arrays["numeric"])[:, keep_num]
+        kept = {s.name for s in after.sequences}
+        for s in schema.sequences:
+            if s.name not in kept:
+                out.pop(f"seq/{s.name}", None)
+                out.pop(f"seqlen/{s.name}", None)
+    elif isinstance(action, SequenceLength):
+        for s in schema.sequences:
+            if s.name == action.sequence or s.parallel_to == action.sequence:
+                if f"seq/{s.name}" in arrays:
+                    out[f"seq/{s.name}"], out[f"seqlen/{s.name}"] = truncate_sequence(
+                        np.asarray(arrays[f"seq/{s.name}"]), np.asarray(arrays[f"seqlen/{s.name}"]), action.max_len
+                    )
+    return out
+
+
+_CHANGED_PREFIXES = ("seq/", "seqlen/")
+
+
+def _model_arrays(split: Mapping[str, Any] | Any) -> Arrays:
+    keys = [k for k in split.keys() if k in ("categorical", "numeric") or k.startswith(_CHANGED_PREFIXES)]
+    return {k: split[k] for k in keys}
+
+
+# -- the fitted state -----------------------------------------------------------------------------
+@dataclass
+class FittedFeatures:
+    """Actions and what was fitted for them on the train split; applies them to any split."""
+
+    actions: list[FeatureAction]
+    state: list[dict[str, Any]]  # one JSON-able dict per action (quantile edges, ...)
+    base: FeatureSchema  # the schema the actions were fitted on (the run's encoder's)
+
+    def schema(self, base: FeatureSchema | None = None) -> FeatureSchema:
+        """The schema the model is built on. `base` (if given) must be the one it was fitted on."""
+        if base is not None and base.to_dict() != self.base.to_dict():
+            raise ValueError("these features were fitted on another schema (a different encoder or data set)")
+        return transformed_schema(self.actions, self.base)
+
+    def transform_arrays(self, arrays: Mapping[str, Any]) -> Arrays:
+        """Encoded arrays (a split's or a scored batch's) with every action applied; keys the actions
+        do not touch (labels, group, request, ...) pass through."""
+        model = _model_arrays(arrays)
+        schema = self.base
+        for action, state in zip(self.actions, self.state, strict=True):
+            model = _apply_one(action, state, schema, model)
+            schema = next_schema(action, schema)
+        out = {k: v for k, v in arrays.items() if k not in ("categorical", "numeric") and not k.startswith(_CHANGED_PREFIXES)}
+        out.update(model)
+        return out
+
+    def transform(self, split: Any) -> FeaturedSplit:
+        return FeaturedSplit(split, self)
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": FORMAT_VERSION, "actions": dump_actions(self.actions), "state": self.state,
+                "base_schema": self.base.to_dict()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FittedFeatures:
+        if raw.get("version") != FORMAT_VERSION:
+            raise ValueError(f"features format version {raw.get('version')!r} is not {FORMAT_VERSION}")
+        actions = parse_actions(raw["actions"])
+        if len(raw["state"]) != len(actions):
+            raise ValueError("features: one state per action expected")
+        return cls(actions, list(raw["state"]), FeatureSchema.from_dict(raw["base_schema"]))
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / FEATURES_FILE
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FittedFeatures | None:
+        """The fitted features of a run directory; None when it has none (a run without actions)."""
+        path = Path(folder) / FEATURES_FILE
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a valid features file: {exc}") from exc
+
+
+class FeaturedSplit:
+    """A split seen through fitted features: the `SplitArrays` / `RowSubset` interface (`rows`,
+    `keys`, `in`, `[]`, `load_in_memory`). Model inputs are computed once, on first use."""
+
+    def __init__(self, split: Any, fitted: FittedFeatures) -> None:
+        self._split, self._fitted = split, fitted
+        self.rows = split.rows
+        self._model: Arrays | None = None
+        self._keys = [k for k in split.keys() if k not in _model_arrays(split)] + list(self._computed_keys())
+
+    def _computed_keys(self) -> list[str]:
+        schema = self._fitted.schema()
+        keys = ["categorical", "numeric"]
+        for s in schema.sequences:
+            keys += [f"seq/{s.name}", f"seqlen/{s.name}"]
+        return [k for k in keys if k in ("categorical", "numeric") or k in self._split]
+
+    def _arrays(self) -> Arrays:
+        if self._model is None:
+            self._model = self._fitted.transform_arrays(_model_arrays(self._split))
+        return self._model
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        if key in ("categorical", "numeric") or key.startswith(_CHANGED_PREFIXES):
+            return self._arrays()[key]
+        return self._split[key]
+
+    def load_in_memory(self) -> None:
+        if hasattr(self._split, "load_in_memory"):
+            self._split.load_in_memory()
+        self._arrays()
+
+
+def fit_features(actions: list[FeatureAction], data: ProcessedDataset) -> FittedFeatures:
+    """Fit the actions' state on `data`'s train split only (a ValueError listing every problem)."""
+    base = data.schema
+    problems = validate_actions(actions, base)
+    if problems:
+        raise ValueError("invalid feature actions: " + "; ".join(problems))
+    arrays = _model_arrays(data.split("train"))
+    schema = base
+    states = []
+    for action in actions:
+        state = _fit_one(action, schema, arrays)
+        arrays = _apply_one(action, state, schema, arrays)
+        schema = next_schema(action, schema)
+        states.append(state)
+    return FittedFeatures(list(actions), states, base)
+
+
+@dataclass
+class FeaturedDataset(ProcessedDataset):
+    """A processed data set seen through fitted features: `.schema` and `.splits` transformed."""
+
+    fitted: FittedFeatures | None = field(default=None)
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.fitted.schema() if self.fitted is not None else self.encoder.schema()
+
+
+def featured(data: ProcessedDataset, fitted: FittedFeatures | None) -> ProcessedDataset:
+    """`data` with `fitted` applied to every split (the cache untouched); `data` itself when None."""
+    if fitted is None:
+        return data
+    if isinstance(data, FeaturedDataset) and data.fitted is not None:
+        raise ValueError("this data set already has fitted features applied; fit on the untransformed data")
+    return FeaturedDataset(
+        spec=data.spec, encoder=data.encoder, folder=data.folder,
+        splits={name: fitted.transform(split) for name, split in data.splits.items()},
+        process_seconds=data.process_seconds, from_cache=data.from_cache, fitted=fitted,
+    )  # fmt: skip
+
+
+__all__ = [
+    "FEATURES_FILE", "Bucketize", "Cross", "DropField", "FeatureAction", "FeaturedDataset", "FeaturedSplit",
+    "FittedFeatures", "SequenceAggregate", "SequenceLength", "featured", "fit_features", "parse_actions",
+    "validate_actions",
+]
