@@ -11,6 +11,7 @@ lets a resumed evolution redo an interrupted training and land on the same numbe
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.splits import EvolutionData
+from agenticrs.features.actions import FittedFeatures, dump_actions, featured, fit_features
 from agenticrs.features.subset import field_names, protected_fields
 from agenticrs.models.base import build_model
 from agenticrs.progress import SILENT, Reporter
@@ -71,14 +73,30 @@ class MemberTrainer:
         schema = evo.data.schema
         self.all_fields = field_names(schema)
         self.protected = protected_fields(schema)
+        self._fitted: dict[str, FittedFeatures] = {}
+
+    def features(self, candidate: Candidate) -> FittedFeatures | None:
+        """The candidate's feature actions fitted on the evolution's train rows (never the stop
+        slice, valid, gate or test); fitted once per action list and shared by its learners."""
+        if not candidate.features:
+            return None
+        key = json.dumps(dump_actions(candidate.features), sort_keys=True)
+        if key not in self._fitted:
+            self._fitted[key] = fit_features(candidate.features, self.evo.fit)
+        return self._fitted[key]
 
     def run_dir(self, root: Path, candidate_id: int, role: str, seed: int) -> Path:
         return Path(root) / f"candidate-{candidate_id}" / f"{role}-seed{seed}"
 
     def train(self, candidate: Candidate, seed: int, folder: Path) -> MemberResult:
         """Train (from scratch: a half-written folder from a killed run is replaced)."""
+        fitted = self.features(candidate)
+        fit_data = featured(self.evo.fit, fitted)
+        all_fields, protected = self.all_fields, self.protected
+        if fitted is not None:  # bagging draws from the fields the actions leave
+            all_fields, protected = field_names(fit_data.schema), protected_fields(fit_data.schema)
         config = with_model_train_defaults(candidate.run_config(
-            self.evo.data.spec.name, seed, self.base, self.all_fields, self.protected, name=folder.name
+            self.evo.data.spec.name, seed, self.base, all_fields, protected, name=folder.name
         ))
         if folder.exists():
             for stale in folder.iterdir():
@@ -86,11 +104,11 @@ class MemberTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         run = Run(folder)
         data = self.evo.data
-        run.write_setup(config, data.spec, data.encoder)
+        run.write_setup(config, data.spec, data.encoder, fitted)
         started = time.perf_counter()
         seed_everything(seed)
-        model = build_model(config.model, data.schema, config.model_params)
-        result = Trainer(config.train, self.reporter).fit(model, self.evo.fit, run)
+        model = build_model(config.model, fit_data.schema, config.model_params)
+        result = Trainer(config.train, self.reporter).fit(model, fit_data, run)
         device = resolve_device(config.train.device)
         predictions: dict[str, np.ndarray] = {}
         metrics: dict[str, dict[str, float]] = {"stop": dict(result.valid)}
@@ -98,6 +116,8 @@ class MemberTrainer:
             rows = self.evo.split(split) if split != "test" or self.evo.test is not None else None
             if rows is None:
                 continue
+            if fitted is not None:
+                rows = fitted.transform(rows)
             probs = predict_probs(model, rows, config.train.eval_batch_size, device).astype(np.float64)
             predictions[split] = probs
             metrics[split] = compute_metrics(REPORT_METRICS, self.evo.labels(split, self.label_index), probs)

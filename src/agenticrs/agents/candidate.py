@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agenticrs.features.actions import FeatureAction, dump_actions
 from agenticrs.features.subset import bag_fields
 from agenticrs.models.base import make_config, model_class
 from agenticrs.train.config import RunConfig, TrainConfig
@@ -46,6 +47,9 @@ class Candidate(BaseModel):
     epochs: int = Field(default=10, ge=1, le=200, description="training budget: at most this many epochs")
     input_fields: list[str] | None = Field(default=None, description="fields the model sees; None: all")
     feature_bagging: float = Field(default=1.0, gt=0.0, le=1.0, description="share of fields each learner keeps")
+    features: list[FeatureAction] = Field(
+        default_factory=list, description="feature actions applied before the model (AutoFeature's decisions)"
+    )
 
     @model_validator(mode="after")
     def _known_model(self) -> Candidate:
@@ -77,7 +81,7 @@ class Candidate(BaseModel):
     def effective(self, strict: bool = True) -> dict[str, Any]:
         """What defines the learners (the hash's input): no knob the model ignores. `strict`: a
         ValueError for model_params the model's Config refuses; otherwise they are taken as given."""
-        return {
+        effective = {
             "model": self.model,
             "model_config": self.model_knobs() if strict else self.knobs_as_given(),
             "optimizer": self.optimizer,
@@ -88,6 +92,9 @@ class Candidate(BaseModel):
             "input_fields": self.input_fields,
             "feature_bagging": float(self.feature_bagging),
         }
+        if self.features:  # only when there are any: the hashes of candidates without actions stay as they were
+            effective["features"] = dump_actions(self.features)
+        return effective
 
     def config_hash(self, strict: bool = True) -> str:
         """Hash of the effective configuration (`strict=False`: also for a candidate whose
@@ -112,6 +119,8 @@ class Candidate(BaseModel):
             parts.append(f"fields={len(self.input_fields)}")
         if self.feature_bagging < 1:
             parts.append(f"bag={self.feature_bagging:.2f}")
+        if self.features:
+            parts.append(f"features={len(self.features)}")
         return " ".join(parts)
 
     # -- learners -----------------------------------------------------------------------------
@@ -145,4 +154,5 @@ class Candidate(BaseModel):
                 "seed": seed,
             }
         )
-        return RunConfig(dataset=dataset, model=self.model, model_params=params, train=train, name=name)
+        return RunConfig(dataset=dataset, model=self.model, model_params=params, train=train, name=name,
+                         features=list(self.features))

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.overrides import TorchFunctionMode
 
 from agenticrs.agents.candidate import Candidate, active_knobs
+from agenticrs.features.actions import transformed_schema, validate_actions
 from agenticrs.features.schema import MISSING_INDEX, FeatureSchema
 from agenticrs.features.subset import field_names, protected_fields
 from agenticrs.models.base import IncompatibleDataError, build_model, model_class
@@ -222,7 +223,14 @@ def check(candidate: Candidate, space: SearchSpace, schema: FeatureSchema) -> Ch
     """Schema, bounds, parameter count and latency, before any training.
 
     Never raises for a bad candidate: every problem (a config the model's typed Config refuses, a
-    model that cannot be built, one over the budgets, a failing forward pass) is a failed report."""
+    model that cannot be built, one over the budgets, a failing forward pass) is a failed report.
+    A candidate's feature actions are validated first; the model is then checked on the schema
+    they produce (`input_fields` name fields of that schema)."""
+    if candidate.features:
+        problems = validate_actions(candidate.features, schema)
+        if problems:
+            return CheckReport(False, problems)
+        schema = transformed_schema(candidate.features, schema)
     try:
         problems = bounds_problems(candidate, space, schema)
         if problems:

@@ -37,6 +37,7 @@ import pyarrow as pa
 import torch
 
 from agenticrs.data.readers import iter_split
+from agenticrs.features.actions import featured
 from agenticrs.features.batching import model_input_keys
 from agenticrs.features.pipeline import process_dataset
 from agenticrs.runtime.files import atomic_write_bytes, atomic_write_json
@@ -265,6 +266,7 @@ def export_onnx(
         raise ValueError(f"{run.folder} has no test split to check the export on (splits: {sorted(spec.files)})")
     data = process_dataset(spec.model_copy(update={"files": {"train": [], "test": spec.files["test"]}}), cache_dir,
                            encoder=run.encoder)
+    data = featured(data, run.features)  # the run's fitted feature actions, as in training and scoring
     split = data.split("test")
     arrays = {k: np.ascontiguousarray(split[k]) for k in model_input_keys(split)}
     # a multi-task run (summary label None) is checked on its first head's label, as `_auc` scores it

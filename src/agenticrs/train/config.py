@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+from agenticrs.features.actions import FeatureAction
 
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 
@@ -149,3 +151,16 @@ class RunConfig(BaseModel):
     smoke: bool = Field(default=False, description="start from the model's tiny smoke config")
     train: TrainConfig = Field(default_factory=TrainConfig)
     name: str | None = None
+    features: list[FeatureAction] = Field(
+        default_factory=list, description="feature actions (agenticrs.features.actions), fitted on train and "
+        "applied at training and scoring time alike",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_features(self, handler: Any) -> dict[str, Any]:
+        """A run without actions is written as before (no `features` key): configs, and whatever is
+        keyed by them, stay as they were."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.features:
+            data.pop("features", None)
+        return data

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from agenticrs.config import dump_yaml, load_yaml
 from agenticrs.data.spec import DatasetSpec
+from agenticrs.features.actions import FEATURES_FILE, FittedFeatures
 from agenticrs.features.encoder import FeatureEncoder
 from agenticrs.features.schema import FeatureSchema
 from agenticrs.models.base import Model, build_model
@@ -108,12 +109,20 @@ class Run:
         Path(folder).mkdir(parents=True, exist_ok=True)
         return cls(folder)
 
-    def write_setup(self, config: RunConfig, spec: DatasetSpec, encoder: FeatureEncoder) -> None:
-        """What a CTR run needs to be rebuilt: its config, data set spec, encoder and schema."""
+    def write_setup(
+        self, config: RunConfig, spec: DatasetSpec, encoder: FeatureEncoder, features: FittedFeatures | None = None
+    ) -> None:
+        """What a CTR run needs to be rebuilt: its config, data set spec, encoder, fitted feature
+        actions (`features.json`, when it has any) and the schema its model is built on."""
         self.write_config(config.model_dump(mode="json"))
         spec.to_yaml(self.folder / DATASET)
         encoder.save(self.folder / ENCODER)
-        self.write_json(SCHEMA, encoder.schema().to_dict())
+        if features is not None:
+            features.save(self.folder)
+        else:
+            (self.folder / FEATURES_FILE).unlink(missing_ok=True)
+        schema = features.schema() if features is not None else encoder.schema()
+        self.write_json(SCHEMA, schema.to_dict())
 
     def write_config(self, config: dict[str, Any]) -> None:
         dump_yaml(config, self.folder / CONFIG)
@@ -210,6 +219,13 @@ class Run:
     @property
     def encoder(self) -> FeatureEncoder:
         return self._read(ENCODER, FeatureEncoder.load, "is not a valid saved encoder")
+
+    @property
+    def features(self) -> FittedFeatures | None:
+        """The run's fitted feature actions (`features.json`); None for a run without actions."""
+        if not (self.folder / FEATURES_FILE).is_file():
+            return None
+        return self._read(FEATURES_FILE, lambda path: FittedFeatures.load(path.parent), "is not a valid features file")
 
     @property
     def schema(self) -> FeatureSchema:

@@ -125,6 +125,7 @@ class Scorer:
         self.name = self.run_dir.name
         self.backend = backend
         self.encoder = run.encoder
+        self.features = run.features  # fitted feature actions, applied after the encoder as in training
         config = run.config
         self.batch_size = batch_size or config.train.eval_batch_size
         self.onnx: OnnxModel | None = None
@@ -148,6 +149,8 @@ class Scorer:
         table = as_arrow(rows)
         chunk = self.encoder.parse_chunk(Chunk(file=source, first_row=1, table=table))
         arrays = self.encoder.transform(chunk, shared=shared)
+        if self.features is not None:
+            arrays = self.features.transform_arrays(arrays)
         return {k: np.asarray(arrays[k]) for k in model_input_keys(arrays)}
 
     def score_encoded(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ from torch import nn
 from agenticrs.data.registry import resolve_dataset
 from agenticrs.data.shards import SplitShard, split_nbytes
 from agenticrs.data.spec import DatasetSpec
+from agenticrs.features.actions import featured, fit_features
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.models.base import Model, build_model, make_config, model_class
 from agenticrs.progress import SILENT, Reporter
@@ -93,12 +94,16 @@ def train_run(
     data = data or load_data(config.dataset, cache_dir, reporter)
     if ctx.active and ctx.is_main:
         distributed.barrier()
+    # feature actions: fitted on the train split only, applied to every split as a view (the cache
+    # is untouched); the fitted state is saved with the run, so scoring applies exactly the same
+    fitted = fit_features(config.features, data) if config.features else None
+    data = featured(data, fitted)
     seed_everything(config.train.seed)  # the initial weights are part of what the seed fixes
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
     run = None
     if ctx.is_main:
         run = Run.create(runs_dir, config.name or f"{config.model}-{data.spec.name}")
-        run.write_setup(config, data.spec, data.encoder)
+        run.write_setup(config, data.spec, data.encoder, fitted)
     splits = dict(data.splits)
     if ctx.active:
         splits["train"] = SplitShard.of_rank(data.split("train"), ctx.rank, ctx.world_size)
@@ -126,7 +131,7 @@ def resume_run(
         raise FileNotFoundError(f"{run.folder} has no checkpoint.pt to resume from (finished, or never started)")
     config = run.config
     resolve_device(config.train.device)
-    data = load_data(config.dataset, cache_dir, reporter)
+    data = featured(load_data(config.dataset, cache_dir, reporter), run.features)
     seed_everything(config.train.seed)
     model = build_model(config.model, data.schema, config.model_params, smoke=config.smoke)
     for split in data.splits.values():
@@ -156,7 +161,7 @@ def evaluate_run(
         raise KeyError(f"the run's data set has no split '{split}' (has {sorted(spec.files)})")
     else:
         spec = spec.model_copy(update={"files": {"train": [], split: spec.files[split]}})
-    data = process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter)
+    data = featured(process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter), run.features)
     model = run.load_model(device)
     summary, labels = run.summary, list(run.schema.labels)
     heads = list(summary.get("labels") or [])
@@ -222,6 +227,7 @@ def predict_files(
     device = resolve_device(config.train.device)
     spec = _with_files(run.spec, "predict", files)
     data = process_dataset(spec, cache_dir, encoder=run.encoder, with_labels=False, reporter=reporter)
+    data = featured(data, run.features)  # the run's fitted feature actions, as in training
     model = run.load_model(device)
     probs = predict_probs(model, data.split("predict"), config.train.eval_batch_size, device, reporter)
     if out is not None:

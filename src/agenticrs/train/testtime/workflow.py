@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agenticrs.config import apply_overrides
 from agenticrs.data.cache import SplitArrays
+from agenticrs.features.actions import featured
 from agenticrs.features.batching import iterate_batches
 from agenticrs.features.pipeline import ProcessedDataset, process_dataset
 from agenticrs.progress import SILENT, Reporter
@@ -125,7 +126,9 @@ def wrap_run(run_dir: str | Path, method: str, settings: TestTimeSettings | None
 
     def run_data() -> ProcessedDataset:
         if "data" not in loaded:
-            loaded["data"] = data or process_dataset(run.spec, cache_dir, encoder=run.encoder, reporter=reporter)
+            loaded["data"] = data or featured(
+                process_dataset(run.spec, cache_dir, encoder=run.encoder, reporter=reporter), run.features
+            )
         return loaded["data"]
 
     device = resolve_device(config.train.device)
@@ -215,7 +218,7 @@ def evaluate_test_time(run_dir: str | Path, method: str, split: str = "test", fi
         raise KeyError(f"the run's data set has no split '{split}' (has {sorted(spec.files)})")
     else:
         spec = spec.model_copy(update={"files": {"train": [], split: spec.files[split]}})
-    rows = process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter).split(split)
+    rows = featured(process_dataset(spec, cache_dir, encoder=run.encoder, reporter=reporter), run.features).split(split)
     probs, stats = score_split(wrapped, rows, reporter)
     base = predict_probs(wrapped.model, rows, run.config.train.eval_batch_size, wrapped.device)
     labels = _train_labels(run, rows)
@@ -245,7 +248,8 @@ def predict_test_time(run_dir: str | Path, method: str, files: list[str],
     run = Run(run_dir)
     wrapped = wrap_run(run_dir, method, settings, cache_dir, reporter)
     spec = _with_files(run.spec, "predict", files)
-    rows = process_dataset(spec, cache_dir, encoder=run.encoder, with_labels=False, reporter=reporter).split("predict")
+    rows = featured(process_dataset(spec, cache_dir, encoder=run.encoder, with_labels=False, reporter=reporter),
+                    run.features).split("predict")
     probs, _ = score_split(wrapped, rows, reporter)
     if out is not None:
         write_predictions(out, probs)
