@@ -21,15 +21,17 @@ from agenticrs.features.actions import (
     Cross,
     DropField,
     FittedFeatures,
+    SemanticId,
     SequenceAggregate,
     SequenceLength,
+    TextEmbedding,
     featured,
     fit_features,
     parse_actions,
     validate_actions,
 )
 from agenticrs.features.hashing import fnv1a_64
-from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, CategoricalInput, FeatureSchema, SequenceInput
+from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, OOV_INDEX, CategoricalInput, FeatureSchema, SequenceInput
 from agenticrs.train.config import RunConfig, TrainConfig
 from agenticrs.train.ctr import predict_probs
 from agenticrs.train.run import Run
@@ -45,6 +47,7 @@ SCHEMA = FeatureSchema(
     ),
     labels=("click",),
     has_group=False,
+    text=("title",),
     request_fields=("a", "hist"),
 )
 
@@ -108,6 +111,9 @@ def fitted(actions: list, split: Split | None = None) -> FittedFeatures:
         (DropField(field="item"), "drop.field: 'item'"),
         (SequenceLength(sequence="hist", max_len=9), "sequence_length.max_len 9"),
         (SequenceLength(sequence="hist_kind", max_len=2), "sequence_length.sequence 'hist_kind'"),
+        (TextEmbedding(field="a"), "text_embedding.field: 'a'"),
+        (SemanticId(field="price"), "semantic_id.field: 'price'"),
+        (SemanticId(field="item", text="nope"), "semantic_id.text: 'nope'"),
     ],
 )
 def test_each_action_names_its_field_when_it_does_not_apply(action, names):
@@ -204,6 +210,55 @@ def test_drop_removes_columns_flags_and_sequences_and_clears_targets():
     assert schema.numeric == ("age",) and schema.sequences == () and schema.request_fields == ("a",)
     g = fitted([DropField(field="a")]).schema()
     assert g.categorical_names == ["b", "item"] and g.request_fields == ("hist",)
+
+
+def item_split() -> Split:
+    """Items 3-5 are seen with a=3, b=3 and items 6-8 with a=9, b=9 (two co-occurrence groups)."""
+    items = np.array([3, 4, 5, 6, 7, 8, 3, 6])
+    group = np.where(items < 6, 3, 9)
+    titles = ["red shoe", "red shoe", "red shoe", "tin can", "tin can", "tin can", "red shoe", "tin can"]
+    return Split({
+        "categorical": np.stack([group, group, items], axis=1).astype(np.int32),
+        "numeric": np.zeros((8, 3), np.float32),
+        "seq/hist": np.zeros((8, 4), np.int32), "seqlen/hist": np.zeros(8, np.int32),
+        "seq/hist_kind": np.zeros((8, 4), np.int32), "seqlen/hist_kind": np.zeros(8, np.int32),
+        "text/title": pa.array(titles),
+    })  # fmt: skip
+
+
+def test_semantic_ids_of_co_occurrence_group_values_that_share_their_context():
+    f = fitted([SemanticId(field="item", levels=1, codebook=2)], item_split())
+    assert f.state[0]["source"] == "co-occurrence"
+    rows = Split({**hand_split().arrays, "categorical": np.array([[0, 0, i] for i in (3, 4, 5, 6, 7, 8, 9, 1)],
+                                                                  np.int32)})  # fmt: skip
+    codes = f.transform(rows)["categorical"][:, 3].tolist()
+    assert codes[0] == codes[1] == codes[2] != codes[3] == codes[4] == codes[5]
+    assert {codes[0], codes[3]} == {NUM_RESERVED, NUM_RESERVED + 1}
+    assert codes[6:] == [OOV_INDEX, OOV_INDEX]  # a value never seen in train, and the OOV id itself
+    assert [c.name for c in f.schema().categorical[3:]] == ["item__sid0"]
+    assert f.schema().categorical[3].vocab_size == NUM_RESERVED + 2
+
+
+@pytest.mark.slow  # loads MiniLM (about 20 s on a busy CPU)
+def test_text_embeddings_and_text_semantic_ids_use_minilm_fitted_on_train():
+    from agenticrs.gr.embeddings import encode_texts
+
+    f = fitted([TextEmbedding(field="title", dim=2), SemanticId(field="item", levels=1, codebook=2, text="title")],
+               item_split())  # fmt: skip
+    state = f.state[0]
+    assert sorted(state["texts"]) == ["red shoe", "tin can"]
+    rows = item_split()
+    rows.arrays["text/title"] = pa.array(["tin can", "blue boat", None, " ", "red shoe", "x", "y", "z"])
+    out = f.transform(rows)
+    mean, components = np.asarray(state["mean"]), np.asarray(state["components"])
+    fresh = (encode_texts(["blue boat"]).astype(np.float64) - mean) @ components.T
+    assert np.allclose(out["numeric"][1, 3:], fresh[0], atol=1e-5)  # unseen in train: embedded now
+    stored = np.asarray(state["vectors"], np.float32)[state["texts"].index("tin can")]
+    assert np.array_equal(out["numeric"][0, 3:], stored)  # seen in train: exactly the stored vector
+    assert not out["numeric"][2:4, 3:].any()  # null and blank text: zeros
+    assert f.schema().numeric[3:] == ("title__emb0", "title__emb1")
+    codes = out["categorical"][:, 3]
+    assert codes[0] == codes[1] == codes[2] != codes[3]  # items 3-5 share a title, so a code
 
 
 def test_fitted_state_round_trips_through_features_json(tmp_path: Path):

