@@ -138,6 +138,7 @@ def train(
     params: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
     tokenizer: Mapping[str, Any] | None = None,
+    features: Sequence[Mapping[str, Any]] | None = None,
     seed: int | None = None,
     name: str | None = None,
     runs_dir: str | Path = "runs",
@@ -147,7 +148,9 @@ def train(
     """Train `model` on `dataset` (a registered name or a dataset-spec YAML) and write a run
     directory. `params` are the model's hyper-parameters (`agenticrs models -v`), `train` the
     training settings (`TrainConfig`: `max_steps`, `epochs`, `learning_rate`, ...), `tokenizer`
-    the semantic-ID settings of models that decode them (TIGER). An unknown key is a ValueError
+    the semantic-ID settings of models that decode them (TIGER), `features` feature actions of a CTR
+    run (`agenticrs.features.actions`: fitted on train, saved with the run, applied again wherever the
+    run scores; see docs/feature_actions.md). An unknown key is a ValueError
     that names it. Sequential models (`models("sequential")`) train on the leave-one-out protocol.
 
     >>> run = train("sim-tiny", "lr", train={"max_steps": 10})
@@ -168,6 +171,8 @@ def train(
                            "train": train_settings, "name": name}
     reporter = _reporter(progress)
     if _is_sequential(model):
+        if features:
+            raise ValueError(f"features: feature actions apply to CTR models; '{model}' is a sequential model")
         from agenticrs.gr.workflow import SequentialJob, check_sequential_settings, run_sequential_job
 
         if tokenizer:
@@ -183,6 +188,8 @@ def train(
     if tokenizer:
         raise ValueError(f"tokenizer settings have no effect for '{model}': only sequential models that decode "
                          "semantic IDs (e.g. tiger) use a tokenizer")
+    if features:
+        raw["features"] = [dict(action) for action in features]
     from agenticrs.train.config import RunConfig
     from agenticrs.train.workflow import train_run
 
