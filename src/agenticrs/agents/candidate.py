@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from agenticrs.features.actions import FeatureAction, dump_actions
 from agenticrs.features.subset import bag_fields
@@ -50,6 +50,14 @@ class Candidate(BaseModel):
     features: list[FeatureAction] = Field(
         default_factory=list, description="feature actions applied before the model (AutoFeature's decisions)"
     )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_features(self, handler: Any) -> dict[str, Any]:
+        """A candidate without feature actions is stored and shown (prompts, records) as before."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.features:
+            data.pop("features", None)
+        return data
 
     @model_validator(mode="after")
     def _known_model(self) -> Candidate:
