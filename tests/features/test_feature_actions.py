@@ -32,6 +32,7 @@ from agenticrs.features.actions import (
 )
 from agenticrs.features.hashing import fnv1a_64
 from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, OOV_INDEX, CategoricalInput, FeatureSchema, SequenceInput
+from agenticrs.serve.models import ServedModel
 from agenticrs.train.config import RunConfig, TrainConfig
 from agenticrs.train.ctr import predict_probs
 from agenticrs.train.run import Run
@@ -281,6 +282,7 @@ SIM_ACTIONS = [
     {"kind": "sequence_aggregate", "sequence": "hist_cate_l2", "stat": "decayed_count"},
     {"kind": "sequence_length", "sequence": "hist_item_id", "max_len": 6},
     {"kind": "drop", "field": "hist_type"},
+    {"kind": "semantic_id", "field": "item_id", "levels": 2, "codebook": 8},
 ]
 
 
@@ -311,8 +313,11 @@ def test_a_run_with_actions_scores_identically_through_every_saved_run_path(trai
     unlabelled = tmp_path / "rows.parquet"
     pq.write_table(raw.drop_columns([c for c in raw.column_names if c in ("click", "purchase")]), unlabelled)
     assert np.array_equal(predict_files(run.folder, [str(unlabelled)], cache_dir=tiny_cache), in_training)
-    # the in-memory scorer behind RunPolicy and ServedModel
+    # the in-memory scorer behind RunPolicy, and the server's model
     assert np.allclose(Scorer(run.folder).score(raw.slice(0, 300)), in_training[:300], atol=1e-6)
+    served = ServedModel.load([run.folder]).score(raw.slice(0, 300))
+    assert np.allclose(served, in_training[:300], atol=1e-6)
+    assert run.schema.categorical_names[-2:] == ["item_id__sid0", "item_id__sid1"]
     assert run.config.features == parse_actions(SIM_ACTIONS)
 
 
