@@ -114,6 +114,7 @@ def fitted(actions: list, split: Split | None = None) -> FittedFeatures:
         (SequenceLength(sequence="hist_kind", max_len=2), "sequence_length.sequence 'hist_kind'"),
         (TextEmbedding(field="a"), "text_embedding.field: 'a'"),
         (SemanticId(field="price"), "semantic_id.field: 'price'"),
+        (SemanticId(field="title", text="title"), "semantic_id.text: 'title'"),
         (SemanticId(field="item", text="nope"), "semantic_id.text: 'nope'"),
     ],
 )
@@ -244,8 +245,8 @@ def test_semantic_ids_of_co_occurrence_group_values_that_share_their_context():
 def test_text_embeddings_and_text_semantic_ids_use_minilm_fitted_on_train():
     from agenticrs.gr.embeddings import encode_texts
 
-    f = fitted([TextEmbedding(field="title", dim=2), SemanticId(field="item", levels=1, codebook=2, text="title")],
-               item_split())  # fmt: skip
+    f = fitted([TextEmbedding(field="title", dim=2), SemanticId(field="item", levels=1, codebook=2, text="title"),
+                SemanticId(field="title", levels=1, codebook=2)], item_split())  # fmt: skip
     state = f.state[0]
     assert sorted(state["texts"]) == ["red shoe", "tin can"]
     rows = item_split()
@@ -260,6 +261,13 @@ def test_text_embeddings_and_text_semantic_ids_use_minilm_fitted_on_train():
     assert f.schema().numeric[3:] == ("title__emb0", "title__emb1")
     codes = out["categorical"][:, 3]
     assert codes[0] == codes[1] == codes[2] != codes[3]  # items 3-5 share a title, so a code
+    # semantic IDs of the text field itself: train texts' stored codes, a fresh code, missing for blank
+    title_codes = out["categorical"][:, 4]
+    assert f.state[2]["source"] == "text field" and sorted(f.state[2]["texts"]) == ["red shoe", "tin can"]
+    assert {int(title_codes[0]), int(title_codes[4])} == {NUM_RESERVED, NUM_RESERVED + 1}
+    assert title_codes[1] in (NUM_RESERVED, NUM_RESERVED + 1)
+    assert title_codes[2] == title_codes[3] == MISSING_INDEX
+    assert [c.name for c in f.schema().categorical[3:]] == ["item__sid0", "title__sid0"]
 
 
 def test_fitted_state_round_trips_through_features_json(tmp_path: Path):

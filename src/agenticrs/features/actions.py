@@ -121,12 +121,15 @@ class TextEmbedding(_Action):
 
 
 class SemanticId(_Action):
-    """Semantic-ID features of a categorical field (an item id): residual k-means codes
-    (`gr.tokenizers.RQKMeans`) of each value's vector, one categorical field per level
-    (`f__sid0`, `f__sid1`, ...). The vector is MiniLM's embedding of the value's text (`text`: a
-    text field of the same rows, the first train row's text per value) or, without text, the
-    value's co-occurrence with the other categorical fields in train (TF-IDF, truncated SVD).
-    Fitted once on train into a table value -> codes, so scoring is a lookup."""
+    """Semantic-ID features: residual k-means codes (`gr.tokenizers.RQKMeans`) of a vector per
+    value, one categorical field per level (`f__sid0`, `f__sid1`, ...).
+
+    For a categorical field (an item id) the vector is MiniLM's embedding of the value's text
+    (`text`: a text field of the same rows, the first train row's text per value) or, without
+    text, the value's co-occurrence with the other categorical fields in train (TF-IDF, truncated
+    SVD); fitted once on train into a table value -> codes, so scoring is a lookup. For a text
+    field the vector is the text's own MiniLM embedding: train texts' codes are stored, an
+    unseen text is embedded and encoded with the fitted codebooks."""
 
     kind: Literal["semantic_id"] = "semantic_id"
     field: str
@@ -242,13 +245,15 @@ def next_schema(action: FeatureAction, schema: FeatureSchema) -> FeatureSchema:
             _require_new(schema, column, "text_embedding.field")
         return replace(schema, numeric=(*schema.numeric, *action.outputs))
     if isinstance(action, SemanticId):
-        if action.field not in schema.categorical_names:
-            raise ActionError(
-                f"semantic_id.field: '{action.field}' is not a categorical field (categorical: {schema.categorical_names})"
-            )
+        if action.field in schema.text:
+            if action.text is not None:
+                raise ActionError(f"semantic_id.text: '{action.field}' is itself a text field; leave text unset")
+        elif action.field not in schema.categorical_names:
+            raise ActionError(f"semantic_id.field: '{action.field}' is neither a categorical nor a text field "
+                              f"(categorical: {schema.categorical_names}, text: {list(schema.text)})")  # fmt: skip
         if action.text is not None and action.text not in schema.text:
             raise ActionError(f"semantic_id.text: '{action.text}' is not a text field (text: {list(schema.text)})")
-        if action.text is None and len(schema.categorical) < 2:
+        if action.field not in schema.text and action.text is None and len(schema.categorical) < 2:
             raise ActionError(f"semantic_id.field: '{action.field}' has no other categorical field to co-occur with; "
                               "give semantic_id.text")  # fmt: skip
         for name in action.outputs:
@@ -454,6 +459,10 @@ def _apply_one(action: FeatureAction, state: dict[str, Any], schema: FeatureSche
     elif isinstance(action, TextEmbedding):
         vectors = _text_vectors(state, arrays[f"text/{action.field}"])
         out["numeric"] = np.concatenate([np.asarray(arrays["numeric"], np.float32), vectors], axis=1)
+    elif isinstance(action, SemanticId) and state["source"] == "text field":
+        cat = np.asarray(arrays["categorical"])
+        codes = _text_codes(state, arrays[f"text/{action.field}"], action.levels)
+        out["categorical"] = np.concatenate([cat, codes.astype(cat.dtype)], axis=1)
     elif isinstance(action, SemanticId):
         cat = np.asarray(arrays["categorical"])
         table = np.asarray(state["codes"], np.int32).reshape(-1, action.levels)
@@ -530,9 +539,50 @@ def _text_vectors(state: dict[str, Any], values: Any) -> np.ndarray:
 
 
 # -- semantic IDs: residual k-means codes of each value's vector ----------------------------------
+def _fit_text_semantic_ids(action: SemanticId, values: Any) -> dict[str, Any]:
+    from agenticrs.gr.tokenizers import RQKMeans
+
+    _, texts = _distinct_texts(values)
+    if not texts:
+        return {"source": "text field", "texts": [], "codes": [], "codebooks": []}
+    vectors = _embed(texts)
+    tokenizer = RQKMeans(levels=action.levels, codebook_size=action.codebook, seed=0).fit(vectors)
+    stored = len(texts) <= MAX_STORED_TEXTS
+    return {
+        "source": "text field",
+        "texts": texts if stored else [],
+        "codes": (NUM_RESERVED + tokenizer.encode(vectors)).ravel().tolist() if stored else [],
+        "codebooks": [book.tolist() for book in tokenizer.codebooks],
+    }
+
+
+def _text_codes(state: dict[str, Any], values: Any, levels: int) -> np.ndarray:
+    """(n, levels) ids: stored codes for train texts, fresh codes otherwise, missing for blank text."""
+    from agenticrs.gr.tokenizers import encode_with_codebooks
+
+    index, texts = _distinct_texts(values)
+    distinct = np.full((len(texts), levels), OOV_INDEX, np.int64)
+    if texts and state["codebooks"]:
+        where = pc.index_in(pa.array(texts, pa.string()), value_set=pa.array(state["texts"], pa.string()))
+        where = where.to_numpy(zero_copy_only=False).astype(np.float64)
+        known = ~np.isnan(where)
+        if known.any():
+            distinct[known] = np.asarray(state["codes"], np.int64).reshape(-1, levels)[where[known].astype(np.int64)]
+        if (~known).any():
+            fresh = _embed([t for t, k in zip(texts, known, strict=True) if not k]).astype(np.float32)
+            books = [np.asarray(b, np.float32) for b in state["codebooks"]]
+            distinct[~known] = NUM_RESERVED + encode_with_codebooks(fresh, books)
+    out = np.full((len(index), levels), MISSING_INDEX, np.int64)
+    out[index >= 0] = distinct[index[index >= 0]]
+    return out
+
+
 def _fit_semantic_ids(action: SemanticId, schema: FeatureSchema, arrays: Arrays) -> dict[str, Any]:
     from agenticrs.gr.embeddings import attribute_embeddings
     from agenticrs.gr.tokenizers import RQKMeans
+
+    if action.field in schema.text:
+        return _fit_text_semantic_ids(action, arrays[f"text/{action.field}"])
 
     cat = np.asarray(arrays["categorical"]).astype(np.int64)
     column = schema.categorical_index(action.field)
