@@ -104,6 +104,15 @@ def evolve(dataset: str, db: Path, artifacts: Path, seed: int, agents: list[str]
         store.close()
 
 
+def _is_cross(action: dict[str, Any]) -> bool:
+    return action.get("kind") == "cross" and set(action.get("fields", [])) == set(PLANTED_CROSS)
+
+
+def _lift(lifts: dict[str, Any], metric: str) -> str:
+    value = lifts.get(metric, {}).get("lift")
+    return "-" if value is None else f"{value:+.1%}"
+
+
 def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
     from agenticrs.agents.autofeature.profile import cross_information, profile_dataset
     from agenticrs.data.simulated import write_simulation
@@ -124,8 +133,7 @@ def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
                         reverse=True)  # fmt: skip
         rank = next(i + 1 for i, (_, a, b) in enumerate(scores) if {a, b} == set(PLANTED_CROSS))
         run = evolve(dataset, out / f"planted-{seed}.db", out / f"planted-{seed}", seed, ["feature"], rounds, None)
-        found = [(cid, c) for cid, c in run["candidates"].items()
-                 if any(f.get("kind") == "cross" and set(f.get("fields", [])) == set(PLANTED_CROSS) for f in c["features"])]  # fmt: skip
+        found = [(cid, c) for cid, c in run["candidates"].items() if any(_is_cross(f) for f in c["features"])]
         first = min(found, key=lambda t: t[1]["round"]) if found else None
         records.append({
             **{k: v for k, v in run.items() if k not in ("candidates",)},
@@ -135,8 +143,7 @@ def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
             "cross_rank": rank, "cross_information": scores[rank - 1][0], "next_best": scores[1 if rank == 1 else 0][:],
             "cross_round": first[1]["round"] if first else None,
             "cross_status": first[1]["status"] if first else None,
-            "cross_in_champion": any(f.get("kind") == "cross" and set(f.get("fields", [])) == set(PLANTED_CROSS)
-                                     for f in run["champion"].get("features", [])),  # fmt: skip
+            "cross_in_champion": any(_is_cross(f) for f in run["champion"].get("features", [])),
             "leak_dropped_at_start": any(f.get("kind") == "drop" and f.get("field") == LEAK
                                          for f in run["champion"].get("features", [])),  # fmt: skip
         })
@@ -173,9 +180,9 @@ def compare(seeds: list[int], budget_s: float, out: Path) -> list[dict[str, Any]
         table.add_column(column, justify="right")
     for r in records:
         lifts = (r["outer_vs_seed"] or {}).get("lifts", {})
-        fmt = lambda m: "-" if lifts.get(m, {}).get("lift") is None else f"{lifts[m]['lift']:+.1%}"  # noqa: E731
-        table.add_row(str(r["seed"]), r["arm"], str(len(r["ledger"])), str(r["promotions"]), f"{r['test_auc_seed']:.4f}",
-                      f"{r['test_auc_champion']:.4f}", fmt("clicks"), fmt("gmv"), f"{r['wall_s']:.0f}")  # fmt: skip
+        table.add_row(str(r["seed"]), r["arm"], str(len(r["ledger"])), str(r["promotions"]),
+                      f"{r['test_auc_seed']:.4f}", f"{r['test_auc_champion']:.4f}", _lift(lifts, "clicks"),
+                      _lift(lifts, "gmv"), f"{r['wall_s']:.0f}")
     console.print(table)
     return records
 
