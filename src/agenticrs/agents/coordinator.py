@@ -327,7 +327,8 @@ class Coordinator:
     def prepare_agents(self) -> None:
         """Build the enabled agents on this data: AutoFeature profiles the data first (stored in the
         knowledge layer) and, with `exclude_leaks`, the start drops the fields its leakage check
-        flags; an agent whose decision space is empty here is refused with the reason."""
+        flags. An agent with nothing to change around the start (AutoPerf with an LR incumbent)
+        waits until the champion changes."""
         from agenticrs.agents.team import FeatureAgent, PerfAgent, TrainAgent, feature_options
 
         label = self.settings.train.label
@@ -350,10 +351,10 @@ class Coordinator:
                 agent = PerfAgent()
             else:
                 agent = AGENTS[name]()
-            if agent.decision_space(context).size == 0:
-                raise ValueError(f"agent '{name}' has an empty decision space on {self.settings.dataset}; "
-                                 f"leave it out (--agents {','.join(n for n in self.agent_order if n != name)})")  # fmt: skip
             self.agents[name] = agent
+            if agent.decision_space(context).size == 0:  # e.g. AutoPerf has nothing cheaper than LR
+                self._exhausted.add(name)  # until the champion changes
+                self.observer("idle", {"agent": name, "reason": "empty decision space around the start"})
 
     def _profile(self, label: str | None) -> Any:
         from agenticrs.agents.autofeature.profile import profile_dataset, record_profile
@@ -423,7 +424,7 @@ class Coordinator:
     def history(self, tx: KnowledgeTx, before_round: int, agent: str | None = None) -> tuple[HistoryEntry, ...]:
         """Earlier candidates of the intent; with `agent`, the kinds of change the other agents made
         are hidden from its bandit (`mutation` None) while their hashes stay seen."""
-        agent_of = {t.round: t.agent for t in tx.tasks(self.intent_id)} if agent is not None else {}
+        agent_of = {t.round: t.agent for t in tx.tasks(self.intent_id) if t.kind != "compose"} if agent else {}
         comparisons = {c.candidate_id: c for c in tx.comparisons(self.intent_id) if c.split == "valid"}
         reasons: dict[int, str] = {}
         for decision in tx.decisions(intent_id=self.intent_id):
@@ -683,6 +684,7 @@ class Coordinator:
         with self.store.transaction() as tx:
             tx.promote(self.intent_id, candidate_id, round_, metrics)
             tx.get(CandidateRow, candidate_id).status = "promoted"
+        self._exhausted.clear()  # a new champion: every agent has a new neighbourhood
         self.observer("promoted", {"round": round_, "candidate": candidate.describe(), "metrics": metrics,
                                    "reason": reason})  # fmt: skip
         self._maybe_audit()

@@ -151,7 +151,9 @@ def feature_options(data: Any, profile: Any, label: str | None = None, max_cross
         options["semantic_id"].append(fa.SemanticId(field=text))
     options["drop"] = [fa.DropField(field=f.name) for f in reversed(by_mi)
                        if f.kind in ("categorical", "numeric")][:3]  # fmt: skip
-    return options
+    # only what the feature layer accepts on this schema (a parallel sequence is shortened with its
+    # main one; an aggregate needs a sequence that has a target or shares a table)
+    return {kind: [a for a in actions if not fa.validate_actions([a], schema)] for kind, actions in options.items()}
 
 
 # ---------------------------------------------------------------------------------------------
