@@ -113,7 +113,7 @@ def _lift(lifts: dict[str, Any], metric: str) -> str:
     return "-" if value is None else f"{value:+.1%}"
 
 
-def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
+def planted(seeds: list[int], rounds: int, out: Path, preset: str = "small-planted") -> list[dict[str, Any]]:
     from agenticrs.agents.autofeature.profile import cross_information, profile_dataset
     from agenticrs.data.simulated import write_simulation
     from agenticrs.sim.config import sim_preset
@@ -121,8 +121,8 @@ def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
 
     records = []
     for seed in seeds:
-        world = out / f"planted-world-{seed}"
-        write_simulation(sim_preset("small-planted", seed=seed), world, name=f"sim-small-planted-s{seed}")
+        world = out / f"{preset}-world-{seed}"
+        write_simulation(sim_preset(preset, seed=seed), world, name=f"sim-{preset}-s{seed}")
         dataset = str(world / "ctr.yaml")
         data = load_data(dataset, out / "cache")
         started = time.perf_counter()
@@ -151,7 +151,7 @@ def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
         console.print(f"seed {seed}: leak flagged {r['leak_flagged']}, cross rank {rank}, proposed in round "
                       f"{r['cross_round']} ({r['cross_status']}), in champion {r['cross_in_champion']}, test AUC "
                       f"{r['test_auc_seed']:.4f} -> {r['test_auc_champion']:.4f}")  # fmt: skip
-    table = Table(title="AutoFeature on small-planted (model fixed: LR)")
+    table = Table(title=f"AutoFeature on {preset} (model fixed: LR)")
     for column in ("seed", "leak flagged", "cross rank", "round proposed", "decision", "in champion",
                    "test AUC seed", "test AUC champion", "outer clicks lift"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -164,17 +164,17 @@ def planted(seeds: list[int], rounds: int, out: Path) -> list[dict[str, Any]]:
     return records
 
 
-def compare(seeds: list[int], budget_s: float, out: Path) -> list[dict[str, Any]]:
+def compare(seeds: list[int], budget_s: float, out: Path, dataset: str = "sim-small") -> list[dict[str, Any]]:
     records = []
     for seed in seeds:
         for name, agents in (("all", ["train", "feature", "perf"]), ("train", ["train"])):
-            run = evolve("sim-small", out / f"compare-{name}-{seed}.db", out / f"compare-{name}-{seed}", seed, agents,
+            run = evolve(dataset, out / f"compare-{name}-{seed}.db", out / f"compare-{name}-{seed}", seed, agents,
                          None, budget_s)  # fmt: skip
             run.pop("candidates")
             records.append({"arm": name, **run})
             console.print(f"seed {seed} {name}: test AUC {run['test_auc_seed']:.4f} -> {run['test_auc_champion']:.4f} "
                           f"({run['promotions']} promotions, {run['wall_s']:.0f} s)")  # fmt: skip
-    table = Table(title=f"sim-small: every agent vs AutoTrain alone, {budget_s:.0f} s each")
+    table = Table(title=f"{dataset}: every agent vs AutoTrain alone, {budget_s:.0f} s each")
     for column in ("seed", "arm", "rounds", "promotions", "test AUC seed", "test AUC champion", "outer clicks lift",
                    "outer gmv lift", "wall s"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=4, help="planted: AutoFeature's budget of rounds")
     parser.add_argument("--budget", type=float, default=240.0, help="compare: wall-clock seconds per evolution")
+    parser.add_argument("--preset", default="small-planted", help="planted: the simulator preset")
+    parser.add_argument("--dataset", default="sim-small", help="compare: the data set")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/agents_benchmark"))
     parser.add_argument("--json", type=Path, default=None)
@@ -201,12 +203,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "planted":
-        records = planted(seeds, args.rounds, args.out)
+        records = planted(seeds, args.rounds, args.out, args.preset)
     else:
-        records = compare(seeds, args.budget, args.out)
+        records = compare(seeds, args.budget, args.out, args.dataset)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"part": args.part, "seeds": seeds, "threads": args.threads, "rounds": args.rounds,
+        payload = {"part": args.part, "preset": args.preset, "dataset": args.dataset, "seeds": seeds, "threads": args.threads, "rounds": args.rounds,
                    "budget_s": args.budget, "records": records}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=1, default=str))
 

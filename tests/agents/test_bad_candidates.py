@@ -135,6 +135,8 @@ def test_the_llm_answer_of_the_issue_is_discarded_as_a_lesson() -> None:
 
 FAST: dict[str, Any] = {
     "dataset": "sim-tiny",
+    "agents": ["train"],  # a scripted AutoTrain proposer
+    "outer_every": 0,
     "seed": 0,
     "bootstrap": 50,
     "start": {"model": "lr", "learning_rate": 0.01, "epochs": 1},

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 # a fast configuration: tiny data, small models, two epochs per learner, one thread
 FAST: dict[str, Any] = {
     "dataset": "sim-tiny",
+    "agents": ["train"],  # AutoTrain's offline loop; agents, perf and the outer test: test_agents_loop.py
+    "outer_every": 0,
     "candidates": 3,
     "seed": 0,
     "bootstrap": 100,

@@ -458,7 +458,7 @@ class Coordinator:
                 self.history(tx, round_, agent.name), tuple(lesson.text for lesson in tx.lessons(self.intent_id, limit=50)),
             )
             parent_id = incumbent_row.id
-        outcome = _safe_propose(agent, context)
+        outcome = _safe_propose(getattr(agent, "proposer", agent), context)  # AutoTrain: its proposer, by name
         lessons = list(outcome.lessons)
         proposer_name = self.proposer.name if agent.name == "train" else agent.name
         if outcome.proposal is None and self.fallback is not None and agent.name == "train":

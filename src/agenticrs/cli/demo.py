@@ -45,7 +45,7 @@ def demo(
         from agenticrs.cli.evolve import evolve
 
         evolve(
-            dataset=dataset, objective="auc", budget=budget, candidates=None, proposer="builtin",
+            dataset=dataset, objective="auc", budget=budget, candidates=None, proposer="builtin", agents=None,
             db=str(runs_dir / "knowledge.db"), resume=False, intent=None, seed=0, ensemble_size=8, config=None,
             # each learner gets at most 30 s, so that a slow family (DIN) cannot stretch the 3 minutes
             overrides=[f"artifacts={runs_dir / 'evolve'}", "train.time_budget_s=30"]
