@@ -208,7 +208,8 @@ def main() -> None:
         records = compare(seeds, args.budget, args.out, args.dataset)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"part": args.part, "preset": args.preset, "dataset": args.dataset, "seeds": seeds, "threads": args.threads, "rounds": args.rounds,
+        payload = {"part": args.part, "preset": args.preset, "dataset": args.dataset, "seeds": seeds,
+                   "threads": args.threads, "rounds": args.rounds,
                    "budget_s": args.budget, "records": records}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=1, default=str))
 
