@@ -72,8 +72,14 @@ class LiveView:
             self.intent = info["intent"]
         elif event == "round":
             self.round = info["round"]
-            self.current = f"#{info['id']} {info['candidate']}"
+            agent = f"[{info['agent']}] " if info.get("agent") else ""
+            self.current = f"{agent}#{info['id']} {info['candidate']}"
             self.activity = info.get("rationale") or "training the starting incumbent"
+        elif event == "agent":
+            self.activity = f"round {info['round']}: the {info['agent']} agent proposes"
+        elif event in ("outer", "measured", "leak"):
+            self.activity = {"outer": "outer A/B test in the simulator", "measured": "AutoPerf measured the candidate",
+                             "leak": f"leak flagged and dropped: {info.get('field')}"}[event]
         elif event == "training":
             self.activity = f"training learner {info['index'] + 1}/{info['of']} (seed {info['seed']})"
             if "label" in info:
