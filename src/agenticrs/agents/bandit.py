@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agenticrs.agents.proposers.builtin import spread
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -47,20 +49,11 @@ class AgentBudget:
         return self.limit_s is not None and self.spent_s >= self.limit_s
 
 
-def _scale(values: list[float]) -> float:
-    if len(values) >= 2:
-        std = float(np.std(values))
-        if std > 0:
-            return std
-    peak = max((abs(v) for v in values), default=0.0)
-    return peak if peak > 0 else 1.0
-
-
 def rewards(entries: Sequence[LedgerEntry], beta: float = 0.5) -> list[float]:
     """The standardised reward of each entry (`z(inner) + beta * z(outer)`)."""
     inner = [e.inner for e in entries if e.inner is not None and math.isfinite(e.inner)]
     outer = [e.outer for e in entries if e.outer is not None and math.isfinite(e.outer)]
-    s_in, s_out = _scale(inner), _scale(outer)
+    s_in, s_out = spread(inner), spread(outer)
     out = []
     for e in entries:
         r = (e.inner / s_in) if e.inner is not None and math.isfinite(e.inner) else 0.0

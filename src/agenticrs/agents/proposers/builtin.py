@@ -355,18 +355,22 @@ def entry_reward(entry: HistoryEntry, scale: float) -> float:
     return entry.improvement / scale
 
 
-def reward_scale(history: tuple[HistoryEntry, ...]) -> float:
-    values = [
-        e.improvement
-        for e in history
-        if e.improvement is not None and math.isfinite(e.improvement) and e.status not in ("invalid", "failed")
-    ]
+def spread(values: list[float]) -> float:
+    """The scale rewards are divided by: their standard deviation, else the largest magnitude, else 1."""
     if len(values) >= 2:
         std = float(np.std(values))
         if std > 0:
             return std
     peak = max((abs(v) for v in values), default=0.0)
     return peak if peak > 0 else 1.0
+
+
+def reward_scale(history: tuple[HistoryEntry, ...]) -> float:
+    return spread([
+        e.improvement
+        for e in history
+        if e.improvement is not None and math.isfinite(e.improvement) and e.status not in ("invalid", "failed")
+    ])
 
 
 def ucb_scores(kinds: list[str], history: tuple[HistoryEntry, ...], exploration: float) -> dict[str, float | None]:
