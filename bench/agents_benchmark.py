@@ -13,7 +13,7 @@ alone, each under the same wall-clock budget: the final champions' test AUC and 
 lift against the seed incumbent (2 simulated days, common random numbers).
 
     python bench/agents_benchmark.py --part planted --seeds 0,1,2 --rounds 4 --json bench/results/agents_planted.json
-    python bench/agents_benchmark.py --part compare --seeds 0,1,2 --budget 240 --json bench/results/agents_compare.json
+    python bench/agents_benchmark.py --part compare --seeds 0,1,2 --budget-s 240 --json bench/results/agents_compare.json
 
 Each evolution writes its own knowledge database under --out, so a killed benchmark resumes: a
 finished evolution is read back instead of run again.
@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["planted", "compare"], required=True)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=4, help="planted: AutoFeature's budget of rounds")
-    parser.add_argument("--budget", type=float, default=240.0, help="compare: wall-clock seconds per evolution")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="compare: wall-clock seconds per evolution")
     parser.add_argument("--preset", default="small-planted", help="planted: the simulator preset")
     parser.add_argument("--dataset", default="sim-small", help="compare: the data set")
     parser.add_argument("--threads", type=int, default=1)
@@ -205,12 +205,12 @@ def main() -> None:
     if args.part == "planted":
         records = planted(seeds, args.rounds, args.out, args.preset)
     else:
-        records = compare(seeds, args.budget, args.out, args.dataset)
+        records = compare(seeds, args.budget_s, args.out, args.dataset)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"part": args.part, "preset": args.preset, "dataset": args.dataset, "seeds": seeds,
                    "threads": args.threads, "rounds": args.rounds,
-                   "budget_s": args.budget, "records": records}  # fmt: skip
+                   "budget_s": args.budget_s, "records": records}  # fmt: skip
         args.json.write_text(json.dumps(payload, indent=1, default=str))
 
 

@@ -75,6 +75,8 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/tune_ctr\.py", " --max-trials 1 --set train.max_steps=2"),
     (r"bench/speed_ratio\.py", " --steps 2 --rounds 1 --no-defaults"),
     (r"bench/autoperf_benchmark\.py", " --train-steps 2 --rounds 1 --repeats 3 --rows 200"),
+    (r"bench/agents_benchmark\.py --part planted", " --preset tiny-planted --seeds 0 --rounds 1"),
+    (r"bench/agents_benchmark\.py --part compare", " --dataset sim-tiny --seeds 0 --budget-s 1"),
     (r"bench/serve_benchmark\.py", " --train-steps 4 --seconds 0.5 --rates 20 --max-requests 10 --sequential 5 --backends onnx"),
     (r"bench/ensnas_agreement\.py", " --candidates 1 --ensemble-size 2 --bootstrap 50"),
     (r"bench/cvr_prepromo\.py", " --smoke"),
