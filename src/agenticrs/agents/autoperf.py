@@ -196,18 +196,32 @@ def _export_member(member: _Member, folder: Path) -> tuple[int, str]:
     return path.stat().st_size, exporter
 
 
+def _architecture(model: torch.nn.Module) -> tuple[Any, ...]:
+    """What an exported file's size depends on: the model class and every tensor's name, shape, dtype."""
+    return (type(model).__name__, *((name, tuple(t.shape), str(t.dtype)) for name, t in model.state_dict().items()))
+
+
 def _measure_export(members: list[_Member], device: torch.device, export_dir: Path | None) -> tuple[int, str, dict[str, Any]]:
     details: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="autoperf-") as tmp:
             folder = Path(export_dir) if export_dir is not None else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            sizes, exporters = [], []
+            sizes, exporters, shared = [], [], 0
+            done: dict[tuple[Any, ...], tuple[int, str]] = {}
             for member in members:
-                size, exporter = _export_member(member, folder)
+                # members with one architecture (same layers, shapes and dtypes) give files of one size:
+                # the first is exported and checked, the others reuse its size (export costs seconds)
+                key = _architecture(member.model)
+                if key in done and export_dir is None:
+                    size, exporter = done[key]
+                    shared += 1
+                else:
+                    size, exporter = _export_member(member, folder)
+                    done[key] = (size, exporter)
                 sizes.append(size)
                 exporters.append(exporter)
-        details.update(export_exporters=exporters, export_member_bytes=sizes)
+        details.update(export_exporters=exporters, export_member_bytes=sizes, export_reused=shared)
         return sum(sizes), "onnx", details
     except Exception as exc:  # noqa: BLE001 - an export failure is a measured fact (served eagerly), not a crash
         sizes = [(m.run_dir / WEIGHTS).stat().st_size for m in members]
