@@ -44,15 +44,6 @@ class DecisionSpace:
         """Options summed over dimensions (0: nothing to change)."""
         return sum(len(options) for options in self.dimensions.values())
 
-    def describe(self) -> dict[str, list[str]]:
-        return {name: [_option_text(o) for o in options] for name, options in self.dimensions.items()}
-
-
-def _option_text(option: Any) -> str:
-    if hasattr(option, "model_dump"):
-        return str(option.model_dump(mode="json"))
-    return str(option)
-
 
 @dataclass(frozen=True)
 class Outcome:

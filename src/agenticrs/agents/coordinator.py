@@ -732,7 +732,7 @@ class Coordinator:
             if not report.ok:
                 tx.record_decision(row.id, "validation", False, report.reason)
             tx.close_task(task.id)
-        if row.status == "proposed" or row.status == "accepted":
+        if row.status in ("proposed", "accepted"):
             predictions = self.train_members(row.id, merged)
             if predictions is None:
                 return None
