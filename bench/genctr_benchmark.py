@@ -20,7 +20,15 @@ DeepFM in the same run (same data, seed, batch size, threads), for HeteGenCTR th
 per-field difficulties exp(s_k), for SGCTR the same AUCs of the same weights without refinement
 (`auc_no_refine`, ...: the ablation of its inference). Records are appended to the JSON file as they finish.
 
+With `--lrs` (a grid) every arm's learning rate is chosen on the validation split: each arm runs the
+grid at `--select-seed` (one step further where the best is on the grid's edge), the rate with the
+best validation AUC is kept (`lr_chosen: true` on its records, `lr_grid` on the grid's), and the
+other seeds run at that rate only. Records already in
+`--json` or a `--reuse` file with the same settings are not run again (a run is resumable).
+
     python bench/genctr_benchmark.py --datasets frappe,sim-small --seeds 1 --max-steps 1200
+    python bench/genctr_benchmark.py --datasets movielens --seeds 3 --lrs 3e-4,1e-3,3e-3 --append
+    python bench/genctr_benchmark.py --report bench/results/genctr_tuned.json   # the table only
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +92,9 @@ def cold_masks(dataset: str, data, spec, rare: int) -> dict[str, np.ndarray]:
     train = np.asarray(data.split("train")["categorical"])
     test = np.asarray(data.split("test")["categorical"])
     masks: dict[str, np.ndarray] = {}
-    for key, field in (("rare_user", user_field), ("rare_item", item_field)):
-        if field in names:
-            j = names.index(field)
+    for key, name in (("rare_user", user_field), ("rare_item", item_field)):
+        if name in names:
+            j = names.index(name)
             counts = np.bincount(train[:, j], minlength=int(max(train[:, j].max(), test[:, j].max())) + 1)
             masks[key] = (counts[test[:, j]] <= rare) | (test[:, j] <= 2)  # OOV / missing count as unseen
     if masks:
@@ -101,7 +110,7 @@ def cold_masks(dataset: str, data, spec, rare: int) -> dict[str, np.ndarray]:
     return masks
 
 
-def run_arm(dataset: str, arm: str, seed: int, args: argparse.Namespace, data, spec, masks) -> dict[str, Any]:
+def run_arm(dataset: str, arm: str, seed: int, lr: float, args: argparse.Namespace, data, spec, masks) -> dict[str, Any]:
     import torch
 
     from agenticrs.train.config import RunConfig
@@ -115,7 +124,7 @@ def run_arm(dataset: str, arm: str, seed: int, args: argparse.Namespace, data, s
     config = RunConfig.model_validate({
         "dataset": dataset, "model": model, "model_params": params,
         "train": {"seed": seed, "batch_size": args.batch_size, "max_steps": args.max_steps, "epochs": 1000,
-                  "eval_every_steps": args.eval_every, "patience": args.patience, "learning_rate": args.lr,
+                  "eval_every_steps": args.eval_every, "patience": args.patience, "learning_rate": lr,
                   "num_threads": args.threads, **({"param_groups": FAST_DIFFICULTY} if arm == "hetegenctr_fast" else {})},
     })  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="agenticrs-genctr-") as runs:
@@ -151,11 +160,19 @@ def run_arm(dataset: str, arm: str, seed: int, args: argparse.Namespace, data, s
     return record
 
 
+def same_settings(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a stored record ran with the settings of `wanted` (so it need not run again)."""
+    return all(record.get(k) == v for k, v in wanted.items())
+
+
 def summarise(records: list[dict[str, Any]]) -> str:
     keys = ["auc", "auc_cold", "auc_new_item", "auc_young_item", "auc_no_refine", "speed_vs_deepfm"]
-    lines = [f"{'dataset':<10} {'arm':<15} " + " ".join(f"{k:>16}" for k in keys) + "  stopped_by"]
+    lines = [f"{'dataset':<10} {'arm':<15} " + " ".join(f"{k:>16}" for k in keys) + "  lr  stopped_by"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    latest = {(r["dataset"], r["arm"], r["seed"]): r for r in records}  # a rerun (--append) replaces a seed's record
+    searched = {(r["dataset"], r["arm"]) for r in records if "lr_chosen" in r}
+    # an arm whose rate was searched shows its chosen rate only; a rerun (--append) replaces a seed's record
+    records = [r for r in records if (r["dataset"], r["arm"]) not in searched or r.get("lr_chosen")]
+    latest = {(r["dataset"], r["arm"], r["seed"]): r for r in records}
     for r in latest.values():
         groups.setdefault((r["dataset"], r["arm"]), []).append(r)
     for (dataset, arm), rs in groups.items():
@@ -168,8 +185,60 @@ def summarise(records: list[dict[str, Any]]) -> str:
                 cells.append(f"{values[0]:>16.4f}")
             else:
                 cells.append(f"{statistics.mean(values):>9.4f}±{statistics.stdev(values):.4f}")
-        lines.append(f"{dataset:<10} {arm:<15} " + " ".join(cells) + "  " + ",".join(sorted({r["stopped_by"] for r in rs})))
+        rates = ",".join(f"{x:g}" for x in sorted({r["learning_rate"] for r in rs}))
+        stops = ",".join(sorted({r["stopped_by"] for r in rs}))
+        lines.append(f"{dataset:<10} {arm:<15} " + " ".join(cells) + f"  {rates}  {stops}")
     return "\n".join(lines)
+
+
+@dataclass
+class Bench:
+    """One data set's runs: reuses stored records with the same settings, appends and saves new ones."""
+
+    dataset: str
+    data: Any
+    spec: Any
+    masks: dict[str, np.ndarray]
+    args: argparse.Namespace
+    records: list[dict[str, Any]]
+    reusable: list[dict[str, Any]]
+    out: Path
+    speed_ref: dict[int, float] = field(default_factory=dict)
+
+    def measure(self, arm: str, seed: int, lr: float, speed_reference: bool = False) -> dict[str, Any]:
+        """One arm at one seed and rate: a stored record with the same settings, or a new run."""
+        args = self.args
+        model, params = arm_setup(arm, int(args.max_steps * args.pretrain_share))
+        params = {**params, **json.loads(args.model_params)} if model != "deepfm" else params
+        wanted = {"dataset": self.dataset, "arm": arm, "seed": seed, "learning_rate": lr, "model_params": params,
+                  "max_steps": args.max_steps, "batch_size": args.batch_size, "threads": args.threads,
+                  "eval_every_steps": args.eval_every, "patience": args.patience, "rare": args.rare}  # fmt: skip
+        mine = [r for r in self.records if same_settings(r, wanted)]
+        stored = mine or [dict(r) for r in self.reusable if same_settings(r, wanted)]
+        if stored:
+            if not mine:
+                self.records.append(stored[-1])
+            record = stored[-1]
+        else:
+            record = run_arm(self.dataset, arm, seed, lr, args, self.data, self.spec, self.masks)
+            record.update({k: v for k, v in wanted.items() if k not in record})
+            self.records.append(record)
+        if speed_reference:
+            self.speed_ref[seed] = record["train_samples_per_s"]
+        ref = self.speed_ref.get(seed)
+        if not stored or speed_reference or record.get("speed_vs_deepfm") is None:
+            record["speed_vs_deepfm"] = record["train_samples_per_s"] / ref if ref else None
+        self.save()
+        if not stored:
+            shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()
+                     if k in ("auc", "valid_auc", "auc_cold", "auc_new_item", "stopped_by", "steps", "best_step",
+                              "speed_vs_deepfm")}  # fmt: skip
+            print(self.dataset, seed, arm, f"lr={lr:g}", shown, flush=True)
+        return record
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out, self.records)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=1200, help="optimiser-step budget of every arm")
     parser.add_argument("--pretrain-share", type=float, default=0.5, help="share of the budget spent pre-training")
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the rate of every arm (without --lrs)")
+    parser.add_argument("--lrs", default="", help="a learning-rate grid chosen on validation per data set and arm")
+    parser.add_argument("--select-seed", type=int, default=1, help="the seed the --lrs grid runs on")
+    parser.add_argument("--reuse", action="append", default=[], help="JSON files whose matching records are reused")
+    parser.add_argument("--report", nargs="*", help="print the table of these JSON files and run nothing")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--rare", type=int, default=5, help="a user / item with at most this many training rows is rare")
@@ -194,10 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.pretrain_share < 1:
         parser.error("--pretrain-share must be in [0, 1): fine-tuning needs steps")
 
+    if args.report is not None:
+        print(summarise([r for path in args.report for r in json.loads(Path(path).read_text())]))
+        return 0
     from agenticrs.features.pipeline import process_dataset
 
     out = Path(args.json)
     records: list[dict[str, Any]] = json.loads(out.read_text()) if args.append and out.exists() else []
+    reusable = [r for path in args.reuse for r in json.loads(Path(path).read_text())]
+    grid = [float(x) for x in args.lrs.split(",") if x.strip()]
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(arms) - set(ALL_ARMS))
     if unknown:
@@ -208,22 +286,42 @@ def main(argv: list[str] | None = None) -> int:
         for split in data.splits.values():
             split.load_in_memory()
         masks = cold_masks(dataset, data, spec, args.rare)
+        bench = Bench(dataset, data, spec, masks, args, records, reusable, out)
+        chosen: dict[str, float] = {}
+        for arm in arms:
+            if not grid:
+                chosen[arm] = args.lr
+                continue
+            arm_grid = list(grid)
+            trials = [bench.measure(arm, args.select_seed, lr) for lr in arm_grid]
+            best = max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
+            if len(arm_grid) > 1 and best["learning_rate"] in (arm_grid[0], arm_grid[-1]):
+                # the best rate is on the grid's edge: one more step past it, so the choice is bracketed
+                low = best["learning_rate"] == arm_grid[0]
+                step = arm_grid[1] / arm_grid[0] if low else arm_grid[-1] / arm_grid[-2]
+                extra = float(f"{(best['learning_rate'] / step if low else best['learning_rate'] * step):.3g}")
+                arm_grid = [extra, *arm_grid] if low else [*arm_grid, extra]
+                trials.append(bench.measure(arm, args.select_seed, extra))
+                best = max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
+            chosen[arm] = best["learning_rate"]
+            for r in records:
+                if r["dataset"] == dataset and r["arm"] == arm and r.get("learning_rate") in arm_grid:
+                    r["lr_grid"], r["lr_chosen"] = arm_grid, r["learning_rate"] == chosen[arm]
+            bench.save()
+            print(
+                dataset,
+                arm,
+                "chosen on validation:",
+                f"lr={chosen[arm]:g}",
+                {f"{r['learning_rate']:g}": round(r["valid_auc"] or 0.0, 4) for r in trials},
+                flush=True,
+            )
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            speed_ref = None
             for arm in arms:
-                record = run_arm(dataset, arm, seed, args, data, spec, masks)
-                record.update({"max_steps": args.max_steps, "batch_size": args.batch_size, "threads": args.threads,
-                               "learning_rate": args.lr, "eval_every_steps": args.eval_every, "patience": args.patience,
-                               "rare": args.rare})  # fmt: skip
-                if arm == "deepfm":
-                    speed_ref = record["train_samples_per_s"]
-                record["speed_vs_deepfm"] = record["train_samples_per_s"] / speed_ref if speed_ref else None
-                records.append(record)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out, records)
-                shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in record.items()
-                         if k in ("auc", "auc_cold", "auc_new_item", "stopped_by", "steps", "best_step", "speed_vs_deepfm")}
-                print(dataset, seed, arm, shown, flush=True)
+                record = bench.measure(arm, seed, chosen[arm], speed_reference=arm == "deepfm")
+                if grid:
+                    record["lr_chosen"] = True
+        bench.save()
     print(summarise(records))
     return 0
 

@@ -71,7 +71,7 @@ def test_autofeature_drops_the_leak_and_finds_the_planted_cross(feature_run: tup
         lineage = tx.lineage(summary.intent_id)
         decisions = {(d.candidate_id, d.gate): d for d in tx.decisions(intent_id=summary.intent_id)}
         actions = tx.agent_actions(summary.intent_id)
-        perf = {p.candidate_id for p in tx.perf_profiles(intent_id=summary.intent_id)}
+        perf = {p.candidate_id: p for p in tx.perf_profiles(intent_id=summary.intent_id)}
         outer = tx.outer_tests(intent_id=summary.intent_id)
     # the profile is stored and flags the post-outcome column; the start drops it
     assert [leak["field"] for leak in profiles[0].leaks] == ["dwell_bucket"]
@@ -88,8 +88,9 @@ def test_autofeature_drops_the_leak_and_finds_the_planted_cross(feature_run: tup
     assert [a.round for a in actions] == [1, 2] and actions[0].agent == "feature"
     assert actions[0].accepted and actions[0].inner_reward > 0 and actions[0].outer_reward is not None
     assert all(a.cost_s > 0 for a in actions)
-    # every trained candidate was measured by AutoPerf
-    assert {rows[0].id, rows[1].id} <= perf
+    # every trained candidate was measured by AutoPerf; with no export budget nothing was exported
+    assert {rows[0].id, rows[1].id} <= set(perf)
+    assert all(p.export_bytes is None and p.latency_p99_ms > 0 for p in perf.values())
     assert summary.agents["feature"]["actions"] >= 1
     assert summary.final["champion"]["auc"] > summary.final["seed"]["auc"]
     page = write_report(store, summary.intent_id, tmp / "report.html").read_text()
@@ -100,14 +101,17 @@ def test_autofeature_drops_the_leak_and_finds_the_planted_cross(feature_run: tup
 def test_guardrails_block_a_promotion(tmp_path: Path, tiny_cache: Path) -> None:
     store = KnowledgeStore(f"sqlite:///{tmp_path / 'k.db'}")
     run = settings(tmp_path, tiny_cache, agents=["feature"], candidates=1, outer_every=0,
-                   budgets={"max_parameters": 10})
+                   budgets={"max_parameters": 10, "max_export_mb": 100})
     summary = Coordinator(store, run).run()
     with store.transaction() as tx:
         row = next(r for r in tx.candidates(summary.intent_id) if r.round == 1)
         guard = next(d for d in tx.decisions(candidate_id=row.id) if d.gate == "guardrails")
         lineage = tx.lineage(summary.intent_id)
+        perf = tx.perf_profiles(candidate_id=row.id)
     assert row.status == "held" and not guard.accepted
     assert "parameters" in guard.reason and "10" in guard.reason
+    assert "export" not in guard.reason  # a budget on the export size makes the coordinator export: measured, within
+    assert perf[0].export_bytes and perf[0].export_format == "onnx"
     assert len(lineage) == 1  # the seed stays the champion
 
 

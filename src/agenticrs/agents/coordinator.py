@@ -791,13 +791,18 @@ class Coordinator:
         return [self.trainer.run_dir(self.artifacts, candidate_id, "member", s) for s in self.settings.member_seeds()]
 
     def _measure(self, candidate_id: int) -> None:
-        """Latency, size, memory and export size of the candidate's members, recorded once."""
+        """Latency, size and memory (and the export size where asked or budgeted) of the candidate's
+        members, recorded once. Exporting costs seconds per member, so by default only a budget on
+        the export size pays for it; the champion is exported when it is shipped anyway."""
         if not self.settings.measure_perf or self._perf_of(candidate_id) is not None:
             return
         from agenticrs.agents.autoperf import measure_candidate, record_perf
 
+        export = self.settings.perf_export
+        if export is None:
+            export = self.settings.budgets.max_export_mb is not None
         try:
-            report = measure_candidate(self.member_runs(candidate_id))
+            report = measure_candidate(self.member_runs(candidate_id), export=export)
         except Exception as exc:  # noqa: BLE001 - a measurement that fails is a lesson, not a crash
             with self.store.transaction() as tx:
                 tx.add_lesson("perf", f"candidate {candidate_id} could not be measured: {type(exc).__name__}: {exc}",

@@ -86,7 +86,9 @@ class EvolveSettings(BaseModel):
     promote_every: int = Field(default=1, ge=1, description="rounds between promotions: accepted changes wait, and "
                                "changes of different agents accepted against one incumbent are re-checked together")
     perf_tolerance: float = Field(default=2e-4, ge=0, description="AutoPerf: Brier loss tolerated (non-inferiority)")
-    measure_perf: bool = Field(default=True, description="measure latency, size, memory and export of every candidate")
+    measure_perf: bool = Field(default=True, description="measure latency, size and memory of every candidate")
+    perf_export: bool | None = Field(default=None, description="also export every candidate to ONNX for its file size "
+                                     "(seconds each); None: only when `budgets.max_export_mb` is set")
     budgets: PerfBudgets = Field(default_factory=PerfBudgets, description="guardrails that block a promotion")
     outer_every: int = Field(default=1, ge=0, description="outer A/B test every K promotions and before the champion "
                              "becomes final (0: off; only on simulator data)")
