@@ -67,10 +67,10 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests bench
 
 test: $(VENV)/.dev pg browser lint
-	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope -q $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev pg browser lint
-	$(PY) -m pytest -n 2 --dist loadfile -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) bench/ctr_benchmark.py --dataset frappe --models lr,fm,deepfm,dcnv2 --seeds 3 --json bench/out/frappe.json

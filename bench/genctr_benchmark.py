@@ -21,7 +21,7 @@ per-field difficulties exp(s_k), for SGCTR the same AUCs of the same weights wit
 (`auc_no_refine`, ...: the ablation of its inference). Records are appended to the JSON file as they finish.
 
 With `--lrs` (a grid) every arm's learning rate is chosen on the validation split: each arm runs the
-grid at `--select-seed` (one step further where the best is on the grid's edge), the rate with the
+grid at `--select-seed` (up to two steps further while the best is on the grid's edge), the rate with the
 best validation AUC is kept (`lr_chosen: true` on its records, `lr_grid` on the grid's), and the
 other seeds run at that rate only. Records already in
 `--json` or a `--reuse` file with the same settings are not run again (a run is resumable).
@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             arm_grid = list(grid)
             trials = [bench.measure(arm, args.select_seed, lr) for lr in arm_grid]
             best = max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
-            if len(arm_grid) > 1 and best["learning_rate"] in (arm_grid[0], arm_grid[-1]):
-                # the best rate is on the grid's edge: one more step past it, so the choice is bracketed
+            for _ in range(2):  # the best rate on the grid's edge: up to two steps past it, so the choice is bracketed
+                if len(arm_grid) < 2 or best["learning_rate"] not in (arm_grid[0], arm_grid[-1]):
+                    break
                 low = best["learning_rate"] == arm_grid[0]
                 step = arm_grid[1] / arm_grid[0] if low else arm_grid[-1] / arm_grid[-2]
                 extra = float(f"{(best['learning_rate'] / step if low else best['learning_rate'] * step):.3g}")

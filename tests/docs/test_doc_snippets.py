@@ -16,11 +16,21 @@ OWN_FILE = ("README.md", "conversion.md")
 DOCUMENTS = [p for p in DOCS if p.name not in OWN_FILE]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", DOCUMENTS, ids=[p.name for p in DOCUMENTS])
-def test_every_code_block_runs(path: Path, tmp_path: Path, tiny_cache: Path, request: pytest.FixtureRequest) -> None:
-    for line in snippets.run_document(path, tmp_path, tiny_cache, request):
-        print("not run:", line)
+def _document_test(path: Path):  # noqa: ANN202 - a test function
+    @pytest.mark.slow
+    def test_every_code_block_runs(self, tmp_path: Path, tiny_cache: Path, request: pytest.FixtureRequest) -> None:  # noqa: ANN001
+        for line in snippets.run_document(path, tmp_path, tiny_cache, request):
+            print("not run:", line)
+
+    return test_every_code_block_runs
+
+
+# One test class per document: `make test` distributes by scope (`--dist loadscope`), and a class is
+# a scope of its own, so the documents spread over the workers instead of queueing on one.
+for _path in DOCUMENTS:
+    _name = "TestDocument_" + re.sub(r"\W", "_", _path.stem)
+    globals()[_name] = type(_name, (), {"__doc__": f"docs/{_path.name}: every block runs.",
+                                        "test_every_code_block_runs": _document_test(_path)})
 
 
 def test_every_fence_names_a_known_language() -> None:

@@ -11,8 +11,6 @@ import typer
 from rich.table import Table
 
 from agenticrs.cli.common import console, friendly_errors, reporter
-from agenticrs.train.config import RunConfig, TrainConfig
-from agenticrs.train.workflow import load_data, train_run
 
 DEMO_MODELS = ["lr", "fm", "deepfm", "din"]
 # shallow models learn slowly at the deep models' Adam step size; everything else is the default
@@ -54,6 +52,9 @@ def demo(
             executor="local", ray_address=None, cpus_per_training=1.0,
         )
         return
+    from agenticrs.train.config import RunConfig, TrainConfig  # torch: imported by the command that trains
+    from agenticrs.train.workflow import load_data, train_run
+
     started = time.perf_counter()
     progress = reporter(quiet)
     data = load_data(dataset, cache_dir, progress)
