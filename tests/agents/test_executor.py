@@ -252,3 +252,19 @@ def test_run_files_come_back_to_a_driver_that_lacks_them(local_ray: None, tmp_pa
     (folder / "summary.json").write_bytes(b'{"auc": 0.8}')  # same size: the driver's copy is complete, kept
     _RayPending("job", ray.put((result, files))).result()
     assert (folder / "summary.json").read_bytes() == b'{"auc": 0.8}'
+
+
+def test_the_reproduce_command_trains_on_ray(local_ray: None, tmp_path: Path, tiny_cache: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from agenticrs.cli.main import app
+
+    card = tmp_path / "toy.yaml"
+    card.write_text(yaml.safe_dump({**TOY_CARD, "seeds": [1]}))
+    args = ["reproduce", str(card), "--db", str(tmp_path / "k.db"), "--runs-dir", str(tmp_path / "runs"),
+            "--cache-dir", str(tiny_cache), "--executor", "ray", "--cpus-per-training", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, args, terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert "deepfm seed 1: auc" in result.output and "lr seed 1: auc" in result.output and "Reproductions" in result.output
+    assert ray.is_initialized()
