@@ -71,6 +71,7 @@ def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
                     "reported_effect": card.claim.reported_effect, "reported_dataset": card.claim.reported_dataset,
                     "train_s": result.wall_s, "wall_s_this_call": time.perf_counter() - started,
                     "trained": result.trained, "reused": result.reused, "step_budget": args.step_budget,
+                    "executor": args.executor, "seeds": v.get("seeds"),
                     "reason": v.get("reason"),
                 })  # fmt: skip
     finally:
