@@ -240,6 +240,35 @@ def _never_trains(*_args: Any) -> Any:
     raise AssertionError("a finished run was retrained")
 
 
+def _baseline_breaks(card: Any, trial: Any, arm: Any, seed: int, runs_dir: Path, cache_dir: Path | None) -> Any:
+    """No training: the method scores by seed, the baseline raises on seed 2."""
+    from agenticrs.agents.paper.reproduce import ArmResult
+
+    if arm.name == "lr" and seed == 2:
+        raise ValueError(f"diverged at seed {seed}")
+    return ArmResult({"auc": 0.7 + 0.01 * seed + (0.02 if arm.name == "deepfm" else 0.0), "logloss": 0.5})
+
+
+def test_a_failed_run_on_ray_is_the_same_lesson_as_locally(local_ray: None, tmp_path: Path) -> None:
+    from ray import cloudpickle
+
+    from agenticrs.agents.paper.card import parse_card
+    from agenticrs.agents.paper.reproduce import reproduce
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    card = parse_card(TOY_CARD)
+    outcome = {}
+    for name in ("local", "ray"):
+        store = KnowledgeStore(str(tmp_path / f"{name}.db"))
+        result = reproduce(card, store, tmp_path / name, trainer=_baseline_breaks, executor=executor_factory(name))
+        with store.transaction() as tx:
+            runs = [(r.arm, r.seed, r.status, r.error) for r in tx.reproduction_runs(result.reproduction_id)]
+        store.close()
+        outcome[name] = (runs, result.lessons, result.verdicts, result.failed)
+    assert outcome["local"][0][-1] == ("lr", 2, "failed", "ValueError: diverged at seed 2")
+    assert outcome["ray"] == outcome["local"]  # the training's own exception, not Ray's wrapper
+
+
 def test_run_files_come_back_to_a_driver_that_lacks_them(local_ray: None, tmp_path: Path) -> None:
     """A worker on another machine: the driver writes the run folder's files it does not have."""
     from agenticrs.agents.executor import _RayPending

@@ -158,7 +158,13 @@ class _RayPending:
     def result(self) -> Any:
         import ray
 
-        result, files = ray.get(self.ref)
+        try:
+            result, files = ray.get(self.ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):  # the training's own exception, as the local executor raises it
+                raise cause from exc
+            raise
         folder = _result_folder(result)
         if folder is not None and files and not _complete_here(folder, files):  # trained on another machine
             folder.mkdir(parents=True, exist_ok=True)
