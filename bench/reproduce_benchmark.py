@@ -15,6 +15,10 @@ stopped, and the time from the abstract to a verdict for the valid one (tiny set
     python bench/reproduce_benchmark.py --dataset frappe --json bench/results/reproduce_frappe.json
     python bench/reproduce_benchmark.py --cards cdnet --dataset sim-small --json out.json
     python bench/reproduce_benchmark.py --cards none --llm --json bench/results/reproduce_llm.json
+    python bench/reproduce_benchmark.py --cards cdnet --dataset sim-small --executor ray --json out.json
+
+`--executor ray` trains the runs as Ray tasks (`--ray-address`, `--cpus-per-training`), as
+`agenticrs reproduce` does; the verdicts are those of the local executor.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]]:
     names = CARDS.names() if args.cards == "all" else [n for n in args.cards.split(",") if n and n != "none"]
     rows = []
+    from agenticrs.agents.executor import executor_factory
+
+    make_executor = executor_factory(args.executor, args.ray_address, args.cpus_per_training)
     store = KnowledgeStore(str(args.db))
     try:
         for name in names:
@@ -51,7 +58,8 @@ def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
                 continue
             options = ReproduceOptions(seeds=args.seeds, step_budget=args.step_budget, datasets=datasets)
             started = time.perf_counter()
-            result = reproduce(card, store, args.runs_dir, args.cache_dir, options, on_event=console.print)
+            result = reproduce(card, store, args.runs_dir, args.cache_dir, options, on_event=console.print,
+                               executor=make_executor)
             for v in result.verdicts:
                 if not v["claim"]:
                     continue
@@ -63,6 +71,7 @@ def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
                     "reported_effect": card.claim.reported_effect, "reported_dataset": card.claim.reported_dataset,
                     "train_s": result.wall_s, "wall_s_this_call": time.perf_counter() - started,
                     "trained": result.trained, "reused": result.reused, "step_budget": args.step_budget,
+                    "executor": args.executor, "seeds": v.get("seeds"),
                     "reason": v.get("reason"),
                 })  # fmt: skip
     finally:
@@ -153,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, default=Path("runs/reproduce.db"), help="knowledge database (resume)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
+    parser.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="where the cards' runs train: local (one at a time) | ray (Ray tasks, side by side)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local instance)")
+    parser.add_argument("--cpus-per-training", type=float, default=1.0, help="Ray: CPUs requested by each run")
     parser.add_argument("--llm", action="store_true", help="also run the LLM path on the fake endpoint's scripted answers")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -73,3 +73,14 @@ def test_draft_from_an_abstract_through_a_fake_endpoint_then_reproduce(tmp_path,
         refused = runner.invoke(app, ["draft", str(abstract), "--llm-url", server.base_url, "--llm-model", "m",
                                       "--out", str(tmp_path / "d2"), "--db", str(tmp_path / "k.db")])  # fmt: skip
     assert refused.exit_code == 2 and "lesson: LLM draft (m): the answer holds no JSON method card" in refused.output
+
+
+def test_reproduce_checks_its_executor_flags_before_anything_trains(tmp_path):
+    card = tmp_path / "toy.yaml"
+    card.write_text(yaml.safe_dump(CARD))
+    base = ["reproduce", str(card), "--db", str(tmp_path / "k.db"), "--runs-dir", str(tmp_path / "runs")]
+    address = runner.invoke(app, [*base, "--ray-address", "127.0.0.1:6379"])
+    assert address.exit_code == 2 and "--ray-address needs --executor ray" in address.output
+    unknown = runner.invoke(app, [*base, "--executor", "dask"])
+    assert unknown.exit_code == 2 and "unknown executor 'dask'" in unknown.output
+    assert not (tmp_path / "runs").exists()

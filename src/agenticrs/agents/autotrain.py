@@ -75,6 +75,11 @@ class MemberTrainer:
         self.protected = protected_fields(schema)
         self._fitted: dict[str, FittedFeatures] = {}
 
+    @property
+    def device(self) -> str:
+        """The trainings' device setting (what an executor reads to ask for a GPU)."""
+        return self.base.device
+
     def features(self, candidate: Candidate) -> FittedFeatures | None:
         """The candidate's feature actions fitted on the evolution's train rows (never the stop
         slice, valid, gate or test); fitted once per action list and shared by its learners."""

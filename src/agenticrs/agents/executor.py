@@ -16,6 +16,12 @@ the results in the order it submitted the jobs, whatever order they finish in.
   so a retry gives the same learner. The run folder's files travel back with the result and are
   written on the coordinator's side when the worker ran on another machine (no shared file system
   needed).
+
+The executors are not tied to the coordinator's learners: an executor is made from a shared
+context (the "trainer", put in Ray's object store once) and a `train_fn(trainer, job)`. The
+coordinator's are a `MemberTrainer` and `train_job`; a method-card reproduction's are its arm
+trainer and `agents.paper.reproduce.run_arm_job`. A job has a `label`; a result that has a
+`run_dir` has that folder's files carried back.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class TrainingJob:
         return f"#{self.candidate_id} {self.role} seed {self.seed}"
 
 
-TrainFn = Callable[[MemberTrainer, TrainingJob], MemberResult]
+# (shared context, job) -> result: a `MemberTrainer` and a `TrainingJob` give a `MemberResult`
+TrainFn = Callable[[Any, Any], Any]
 
 
 def train_job(trainer: MemberTrainer, job: TrainingJob) -> MemberResult:
@@ -55,9 +62,9 @@ def train_job(trainer: MemberTrainer, job: TrainingJob) -> MemberResult:
 
 
 class PendingTraining(Protocol):
-    job: TrainingJob
+    job: Any  # the submitted job (a `TrainingJob` for the coordinator)
 
-    def result(self) -> MemberResult:
+    def result(self) -> Any:
         """The trained learner; raises the training's exception."""
 
     def cancel(self) -> None:
@@ -68,7 +75,7 @@ class Executor(Protocol):
     name: str
     concurrent: bool  # True: submitted jobs run at once (the live view lists them as running)
 
-    def submit(self, job: TrainingJob) -> PendingTraining: ...
+    def submit(self, job: Any) -> PendingTraining: ...
 
     def capacity(self) -> int:
         """How many jobs can train at once."""
@@ -79,12 +86,12 @@ class Executor(Protocol):
 class _Deferred:
     """A local job: trained in this process when its result is first asked for."""
 
-    def __init__(self, job: TrainingJob, run: Callable[[], MemberResult]) -> None:
+    def __init__(self, job: Any, run: Callable[[], Any]) -> None:
         self.job = job
-        self._run: Callable[[], MemberResult] | None = run
-        self._result: MemberResult | None = None
+        self._run: Callable[[], Any] | None = run
+        self._result: Any = None
 
-    def result(self) -> MemberResult:
+    def result(self) -> Any:
         if self._result is None:
             if self._run is None:
                 raise RuntimeError(f"training {self.job.label} was cancelled")
@@ -101,11 +108,11 @@ class LocalExecutor:
     name = "local"
     concurrent = False
 
-    def __init__(self, trainer: MemberTrainer, train_fn: TrainFn = train_job) -> None:
+    def __init__(self, trainer: Any, train_fn: TrainFn = train_job) -> None:
         self.trainer = trainer
         self.train_fn = train_fn
 
-    def submit(self, job: TrainingJob) -> PendingTraining:
+    def submit(self, job: Any) -> PendingTraining:
         return _Deferred(job, lambda: self.train_fn(self.trainer, job))
 
     def capacity(self) -> int:
@@ -115,33 +122,51 @@ class LocalExecutor:
         """Nothing to release."""
 
 
-def _run_folder_files(folder: Path) -> dict[str, bytes]:
+def _result_folder(result: Any) -> Path | None:
+    """The run folder a result names (`run_dir`), if any."""
+    folder = getattr(result, "run_dir", None)
+    return Path(folder) if folder is not None else None
+
+
+def _run_folder_files(folder: Path | None) -> dict[str, bytes]:
+    if folder is None or not folder.is_dir():
+        return {}
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def _ray_train(
-    trainer: MemberTrainer, train_fn: TrainFn, job: TrainingJob, threads: int
-) -> tuple[MemberResult, dict[str, bytes]]:
+def _ray_train(trainer: Any, train_fn: TrainFn, job: Any, threads: int) -> tuple[Any, dict[str, bytes]]:
     """Body of a Ray task: train, then return the result and the run folder's files."""
     import torch
 
     torch.set_num_threads(threads)  # as many intra-op threads as CPUs the task was granted
     os.environ["AGENTICRS_NUM_THREADS"] = str(threads)
     result = train_fn(trainer, job)
-    return result, _run_folder_files(Path(result.run_dir))
+    return result, _run_folder_files(_result_folder(result))
+
+
+def _complete_here(folder: Path, files: dict[str, bytes]) -> bool:
+    """Whether this machine already has the folder the worker wrote (same machine or shared storage)."""
+    return all((folder / name).is_file() and (folder / name).stat().st_size == len(content)
+               for name, content in files.items())  # fmt: skip
 
 
 class _RayPending:
-    def __init__(self, job: TrainingJob, ref: Any) -> None:
+    def __init__(self, job: Any, ref: Any) -> None:
         self.job = job
         self.ref = ref
 
-    def result(self) -> MemberResult:
+    def result(self) -> Any:
         import ray
 
-        result, files = ray.get(self.ref)
-        folder = Path(result.run_dir)
-        if not (folder / PREDICTIONS).exists():  # trained on another machine: keep its files here
+        try:
+            result, files = ray.get(self.ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):  # the training's own exception, as the local executor raises it
+                raise cause from exc
+            raise
+        folder = _result_folder(result)
+        if folder is not None and files and not _complete_here(folder, files):  # trained on another machine
             folder.mkdir(parents=True, exist_ok=True)
             # predictions.npz last: it is what marks a learner's folder as complete
             for name, content in sorted(files.items(), key=lambda item: item[0] == PREDICTIONS):
@@ -166,7 +191,7 @@ class RayExecutor:
 
     def __init__(
         self,
-        trainer: MemberTrainer,
+        trainer: Any,
         address: str | None = None,
         num_cpus: float = 1,
         num_gpus: float | None = None,
@@ -182,8 +207,8 @@ class RayExecutor:
             raise ValueError(f"num_cpus per training must be positive, got {num_cpus}")
         self.trainer = trainer
         self.num_cpus = num_cpus
-        if num_gpus is None:
-            num_gpus = 1.0 if trainer.base.device in ("cuda", "auto") and _has_cuda() else 0.0
+        if num_gpus is None:  # the shared context says which device its trainings use
+            num_gpus = 1.0 if getattr(trainer, "device", "cpu") in ("cuda", "auto") and _has_cuda() else 0.0
         self.num_gpus = num_gpus
         self._owns = not ray.is_initialized()
         if self._owns:
@@ -199,7 +224,7 @@ class RayExecutor:
         self.train_fn = train_fn
         self._threads = max(1, int(num_cpus))
 
-    def submit(self, job: TrainingJob) -> PendingTraining:
+    def submit(self, job: Any) -> PendingTraining:
         return _RayPending(job, self._remote.remote(self._trainer_ref, self.train_fn, job, self._threads))
 
     def capacity(self) -> int:
@@ -218,7 +243,9 @@ class RayExecutor:
             ray.shutdown()
 
 
-ExecutorFactory = Callable[[MemberTrainer], Executor]
+# (shared context[, train_fn]) -> Executor: the coordinator calls it with its `MemberTrainer`, a
+# reproduction with its arm trainer and `run_arm_job`
+ExecutorFactory = Callable[..., Executor]
 
 
 def _has_cuda() -> bool:
@@ -239,7 +266,8 @@ def executor_factory(
     if name == "ray":
         if num_cpus <= 0:
             raise ValueError(f"--cpus-per-training must be positive, got {num_cpus}")
-        return lambda trainer: RayExecutor(
-            trainer, address=address, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries
+        return lambda trainer, train_fn=train_job: RayExecutor(
+            trainer, address=address, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
+            train_fn=train_fn,
         )
     raise ValueError(f"unknown executor {name!r}: local | ray")

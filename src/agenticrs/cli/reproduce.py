@@ -64,10 +64,19 @@ def reproduce(
     protocol_of: str = typer.Option(None, "--protocol-of", help="the card data set whose protocol a new data set uses"),
     level: float = typer.Option(0.95, "--level", help="confidence level of the paired interval"),
     json_out: Path = typer.Option(None, "--json", help="also write the verdicts as JSON"),
+    executor: str = typer.Option(
+        "local", "--executor", help="where runs train: local (one at a time, here) | ray (Ray tasks, side by side)"),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (host:6379, ray://host:10001, auto); default: a private "
+                                    "Ray instance on this machine"),
+    cpus_per_training: float = typer.Option(1.0, "--cpus-per-training", help="Ray: CPUs requested by each run"),
 ) -> None:
     """Check a method card's claim: train its method and baselines over its seeds and data sets, verdict from the
     paired difference (holds / not shown / contradicted), everything recorded in the knowledge layer. Run again to
     resume: finished runs are not retrained."""
+    from agenticrs.agents.executor import executor_factory
+
+    make_executor = executor_factory(executor, ray_address, cpus_per_training)  # a bad flag fails first
     if every == (card is not None):
         raise ValueError("give a card (name or YAML file) or --all, not both and not neither")
     names = CARDS.names() if every else [card]
@@ -83,7 +92,8 @@ def reproduce(
     try:
         for method_card in cards:
             results.append(run_reproduction(method_card, store, runs_dir, cache_dir, options,
-                                             on_event=lambda line: err_console.print(line)))  # fmt: skip
+                                             on_event=lambda line: err_console.print(line),
+                                             executor=make_executor))  # fmt: skip
     finally:
         store.close()
     console.print(reproduction_table(results))

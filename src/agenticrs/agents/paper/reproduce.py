@@ -14,6 +14,12 @@ and for claims that did not hold. A reproduction is keyed by the card's hash and
 running it again resumes: finished runs are read back, never retrained; a run that was in
 progress when the process died is redone.
 
+Where the runs train is an executor's business (`agents/executor.py`, the one the coordinator
+uses): `local` trains one run at a time in this process, `ray` trains them as Ray tasks side by
+side up to the cluster's capacity. Either way this process alone writes the knowledge layer, and
+it records each run's result in the order the local executor would (the plan's order), so a
+reproduction stopped midway resumes the same way wherever it trained.
+
 A composition of building blocks (`Arm.compose`) trains as the zoo model `composed` through the
 same path; its records keep the arm's own name. A generated model (`Arm.code`, an LLM-drafted
 module) never trains in this process: its arm
@@ -25,16 +31,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agenticrs.agents.knowledge.store import KnowledgeStore
 from agenticrs.agents.paper.card import Arm, CardError, MethodCard, Trial
 from agenticrs.agents.paper.verdict import paired_effect
+
+if TYPE_CHECKING:
+    from agenticrs.agents.executor import ExecutorFactory
 
 TEST_METRICS = ["auc", "logloss"]  # what the README's tables report, on the test split
 
@@ -63,10 +73,56 @@ class ArmResult:
 
     metrics: dict[str, Any]
     run_path: str | None = None  # the run directory (its config.yaml is the effective config)
+    cost_s: float | None = None  # the training's seconds, measured where it ran (`run_arm_job`)
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder (an executor carries its files back from another machine)."""
+        return Path(self.run_path) if self.run_path else None
 
 
 # (card, trial, arm, seed, runs_dir, cache_dir) -> ArmResult; raising means the run failed
 TrainArm = Callable[[MethodCard, Trial, Arm, int, Path, Path | None], ArmResult]
+
+
+@dataclass(frozen=True)
+class ArmJob:
+    """One run of a reproduction, as an executor's job (everything a worker needs)."""
+
+    card: MethodCard
+    trial: Trial
+    arm: Arm
+    seed: int
+    runs_dir: Path
+    cache_dir: Path | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.card.name} {self.arm.name} on {self.trial.dataset} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class ArmTraining:
+    """What every run of a reproduction shares: the executor's context (put in Ray's object store
+    once). `device`: the runs' device setting, which makes the Ray executor ask for a GPU."""
+
+    train: TrainArm
+    device: str = "cpu"
+
+
+def run_arm_job(context: ArmTraining, job: ArmJob) -> ArmResult:
+    """An executor's `train_fn` for reproductions: train the arm, timed where it trains."""
+    started = time.perf_counter()
+    outcome = context.train(job.card, job.trial, job.arm, job.seed, job.runs_dir, job.cache_dir)
+    outcome.cost_s = time.perf_counter() - started
+    return outcome
+
+
+def runs_device(card: MethodCard, trials: list[Trial]) -> str:
+    """`cuda` when any arm of the trials trains on (or may pick) a GPU, else `cpu`."""
+    devices = {str(card.train_settings(t, card.arm(a.name, t)).get("device", "cpu"))
+               for t in trials for a in card.arms()}  # fmt: skip
+    return "cuda" if devices & {"cuda", "auto"} else "cpu"
 
 
 def run_config(card: MethodCard, trial: Trial, arm: Arm, seed: int) -> dict[str, Any]:
@@ -328,8 +384,15 @@ def reproduce(
     options: ReproduceOptions | None = None,
     trainer: TrainArm = train_arm,
     on_event: Callable[[str], None] = lambda _text: None,
+    executor: ExecutorFactory | None = None,
 ) -> ReproductionResult:
-    """Run (or resume) the card's protocol and record everything; returns the verdicts."""
+    """Run (or resume) the card's protocol and record everything; returns the verdicts.
+
+    `executor`: where the runs train, made from (`ArmTraining`, `run_arm_job`), e.g.
+    `executor_factory("ray")`; default: one at a time in this process. A Ray executor keeps up to
+    its capacity of runs in flight; their results are recorded here in the plan's order."""
+    from agenticrs.agents.executor import LocalExecutor
+
     options = options or ReproduceOptions()
     trials = plan_trials(card, options)
     seeds = card.seeds[: options.seeds] if options.seeds else list(card.seeds)
@@ -354,45 +417,80 @@ def reproduce(
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     paths: dict[tuple[str, str, int], str | None] = {}
     skipped: dict[str, str] = {}
-    trained = reused = failed = 0
-    for trial in trials:
-        reason = _available(trial.dataset, card.task)
-        if reason is not None:
-            skipped[trial.dataset] = reason
-            on_event(f"  {trial.dataset}: skipped, {reason}")
-            if not was_finished:
-                lesson(f"card {card.name}: {reason}; its trial was skipped")
-            continue
-        for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
-            for role, arm in arm_order(card, trial):
-                requested = shared_config(card, trial, arm, seed)
-                with store.transaction() as tx:
-                    recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
-                    if recorded is not None:
-                        results[(trial.dataset, arm.name, seed)], paths[(trial.dataset, arm.name, seed)] = recorded
-                        reused += 1
-                        continue
-                    run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role, config=requested).id
-                started = time.perf_counter()
-                try:
-                    outcome = trainer(card, trial, _with_source_run(arm, trial, seed, paths), seed, runs_dir, cache)
-                except Exception as exc:  # a failed run is a recorded lesson, not the end of the reproduction
-                    message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+    counts = {"trained": 0, "reused": 0, "failed": 0}
+    # (run id, trial, arm, seed, submitted at, handle): in flight, recorded first in, first out
+    pending: deque[tuple[int, Trial, Arm, int, float, Any]] = deque()
+
+    def record_failure(run_id: int, trial: Trial, arm: Arm, seed: int, exc: Exception, cost: float) -> None:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
+        with store.transaction() as tx:
+            tx.finish_reproduction_run(run_id, "failed", error=message, cost_s=cost)
+        lesson(f"card {card.name}: {arm.name} on {trial.dataset} (seed {seed}) failed: {message}")
+        on_event(f"  {trial.dataset} {arm.name} seed {seed}: failed, {message}")
+        counts["failed"] += 1
+
+    def settle_oldest() -> None:
+        """Wait for the oldest run in flight and record it (a failure is a lesson, not the end)."""
+        run_id, trial, arm, seed, submitted, handle = pending.popleft()
+        try:
+            outcome = handle.result()
+        except Exception as exc:  # a failed run is a recorded lesson, not the end of the reproduction
+            record_failure(run_id, trial, arm, seed, exc, time.perf_counter() - submitted)
+            return
+        cost = outcome.cost_s if outcome.cost_s is not None else time.perf_counter() - submitted
+        with store.transaction() as tx:
+            tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path, cost_s=cost)
+        results[(trial.dataset, arm.name, seed)] = outcome.metrics
+        paths[(trial.dataset, arm.name, seed)] = outcome.run_path
+        counts["trained"] += 1
+        shown = card.claim.metric
+        on_event(f"  {trial.dataset} {arm.name} seed {seed}: {shown} {outcome.metrics.get(shown, float('nan')):.4f} "
+                 f"({cost:.1f} s, stopped by {outcome.metrics.get('stopped_by', '?')})")  # fmt: skip
+
+    make = executor or LocalExecutor
+    runner = make(ArmTraining(trainer, runs_device(card, trials)), run_arm_job)
+    try:
+        capacity = max(1, runner.capacity())
+        for trial in trials:
+            reason = _available(trial.dataset, card.task)
+            if reason is not None:
+                while pending:  # lessons in the local order
+                    settle_oldest()
+                skipped[trial.dataset] = reason
+                on_event(f"  {trial.dataset}: skipped, {reason}")
+                if not was_finished:
+                    lesson(f"card {card.name}: {reason}; its trial was skipped")
+                continue
+            for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
+                for role, arm in arm_order(card, trial):
+                    requested = shared_config(card, trial, arm, seed)
                     with store.transaction() as tx:
-                        tx.finish_reproduction_run(run_id, "failed", error=message, cost_s=time.perf_counter() - started)
-                    lesson(f"card {card.name}: {arm.name} on {trial.dataset} (seed {seed}) failed: {message}")
-                    on_event(f"  {trial.dataset} {arm.name} seed {seed}: failed, {message}")
-                    failed += 1
-                    continue
-                cost = time.perf_counter() - started
-                with store.transaction() as tx:
-                    tx.finish_reproduction_run(run_id, "done", metrics=outcome.metrics, run_path=outcome.run_path, cost_s=cost)
-                results[(trial.dataset, arm.name, seed)] = outcome.metrics
-                paths[(trial.dataset, arm.name, seed)] = outcome.run_path
-                trained += 1
-                shown = card.claim.metric
-                on_event(f"  {trial.dataset} {arm.name} seed {seed}: {shown} {outcome.metrics.get(shown, float('nan')):.4f} "
-                         f"({cost:.1f} s, stopped by {outcome.metrics.get('stopped_by', '?')})")  # fmt: skip
+                        recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
+                        if recorded is not None:
+                            results[(trial.dataset, arm.name, seed)], paths[(trial.dataset, arm.name, seed)] = recorded
+                            counts["reused"] += 1
+                            continue
+                        run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
+                                                           config=requested).id  # fmt: skip
+                    started = time.perf_counter()
+                    if arm.tokenizer.get("collaborative_arm"):
+                        while pending:  # it reads another arm's finished run of this seed
+                            settle_oldest()
+                    try:
+                        job = ArmJob(card, trial, _with_source_run(arm, trial, seed, paths), seed, runs_dir, cache)
+                    except Exception as exc:  # its source run failed: a recorded lesson, as a failed training
+                        record_failure(run_id, trial, arm, seed, exc, time.perf_counter() - started)
+                        continue
+                    pending.append((run_id, trial, arm, seed, started, runner.submit(job)))
+                    while len(pending) >= capacity:
+                        settle_oldest()
+        while pending:
+            settle_oldest()
+    finally:
+        for *_, handle in pending:  # stopped by an exception: nothing more to wait for
+            handle.cancel()
+        runner.close()
+    trained, reused, failed = counts["trained"], counts["reused"], counts["failed"]
     verdicts = _verdicts(card, trials, results, seeds, options.level, skipped)
     with store.transaction() as tx:
         wall = sum(r.cost_s or 0.0 for r in tx.reproduction_runs(repro_id) if r.status == "done")
