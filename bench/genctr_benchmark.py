@@ -241,6 +241,37 @@ class Bench:
         atomic_write_json(self.out, self.records)
 
 
+# the papers' claims as paired comparisons: (method arm, baseline arm, what it tests)
+CLAIMS = [
+    ("dgenctr", "disc", "DGenCTR's generative pre-training beats the same transformer trained discriminatively"),
+    ("dgenctr", "dgenctr_emb", "transferring every parameter beats transferring the embeddings only"),
+    ("sgctr", "dgenctr", "SGCTR (generative loss kept, refinement at inference) beats DGenCTR"),
+    ("hetegenctr", "dgenctr", "HeteGenCTR's difficulty balancing beats DGenCTR"),
+]
+
+
+def claims_table(records: list[dict[str, Any]]) -> str:
+    """Each claim per data set: the paired effect over the seeds both arms ran (95 % t interval)."""
+    from agenticrs.agents.paper.verdict import paired_effect
+
+    searched = {(r["dataset"], r["arm"]) for r in records if "lr_chosen" in r}
+    kept = [r for r in records if (r["dataset"], r["arm"]) not in searched or r.get("lr_chosen")]
+    by = {(r["dataset"], r["arm"], r["seed"]): r for r in kept}
+    lines = [f"{'dataset':<10} {'method':<11} {'baseline':<12} {'metric':<9} {'n':>2}  effect [95 % CI]  verdict"]
+    for dataset in sorted({r["dataset"] for r in kept}):
+        for method, baseline, _ in CLAIMS:
+            seeds = sorted(s for (d, a, s) in by if d == dataset and a == method and (d, baseline, s) in by)
+            for metric in ("auc", "auc_cold"):
+                pairs = [(by[(dataset, method, s)].get(metric), by[(dataset, baseline, s)].get(metric)) for s in seeds]
+                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                if not pairs:
+                    continue
+                effect = paired_effect([a for a, _ in pairs], [b for _, b in pairs])
+                lines.append(f"{dataset:<10} {method:<11} {baseline:<12} {metric:<9} {effect.n:>2}  "
+                             f"{effect.interval()}  {effect.verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="frappe,sim-small")
@@ -268,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pretrain-share must be in [0, 1): fine-tuning needs steps")
 
     if args.report is not None:
-        print(summarise([r for path in args.report for r in json.loads(Path(path).read_text())]))
+        stored = [r for path in args.report for r in json.loads(Path(path).read_text())]
+        print(summarise(stored))
+        print(claims_table(stored))
         return 0
     from agenticrs.features.pipeline import process_dataset
 
@@ -324,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                     record["lr_chosen"] = True
         bench.save()
     print(summarise(records))
+    print(claims_table(records))
     return 0
 
 

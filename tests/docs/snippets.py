@@ -18,6 +18,7 @@ public data sets that are absent here are skipped with the reason.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shlex
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from forkserver import ForkServer, direct_argv  # this folder's helper
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -46,6 +48,7 @@ SMALL: list[tuple[str, str]] = [
     (r"--seeds \d+", "--seeds 1"),
     (r"--models ([\w-]+),[\w,-]+", r"--models \1"),
     (r"--datasets ([\w-]+),[\w,-]+", r"--datasets \1"),
+    (r"--bases ([\w-]+),[\w,-]+", r"--bases \1"),
     (r"(-n|--candidates) \d+", r"\1 1"),
     (r"--budget \S+", "-n 1"),
     (r"(-M|--ensemble-size) \d+", r"\1 2"),
@@ -203,6 +206,27 @@ def run_bash(command: str, cwd: Path, env: dict[str, str], timeout: int = 600) -
     return done.returncode, done.stdout + done.stderr
 
 
+_SERVER: ForkServer | None = None
+
+
+def fork_server(env: dict[str, str]) -> ForkServer:
+    """This test process's fork server (started on first use, stopped at exit)."""
+    global _SERVER
+    if _SERVER is None:
+        _SERVER = ForkServer(env)
+        atexit.register(_SERVER.close)
+    return _SERVER
+
+
+def run_command(command: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> tuple[int, str]:
+    """A plain `agenticrs ...` / `python FILE.py ...` in a process forked from the warmed-up
+    interpreter (`forkserver.py`); anything with shell syntax through bash."""
+    direct = direct_argv(command, str(BIN / "agenticrs"), sys.executable)
+    if direct is None:
+        return run_bash(command, cwd, env, timeout)
+    return fork_server(env).run(*direct, cwd, env, timeout)
+
+
 def situational(command: str) -> str | None:
     words = " ".join(shlex.split(command.split(" #", 1)[0])[1:]) if command else ""
     for key, message in sorted(SITUATIONAL.items(), key=lambda kv: -len(kv[0])):
@@ -281,9 +305,10 @@ def run_document(path: Path, workdir: Path, cache: Path, request: pytest.Fixture
                 continue
             script = workdir / f"snippet_{path.stem}_{block.line}.py"
             script.write_text(code)
-            done = subprocess.run([sys.executable, script.name], cwd=workdir, env=env, capture_output=True, text=True,
-                                  timeout=600)
-            assert done.returncode == 0, f"{where}: the Python block failed\n{code}\n{done.stdout}{done.stderr}"
+            started = time.perf_counter()
+            returncode, output = fork_server(env).run("script", [script.name], workdir, env)
+            print(f"{time.perf_counter() - started:6.1f} s  {where}: Python block")
+            assert returncode == 0, f"{where}: the Python block failed\n{code}\n{output}"
             continue
         assert block.language == "bash", f"{where}: unexpected language {block.language!r}"
         for original in commands(block.code):
@@ -302,7 +327,7 @@ def run_document(path: Path, workdir: Path, cache: Path, request: pytest.Fixture
                 command = re.sub(r"postgresql://\S+", shlex.quote(url), command)
             command = resolve_placeholders(command, workdir)
             started = time.perf_counter()
-            code, output = run_bash(command, workdir, env)
+            code, output = run_command(command, workdir, env)
             print(f"{time.perf_counter() - started:6.1f} s  {where}: {command}")
             expected = situational(original.replace(".venv/bin/", ""))
             if expected is not None:

@@ -11,7 +11,7 @@ import pytest
 import snippets  # noqa: I001 - this folder's helper (pytest puts the test's folder on sys.path)
 from snippets import DOCS, LANGUAGES, ROOT
 
-# the README and the longest document have files of their own, so that they run on other workers
+# the README and the longest document have files of their own (they run in parts, one test class each)
 OWN_FILE = ("README.md", "conversion.md")
 DOCUMENTS = [p for p in DOCS if p.name not in OWN_FILE]
 
