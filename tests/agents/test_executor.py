@@ -21,6 +21,7 @@ from agenticrs.agents.coordinator import Coordinator
 from agenticrs.agents.executor import LocalExecutor, RayExecutor, TrainingJob, executor_factory, train_job
 from agenticrs.agents.knowledge import KnowledgeStore
 from agenticrs.agents.settings import EvolveSettings
+from toy_cards import TOY_CARD  # tests/ helper
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -186,14 +187,6 @@ def test_feature_candidates_train_on_ray_as_they_do_locally(local_ray: None, tmp
 
 
 # -- method-card reproductions: runs as Ray tasks, recorded by the driver in the local order --------
-TOY_CARD = {
-    "name": "toy", "claim": {"statement": "DeepFM beats LR", "baseline": "lr"},
-    "model": {"name": "deepfm", "params": {"hidden_units": [16]}}, "baselines": [{"name": "lr"}],
-    "datasets": [{"dataset": "synthetic-tiny", "expected": "holds",
-                  "protocol": {"step_budget": 4, "eval_every_steps": 2, "train": {"batch_size": 512, "num_threads": 1}},
-                  "settings": {"lr": {"train": {"learning_rate": 0.01}}}}],
-    "seeds": [1, 2],
-}  # fmt: skip
 
 
 def test_a_reproduction_on_ray_equals_the_local_one_and_resumes_locally(local_ray: None, tmp_path: Path,

@@ -55,6 +55,7 @@ SMALL: list[tuple[str, str]] = [
     (r"--epochs \d+", "--epochs 1"),
     (r"train\.epochs=\d+", "train.epochs=1"),
     (r"--max-steps \d+", "--max-steps 2"),
+    (r"--lrs \S+", "--lrs 1e-3"),
     (r"--rows \d+", "--rows 3000"),
     (r"train\.time_budget_s=\d+", "train.time_budget_s=30"),
     (r"\bshow 7\b", "show 2"),  # the first evolution's first proposed candidate

@@ -56,6 +56,18 @@ def _exits() -> tuple[type[BaseException], ...]:
 PASS_THROUGH = _exits()
 
 
+def executor_options(what: str) -> tuple[Any, Any, Any]:
+    """The `--executor`, `--ray-address` and `--cpus-per-training` options of a command whose
+    `what` (learners, runs) train on an executor (`agents/executor.py`)."""
+    return (
+        typer.Option("local", "--executor", help=f"where {what} train: local (one at a time, here) | ray (Ray tasks, "
+                     "side by side)"),
+        typer.Option(None, "--ray-address", help="Ray cluster to join (host:6379, ray://host:10001, auto); default: a "
+                     "private Ray instance on this machine"),
+        typer.Option(1.0, "--cpus-per-training", help=f"Ray: CPUs requested by each of the {what}"),
+    )
+
+
 def reporter(quiet: bool) -> Reporter:
     return SILENT if quiet else RichReporter(err_console)
 

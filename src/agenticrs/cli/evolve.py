@@ -17,10 +17,12 @@ from agenticrs.agents.candidate import Candidate
 from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.knowledge.schema import CandidateRow, Intent
 from agenticrs.agents.settings import EvolveSettings, build_evolve_settings, override_key, parse_duration
-from agenticrs.cli.common import console, err_console, friendly_errors, reporter, styled
+from agenticrs.cli.common import console, err_console, executor_options, friendly_errors, reporter, styled
 from agenticrs.config import apply_overrides, dump_yaml
 
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help="knowledge database: a SQLite path/URL or postgresql://...")
+
+EXECUTOR_OPTIONS = executor_options("learners")
 
 
 class LiveView:
@@ -158,12 +160,9 @@ def evolve(
     strict: bool = typer.Option(
         False, "--strict", help="stop (exit 2) when the llm/optuna proposer gives no candidate, e.g. an unreachable "
         "LLM server, instead of letting the built-in proposer stand in"),
-    executor: str = typer.Option(
-        "local", "--executor", help="where learners train: local (one at a time, here) | ray (Ray tasks, side by side)"),
-    ray_address: str = typer.Option(
-        None, "--ray-address", help="Ray cluster to join (host:6379, ray://host:10001, auto); default: a private "
-        "local Ray instance"),
-    cpus_per_training: float = typer.Option(1.0, "--cpus-per-training", help="Ray: CPUs requested by each training"),
+    executor: str = EXECUTOR_OPTIONS[0],
+    ray_address: str = EXECUTOR_OPTIONS[1],
+    cpus_per_training: float = EXECUTOR_OPTIONS[2],
 ) -> None:
     """Evolve models: propose, train dual learners, decide with EnsNAS, check the gate, promote."""
     from agenticrs.agents.coordinator import Coordinator

@@ -14,8 +14,10 @@ from agenticrs.agents.knowledge import DEFAULT_DB, KnowledgeStore
 from agenticrs.agents.paper.card import CARDS, resolve_card
 from agenticrs.agents.paper.reproduce import ReproduceOptions, ReproductionResult
 from agenticrs.agents.paper.reproduce import reproduce as run_reproduction
-from agenticrs.cli.common import console, err_console, friendly_errors
+from agenticrs.cli.common import console, err_console, executor_options, friendly_errors
 from agenticrs.runtime.files import atomic_write_json
+
+EXECUTOR_OPTIONS = executor_options("runs")
 
 
 def _num(value: Any, fmt: str = "+.4f") -> str:
@@ -64,12 +66,9 @@ def reproduce(
     protocol_of: str = typer.Option(None, "--protocol-of", help="the card data set whose protocol a new data set uses"),
     level: float = typer.Option(0.95, "--level", help="confidence level of the paired interval"),
     json_out: Path = typer.Option(None, "--json", help="also write the verdicts as JSON"),
-    executor: str = typer.Option(
-        "local", "--executor", help="where runs train: local (one at a time, here) | ray (Ray tasks, side by side)"),
-    ray_address: str = typer.Option(
-        None, "--ray-address", help="Ray cluster to join (host:6379, ray://host:10001, auto); default: a private "
-                                    "Ray instance on this machine"),
-    cpus_per_training: float = typer.Option(1.0, "--cpus-per-training", help="Ray: CPUs requested by each run"),
+    executor: str = EXECUTOR_OPTIONS[0],
+    ray_address: str = EXECUTOR_OPTIONS[1],
+    cpus_per_training: float = EXECUTOR_OPTIONS[2],
 ) -> None:
     """Check a method card's claim: train its method and baselines over its seeds and data sets, verdict from the
     paired difference (holds / not shown / contradicted), everything recorded in the knowledge layer. Run again to

@@ -13,15 +13,7 @@ from agenticrs.agents.knowledge.migrate import upgrade
 from agenticrs.agents.paper import reproduce as reproduce_module
 from agenticrs.agents.paper.card import parse_card
 from agenticrs.agents.paper.reproduce import ArmResult, ReproduceOptions, reproduce, train_arm
-
-TOY = {
-    "name": "toy", "claim": {"statement": "DeepFM beats LR", "baseline": "lr"},
-    "model": {"name": "deepfm", "params": {"hidden_units": [16]}}, "baselines": [{"name": "lr"}],
-    "datasets": [{"dataset": "synthetic-tiny", "expected": "holds",
-                  "protocol": {"step_budget": 4, "eval_every_steps": 2, "train": {"batch_size": 512, "num_threads": 1}},
-                  "settings": {"lr": {"train": {"learning_rate": 0.01}}}}],
-    "seeds": [1, 2],
-}  # fmt: skip
+from toy_cards import TOY_CARD as TOY  # tests/ helper
 
 
 class Killed(BaseException):
