@@ -90,7 +90,7 @@ APPEND: list[tuple[str, str]] = [
     (r"bench/reproduce_benchmark\.py", " --step-budget 4 --seeds 1"),
     (r"bench/cvr_prepromo_oracle\.py", " --smoke"),
     (r"bench/gsvr_benchmark\.py", " --steps 4 --eval-every 2"),
-    (r"bench/genctr_benchmark\.py", " --eval-every 1 --batch-size 256 --arms deepfm,dgenctr,sgctr"),
+    (r"bench/genctr_benchmark\.py", " --eval-every 2 --batch-size 256 --arms deepfm,dgenctr"),
     (r"bench/gr_benchmark\.py.*--models sasrec\b",
      " --set sasrec.train.epochs=1 --set sasrec.train.max_steps_per_epoch=3 --set sasrec.train.eval_every_epochs=1"
      " --set sasrec.train.valid_users=256"),
@@ -222,10 +222,16 @@ def fork_server(env: dict[str, str]) -> ForkServer:
 def run_command(command: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> tuple[int, str]:
     """A plain `agenticrs ...` / `python FILE.py ...` in a process forked from the warmed-up
     interpreter (`forkserver.py`); anything with shell syntax through bash."""
-    direct = direct_argv(command, str(BIN / "agenticrs"), sys.executable)
-    if direct is None:
+    parts = [direct_argv(part, str(BIN / "agenticrs"), sys.executable) for part in command.split(" && ")]
+    if any(part is None for part in parts):
         return run_bash(command, cwd, env, timeout)
-    return fork_server(env).run(*direct, cwd, env, timeout)
+    outputs: list[str] = []
+    for kind, argv in parts:  # type: ignore[misc] - `a && b`: b runs only when a succeeded
+        code, output = fork_server(env).run(kind, argv, cwd, env, timeout)
+        outputs.append(output)
+        if code != 0:
+            break
+    return code, "".join(outputs)
 
 
 def situational(command: str) -> str | None:
