@@ -57,6 +57,11 @@ EVOLVE: dict[str, Any] = {
     "start": {"model": "lr", "learning_rate": 0.01, "epochs": 2, "embedding_dim": 8, "hidden_units": [32]},
     "train": {"patience": 1, "monitor": "logloss", "metrics": ["auc", "logloss"], "num_threads": 1},
     "space": {"models": ["lr", "fm", "dnn"], "widths": [16, 32], "embedding_dims": [4, 8], "depth_max": 2},
+    # AutoTrain alone, no AutoPerf measurement, no outer A/B test: those run in the coordinator whatever
+    # trains the learners, so they would only dilute what this part measures (trainings on an executor)
+    "agents": ["train"],
+    "measure_perf": False,
+    "outer_every": 0,
 }
 
 
