@@ -134,7 +134,7 @@ dist.all_gather(gathered, flat)
 if ctx.is_main:
     json.dump({"steps": result.steps, "max_diff": max(float((g - flat).abs().max()) for g in gathered),
                "moved": float((flat - start).abs().max())}, open(sys.argv[2], "w"))
-distributed.shutdown()
+distributed.shutdown(finished=True)
 """
 TINY_SEQUENTIAL = {
     "sasrec": {"dim": 16},

@@ -114,6 +114,7 @@ def _train_rank(run_config: RunConfig, nproc: int, overrides: list[str], runs_di
     from agenticrs.train import distributed
 
     ctx = distributed.init_from_env(run_config.train.device)
+    finished = False
     try:
         if nproc > 1 and ctx.world_size != nproc:
             raise ValueError(f"--nproc {nproc} but torchrun started {ctx.world_size} processes")
@@ -129,8 +130,9 @@ def _train_rank(run_config: RunConfig, nproc: int, overrides: list[str], runs_di
             console.print(f"train samples/s (all processes): {result.train_samples_per_s:,.0f}   "
                           f"stopped by: {result.stopped_by}")
             console.print(styled("run directory: ", (str(trained.run.folder), "bold")))
+        finished = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
 
 
 @friendly_errors
@@ -226,6 +228,7 @@ def _train_sequential_rank(raw: dict, nproc: int, overrides: list[str], runs_dir
 
     job = _sequential_job(raw)
     ctx = distributed.init_from_env(job.train.device)
+    finished = False
     try:
         if nproc > 1 and ctx.world_size != nproc:
             raise ValueError(f"--nproc {nproc} but torchrun started {ctx.world_size} processes")
@@ -242,8 +245,9 @@ def _train_sequential_rank(raw: dict, nproc: int, overrides: list[str], runs_dir
                                         {"valid": result.valid, "test": result.test}))
             console.print(f"stopped by: {result.stopped_by}   steps: {result.steps}")
             console.print(styled("run directory: ", (str(folder), "bold")))
+        finished = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
 
 
 def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:

@@ -75,8 +75,15 @@ def current() -> DistContext:
     return DistContext()
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group. `finished`: this rank ended normally, so first wait for every rank
+    to end too: a rank that tears down its transport while a peer still has gloo work in flight can
+    make the peer abort at exit ("terminate called without an active exception"). After an error
+    the ranks do not wait for one another (a peer stuck in a collective would hang the barrier;
+    torchrun stops it)."""
     if dist.is_available() and dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
