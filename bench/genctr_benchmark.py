@@ -165,13 +165,21 @@ def same_settings(record: dict[str, Any], wanted: dict[str, Any]) -> bool:
     return all(record.get(k) == v for k, v in wanted.items())
 
 
+def table_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records a table shows: an arm whose rate was searched shows its chosen rate only."""
+    searched = {(r["dataset"], r["arm"]) for r in records if "lr_chosen" in r}
+    return [r for r in records if (r["dataset"], r["arm"]) not in searched or r.get("lr_chosen")]
+
+
+def best_on_validation(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
+
+
 def summarise(records: list[dict[str, Any]]) -> str:
     keys = ["auc", "auc_cold", "auc_new_item", "auc_young_item", "auc_no_refine", "speed_vs_deepfm"]
     lines = [f"{'dataset':<10} {'arm':<15} " + " ".join(f"{k:>16}" for k in keys) + "  lr  stopped_by"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    searched = {(r["dataset"], r["arm"]) for r in records if "lr_chosen" in r}
-    # an arm whose rate was searched shows its chosen rate only; a rerun (--append) replaces a seed's record
-    records = [r for r in records if (r["dataset"], r["arm"]) not in searched or r.get("lr_chosen")]
+    records = table_records(records)  # a rerun (--append) replaces a seed's record
     latest = {(r["dataset"], r["arm"], r["seed"]): r for r in records}
     for r in latest.values():
         groups.setdefault((r["dataset"], r["arm"]), []).append(r)
@@ -254,8 +262,7 @@ def claims_table(records: list[dict[str, Any]]) -> str:
     """Each claim per data set: the paired effect over the seeds both arms ran (95 % t interval)."""
     from agenticrs.agents.paper.verdict import paired_effect
 
-    searched = {(r["dataset"], r["arm"]) for r in records if "lr_chosen" in r}
-    kept = [r for r in records if (r["dataset"], r["arm"]) not in searched or r.get("lr_chosen")]
+    kept = table_records(records)
     by = {(r["dataset"], r["arm"], r["seed"]): r for r in kept}
     lines = [f"{'dataset':<10} {'method':<11} {'baseline':<12} {'metric':<9} {'n':>2}  effect [95 % CI]  verdict"]
     for dataset in sorted({r["dataset"] for r in kept}):
@@ -327,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             arm_grid = list(grid)
             trials = [bench.measure(arm, args.select_seed, lr) for lr in arm_grid]
-            best = max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
+            best = best_on_validation(trials)
             for _ in range(2):  # the best rate on the grid's edge: up to two steps past it, so the choice is bracketed
                 if len(arm_grid) < 2 or best["learning_rate"] not in (arm_grid[0], arm_grid[-1]):
                     break
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra = float(f"{(best['learning_rate'] / step if low else best['learning_rate'] * step):.3g}")
                 arm_grid = [extra, *arm_grid] if low else [*arm_grid, extra]
                 trials.append(bench.measure(arm, args.select_seed, extra))
-                best = max(trials, key=lambda r: (r.get("valid_auc") is not None, r.get("valid_auc") or 0.0))
+                best = best_on_validation(trials)
             chosen[arm] = best["learning_rate"]
             for r in records:
                 if r["dataset"] == dataset and r["arm"] == arm and r.get("learning_rate") in arm_grid:
