@@ -55,14 +55,19 @@ def _train(dataset: str, model: str, bench_config: Path | None, steps: int, runs
     return train_run(config, runs_dir).run.folder
 
 
-def _payload(run_dir: Path, candidates: int) -> dict[str, Any]:
-    """One request of `candidates` candidates: the context of a test request and the item fields
-    of consecutive test rows (real values, so encoding does real work)."""
+def _payloads(run_dir: Path, candidates: int, count: int) -> list[dict[str, Any]]:
+    """`count` distinct requests of `candidates` candidates each: the context (user, history) of a
+    test row and the item fields of the next `candidates` test rows (real values, so encoding does
+    real work, and the service's per-value memo meets users, items and histories it has not seen)."""
     spec = Run(run_dir).spec
-    table = pq.read_table(spec.files["test"][0]).slice(0, candidates)
+    test = pq.read_table(spec.files["test"][0])
+    count = max(1, min(count, test.num_rows // candidates))
     fields = FieldKinds.of(Run(run_dir).encoder)
-    (_, _, payload), = request_payloads(table, fields, list(spec.request_fields), None)
-    return payload
+    payloads = []
+    for k in range(count):
+        (_, _, payload), = request_payloads(test.slice(k * candidates, candidates), fields, list(spec.request_fields), None)
+        payloads.append(payload)
+    return payloads
 
 
 def _export(run_dir: Path, backend: str) -> None:
@@ -110,26 +115,27 @@ class Service:
             self.process.kill()
 
 
-async def _load(url: str, payload: dict[str, Any], rate: float, seconds: float, max_requests: int) -> dict[str, Any]:
+async def _load(url: str, payloads: list[dict[str, Any]], rate: float, seconds: float, max_requests: int) -> dict[str, Any]:
     """Open loop: request i is sent at start + i / rate whatever the earlier ones do, so a
     service that falls behind queues them. Its latency counts from the moment the generator
     sends it (waiting for a connection included); how late the generator's own timer woke for
     it (milliseconds on a virtual machine's idle core) is reported apart as `send_lag_p99_ms`.
-    aiohttp on keep-alive connections (about a third of httpx's client cost per request)."""
+    Request i carries payload i mod len(payloads). aiohttp on keep-alive connections (about a
+    third of httpx's client cost per request)."""
     import gc
 
     import aiohttp
 
     total = min(int(rate * seconds), max_requests)
-    body = json.dumps(payload).encode()
+    bodies = [json.dumps(payload).encode() for payload in payloads]
     headers = {"content-type": "application/json"}
     latencies: list[float] = []
     lags: list[float] = []  # how late the generator sent each request: its own share of the latency
     errors = 0
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as client:
-        for _ in range(5):  # warm-up
-            async with client.post("/score", data=body, headers=headers) as response:
+        for i in range(5):  # warm-up
+            async with client.post("/score", data=bodies[i % len(bodies)], headers=headers) as response:
                 await response.read()
         gc.collect()  # before the schedule starts: a full collection takes tens of milliseconds
         loop = asyncio.get_running_loop()
@@ -142,7 +148,7 @@ async def _load(url: str, payload: dict[str, Any], rate: float, seconds: float, 
             sent = time.perf_counter()
             lags.append(max(0.0, loop.time() - due) * 1000)
             try:
-                async with client.post("/score", data=body, headers=headers) as response:
+                async with client.post("/score", data=bodies[i % len(bodies)], headers=headers) as response:
                     await response.read()
                     ok = response.status == 200
             except (aiohttp.ClientError, TimeoutError):
@@ -184,19 +190,19 @@ def _cpu_steal_share(before: tuple[int, int] | None, after: tuple[int, int] | No
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def _sequential(url: str, payload: dict[str, Any], requests: int) -> dict[str, Any]:
+def _sequential(url: str, payloads: list[dict[str, Any]], requests: int) -> dict[str, Any]:
     """Closed loop on one keep-alive connection: the service's own latency with no queueing, and the
     server-side mean from its Prometheus histogram (what the HTTP client adds is the difference)."""
-    body = json.dumps(payload).encode()
+    bodies = [json.dumps(payload).encode() for payload in payloads]
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, timeout=10) as client:
-        for _ in range(10):
-            client.post("/score", content=body, headers=headers)
+        for i in range(10):
+            client.post("/score", content=bodies[i % len(bodies)], headers=headers)
         before = _server_latency(client)
         latencies = []
-        for _ in range(requests):
+        for i in range(requests):
             began = time.perf_counter()
-            client.post("/score", content=body, headers=headers)
+            client.post("/score", content=bodies[i % len(bodies)], headers=headers)
             latencies.append((time.perf_counter() - began) * 1000)
         after = _server_latency(client)
     lat = np.asarray(latencies)
@@ -252,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="torch,onnx,onnx-int8")
     parser.add_argument("--rates", default="50,100,150,200,300,400", help="requests per second, ascending")
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--payloads", type=int, default=64,
+                        help="distinct requests (users, histories, candidates) the generator cycles through")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per rate")
     parser.add_argument("--max-requests", type=int, default=4_000, help="bound on the requests of one rate")
     parser.add_argument("--target-ms", type=float, default=10.0)
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(given[model])
         else:
             run_dir = _train(args.dataset, model, args.config, args.train_steps, args.runs_dir)
-        payload = _payload(run_dir, args.candidates)
+        payloads = _payloads(run_dir, args.candidates, args.payloads)
         for backend in backends:
             try:
                 _export(run_dir, backend)
@@ -282,16 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             with Service(run_dir, backend, core=0, extra=["--inline-scoring"]) as service:
                 if len(cores) > 1:  # the load generator on the other cores, away from the service's
                     os.sched_setaffinity(0, set(cores[1:]))
-                result = _sequential(service.url, payload, args.sequential)
-                records.append({"model": model, "backend": backend, "candidates": args.candidates, "run": str(run_dir), **result})
+                result = _sequential(service.url, payloads, args.sequential)
+                records.append({"model": model, "backend": backend, "candidates": args.candidates, "payloads": len(payloads),
+                                "run": str(run_dir), **result})  # fmt: skip
                 r = result
                 console.print(f"{model:8s} {backend:9s} sequential: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                               f"server mean {r['server_mean_ms']:.1f} ms")  # fmt: skip
                 for repeat in range(args.repeats):
                     for rate in rates:
-                        result = asyncio.run(_load(service.url, payload, rate, args.seconds, args.max_requests))
+                        result = asyncio.run(_load(service.url, payloads, rate, args.seconds, args.max_requests))
                         records.append({"model": model, "backend": backend, "candidates": args.candidates,
-                                        "run": str(run_dir), "repeat": repeat, **result})  # fmt: skip
+                                        "payloads": len(payloads), "run": str(run_dir), "repeat": repeat, **result})  # fmt: skip
                         r = result
                         console.print(f"{model:8s} {backend:9s} {rate:6.0f}/s #{repeat}: p50 {r['p50_ms']:.1f} ms, "
                                       f"p99 {r['p99_ms']:.1f} ms, {r['achieved_rps']:.0f}/s, {r['errors']} errors, "

@@ -360,21 +360,39 @@ def test_the_one_call_table_and_the_shared_context_encode_exactly_as_row_by_row(
             np.testing.assert_array_equal(shared[key], per_row[key], err_msg=key)
 
 
+def test_a_served_runs_requests_take_the_fast_path_and_get_the_arrow_paths_inputs(world: dict) -> None:
+    """The simulator's requests are plain: `RequestEncoder` encodes every one of them (none falls
+    back), to the arrays `Scorer.encode` makes of the request's table."""
+    from agenticrs.serve.payload import ScoreRequest, request_table
+
+    model = ServedModel.load([world["runs"]["deepfm"]])
+    fast = model.request_encoders[0]
+    for i, (_, _, payload) in enumerate(world["payloads"][:30]):
+        request = ScoreRequest.model_validate(payload)
+        arrays = fast.encode(request, request_id=i)
+        assert arrays is not None
+        expected = model.scorers[0].encode(request_table(request, world["fields"], 1000, i), shared=frozenset(request.context))
+        assert sorted(arrays) == sorted(expected)
+        for key in expected:
+            np.testing.assert_array_equal(arrays[key], expected[key], err_msg=key)
+
+
 def test_a_bad_request_in_a_micro_batch_fails_alone(world: dict) -> None:
-    """Requests are encoded one by one inside a batch: one that the encoder refuses gets its own
-    4xx while the others of the same scoring call are answered."""
+    """Requests are encoded one by one as they arrive: one that the encoder refuses gets its own
+    4xx while the others, scored together, are answered."""
     from agenticrs.data.errors import DataError
 
     model = ServedModel.load([world["runs"]["deepfm"]])
     refused = -77
-    encode = model.encode
+    encode_request = model.encode_request
 
-    def refusing_encode(table: pa.Table, shared=(), source="<request>"):
-        if refused in table.column("hour").to_pylist():
-            raise DataError("hour -77 is refused here", file=source, field="hour", expected="an hour of the day")
-        return encode(table, shared, source)
+    def refusing_encode(request, request_id=0, max_candidates=2_000):
+        hours = [request.context.get("hour")] + [c.get("hour") for c in request.candidates]
+        if refused in hours:
+            raise DataError("hour -77 is refused here", file="<request>", field="hour", expected="an hour of the day")
+        return encode_request(request, request_id, max_candidates)
 
-    model.encode = refusing_encode  # type: ignore[method-assign]
+    model.encode_request = refusing_encode  # type: ignore[method-assign]
     app = create_app(Router(champion=model), ServiceLimits(max_wait_ms=50.0))
     good, bad = _valid(world), _valid(world)
     holder = bad["context"] if "hour" in bad["context"] else bad["candidates"][0]

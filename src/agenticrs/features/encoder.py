@@ -159,6 +159,11 @@ def _sequence_lists(values: pa.Array, spec_field: FieldSpec, delimiter: str) -> 
 def pad_sequences(lengths: np.ndarray, flat: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep each row's last `max_len` elements, left-aligned in chronological order, padded with 0."""
     n = len(lengths)
+    if n == 1:  # one row (a served request's history): no index arithmetic
+        keep = min(int(lengths[0]), max_len)
+        out = np.zeros((1, max_len), dtype=flat.dtype)
+        out[0, :keep] = flat[len(flat) - keep :]
+        return out, np.array([keep], np.int32)
     keep = np.minimum(lengths, max_len)
     row_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
     first_kept = row_starts + lengths - keep
@@ -315,7 +320,7 @@ class FeatureEncoder:
     def sequence_fields(self) -> list[FieldSpec]:
         return self.spec.of_kind("sequence")
 
-    def _vocab_owner(self, f: FieldSpec) -> str:
+    def vocab_owner(self, f: FieldSpec) -> str:
         return f.share_vocab_with or f.name
 
     def numeric_columns(self) -> list[str]:
@@ -339,7 +344,7 @@ class FeatureEncoder:
                     max_len=f.max_len,
                     table=f.share_vocab_with,
                     target=f.paired_target,
-                    vocab_size=0 if f.element == "numeric" else self.categorical[self._vocab_owner(f)].size,
+                    vocab_size=0 if f.element == "numeric" else self.categorical[self.vocab_owner(f)].size,
                     element=f.element,
                     parallel_to=f.parallel_to,
                 )
@@ -440,8 +445,8 @@ class FeatureEncoder:
             for f in self.spec.fields:
                 if f.kind == "categorical" and f.name in counters:
                     per_owner.setdefault(f.name, []).append(lambda f=f, chunk=chunk: as_strings(_column(chunk, f)))
-                elif f.kind == "sequence" and f.element == "categorical" and self._vocab_owner(f) in counters:
-                    per_owner.setdefault(self._vocab_owner(f), []).append(
+                elif f.kind == "sequence" and f.element == "categorical" and self.vocab_owner(f) in counters:
+                    per_owner.setdefault(self.vocab_owner(f), []).append(
                         lambda f=f, chunk=chunk: as_strings(
                             pc.list_flatten(_sequence_lists(_column(chunk, f), f, self.spec.reader.list_delimiter))
                         )
@@ -504,7 +509,7 @@ class FeatureEncoder:
         def encode_categorical(j: int, f: FieldSpec) -> None:
             rows = source_of(f)  # a shared field's single id is broadcast down the column
             if f.kind == "numeric":
-                categorical[:, j] = self._bucketize(self._numeric_raw(rows, f), f)
+                categorical[:, j] = self.bucketize(self._numeric_raw(rows, f), f)
             else:
                 categorical[:, j] = self.encode_values(_column(rows, f), f.name)
 
@@ -512,11 +517,7 @@ class FeatureEncoder:
             state = self.numeric[f.name]
             rows = source_of(f)
             raw = self._numeric_raw(rows, f)
-            is_missing = np.isnan(raw)
-            value = self._pre_transform(np.where(is_missing, 0.0, raw), f)
-            if f.transform == "standardize":
-                value = (value - state.mean) / state.std
-            value[is_missing] = 0.0
+            value, is_missing = self.numeric_values(raw, f)
             too_large = np.abs(value) > np.finfo(np.float32).max  # the model's inputs are float32
             if too_large.any():
                 raise _overflow_error(rows, f, raw, too_large, "for a float32 model input")
@@ -543,7 +544,7 @@ class FeatureEncoder:
                     ) from None
                 flat = np.nan_to_num(parsed, nan=0.0).astype(np.float32)
             else:
-                flat = self.encode_values(flat_values, self._vocab_owner(f))
+                flat = self.encode_values(flat_values, self.vocab_owner(f))
             padded, kept = pad_sequences(lengths, flat, f.max_len)
             if rows is not chunk:  # one shared history, repeated for every row
                 padded, kept = np.repeat(padded, n, axis=0), np.repeat(kept, n)
@@ -566,6 +567,17 @@ class FeatureEncoder:
         for f in self.spec.of_kind("text"):
             out[f"text/{f.name}"] = as_strings(_column(chunk, f))
         return {k: out[k] for k in sorted(out)}
+
+    def numeric_values(self, raw: np.ndarray, f: FieldSpec) -> tuple[np.ndarray, np.ndarray]:
+        """A dense numeric field's model input from its raw values (NaN: missing), and the missing
+        mask; the caller checks that the values fit a float32."""
+        state = self.numeric[f.name]
+        is_missing = np.isnan(raw)
+        value = self._pre_transform(np.where(is_missing, 0.0, raw), f)
+        if f.transform == "standardize":
+            value = (value - state.mean) / state.std
+        value[is_missing] = 0.0
+        return value, is_missing
 
     def encode_values(self, values: pa.Array, owner: str) -> np.ndarray:
         """Ids of the values under the vocab (or hash) of categorical field `owner`. A value is
@@ -659,7 +671,8 @@ class FeatureEncoder:
             return np.sign(values) * np.log1p(np.abs(values))
         return values.astype(np.float64, copy=True)
 
-    def _bucketize(self, values: np.ndarray, f: FieldSpec) -> np.ndarray:
+    def bucketize(self, values: np.ndarray, f: FieldSpec) -> np.ndarray:
+        """Bucket ids of a quantile numeric field's raw values (NaN: missing)."""
         edges = np.asarray(self.numeric[f.name].edges)
         ids = np.searchsorted(edges, np.nan_to_num(values), side="right") + NUM_RESERVED
         ids[np.isnan(values)] = MISSING_INDEX

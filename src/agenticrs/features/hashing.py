@@ -51,3 +51,12 @@ def fnv1a_64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
             hashes[:active] = (hashes[:active] ^ byte) * _FNV_PRIME
     out[order] = hashes
     return out
+
+
+def fnv1a_64_text(text: str) -> int:
+    """`fnv1a_64` of one string (its UTF-8 bytes), as a Python int: a served request hashes its
+    one request id without an Arrow round trip (four Arrow calls cost ~80 µs)."""
+    value = int(_FNV_OFFSET)
+    for byte in text.encode():
+        value = ((value ^ byte) * int(_FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
+    return value

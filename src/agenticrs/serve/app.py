@@ -3,10 +3,11 @@
 - `POST /score`: one user context plus candidates (raw field values, encoded with the run's saved
   encoder; unseen values go to the OOV id) -> their click probabilities in order, with the arm and
   the model version that scored them.
-- Micro-batching: concurrent requests for the same model are encoded one by one (each request's
-  context once, not once per candidate; a bad request fails alone) and scored in one call (up to
-  `max_batch_rows`, waiting at most `max_wait_ms` for company), on one scoring thread, so the
-  event loop never blocks on the model.
+- Micro-batching: each request is encoded as it arrives (its context once, not once per candidate;
+  straight from its values, `RequestEncoder`; a bad request fails alone with a 4xx), and
+  concurrent requests for the same model are scored in one call (up to `max_batch_rows`, waiting
+  at most `max_wait_ms` for company), on one scoring thread, so the event loop never blocks on
+  the model.
 - Hot swap: `Router.swap` replaces a model between batches; a batch already taken keeps the model
   it started with, so no request is dropped or scored by half of each.
 - Canary: with a canary set, a stable hash of the routing field (the user) sends `share` of users
@@ -29,15 +30,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 
 from agenticrs.data.errors import DataError
-from agenticrs.serve.models import ServedModel
-from agenticrs.serve.payload import PayloadError, ScoreRequest, ScoreResponse, request_table
+from agenticrs.serve.models import Encoded, ServedModel
+from agenticrs.serve.payload import PayloadError, ScoreRequest, ScoreResponse
 
 
 @dataclass
@@ -102,33 +102,23 @@ class Router:
 
 @dataclass
 class _Pending:
-    table: pa.Table
-    shared: frozenset[str]  # the request's context columns: one value for every candidate
+    encoded: list[Encoded]  # the request's model inputs, per run of the model
+    rows: int
     future: asyncio.Future
     model: ServedModel
 
 
 def _score_group(model: ServedModel, group: list[_Pending]) -> list[np.ndarray | Exception]:
-    """Each request encoded on its own (a bad one fails alone, its context encoded once), then all
-    of them scored in one model call per run."""
-    results: list[np.ndarray | Exception] = [ValueError("not scored")] * len(group)
-    encoded, scored = [], []
-    for i, pending in enumerate(group):
-        try:
-            encoded.append(model.encode(pending.table, pending.shared))
-            scored.append(i)
-        except Exception as exc:  # noqa: BLE001 - delivered to its own request
-            results[i] = exc
-    if not scored:
-        return results
+    """The encoded requests of one model scored in one call per run, split back per request."""
     try:
-        scores = model.score_encoded(encoded)
+        scores = model.score_encoded([pending.encoded for pending in group])
     except Exception as exc:  # noqa: BLE001 - delivered to every request of the call
-        return [exc if i in scored else r for i, r in enumerate(results)]
+        return [exc] * len(group)
+    results: list[np.ndarray | Exception] = []
     start = 0
-    for i in scored:
-        n = group[i].table.num_rows
-        results[i], start = scores[start : start + n], start + n
+    for pending in group:
+        results.append(scores[start : start + pending.rows])
+        start += pending.rows
     return results
 
 
@@ -155,10 +145,10 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=True)
 
-    async def score(self, model: ServedModel, table: pa.Table, shared: frozenset[str] = frozenset()) -> np.ndarray:
+    async def score(self, model: ServedModel, encoded: list[Encoded], rows: int) -> np.ndarray:
         assert self.queue is not None, "the batcher is not started"
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(table, shared, future, model))
+        await self.queue.put(_Pending(encoded, rows, future, model))
         return await future
 
     async def _loop(self) -> None:
@@ -166,7 +156,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             first = await self.queue.get()
-            batch, rows = [first], first.table.num_rows
+            batch, rows = [first], first.rows
             deadline = loop.time() + self.limits.max_wait_ms / 1000
             while rows < self.limits.max_batch_rows:
                 try:
@@ -175,7 +165,7 @@ class MicroBatcher:
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
                 batch.append(item)
-                rows += item.table.num_rows
+                rows += item.rows
             by_model: dict[int, list[_Pending]] = {}
             for item in batch:
                 by_model.setdefault(id(item.model), []).append(item)
@@ -184,7 +174,7 @@ class MicroBatcher:
 
     async def _run(self, group: list[_Pending]) -> None:
         model = group[0].model
-        self.metrics.batch_rows.observe(sum(g.table.num_rows for g in group))
+        self.metrics.batch_rows.observe(sum(g.rows for g in group))
         if self.limits.inline_scoring:
             results = _score_group(model, group)
         else:
@@ -259,20 +249,23 @@ def create_app(router: Router, limits: ServiceLimits | None = None,
             if len(body) > limits.max_body_bytes:
                 return error(413, f"body: more than {limits.max_body_bytes} bytes")
         try:
-            raw = json.loads(body, parse_constant=_refuse_constant)
-            parsed = ScoreRequest.model_validate(raw)
-        except PayloadError as exc:
-            return error(exc.status, str(exc))
-        except (ValueError, RecursionError) as exc:  # includes JSON and pydantic errors
-            return error(422, _validation_message(exc))
+            parsed = ScoreRequest.model_validate_json(body)  # parsed and checked in one pass (pydantic-core)
+        except ValueError:
+            try:  # the careful path, for its message: NaN, bad JSON, a wrong type, each by name
+                raw = json.loads(body, parse_constant=_refuse_constant)
+                parsed = ScoreRequest.model_validate(raw)
+            except PayloadError as exc:
+                return error(exc.status, str(exc))
+            except (ValueError, RecursionError) as exc:  # includes JSON and pydantic errors
+                return error(422, _validation_message(exc))
         arm = router.arm_for(parsed)
         model = router.model(arm)
         if model is None:
             return error(503, "no model is loaded yet", arm)
         try:
             # each request its own request id: a micro-batch must not merge requests for request-centric models (SORT)
-            table = request_table(parsed, model.fields, limits.max_candidates, next(request_ids))
-            scores = await batcher.score(model, table, frozenset(parsed.context))
+            encoded = model.encode_request(parsed, next(request_ids), limits.max_candidates)
+            scores = await batcher.score(model, encoded, len(parsed.candidates))
         except PayloadError as exc:
             return error(exc.status, str(exc), arm)
         except DataError as exc:

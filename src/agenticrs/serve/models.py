@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from agenticrs.serve.payload import FieldKinds
+from agenticrs.serve.payload import FieldKinds, ScoreRequest, check_size, request_table
+from agenticrs.serve.request_encoder import RequestEncoder
 from agenticrs.train.scoring import Scorer, concat_encoded
 
 Encoded = dict[str, np.ndarray]
@@ -70,6 +71,20 @@ class ServedModel:
         """One request's input arrays, per run (runs may hold different vocabularies). `shared`:
         the request's context columns, encoded once rather than once per candidate."""
         return [s.encode(table, source, shared) for s in self.scorers]
+
+    @cached_property
+    def request_encoders(self) -> list[RequestEncoder]:
+        return [RequestEncoder(s.encoder, s.model_inputs) for s in self.scorers]
+
+    def encode_request(self, request: ScoreRequest, request_id: int = 0, max_candidates: int = 2_000) -> list[Encoded]:
+        """One scoring request's inputs, per run: straight from its values where it is plain (the
+        fast path, `RequestEncoder`), else through its table, which names a bad value in its error."""
+        check_size(request, max_candidates)
+        fast = [e.encode(request, request_id) for e in self.request_encoders]
+        if all(f is not None for f in fast):
+            return fast  # type: ignore[return-value]
+        table = request_table(request, self.fields, max_candidates, request_id)
+        return self.encode(table, frozenset(request.context))
 
     def score_encoded(self, requests: list[list[Encoded]]) -> np.ndarray:
         """The mean probability of the runs for several encoded requests, scored in one call per run."""

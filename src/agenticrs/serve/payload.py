@@ -25,7 +25,8 @@ class ScoreRequest(BaseModel):
     """`context` holds the fields shared by every candidate (the user, the scenario, the history);
     each candidate holds the item's fields. A field may sit in either place, not in both."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused (JSON has none; the careful path names them)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     context: dict[str, Value] = Field(default_factory=dict, description="fields shared by all candidates")
     candidates: list[dict[str, Value]] = Field(min_length=1, description="one object of item fields per candidate")
@@ -103,6 +104,8 @@ def _check_value(where: str, kind: str, value: Any) -> None:
         raise PayloadError(f"{where}: {value} is not a value (send null for a missing value)")
     if kind == "numeric" and isinstance(value, str):
         raise PayloadError(f"{where}: expected a number or null, got the string {_describe(value)}")
+    if kind == "numeric" and isinstance(value, int) and abs(value) > 1.7e308:
+        raise PayloadError(f"{where}: {_describe(value)} is beyond the range of a number (float64)")
 
 
 _SCALARS = {int, float, str, type(None)}
@@ -115,7 +118,14 @@ def _finite(values: pa.Array) -> bool:
     return int(np.isfinite(values.to_numpy(zero_copy_only=False)).sum()) == len(values) - values.null_count
 
 
-def _column(values: list[Any], kind: str) -> pa.Array | None:
+def _token(value: Any) -> str | None:
+    """A value of a mixed column as the encoder's token: 3, 3.0 and "3" are one token; None stays missing."""
+    if value is None:
+        return None
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def values_column(values: list[Any], kind: str) -> pa.Array | None:
     """The column of one field, or None when a value is of the wrong type (the caller then finds
     and names it). One pass over Python values by type; the rest is Arrow."""
     types = {type(v) for v in values}
@@ -126,7 +136,7 @@ def _column(values: list[Any], kind: str) -> pa.Array | None:
             column = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed element types: compare as strings
             try:
-                column = pa.array([None if v is None else [str(e) for e in v] for v in values])
+                column = pa.array([None if v is None else [_token(e) for e in v] for v in values], pa.list_(pa.string()))
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 return None
         if pa.types.is_null(column.type):
@@ -140,13 +150,18 @@ def _column(values: list[Any], kind: str) -> pa.Array | None:
     if kind == "numeric":
         if str in types:
             return None
-        column = pa.array(values, pa.float64())
+        try:
+            column = pa.array(values, pa.float64())
+        except (pa.ArrowInvalid, OverflowError):  # integers beyond float64's exact ones: rounded, as a float
+            try:
+                column = pa.array([None if v is None else float(v) for v in values], pa.float64())
+            except OverflowError:
+                return None
         return column if _finite(column) else None
     if str in types:  # mixed ids: the encoder compares tokens as strings ("3" and 3.0 are one token)
         if float in types and any(isinstance(v, float) and not math.isfinite(v) for v in values):
             return None
-        return pa.array([None if v is None else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
-                         for v in values], pa.string())  # fmt: skip
+        return pa.array([_token(v) for v in values], pa.string())
     if float in types:
         column = pa.array(values, pa.float64())
         return column if _finite(column) else None
@@ -157,7 +172,7 @@ def _column(values: list[Any], kind: str) -> pa.Array | None:
 
 
 def _accepted(column: pa.Array, kind: str) -> pa.Array | None:
-    """A column Arrow inferred from every candidate at once, if it is what `_column` would have
+    """A column Arrow inferred from every candidate at once, if it is what `values_column` would have
     built for the field's kind (else None: the per-field path decides, and names a bad value)."""
     kind_type = column.type
     if kind == "sequence":
@@ -168,7 +183,12 @@ def _accepted(column: pa.Array, kind: str) -> pa.Array | None:
     if pa.types.is_floating(kind_type):
         return column if _finite(column) else None
     if pa.types.is_integer(kind_type):
-        return column.cast(pa.float64()) if kind == "numeric" else column
+        if kind != "numeric":
+            return column
+        try:
+            return column.cast(pa.float64())
+        except pa.ArrowInvalid:  # beyond float64's exact integers: the per-field path rounds them
+            return None
     if pa.types.is_string(kind_type) and kind != "numeric":
         return column
     return None  # booleans, all-null columns, nested values: the careful path
@@ -190,11 +210,16 @@ def _uniform_columns(candidates: list[dict[str, Value]], names: list[str], field
     return columns
 
 
-def request_table(request: ScoreRequest, fields: FieldKinds, max_candidates: int, request_id: int = 0) -> pa.Table:
-    """The request as a table of candidate rows (context values repeated), in candidate order."""
+def check_size(request: ScoreRequest, max_candidates: int) -> None:
     n = len(request.candidates)
     if n > max_candidates:
         raise PayloadError(f"candidates: {n} candidates in one request; this service takes at most {max_candidates}", 413)
+
+
+def request_table(request: ScoreRequest, fields: FieldKinds, max_candidates: int, request_id: int = 0) -> pa.Table:
+    """The request as a table of candidate rows (context values repeated), in candidate order."""
+    check_size(request, max_candidates)
+    n = len(request.candidates)
     known = fields.required | ({fields.request_key} if fields.request_key else set())
     reads = ", ".join(sorted(fields.required))
     for name in request.context:
@@ -224,13 +249,13 @@ def request_table(request: ScoreRequest, fields: FieldKinds, max_candidates: int
         if name in request.context:
             value = request.context[name]
             _check_value(f"context.{name}", kind, value)
-            column = _column([value], kind)
+            column = values_column([value], kind)
             if column is None:
                 raise PayloadError(f"context.{name}: unsupported value {_describe(value)}")
             columns[name] = pa.repeat(column[0], n) if n > 1 else column
             continue
         values = [c.get(name, _MISSING) for c in request.candidates]
-        column = None if any(v is _MISSING for v in values) else _column(values, kind)
+        column = None if any(v is _MISSING for v in values) else values_column(values, kind)
         if column is None:  # the slow path: find the first bad candidate and name it
             for i, value in enumerate(values):
                 if value is _MISSING:

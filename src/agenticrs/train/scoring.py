@@ -148,7 +148,10 @@ class Scorer:
         row (a request's user context), encoded once and repeated."""
         table = as_arrow(rows)
         chunk = self.encoder.parse_chunk(Chunk(file=source, first_row=1, table=table))
-        arrays = self.encoder.transform(chunk, shared=shared)
+        return self.model_inputs(self.encoder.transform(chunk, shared=shared))
+
+    def model_inputs(self, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The encoder's arrays after the run's fitted feature actions, as the model reads them."""
         if self.features is not None:
             arrays = self.features.transform_arrays(arrays)
         return {k: np.asarray(arrays[k]) for k in model_input_keys(arrays)}
