@@ -94,8 +94,9 @@ def mlp_ceiling(width: int, hidden: list[int], batch_size: int, dropout: float, 
     optimizer = make_optimizer(list(mlp.parameters()), "adam", 1e-3)  # the trainer's own optimizer
     x = torch.randn(batch_size, width)
     y = (torch.rand(batch_size) < 0.3).float()
-    for i in range(steps + 5):
-        if i == 5:
+    warmup = min(5, steps)
+    for i in range(steps + warmup):
+        if i == warmup:
             started = time.perf_counter()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(mlp(x).squeeze(-1), y)
         optimizer.zero_grad(set_to_none=True)
@@ -197,6 +198,7 @@ def run_one(dataset: str, model: str, seed: int, args: dict[str, Any], queue: mp
         config.train.batch_size,
         float(model_cfg.get("dropout", model_cfg.get("net_dropout", 0.2)) or 0.0),
         bool(model_cfg.get("batch_norm", True)),
+        steps=int(args.get("ceiling_steps", 30)),
     )
     record["throughput_ratio"] = record["train_samples_per_s"] / record["mlp_ceiling_samples_per_s"]
     queue.put(record)
@@ -284,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML with `overrides: [k=v, ...]` for all models and `models: {name: [k=v, ...]}`")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/agenticrs"))
+    parser.add_argument("--ceiling-steps", type=int, default=30,
+                        help="timed optimiser steps of the MLP ceiling (a quick check needs 1; a figure wants 30)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the records already in --json and run only the missing (model, seed) pairs")
     args = parser.parse_args(argv)
@@ -296,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     records = json.loads(args.json.read_text()) if args.resume and args.json.exists() else []
     done = {(r["model"], r["seed"]) for r in records}
     worker_args = {"cache_dir": str(args.cache_dir), "rows": args.rows, "overrides": overrides,
-                   "model_overrides": model_overrides}
+                   "model_overrides": model_overrides, "ceiling_steps": args.ceiling_steps}
     console.print(f"overrides: {overrides}; per model: {model_overrides}")
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         for seed in range(1, args.seeds + 1):
