@@ -12,7 +12,7 @@ from agenticrs.agents.paper.card import CARDS, CardError, MethodCard, load_card,
 from agenticrs.runtime.registry import Registry
 
 SEED_METHODS = {"mgdin", "cdnet", "ssr", "sort"}
-LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc"}
+LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc", "rclrec"}
 # multi-task, streaming, generative-CTR and sequential cards
 
 
@@ -45,7 +45,7 @@ def test_the_seed_methods_cards_ship_in_the_one_registry_and_validate():
     tasks = {name: resolve_card(name).task for name in LATER_METHODS}
     assert tasks == {"esmm": "ctr", "mmoe": "ctr", "ple": "ctr", "es_dfm": "streaming", "tiger": "sequential", "dgenctr": "ctr",
                      "sgctr": "ctr", "hetegenctr": "ctr", "gatesid": "ctr", "hstu": "sequential", "mdgr": "sequential",
-                     "grc": "sequential"}  # fmt: skip
+                     "grc": "sequential", "rclrec": "sequential"}  # fmt: skip
 
 
 def test_mgdin_card_carries_the_benchmark_settings_of_frappe():
@@ -55,6 +55,19 @@ def test_mgdin_card_carries_the_benchmark_settings_of_frappe():
                                                 "embedding_l2": 0.2, "lr_decay_patience": 2, "num_threads": 1}  # fmt: skip
     assert card.arm("mgdin", frappe).params == {"token_dim": 32, "num_layers": 3, "batch_norm": True}
     assert card.arm("deepfm", frappe).params == {}
+
+
+def test_the_protocols_step_budget_caps_every_arm_even_one_with_its_own_cap():
+    """One optimiser-step budget for every arm: an arm's `max_steps` never outruns the protocol's
+    (so `--step-budget`, which replaces the protocol's, reaches every arm)."""
+    card = parse_card(minimal(model={"name": "deepfm", "train": {"max_steps": 50, "patience": 2}}), "<test>")
+    trial = card.trial("synthetic-tiny")
+    assert card.train_settings(trial, card.arm("deepfm", trial)) == {"max_steps": 4, "patience": 2}
+    rclrec = resolve_card("rclrec")
+    behaviours = rclrec.trial("sim-small-behaviours")
+    for arm in ("rclrec", "tiger"):
+        settings = rclrec.train_settings(behaviours, rclrec.arm(arm, behaviours))
+        assert settings["max_steps"] == 450 and settings["targets"] == "conversion"
 
 
 def test_a_card_file_round_trips_and_its_hash_is_stable(tmp_path):

@@ -235,8 +235,12 @@ class MethodCard(BaseModel):
         """The training settings of an arm (with the trial's settings laid over) under the trial's
         protocol. A streaming run's budget is the stream (its pre-training epochs and one pass per
         window), so only the protocol's `train` settings apply there."""
-        shared = dict(trial.protocol.train) if self.task == "streaming" else trial.protocol.train_settings()
-        return {**shared, **arm.train}
+        if self.task == "streaming":
+            return {**trial.protocol.train, **arm.train}
+        settings = {**trial.protocol.train_settings(), **arm.train}
+        if trial.protocol.step_budget is not None:  # one budget for every arm: an arm's own cap never wins
+            settings["max_steps"] = trial.protocol.step_budget
+        return settings
 
     def trial(self, dataset: str) -> Trial:
         for trial in self.datasets:
