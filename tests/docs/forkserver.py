@@ -34,6 +34,9 @@ sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # `-c` put the workin
 
 import agenticrs.cli.main  # noqa: F401 - the imports every command shares
 import agenticrs.models, agenticrs.train.workflow, pandas, pyarrow.parquet  # noqa: E401,F401
+# torch's optimisers import TorchDynamo (1-3 s) when the first one is built: every training command
+# (ONNX, ONNX Runtime and scikit-learn are not preloaded: children forked after them aborted)
+import torch._dynamo, torch.optim  # noqa: E401,F401
 
 
 def child(request):
