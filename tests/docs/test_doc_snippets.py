@@ -65,7 +65,7 @@ def test_the_small_settings_shrink_without_changing_the_command() -> None:
     line = "python bench/ctr_benchmark.py --dataset frappe --models deepfm,dcnv2 --seeds 3 --json bench/results/x.json"
     small = snippets.small(line, bash=True)
     assert small.startswith(sys.executable) and "--dataset frappe" in small and "--models deepfm " in small
-    assert "--seeds 1" in small and small.endswith("--step-budget 4")
+    assert "--seeds 1" in small and small.endswith("--step-budget 4 --ceiling-steps 1")
     assert snippets.small("agenticrs evolve -d sim-small --budget 20m  # note", bash=True).endswith(
         "evolve -d sim-tiny -n 1 --set start.epochs=1")
     assert snippets.commands("a \\\n  b  # c\n# only a comment\n\nd\n") == ["a    b  # c", "d"]

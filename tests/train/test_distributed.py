@@ -77,8 +77,10 @@ def test_two_processes_reach_the_one_process_auc_with_the_same_global_batch(tmp_
     assert [r["epoch"] for r in log] == [1, 2]  # one line per evaluation: only rank 0 logs
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == one.result.steps  # the same number of global steps
-    # within seed noise: sim-tiny's valid AUC of this model spreads ~0.015 over seeds
-    assert summary["valid"]["auc"] == pytest.approx(one.result.valid["auc"], abs=0.03)
+    # within seed noise: sim-tiny's valid AUC of this model after 2 epochs spreads 0.017 over seeds
+    # (0.705, 0.724, 0.676, 0.703, 0.709, 0.686 for seeds 1-6), so the difference of two runs has a
+    # standard deviation of ~0.024; 0.05 is about two of those
+    assert summary["valid"]["auc"] == pytest.approx(one.result.valid["auc"], abs=0.05)
 
 
 # -- the sequential task (SASRec, TIGER) through the same engine ------------------------------------------------------
