@@ -52,9 +52,12 @@ class RequestEncoder:
         self.memo_limit = memo_limit
         self.memo: dict[str, dict[Any, int]] = {}
         self.categorical = self.encoder.categorical_fields
-        self.numeric = self.encoder.dense_numeric_fields
         self.sequences = self.encoder.sequence_fields
-        self.numeric_columns = self.encoder.numeric_columns()
+        columns = self.encoder.numeric_columns()
+        self.numeric_width = len(columns)
+        # (field, its column, whether a missing-indicator column follows it): fixed for the run
+        self.numeric = [(f, columns.index(f.name), self.encoder.numeric[f.name].has_missing)
+                        for f in self.encoder.dense_numeric_fields]  # fmt: skip
         self.request_key = spec.request_key
         self.sources = {f.name: f.source for f in spec.fields}
         self.inputs = {f.source for f in spec.fields if f.kind != "label"}
@@ -143,8 +146,8 @@ class RequestEncoder:
                 if ids is None:
                     return None
                 categorical[:, j] = ids
-        numeric = np.zeros((n, len(self.numeric_columns)), dtype=np.float32)
-        for f in self.numeric:
+        numeric = np.zeros((n, self.numeric_width), dtype=np.float32)
+        for f, column, has_missing in self.numeric:
             raw, _ = values(f)
             numbers = self.numbers(raw)
             if numbers is None:
@@ -152,9 +155,8 @@ class RequestEncoder:
             value, is_missing = self.encoder.numeric_values(numbers, f)
             if np.any(np.abs(value) > _FLOAT32_MAX):  # the Arrow path names the value
                 return None
-            column = self.numeric_columns.index(f.name)
             numeric[:, column] = value
-            if self.encoder.numeric[f.name].has_missing:
+            if has_missing:
                 numeric[:, column + 1] = is_missing
         for f in self.sequences:
             lists, shared = values(f)
