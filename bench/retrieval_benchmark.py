@@ -8,6 +8,7 @@ and the FAISS index's recall and latency.
         --json bench/results/retrieval_index_check.json
     python bench/retrieval_benchmark.py --pipeline-ab --ranker runs/retrieval/deepfm-sim-small-pipeline --seeds 3 \
         --json bench/results/retrieval_pipeline_ab.json
+    python bench/retrieval_benchmark.py --csmf --datasets sim-medium --seeds 3 --json bench/results/retrieval_csmf.json
 
 Per data set and seed (leave-one-out, `agenticrs.gr.sequences.leave_one_out`): every retriever's
 test Recall@50, Recall@200 and NDCG@50 against the held-out next click (full ranking over all
@@ -21,6 +22,17 @@ directory, reloaded, and its retrieval through the index is scored as `two_tower
 ANN (`--ann-items` synthetic unit vectors, a mixture of 1,000 clusters, one thread): build time,
 recall@100 of HNSW against exact search, and seconds per query for both from the same run, with
 all queries in one call (batched) and one query per call (online serving).
+
+Multi-objective retrieval (`--csmf`): on a simulator data set's impressions (exposure, click and
+purchase positives, `agenticrs.retrieval.cascade`), CSMF against the shared-bottom multi-head
+two-tower with the same vector size and the same optimiser-step budget (CSMF's stage budgets plus
+its two accuracy-recovery phases), and CSMF's ablations: per-layer fixed-share pruning instead of
+CPP (`prune_rule=count`), no accuracy recovery, no adaptive margin (AML off). Each arm's learning
+rate is chosen on the validation split of seed 1 (`--csmf-lrs`; CSMF's choice serves its
+ablations). Reported per arm and seed: test set-recall@50/@200 and NDCG@50 of each objective's
+own vector against the items the user reached that level with on the test day, the per-scenario
+fusion against the click and conversion sets, vector size, parameters and the user tower's
+multiply-adds per query, steps and what stopped each phase.
 
 Pipeline A/B (`--pipeline-ab`): on the `--pipeline-preset` world, popularity + the ranker (A)
 against two-tower (through its HNSW index) + the same ranker (B), top `--k` from the whole
@@ -211,6 +223,99 @@ def bench_index_check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+CSMF_ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    # arm: (model, model params, train settings)
+    "csmf": ("csmf", {}, {}),
+    "multihead_two_tower": ("multihead_two_tower", {}, {}),
+    "csmf_count_pruning": ("csmf", {"prune_rule": "count"}, {}),
+    "csmf_no_recovery": ("csmf", {}, {"accuracy_recovery": False}),
+    "csmf_no_margin": ("csmf", {"margin_mode": "off"}, {}),
+}
+CSMF_SHOWN = ["exposure/set_recall@50", "click/set_recall@50", "conversion/set_recall@50", "conversion/set_recall@200",
+              "click/set_ndcg@50", "conversion/set_ndcg@50", "fused_click/set_recall@50",
+              "fused_conversion/set_recall@50"]  # fmt: skip
+
+
+def _csmf_run(arm: str, data: Any, seed: int, lr: float, args: argparse.Namespace) -> dict[str, Any]:
+    from agenticrs.retrieval.cascade_train import CascadeTrainConfig, train_csmf, train_multi_objective
+
+    model_name, params, settings = CSMF_ARMS[arm]
+    stages = [int(s) for s in args.csmf_stage_steps.split(",")]
+    budget = sum(stages) + 2 * args.csmf_recovery_steps
+    config = CascadeTrainConfig(seed=seed, learning_rate=lr, stage_steps=stages, recovery_steps=args.csmf_recovery_steps,
+                                max_steps=budget, eval_every_steps=args.csmf_eval_every, valid_users=args.valid_users,
+                                num_threads=1, **settings)  # fmt: skip
+    run_dir = args.runs_dir / f"{data.name}-csmf" / f"seed{seed}" / f"{arm}-lr{lr:g}"
+    started = time.perf_counter()
+    if model_name == "csmf":
+        _, result = train_csmf(data, params, config, run_dir=run_dir)
+    else:
+        _, result = train_multi_objective(data, model_name, params, config, run_dir=run_dir)
+    return {"dataset": data.name, "seed": seed, "arm": arm, "model": model_name, "params": params,
+            "settings": settings, "learning_rate": lr, "budget": budget, "steps": result.steps,
+            "stopped_by": result.stopped_by, "seconds": time.perf_counter() - started, "valid": result.valid,
+            "test": result.test, "serving": result.serving, "ownership": result.ownership,
+            "phases": [{"name": p.name, "steps": p.steps, "stopped_by": p.stopped_by, "best_step": p.best_step}
+                       for p in result.phases]}  # fmt: skip
+
+
+def bench_csmf(args: argparse.Namespace, out: dict[str, Any]) -> list[dict[str, Any]]:
+    """CSMF against the multi-head two-tower and CSMF's ablations (see the module docstring)."""
+    from agenticrs.retrieval.cascade import resolve_cascade
+
+    records: list[dict[str, Any]] = out.setdefault("csmf", [])
+    done = {(r["dataset"], r["seed"], r["arm"], r["learning_rate"]) for r in records}
+    arms = [a for a in args.csmf_arms.split(",") if a]
+    lrs = [float(v) for v in args.csmf_lrs.split(",")]
+    for name in [n for n in args.datasets.split(",") if n]:
+        data = resolve_cascade(name)
+
+        def run(arm: str, seed: int, lr: float, data: Any = data) -> dict[str, Any]:
+            key = (data.name, seed, arm, lr)
+            if key not in done:
+                record = _csmf_run(arm, data, seed, lr, args)
+                records.append(record)
+                done.add(key)
+                args.json.write_text(json.dumps(out, indent=1))
+                console.print(f"{data.name} seed {seed} {arm} lr {lr:g}: valid all/set_recall@50 "
+                              f"{record['valid']['all/set_recall@50']:.4f} ({record['seconds']:.0f} s; {record['stopped_by']})")
+            return next(r for r in records if (r["dataset"], r["seed"], r["arm"], r["learning_rate"]) == key)
+
+        chosen: dict[str, float] = {}
+        for arm in ("csmf", "multihead_two_tower"):
+            if arm in arms:
+                grid = [run(arm, 1, lr) for lr in lrs]
+                chosen[arm] = max(grid, key=lambda r: r["valid"]["all/set_recall@50"])["learning_rate"]
+        out.setdefault("chosen_lr", {})[data.name] = chosen
+        for seed in range(1, args.seeds + 1):
+            for arm in arms:
+                lr = chosen.get(arm, chosen.get("csmf", lrs[0]))
+                record = run(arm, seed, lr)
+                record["chosen"] = True
+        args.json.write_text(json.dumps(out, indent=1))
+    return records
+
+
+def print_csmf(records: list[dict[str, Any]]) -> None:
+    table = Table(title="multi-objective retrieval (test; chosen learning rates; mean ± sd over seeds)")
+    for column in ["dataset", "arm", "seeds", *CSMF_SHOWN, "vector", "params", "user MACs/query", "steps"]:
+        table.add_column(column)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("chosen"):
+            groups.setdefault((r["dataset"], r["arm"]), []).append(r)
+    for (dataset, arm), rows in groups.items():
+        cells = []
+        for metric in CSMF_SHOWN:
+            values = np.array([r["test"][metric] for r in rows])
+            cells.append(f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}")
+        serving = rows[0]["serving"]
+        table.add_row(dataset, arm, str(len(rows)), *cells, f"{serving['vector_size']:.0f}",
+                      f"{serving['parameters'] / 1e6:.2f}M", f"{serving['user_tower_macs_per_query'] / 1e3:.0f}k",
+                      f"{np.mean([r['steps'] for r in rows]):.0f}")  # fmt: skip
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="sim-medium,amazon_beauty")
@@ -229,6 +334,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=200, help="items retrieved per request")
     parser.add_argument("--days", type=int, default=1)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/retrieval"))
+    parser.add_argument("--csmf", action="store_true", help="only: CSMF against the multi-head two-tower, ablations")
+    parser.add_argument("--csmf-arms", default=",".join(CSMF_ARMS))
+    parser.add_argument("--csmf-lrs", default="1e-3,3e-3", help="learning rates tried on seed 1 (validation)")
+    parser.add_argument("--csmf-stage-steps", default="1000,600,400", help="CSMF's exposure, click, conversion budgets")
+    parser.add_argument("--csmf-recovery-steps", type=int, default=100)
+    parser.add_argument("--csmf-eval-every", type=int, default=200)
+    parser.add_argument("--valid-users", type=int, default=3000, help="validation queries sampled for early stopping")
+    parser.add_argument("--append", action="store_true", help="keep the records already in --json (resume)")
+    parser.add_argument("--report", type=Path, nargs="+", help="only: print the CSMF table of these JSON files")
     parser.add_argument("--json", type=Path, default=Path("bench/out/retrieval.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -239,6 +353,16 @@ def main() -> None:
     if args.index_check is not None:
         out["index_check"] = bench_index_check(args)
         args.json.write_text(json.dumps(out, indent=1))
+        return
+    if args.report:
+        print_csmf([r for path in args.report for r in json.loads(path.read_text()).get("csmf", [])])
+        return
+    if args.csmf:
+        if args.append and args.json.is_file():
+            out = {**json.loads(args.json.read_text()), "command": out["command"]}
+        bench_csmf(args, out)
+        args.json.write_text(json.dumps(out, indent=1))
+        print_csmf(out["csmf"])
         return
     if args.pipeline_ab:
         if args.ranker is None:

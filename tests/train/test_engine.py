@@ -118,6 +118,27 @@ def test_cadence_and_patience_count_optimiser_steps() -> None:
     assert result.best_step == 6 and result.stopped_by == "patience" and result.steps == 12
 
 
+def test_eval_at_start_lets_the_starting_weights_be_the_best_checkpoint() -> None:
+    # fine-tuning that only makes things worse: the run ends with the weights it started from
+    class Moving(ScriptedTask):  # every step moves the weight (the scripted loss alone has no gradient)
+        def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+            return (model.weight.sum() - 5.0) ** 2, 1
+
+    model = _one_param()
+    start = model.weight.detach().clone()
+    task = Moving([1.0], "auc", [0.8, 0.7, 0.6, 0.5], steps_per_epoch=10)
+    config = TrainConfig(eval_every_steps=5, patience=2, epochs=5, metrics=[], lr_schedule="constant",
+                         learning_rate=0.1, eval_at_start=True)  # fmt: skip
+    result = Engine(config).fit(model, task)
+    assert [r["step"] for r in result.history] == [0, 5, 10] and result.best_step == 0
+    assert result.stopped_by == "patience" and torch.equal(model.weight, start)
+    assert result.steps == 10  # ten steps were taken (each moved the weight) and undone
+    # without it the first evaluation after a step is the best the run can return
+    moved = Engine(config.model_copy(update={"eval_at_start": False})).fit(_one_param(),
+                                                                           ScriptedTask([1.0] * 100, "auc", [0.7, 0.6, 0.5], 10))  # fmt: skip
+    assert moved.best_step == 5
+
+
 def test_step_budget_stops_mid_epoch_and_is_recorded() -> None:
     task = ScriptedTask([0.1] * 100, "auc", [0.5 + 0.01 * i for i in range(50)], steps_per_epoch=10)
     result = Engine(TrainConfig(max_steps=25, epochs=10, metrics=[], eval_every_steps=10)).fit(_one_param(), task)

@@ -35,7 +35,7 @@ def _needs(cls: type[Any]) -> str:
 
     if isinstance(cls, type) and issubclass(cls, SequentialModel):
         return "item sequences + semantic IDs (tokenizer)" if needs_semantic_ids(cls) else "item sequences"
-    return "?"
+    return getattr(cls, "needs", "?")
 
 
 def _defaults(cls: type[Any]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def _print_verbose(names: list[str]) -> None:
 
 @friendly_errors
 def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="show every default hyper-parameter")) -> None:
-    """List the registered models of every task (ctr, sequential)."""
+    """List the registered models of every task (ctr, sequential, retrieval, multi-objective retrieval)."""
     names = sorted(list_models(None), key=lambda n: (MODELS[n].task != "ctr", MODELS[n].task, n))
     if verbose:
         _print_verbose(names)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # imported where used: the sequential stack is not loaded for
 
 @friendly_errors
 def train(
-    task: str = typer.Option("ctr", "--task", help="ctr (click models) or sequential (next-item: sasrec, tiger)"),
+    task: str = typer.Option("ctr", "--task", help="ctr (click models), sequential (next-item: sasrec, tiger) or "
+                             "multi_objective_retrieval (csmf, multihead_two_tower on a simulator's impressions)"),
     dataset: str = typer.Option(None, "--dataset", "-d", help="registered data set name or dataset-spec YAML"),
     model: str = typer.Option(None, "--model", "-m", help="model name (see `agenticrs models`)"),
     config: Path = typer.Option(None, "--config", "-c", help="run config YAML (dataset, model, model_params, train)"),
@@ -64,6 +65,9 @@ def train(
     raw = apply_overrides(raw, overrides)
     if "dataset" not in raw or "model" not in raw:
         raise ValueError("both a data set (--dataset) and a model (--model) are needed, on the command line or in --config")
+    if task == "multi_objective_retrieval":
+        _train_multi_objective(raw, overrides, runs_dir, cache_dir, quiet)
+        return
     if task == "sequential":
         if launched_by_torchrun():
             _train_sequential_rank(raw, nproc, overrides, runs_dir, cache_dir, quiet)
@@ -71,7 +75,7 @@ def train(
             _train_sequential(raw, overrides, runs_dir, cache_dir, quiet)
         return
     if task != "ctr":
-        raise ValueError(f"unknown task '{task}' (expected ctr or sequential)")
+        raise ValueError(f"unknown task '{task}' (expected ctr, sequential or multi_objective_retrieval)")
     run_config = RunConfig.model_validate(raw)
     if launched_by_torchrun():
         _train_rank(run_config, nproc, overrides, runs_dir, cache_dir, quiet)
@@ -195,6 +199,15 @@ def _print_config(effective: dict, overrides: list[str]) -> None:
 
 
 def _resume(folder: Path, task: str, cache_dir: Path | None, quiet: bool) -> None:
+    from agenticrs.train.run import run_task
+
+    if run_task(folder) == "multi_objective_retrieval":
+        from agenticrs.retrieval.cascade_train import resume_multi_objective_run
+
+        result = resume_multi_objective_run(folder, cache_dir, reporter(quiet))
+        console.print(metrics_table(f"{folder} (resumed)", {"valid": result.valid, "test": result.test}))
+        console.print(styled(f"stopped by: {result.stopped_by}   run directory: ", (str(folder), "bold")))
+        return
     if task == "sequential":
         from agenticrs.gr.workflow import resume_sequential_job
 
@@ -260,6 +273,23 @@ def _train_sequential(raw: dict, overrides: list[str], runs_dir: Path, cache_dir
                                 "full ranking)", {"valid": result.valid, "test": result.test}))
     per_epoch = sum(result.epoch_seconds) / max(len(result.epoch_seconds), 1)
     console.print(f"{per_epoch:.1f} s per training epoch   stopped by: {result.stopped_by}")
+    console.print(styled("run directory: ", (str(folder), "bold")))
+
+
+def _train_multi_objective(raw: dict, overrides: list[str], runs_dir: Path, cache_dir: Path | None, quiet: bool) -> None:
+    from agenticrs.retrieval.cascade_train import MultiObjectiveJob, run_multi_objective_job
+
+    raw.pop("smoke", None)
+    if isinstance(raw.get("dataset"), str) and Path(raw["dataset"]).exists():
+        raw["dataset"] = str(Path(raw["dataset"]).resolve())
+    job = MultiObjectiveJob.model_validate(raw)
+    _print_config(job.model_dump(mode="json"), overrides)
+    folder, result = run_multi_objective_job(job, runs_dir, cache_dir, reporter(quiet))
+    shown = {split: {k: v for k, v in metrics.items() if not k.startswith("all/")}
+             for split, metrics in (("valid", result.valid), ("test", result.test))}  # fmt: skip
+    console.print(metrics_table(f"{job.model} on {job.dataset} (retrieval from the whole catalogue, per objective)",
+                                shown))  # fmt: skip
+    console.print(f"steps: {result.steps}   stopped by: {result.stopped_by}")
     console.print(styled("run directory: ", (str(folder), "bold")))
 
 

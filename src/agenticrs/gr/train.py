@@ -349,6 +349,9 @@ def load_sequential_config(run_dir: str | Path) -> tuple[Path, SequentialRunConf
             f"{folder} is a CTR run (click model); `recommend` takes sequential runs (train --task sequential). "
             f"For this run use `agenticrs evaluate --run {folder}` or `agenticrs predict --run {folder} -i FILE -o OUT`"
         )
+    if run_task(folder) == "multi_objective_retrieval":
+        raise ValueError(f"{folder} is a multi-objective retrieval run (csmf, multihead_two_tower): load it with "
+                         "agenticrs.retrieval.cascade_train.load_multi_objective_run")  # fmt: skip
     return folder, SequentialRunConfig.model_validate(load_yaml(folder / CONFIG))
 
 

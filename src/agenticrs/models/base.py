@@ -221,6 +221,7 @@ class Model(nn.Module):
 def _load_zoo() -> None:
     import agenticrs.gr.models  # noqa: F401  (registers the sequential / generative models)
     import agenticrs.models.zoo  # noqa: F401  (registers the built-in CTR models)
+    import agenticrs.retrieval.csmf  # noqa: F401  (and the multi-objective ones)
     import agenticrs.retrieval.two_tower  # noqa: F401  (registers the retrieval models)
 
 

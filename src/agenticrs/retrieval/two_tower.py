@@ -47,15 +47,20 @@ class TwoTowerConfig(SequentialConfig):
 
 def in_batch_softmax_loss(
     user: torch.Tensor, item: torch.Tensor, item_ids: torch.Tensor, temperature: float,
-    log_q: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None, margin: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Cross-entropy of each row's own item against the batch's other items.
 
     logit[i, j] = <user_i, item_j> / temperature - log q(item_j) (without `log_q`: no correction);
     an item that is row i's own positive elsewhere in the batch (j != i, same id) is masked out.
+    `margin` (B,) is subtracted from each row's own similarity before the temperature (an
+    additive-margin softmax: the positive must beat the negatives by that much; CSMF's AML).
     Popular items appear in many batches as negatives and are pushed down too often; subtracting
     log q makes the sampled softmax an unbiased estimate of the full softmax's gradient."""
-    logits = user @ item.T / temperature
+    logits = user @ item.T
+    if margin is not None:
+        logits = logits - torch.diag_embed(margin)
+    logits = logits / temperature
     if log_q is not None:
         logits = logits - log_q[None, :]
     same = item_ids[:, None] == item_ids[None, :]

@@ -82,6 +82,10 @@ class TrainConfig(BaseModel):
         default=1e-5, ge=0, description="a validation gain at or below this counts as no improvement"
     )
     metrics: list[str] = Field(default_factory=lambda: ["auc", "logloss", "gauc", "calibration"])
+    eval_at_start: bool = Field(
+        default=False, description="evaluate the initial weights (step 0) too, so that they can be the best "
+        "checkpoint: a fine-tuning run then never ends worse on validation than it started",
+    )
     restore_best: bool = Field(
         default=True, description="end with the best evaluation's weights; off: keep the last ones (a stream, "
         "whose every evaluation is on a new window, keeps the model it ended with)",

@@ -4,7 +4,8 @@ A task (`Task`) supplies batches, the loss of a batch and its evaluation; the en
 rest: optimisers over parameter groups, LR schedules (warm-up, cosine, plateau), gradient
 clipping, step / time / epoch budgets, the evaluation cadence (every epoch or every
 `eval_every_steps` optimiser steps), early stopping whose direction comes from the metric
-registry, best-checkpoint restore (or the last weights, `restore_best: false`, as a stream wants),
+registry, best-checkpoint restore (or the last weights, `restore_best: false`, as a stream wants;
+`eval_at_start` makes the starting weights a candidate too, as fine-tuning wants),
 resume from a checkpoint (mid-epoch, bit-exact on CPU), live
 progress and the run directory. A new kind of model never brings its own loop.
 
@@ -211,6 +212,8 @@ class Engine:
         def evaluate(epoch: int | None = None) -> None:
             self._evaluate(model, task, run, state, schedule, optimizers, monitor, has_valid, epoch)
 
+        if cfg.eval_at_start and not resume and has_valid:
+            evaluate(0)  # the starting weights are a candidate for the best checkpoint (fine-tuning)
         while state.stopped_by is None and state.epoch <= cfg.epochs:
             train_model.train()
             clock = time.perf_counter()

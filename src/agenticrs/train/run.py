@@ -51,8 +51,10 @@ SEQUENTIAL_JOB = "job.yaml"  # written by a sequential (next-item) run only
 
 
 def run_task(folder: str | Path) -> str | None:
-    """'ctr', 'sequential' or None (not a run directory we can tell): a sequential run has
-    `job.yaml` or a `config.yaml` with `num_items`; a CTR run has its `dataset.yaml` / `encoder.json`."""
+    """'ctr', 'sequential', 'multi_objective_retrieval' or None (not a run directory we can tell): a
+    sequential run has `job.yaml` or a `config.yaml` with `num_items`; a multi-objective retrieval
+    run (`retrieval.cascade_train`) says its task in `config.yaml`; a CTR run has its
+    `dataset.yaml` / `encoder.json`."""
     folder = Path(folder)
     if (folder / SEQUENTIAL_JOB).is_file():
         return "sequential"
@@ -62,6 +64,8 @@ def run_task(folder: str | Path) -> str | None:
         raw = load_yaml(folder / CONFIG)
     except Exception:  # noqa: BLE001 - missing or unreadable: the caller's own read says why
         return None
+    if isinstance(raw, dict) and raw.get("task") == "multi_objective_retrieval":
+        return "multi_objective_retrieval"
     return "sequential" if "num_items" in raw else None
 
 

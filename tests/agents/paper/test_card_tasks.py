@@ -115,6 +115,32 @@ def test_a_streaming_card_runs_its_methods_over_the_click_stream(tmp_path, store
     assert row["n"] == 1 and row["mean"] == pytest.approx(runs["es_dfm"].metrics["auc"] - runs["vanilla"].metrics["auc"])
 
 
+def test_a_multi_objective_retrieval_card_trains_csmf_and_its_baseline_under_one_budget(tmp_path, store):
+    small = {"dim": 8, "hidden": 16, "out_dim": 8, "user_buckets": 512}
+    raw = {
+        "name": "toy-csmf", "task": "multi_objective_retrieval",
+        "claim": {"statement": "CSMF beats the multi-head two-tower", "baseline": "multihead_two_tower",
+                  "metric": "click/set_recall@50"},
+        "model": {"name": "csmf", "params": small, "train": {"stage_steps": [20, 10, 10], "recovery_steps": 5}},
+        "baselines": [{"name": "multihead_two_tower", "params": small}],
+        "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": 50, "eval_every_steps": 10,
+                                                          "train": {"batch_size": 128, "num_threads": 1}}}],
+        "seeds": [1],
+    }  # fmt: skip
+    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert result.failed == 0 and result.trained == 2, result.lessons
+    with store.transaction() as tx:
+        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    assert runs["csmf"].metrics["steps"] <= 50 and runs["multihead_two_tower"].metrics["steps"] <= 50
+    assert 0.0 < runs["csmf"].metrics["click/set_recall@50"] <= 1.0
+    (row,) = result.verdicts
+    assert row["mean"] == pytest.approx(runs["csmf"].metrics["click/set_recall@50"]
+                                        - runs["multihead_two_tower"].metrics["click/set_recall@50"])
+    over = {**raw, "model": {**raw["model"], "train": {"stage_steps": [40, 10, 10], "recovery_steps": 5}}}
+    with pytest.raises(CardError, match="beyond max_steps 50"):
+        load_card(card_file(tmp_path, over))
+
+
 def test_a_sequential_card_builds_tigers_ids_on_the_same_seeds_sasrec_run(tmp_path, store):
     small = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
     raw = {

@@ -12,7 +12,8 @@ from agenticrs.agents.paper.card import CARDS, CardError, MethodCard, load_card,
 from agenticrs.runtime.registry import Registry
 
 SEED_METHODS = {"mgdin", "cdnet", "ssr", "sort"}
-LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc", "rclrec"}
+LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc", "rclrec",
+                 "csmf"}
 # multi-task, streaming, generative-CTR and sequential cards
 
 
@@ -45,7 +46,7 @@ def test_the_seed_methods_cards_ship_in_the_one_registry_and_validate():
     tasks = {name: resolve_card(name).task for name in LATER_METHODS}
     assert tasks == {"esmm": "ctr", "mmoe": "ctr", "ple": "ctr", "es_dfm": "streaming", "tiger": "sequential", "dgenctr": "ctr",
                      "sgctr": "ctr", "hetegenctr": "ctr", "gatesid": "ctr", "hstu": "sequential", "mdgr": "sequential",
-                     "grc": "sequential", "rclrec": "sequential"}  # fmt: skip
+                     "grc": "sequential", "rclrec": "sequential", "csmf": "multi_objective_retrieval"}  # fmt: skip
 
 
 def test_mgdin_card_carries_the_benchmark_settings_of_frappe():

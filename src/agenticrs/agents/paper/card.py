@@ -191,11 +191,12 @@ class MethodCard(BaseModel):
     title: str = ""
     paper: str = Field(default="", description="citation (arXiv id)")
     source: str = Field(default="", description="where the claim was read (a spec file, an abstract)")
-    task: Literal["ctr", "sequential", "streaming"] = Field(
+    task: Literal["ctr", "sequential", "streaming", "multi_objective_retrieval"] = Field(
         default="ctr",
         description="ctr: click / multi-task models on a CTR data set (auc, logloss, ctcvr_auc, ...); sequential: "
         "next-item models on a sequence data set (recall@K, ndcg@K); streaming: delayed-feedback methods on a "
-        "click stream (auc, logloss over the stream's windows)",
+        "click stream (auc, logloss over the stream's windows); multi_objective_retrieval: retrievers of the "
+        "exposure -> click -> conversion cascade on a simulator's impressions (click/set_recall@K, ...)",
     )
     claim: Claim
     model: Arm
@@ -493,6 +494,34 @@ def _stream_params(arm: Arm) -> Any:
     return StreamConfig.model_validate({"input": {"source": "sim-tiny"}, **arm.params, "method": arm.model_name})
 
 
+def _cascade_models() -> list[str]:
+    from agenticrs.models.base import list_models
+    from agenticrs.retrieval.cascade_train import TASK
+
+    return list_models(TASK)
+
+
+def _cascade_datasets() -> list[str]:
+    from agenticrs.sim.config import PRESETS
+
+    return [f"sim-{preset}" for preset in PRESETS]
+
+
+def _cascade_train(train: dict[str, Any]) -> Any:
+    from agenticrs.retrieval.cascade_train import CascadeTrainConfig
+
+    return CascadeTrainConfig.model_validate(train)
+
+
+def _cascade_params(arm: Arm) -> Any:
+    from agenticrs.retrieval.cascade_train import build_multi_objective
+
+    return build_multi_objective(arm.model_name, 1, arm.params).config
+
+
+_CASCADE_METRICS = tuple(f"{objective}/{metric}@" for objective in ("exposure", "click", "conversion", "all",
+                         "fused_click", "fused_conversion") for metric in ("set_recall", "set_ndcg"))  # fmt: skip
+
 # The tasks a card can have: what `check_card` validates a card of that task against.
 TASKS: dict[str, CardTask] = {
     "ctr": CardTask("CTR model", _ctr_models, _ctr_datasets, _ctr_train, _ctr_params,
@@ -500,6 +529,8 @@ TASKS: dict[str, CardTask] = {
     "sequential": CardTask("sequential model", _seq_models, _seq_datasets, _seq_train, _seq_params, ("recall@", "ndcg@")),
     "streaming": CardTask("streaming method", _stream_models, _stream_datasets, _stream_train, _stream_params,
                           ("auc", "logloss", "ece", "calibration")),
+    "multi_objective_retrieval": CardTask("multi-objective retriever", _cascade_models, _cascade_datasets,
+                                          _cascade_train, _cascade_params, _CASCADE_METRICS),
 }  # fmt: skip
 
 

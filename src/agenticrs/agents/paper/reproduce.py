@@ -247,11 +247,35 @@ def train_streaming_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, run
     return ArmResult(metrics=metrics, run_path=str(run.folder))
 
 
+def train_multi_objective_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path,
+                              cache_dir: Path | None) -> ArmResult:  # fmt: skip
+    """A multi-objective retriever (`retrieval.cascade_train`: CSMF's stages or one engine run) on a
+    simulator's impressions: its test set-recall / set-NDCG per objective and of the fusion."""
+    from agenticrs.progress import SILENT
+    from agenticrs.retrieval.cascade import resolve_cascade
+    from agenticrs.retrieval.cascade_train import MultiObjectiveJob, train_by_name
+    from agenticrs.train.run import Run
+
+    job = MultiObjectiveJob.model_validate(run_config(card, trial, arm, seed))
+    key = ("cascade", trial.dataset, str(cache_dir))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = resolve_cascade(trial.dataset, cache_dir)
+    run = Run.create(runs_dir, job.name or arm.name)
+    result = train_by_name(_DATA_CACHE[key], job.model, job.model_params, job.train, run.folder, SILENT, resume=False)
+    metrics: dict[str, Any] = {k: float(v) for k, v in result.test.items()}
+    _require(metrics, card.claim.metric, arm)
+    metrics.update({f"valid_{card.claim.metric}": result.valid.get(card.claim.metric), "stopped_by": result.stopped_by,
+                    "steps": result.steps})  # fmt: skip
+    return ArmResult(metrics=metrics, run_path=str(run.folder))
+
+
 # How each card task trains an arm (`MethodCard.task`).
 TASK_TRAINERS: dict[str, TrainArm] = {
     "ctr": train_ctr_arm,
     "sequential": train_sequential_arm,
     "streaming": train_streaming_arm,
+    "multi_objective_retrieval": train_multi_objective_arm,
 }
 
 
