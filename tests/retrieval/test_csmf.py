@@ -93,19 +93,42 @@ def test_frozen_weights_never_change_in_later_stages_and_each_stage_trains_only_
     model.advance()
     assert model.current == 1 and not any(p.requires_grad for p in model.item_tower.parameters())
     frozen = {n: model.effective_weights(0)[n].detach().clone() for n in model._names}
-    before = {n: p.detach().clone() for n, p in model.user_tower.named_parameters()}
+    before = {n: model.get_parameter(n).detach().clone() for n in model._names}
     _train_steps(model)  # AdamW's weight decay touches every position of the raw weights
-    for name, param in model.user_tower.named_parameters():
-        owner = model.owner(name)
+    for name in model._names:
+        param, owner = model.get_parameter(name), model.owner(name)
         changed = param.detach() != before[name]
         assert torch.equal(model.effective_weights(0)[name], frozen[name])  # exposure's weights as they were
-        assert changed[owner == 1].any() or name.startswith("user.") or name.startswith("history.")
+        assert changed[owner == 1].any() or name.startswith(("user_tower.user.", "user_tower.history."))
     model.eval()
     torch.testing.assert_close(model.user_vectors(_batch(seed=9), 0), exposure_vectors)  # exposure's vectors unchanged
     assert torch.equal(model.item_vectors(), items_before)  # the shared item space is frozen
     owned = model.ownership()
     assert owned["exposure"] + owned["click"] + owned["conversion"] + owned["free"] == sum(p.numel() for p in model.user_tower.parameters())
     assert owned["click"] > 0 and owned["free"] == 0
+
+
+def test_a_staged_item_tower_keeps_each_objectives_item_vectors_and_scores_the_fusion_exactly() -> None:
+    torch.manual_seed(0)
+    model = CSMF(20, CSMF.Config(**SMALL, item_tower="staged"))
+    assert not model.shared_item_space and any(n.startswith("item_tower.") for n in model._names)
+    _train_steps(model)
+    model.prune()
+    model.eval()
+    exposure_items = model.item_vectors(objective=0).detach().clone()
+    model.train()
+    model.advance()
+    assert all(p.requires_grad for p in model.item_tower.parameters())  # the item tower keeps learning, masked
+    _train_steps(model)
+    model.eval()
+    torch.testing.assert_close(model.item_vectors(objective=0), exposure_items)
+    assert not torch.allclose(model.item_vectors(objective=1), exposure_items)
+    batch, w = _batch(), torch.tensor([0.2, 0.3, 0.5])
+    expected = sum(w[o] * (model.user_vectors(batch, o) @ model.item_vectors(objective=o).T) for o in range(3))
+    torch.testing.assert_close(model.score_all(batch, weights=w)[:, 1:], expected[:, 1:])
+    with pytest.raises(ValueError, match="no single fused query"):
+        model.fused_user_vectors(batch, w)
+    assert serving_cost(model)["vector_size"] == 3 * SMALL["out_dim"]
 
 
 def test_the_last_objective_has_no_successor_and_a_reload_keeps_stage_and_owners(tmp_path: Path) -> None:
@@ -300,3 +323,35 @@ def test_multihead_baseline_trains_every_objective_in_one_engine_run(world: Casc
     assert set(batch["objective"].tolist()) == {0, 1, 2}  # one batch of each objective's positives
     with pytest.raises(ValueError, match="train_csmf"):
         train_multi_objective(world, "csmf", SMALL, config)
+
+
+def test_a_csmf_run_serves_its_fused_query_through_an_index_in_a_simulator_pipeline(tmp_path: Path) -> None:
+    from agenticrs.retrieval.baselines import IndexRetriever
+    from agenticrs.retrieval.cascade import resolve_cascade
+    from agenticrs.retrieval.index import IndexConfig, neighbour_recall
+    from agenticrs.retrieval.multi_objective import FusedQuery
+    from agenticrs.retrieval.pipeline import RetrieverSource, load_retriever, save_run_index
+    from agenticrs.sim import build_world, sim_preset
+    from agenticrs.sim.environment import Environment
+
+    data = resolve_cascade("sim-tiny", tmp_path / "cache")
+    config = CascadeTrainConfig(**{**CONFIG, "stage_steps": [30, 20, 10], "ks": [10, 50], "monitor": "set_recall@50"})
+    train_csmf(data, {**SMALL, "max_len": 30, "fusion": {"default": [0.0, 1.0, 0.0]}}, config, run_dir=tmp_path / "run")
+    exact = load_retriever(tmp_path / "run")
+    assert isinstance(exact, FusedQuery)
+    save_run_index(tmp_path / "run", IndexConfig(kind="exact"))
+    ann = load_retriever(tmp_path / "run")
+    assert isinstance(ann, IndexRetriever)
+    world = build_world(sim_preset("tiny"))
+    assert world.n_items == data.num_items
+    env = Environment(world, seed=0)
+    source = RetrieverSource(ann, k=40, max_len=30)
+    batch = env.requests(0, source)
+    assert (world.item_launch_day[batch.item] <= env.start_day).all()  # never an item that cannot be shown
+    per_request = batch.item.reshape(-1, 40)
+    assert (np.diff(np.sort(per_request, axis=1), axis=1) > 0).all()
+    # with weights (0, 1, 0) the fused query is the click vector; the exact index returns its top items
+    users = np.arange(20)
+    query = source.history_batch(users, env.history)
+    click_top = torch.topk(exact.model.score_all(query, 1), 10).indices.numpy()
+    assert neighbour_recall(click_top, ann.recommend(query, 10).numpy()) > 0.99

@@ -31,6 +31,7 @@ Ours (the spec marks these as not in the sources we had):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -54,6 +55,10 @@ class CSMFConfig(FusionConfig):
     prune_rule: Literal["cpp", "count"] = Field(
         "cpp", description="cpp: the smallest weights holding prune_ratio of each layer's L1 mass; count (ablation): "
                            "the prune_ratio share of each layer's weights by count, smallest first")
+    item_tower: Literal["shared", "staged"] = Field(
+        "shared", description="shared: trained on exposures, then every objective's (one index, exact fusion); "
+                              "staged (a diagnostic): the item tower is pruned and fine-tuned like the user tower, "
+                              "each objective has its own item vectors")
     freed_init: Literal["zero", "normal"] = Field("zero", description="freed weights restart at zero or N(0, 0.01^2)")
 
 
@@ -104,8 +109,11 @@ class CSMF(MultiObjectiveRetriever):
     def __init__(self, num_items: int, config: CSMFConfig) -> None:
         super().__init__(num_items, config)
         self.user_tower = UserTower(num_items, config, config.out_dim)
-        self._names = [name for name, _ in self.user_tower.named_parameters()]
-        for name, param in self.user_tower.named_parameters():
+        self.shared_item_space = config.item_tower == "shared"
+        staged = ["user_tower"] + ([] if self.shared_item_space else ["item_tower"])
+        self._names = [f"{tower}.{name}" for tower in staged for name, _ in getattr(self, tower).named_parameters()]
+        for name in self._names:
+            param = self.get_parameter(name)
             self.register_buffer(f"owner__{_key(name)}", torch.zeros_like(param, dtype=torch.int8))
             self.register_buffer(f"frozen__{_key(name)}", torch.zeros_like(param))
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
@@ -124,12 +132,12 @@ class CSMF(MultiObjectiveRetriever):
 
     def _sync_item_tower(self) -> None:
         """The item tower learns on exposures only; later objectives share it as it is."""
-        self.item_tower.requires_grad_(self.current == 0)
+        self.item_tower.requires_grad_(self.current == 0 or not self.shared_item_space)
 
     def _effective(self, name: str, objective: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """One user-tower tensor (or its `rows`) as objective `objective` sees it: the weights
         owned by objectives <= it (an objective not trained yet reads the current one's)."""
-        param, owner, frozen = self.user_tower.get_parameter(name), self.owner(name), self.frozen(name)
+        param, owner, frozen = self.get_parameter(name), self.owner(name), self.frozen(name)
         if rows is not None:
             param, owner, frozen = param[rows], owner[rows], frozen[rows]
         s = self.current
@@ -141,18 +149,33 @@ class CSMF(MultiObjectiveRetriever):
         """Every user-tower tensor as `objective` sees it."""
         return {name: self._effective(name, objective) for name in self._names}
 
+    def _masked_mlp(self, tower: str, objective: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        mlp = getattr(self, tower).mlp
+        weights = {name.removeprefix(f"{tower}.mlp."): self._effective(name, objective)
+                   for name in self._names if name.startswith(f"{tower}.mlp.")}  # fmt: skip
+        return lambda x: functional_call(mlp, weights, (x,))
+
     def user_vectors(self, batch: Batch, objective: int) -> torch.Tensor:
         """The user tower with the objective's weights; embedding rows are masked after the
         lookup (only the rows a batch reads), the MLP's weights whole."""
         tower = self.user_tower
         history = batch["history"][:, -tower.max_len :]
-        history_emb = self._effective("history.weight", objective, history)
-        user_emb = self._effective("user.weight", objective, batch["user"].remainder(tower.buckets))
-        mlp_weights = {name.removeprefix("mlp."): self._effective(name, objective)
-                       for name in self._names if name.startswith("mlp.")}  # fmt: skip
-        out = tower.combine(history, history_emb, user_emb,
-                            mlp=lambda x: functional_call(tower.mlp, mlp_weights, (x,)))  # fmt: skip
+        history_emb = self._effective("user_tower.history.weight", objective, history)
+        user_emb = self._effective("user_tower.user.weight", objective, batch["user"].remainder(tower.buckets))
+        out = tower.combine(history, history_emb, user_emb, mlp=self._masked_mlp("user_tower", objective))
         return F.normalize(out, dim=-1)
+
+    def item_vectors(self, items: torch.Tensor | None = None, objective: int | None = None) -> torch.Tensor:
+        if self.shared_item_space:
+            return self.item_tower(items)
+        tower = self.item_tower
+        if items is None:
+            items = torch.arange(self.num_items + 1, device=tower.item.weight.device)
+        o = self.current if objective is None else objective
+        attrs = tower.attributes[items]
+        item_emb = self._effective("item_tower.item.weight", o, items)
+        attr_emb = self._effective("item_tower.attribute.weight", o, attrs)
+        return tower.combine(attrs, item_emb, attr_emb, mlp=self._masked_mlp("item_tower", o))
 
     # -- the cascade's steps (called between engine runs by `cascade_train.train_csmf`) --------
     @torch.no_grad()
@@ -161,8 +184,8 @@ class CSMF(MultiObjectiveRetriever):
         Returns per layer the pruned count, the count it owned and the share of L1 mass freed."""
         ratio = self.config.prune_ratio if ratio is None else ratio
         s, report = self.current, {}
-        for name, param in self.user_tower.named_parameters():
-            owner = self.owner(name)
+        for name in self._names:
+            param, owner = self.get_parameter(name), self.owner(name)
             mine = owner == s
             pruned = (cpp_mask if self.config.prune_rule == "cpp" else count_mask)(param, ratio, mine)
             total = float(param.abs()[mine].sum())
@@ -178,8 +201,8 @@ class CSMF(MultiObjectiveRetriever):
         s = self.current
         if s + 1 >= len(OBJECTIVES):
             raise ValueError(f"objective {OBJECTIVES[s]} is the cascade's last")
-        for name, param in self.user_tower.named_parameters():
-            owner, frozen = self.owner(name), self.frozen(name)
+        for name in self._names:
+            param, owner, frozen = self.get_parameter(name), self.owner(name), self.frozen(name)
             mine = owner == s
             frozen[mine] = param[mine]
             free = owner == FREE
@@ -187,7 +210,9 @@ class CSMF(MultiObjectiveRetriever):
             param.zero_()
             if self.config.freed_init == "normal":
                 param[free] = torch.randn(int(free.sum()), dtype=param.dtype, device=param.device) * 0.01
-        self.user_tower.history.weight[0].zero_()  # the padding row stays zero
+        self.user_tower.history.weight[0].zero_()  # the padding rows stay zero
+        self.item_tower.item.weight[0].zero_()
+        self.item_tower.attribute.weight[0].zero_()
         self.stage.fill_(s + 1)
         self._sync_item_tower()
         return s + 1
@@ -209,7 +234,7 @@ class CSMF(MultiObjectiveRetriever):
         with torch.no_grad():
             target = batch["target"]
             user = self.user_vectors(batch, objective - 1)
-            logits = user @ self.item_vectors(target).T / self.config.temperature
+            logits = user @ self.item_vectors(target, objective - 1).T / self.config.temperature
             if self.config.logq_correction:
                 logits = logits - self.log_q[objective - 1, target][None, :]
             same = target[:, None] == target[None, :]

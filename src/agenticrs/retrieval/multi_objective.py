@@ -76,7 +76,11 @@ class MultiObjectiveRetriever(nn.Module):
     def user_vectors(self, batch: Batch, objective: int) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+    shared_item_space: bool = True  # one item vector per item for every objective (one index, exact fusion)
+
+    def item_vectors(self, items: torch.Tensor | None = None, objective: int | None = None) -> torch.Tensor:
+        """(N, out_dim) item vectors (every id 0..num_items by default). Every objective shares them
+        unless `shared_item_space` is False (CSMF's staged item tower, a diagnostic)."""
         return self.item_tower(items)
 
     def fusion_weights(self, scenarios: list[str], scenario: torch.Tensor) -> torch.Tensor:
@@ -88,6 +92,8 @@ class MultiObjectiveRetriever(nn.Module):
     def fused_user_vectors(self, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
         """(B, out_dim) sum_o weights[:, o] * u_o: one query whose inner product with an item vector
         is the weighted sum of the objectives' scores."""
+        if not self.shared_item_space:
+            raise ValueError("the objectives have item spaces of their own: no single fused query vector exists")
         weights = weights.to(self.log_q.dtype)
         if weights.dim() == 1:
             weights = weights.expand(len(batch["user"]), -1)
@@ -97,14 +103,20 @@ class MultiObjectiveRetriever(nn.Module):
         """In-batch sampled softmax of the objective's positives with its own log-Q correction."""
         target = batch["target"]
         log_q = self.log_q[objective, target] if self.config.logq_correction else None
-        return in_batch_softmax_loss(self.user_vectors(batch, objective), self.item_vectors(target), target,
+        return in_batch_softmax_loss(self.user_vectors(batch, objective), self.item_vectors(target, objective), target,
                                      self.config.temperature, log_q, margin)  # fmt: skip
 
     @torch.no_grad()
     def score_all(self, batch: Batch, objective: int | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_items + 1) scores of every item: one objective's, or the fusion with `weights`."""
-        user = self.user_vectors(batch, objective) if objective is not None else self.fused_user_vectors(batch, weights)
-        scores = user @ self.item_vectors().T
+        if objective is not None:
+            scores = self.user_vectors(batch, objective) @ self.item_vectors(objective=objective).T
+        elif self.shared_item_space:
+            scores = self.fused_user_vectors(batch, weights) @ self.item_vectors().T
+        else:  # sum_o w_o <u_o, i_o>: exact, but an index of every objective's item vectors
+            w = weights.to(self.log_q.dtype).expand(len(batch["user"]), -1) if weights.dim() == 1 else weights
+            scores = sum(w[:, o : o + 1] * (self.user_vectors(batch, o) @ self.item_vectors(objective=o).T)
+                         for o in range(len(OBJECTIVES)))  # fmt: skip
         scores[:, 0] = float("-inf")
         return scores
 
@@ -145,12 +157,39 @@ class MultiHeadTwoTower(MultiObjectiveRetriever):
         return total
 
 
+class FusedQuery(nn.Module):
+    """A multi-objective retriever as a single-vector retriever for one scenario's fusion weights:
+    `user_vectors(batch)` is the fused query, `item_vectors()` the one item space, `recommend`
+    their top k. What the retrieval pipeline, `VectorRetriever` and the ANN index take."""
+
+    def __init__(self, model: MultiObjectiveRetriever, scenario: str = "default") -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.weights = torch.tensor(model.config.fusion.get(scenario, model.config.fusion["default"]))
+        self.config = model.config
+
+    @torch.no_grad()
+    def user_vectors(self, batch: Batch) -> torch.Tensor:
+        return self.model.fused_user_vectors(batch, self.weights)
+
+    @torch.no_grad()
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.item_vectors(items)
+
+    @torch.no_grad()
+    def recommend(self, batch: Batch, k: int) -> torch.Tensor:
+        scores = self.model.score_all(batch, weights=self.weights)
+        return torch.topk(scores, min(k, scores.shape[1] - 1)).indices
+
+
 def serving_cost(model: MultiObjectiveRetriever) -> dict[str, float]:
     """What serving the fused query costs: the index's vector size, the parameters, and the
     user-tower multiply-adds per query (every objective's vector is computed)."""
     params = sum(p.numel() for p in model.parameters())
-    dense = [m for m in model.modules() if isinstance(m, nn.Linear) and m not in list(model.item_tower.modules())]
+    item_side = list(model.item_tower.modules())
+    dense = [m for m in model.modules() if isinstance(m, nn.Linear) and m not in item_side]
     macs = float(np.sum([m.in_features * m.out_features for m in dense]))
     passes = getattr(model, "user_passes", 1)
-    return {"vector_size": float(model.config.out_dim), "parameters": float(params),
+    vector = model.config.out_dim * (1 if model.shared_item_space else len(OBJECTIVES))
+    return {"vector_size": float(vector), "parameters": float(params),
             "user_tower_macs_per_query": macs * passes}  # fmt: skip

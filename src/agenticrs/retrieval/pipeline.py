@@ -85,10 +85,8 @@ RETRIEVER_NAMES = ("popularity", "co-occurrence")
 
 def load_retriever(spec: str | Path, train: SequenceData | None = None, use_index: bool = True) -> object:
     """A retriever by name (`popularity`, `co-occurrence`: counted on `train`) or from a run
-    directory (a `two_tower` or `sasrec` run; through the run's saved ANN index, `index/`, when it
-    has one and `use_index`)."""
-    from agenticrs.gr.train import load_sequential_run
-
+    directory (a `two_tower` or `sasrec` run, or a multi-objective one: CSMF's fused query with the
+    default weights; through the run's saved ANN index, `index/`, when it has one and `use_index`)."""
     if str(spec) in RETRIEVER_NAMES:
         if train is None:
             raise ValueError(f"the {spec} retriever counts clicks: it needs the training sequences")
@@ -96,24 +94,36 @@ def load_retriever(spec: str | Path, train: SequenceData | None = None, use_inde
     folder = Path(spec)
     if not folder.is_dir():
         raise FileNotFoundError(f"retriever '{spec}' is neither one of {', '.join(RETRIEVER_NAMES)} nor a run directory")
-    model, _ = load_sequential_run(folder)
+    model = _run_model(folder)
     if use_index and (folder / INDEX_DIR / INDEX_FILE).is_file():
         return IndexRetriever(VectorRetriever(model), VectorIndex.load(folder / INDEX_DIR))
     return model
 
 
+def _run_model(folder: Path, scenario: str = "default") -> torch.nn.Module:
+    """The retriever of a run directory: a sequential run's model, or a multi-objective run's
+    fused query for `scenario`'s weights (`multi_objective.FusedQuery`)."""
+    from agenticrs.gr.train import load_sequential_run
+    from agenticrs.train.run import run_task
+
+    if run_task(folder) == "multi_objective_retrieval":
+        from agenticrs.retrieval.cascade_train import load_multi_objective_run
+        from agenticrs.retrieval.multi_objective import FusedQuery
+
+        return FusedQuery(load_multi_objective_run(folder)[0], scenario)
+    return load_sequential_run(folder)[0]
+
+
 def save_run_index(run_dir: str | Path, config: IndexConfig | None = None) -> VectorIndex:
-    """Build the ANN index of a two-tower or SASRec run's item vectors and save it in the run
+    """Build the ANN index of a two-tower, SASRec or multi-objective run's item vectors and save it in the run
     directory (`index/`), where `load_retriever` finds it.
 
     Default: IVF with about sqrt(items) cells and 16 probed. On a two-tower run's own user
     queries (sim-medium, `bench/results/retrieval_index_check.json`) IVF reached 0.98 recall@100
     where HNSW stayed below 0.85 at any beam we tried: user vectors are not distributed like the
     item vectors a graph index is built from."""
-    from agenticrs.gr.train import load_sequential_run
 
-    model, _ = load_sequential_run(run_dir)
-    items = VectorRetriever(model).item_vectors()
+    items = VectorRetriever(_run_model(Path(run_dir))).item_vectors()
     if config is None:
         config = IndexConfig(kind="ivf", nlist=max(1, round(len(items) ** 0.5)), nprobe=16)
     index = VectorIndex.build(items, np.arange(1, len(items) + 1), config)

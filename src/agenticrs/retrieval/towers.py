@@ -86,6 +86,11 @@ class ItemTower(nn.Module):
         if items is None:
             items = torch.arange(self.num_items + 1, device=self.item.weight.device)
         attrs = self.attributes[items]
-        n_attr = (attrs != 0).sum(-1, keepdim=True).clamp_min(1).to(self.item.weight.dtype)
-        x = torch.cat([self.item(items), self.attribute(attrs).sum(1) / n_attr], dim=1)
-        return F.normalize(self.mlp(x), dim=-1)
+        return self.combine(attrs, self.item(items), self.attribute(attrs))
+
+    def combine(self, attrs: torch.Tensor, item_emb: torch.Tensor, attr_emb: torch.Tensor,
+                mlp: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """The tower from looked-up embeddings (`mlp`: CSMF's masked weights, default the tower's)."""
+        n_attr = (attrs != 0).sum(-1, keepdim=True).clamp_min(1).to(item_emb.dtype)
+        x = torch.cat([item_emb, attr_emb.sum(1) / n_attr], dim=1)
+        return F.normalize((mlp or self.mlp)(x), dim=-1)
