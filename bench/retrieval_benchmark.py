@@ -26,14 +26,16 @@ all queries in one call (batched) and one query per call (online serving).
 Multi-objective retrieval (`--csmf`): on a simulator data set's impressions (exposure, click and
 purchase positives, `agenticrs.retrieval.cascade`), CSMF against the shared-bottom multi-head
 two-tower with the same vector size and the same optimiser-step budget (CSMF's stage budgets plus
-its two accuracy-recovery phases), and CSMF's ablations: per-layer fixed-share pruning instead of
-CPP (`prune_rule=count`), no accuracy recovery, no adaptive margin (AML off). Each arm's learning
-rate is chosen on the validation split of seed 1 (`--csmf-lrs`; CSMF's choice serves its
-ablations), and a diagnostic: the item tower pruned and fine-tuned like the user tower
-(`item_tower=staged`: every objective its own item vectors, three times the index). Reported per arm and seed: test set-recall@50/@200 and NDCG@50 of each objective's
-own vector against the items the user reached that level with on the test day, the per-scenario
-fusion against the click and conversion sets, vector size, parameters and the user tower's
-multiply-adds per query, steps and what stopped each phase.
+its two accuracy-recovery phases), CSMF's ablations (per-layer fixed-share pruning instead of CPP,
+`prune_rule=count`; no accuracy recovery; no adaptive margin) and a diagnostic (the item tower
+pruned and fine-tuned like the user tower, `item_tower=staged`: every objective its own item
+vectors, three times the index). Each arm's learning rate is chosen on the validation split of
+seed 1 (`--csmf-lrs`; CSMF's choice serves its ablations and the diagnostic). Reported per arm
+and seed: test set-recall@50/@200 and NDCG@50 of each objective's own vector against the items
+the user reached that level with on the test day, the per-scenario fusion against the click and
+conversion sets, vector size, parameters, the user tower's multiply-adds per query, steps and
+what stopped each phase. `--report FILES --query-cost` prints the table of several result files
+and times each arm's served fused query (`FusedQuery`) in one process.
 
 Pipeline A/B (`--pipeline-ab`): on the `--pipeline-preset` world, popularity + the ranker (A)
 against two-tower (through its HNSW index) + the same ranker (B), top `--k` from the whole
@@ -301,24 +303,28 @@ def bench_csmf(args: argparse.Namespace, out: dict[str, Any]) -> list[dict[str, 
 
 def csmf_query_cost(records: list[dict[str, Any]], runs_dir: Path, queries: int = 2000,
                     repeats: int = 5) -> list[dict[str, Any]]:  # fmt: skip
-    """Seconds per fused query (the user vectors of every objective, summed with the scenario's
-    weights; batches of 256, one thread) of each arm's seed-1 run, all timed in this process."""
+    """Seconds per fused query as served (`FusedQuery`: every objective's user vector summed with
+    the default weights; CSMF's masks applied once beforehand; batches of 256, one thread) of each
+    arm's seed-1 run, all timed in this process."""
     from agenticrs.retrieval.cascade import cascade_queries, resolve_cascade
     from agenticrs.retrieval.cascade_train import load_multi_objective_run
+    from agenticrs.retrieval.multi_objective import FusedQuery
 
     out = []
-    for record in [r for r in records if r.get("chosen") and r["seed"] == 1]:
+    shared = [r for r in records if r.get("chosen") and r["seed"] == 1 and r["params"].get("item_tower") != "staged"]
+    for record in shared:  # a staged item tower has no single fused query vector
         folder = Path(record.get("run_dir") or runs_dir / f"{record['dataset']}-csmf" / "seed1"
                       / f"{record['arm']}-lr{record['learning_rate']:g}")  # fmt: skip
         model, config = load_multi_objective_run(folder)
         data = resolve_cascade(record["dataset"])
         batches = list(cascade_queries(data.test, model.config.max_len).sample(queries, 0).batches(256))
+        served = FusedQuery(model)
         best = float("inf")
         with torch.no_grad():
             for _ in range(repeats):
                 started = time.perf_counter()
                 for batch in batches:
-                    model.fused_user_vectors(batch, model.fusion_weights(list(data.scenarios), batch["scenario"]))
+                    served.user_vectors(batch)
                 best = min(best, (time.perf_counter() - started) / queries)
         out.append({"dataset": record["dataset"], "arm": record["arm"], "ms_per_query": best * 1e3})
     base = {r["dataset"]: r["ms_per_query"] for r in out if r["arm"] == "multihead_two_tower"}

@@ -355,3 +355,20 @@ def test_a_csmf_run_serves_its_fused_query_through_an_index_in_a_simulator_pipel
     query = source.history_batch(users, env.history)
     click_top = torch.topk(exact.model.score_all(query, 1), 10).indices.numpy()
     assert neighbour_recall(click_top, ann.recommend(query, 10).numpy()) > 0.99
+
+
+def test_the_served_fused_query_equals_the_training_time_fusion() -> None:
+    from agenticrs.retrieval.multi_objective import FusedQuery
+
+    torch.manual_seed(0)
+    for model in (CSMF(20, CSMF.Config(**SMALL)), MultiHeadTwoTower(20, MultiHeadTwoTower.Config(**SMALL))):
+        if isinstance(model, CSMF):
+            _train_steps(model)
+            model.prune(), model.advance()
+            _train_steps(model)
+        model.eval()
+        served = FusedQuery(model)
+        batch = _batch()
+        expected = sum(served.weights[o] * model.user_vectors(batch, o) for o in range(3))
+        torch.testing.assert_close(served.user_vectors(batch), expected)
+        assert (served.towers is not None) == isinstance(model, CSMF)  # CSMF's masks applied once

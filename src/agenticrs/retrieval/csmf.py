@@ -31,6 +31,7 @@ Ours (the spec marks these as not in the sources we had):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Literal
 
@@ -97,6 +98,15 @@ def _key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def _name_user_tower_buffers(state_dict: dict, prefix: str, *_: object) -> None:
+    """Runs written before the item tower could be staged named the user tower's ownership buffers
+    without their tower (`owner__history__weight`); they load under today's names."""
+    for key in [k for k in state_dict if k.startswith((f"{prefix}owner__", f"{prefix}frozen__"))]:
+        kind, _, rest = key[len(prefix) :].partition("__")
+        if not rest.startswith(("user_tower__", "item_tower__")):
+            state_dict[f"{prefix}{kind}__user_tower__{rest}"] = state_dict.pop(key)
+
+
 @register("csmf")
 class CSMF(MultiObjectiveRetriever):
     """One two-tower network; each cascade objective owns a share of the user tower's weights."""
@@ -118,6 +128,7 @@ class CSMF(MultiObjectiveRetriever):
             self.register_buffer(f"frozen__{_key(name)}", torch.zeros_like(param))
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
         self._load_hook = self.register_load_state_dict_post_hook(lambda module, _: module._sync_item_tower())
+        self._register_load_state_dict_pre_hook(_name_user_tower_buffers)
 
     # -- ownership ---------------------------------------------------------------------------------
     def owner(self, name: str) -> torch.Tensor:
@@ -164,6 +175,19 @@ class CSMF(MultiObjectiveRetriever):
         user_emb = self._effective("user_tower.user.weight", objective, batch["user"].remainder(tower.buckets))
         out = tower.combine(history, history_emb, user_emb, mlp=self._masked_mlp("user_tower", objective))
         return F.normalize(out, dim=-1)
+
+    @torch.no_grad()
+    def objective_user_towers(self) -> list[UserTower]:
+        """One plain user tower per objective holding that objective's effective weights: what
+        serving runs (the masks are applied once here, not at every query)."""
+        towers = []
+        for objective in range(len(OBJECTIVES)):
+            tower = copy.deepcopy(self.user_tower).eval()
+            for name in self._names:
+                if name.startswith("user_tower."):
+                    tower.get_parameter(name.removeprefix("user_tower.")).copy_(self._effective(name, objective))
+            towers.append(tower)
+        return towers
 
     def item_vectors(self, items: torch.Tensor | None = None, objective: int | None = None) -> torch.Tensor:
         if self.shared_item_space:

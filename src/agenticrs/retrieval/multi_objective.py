@@ -146,6 +146,14 @@ class MultiHeadTwoTower(MultiObjectiveRetriever):
         features = torch.relu(self.bottom(batch["history"], batch["user"]))
         return F.normalize(self.heads[objective](features), dim=-1)
 
+    def fused_user_vectors(self, batch: Batch, weights: torch.Tensor) -> torch.Tensor:
+        """The shared bottom once, then every head."""
+        weights = weights.to(self.log_q.dtype)
+        if weights.dim() == 1:
+            weights = weights.expand(len(batch["user"]), -1)
+        features = torch.relu(self.bottom(batch["history"], batch["user"]))
+        return sum(weights[:, o : o + 1] * F.normalize(head(features), dim=-1) for o, head in enumerate(self.heads))  # type: ignore[return-value]
+
     def loss(self, batch: Batch) -> torch.Tensor:
         """Sum over objectives of the loss on that objective's rows (`batch["objective"]`)."""
         total = torch.zeros((), device=self.log_q.device)
@@ -167,10 +175,16 @@ class FusedQuery(nn.Module):
         self.model = model.eval()
         self.weights = torch.tensor(model.config.fusion.get(scenario, model.config.fusion["default"]))
         self.config = model.config
+        # CSMF: one plain tower per objective with its masks applied once, not at every query
+        towers = getattr(model, "objective_user_towers", None)
+        self.towers = nn.ModuleList(towers()) if towers is not None and model.shared_item_space else None
 
     @torch.no_grad()
     def user_vectors(self, batch: Batch) -> torch.Tensor:
-        return self.model.fused_user_vectors(batch, self.weights)
+        if self.towers is None:
+            return self.model.fused_user_vectors(batch, self.weights)
+        return sum(w * F.normalize(tower(batch["history"], batch["user"]), dim=-1)
+                   for w, tower in zip(self.weights.tolist(), self.towers, strict=True))  # type: ignore[return-value]
 
     @torch.no_grad()
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
