@@ -65,7 +65,10 @@ SMALL: list[tuple[str, str]] = [
 
 # extra flags per entry point, appended to shrink the work (bash commands only)
 APPEND: list[tuple[str, str]] = [
-    (r"agenticrs train (?!.*--resume)(?!.*--task sequential)", " --set train.max_steps=6 --set train.eval_every_steps=3"),
+    (r"agenticrs train (?!.*--resume)(?!.*--task (sequential|multi_objective_retrieval))",
+     " --set train.max_steps=6 --set train.eval_every_steps=3"),
+    (r"agenticrs train (?!.*--resume).*--task multi_objective_retrieval",
+     " --set train.stage_steps=[2,2,2] --set train.recovery_steps=1 --set train.eval_every_steps=2"),
     (r"agenticrs train (?!.*--resume).*--task sequential",
      " --set train.epochs=1 --set train.max_steps_per_epoch=3 --set train.eval_every_epochs=1 --set train.valid_users=256"),
     (r"agenticrs train (?!.*--resume).*-m tiger",
