@@ -21,6 +21,14 @@ def store(tmp_path):
     store.close()
 
 
+def reproduce_two_arms(raw: dict, store, tmp_path):
+    """Reproduce a two-arm card; its result and its runs by arm (both trained, none failed)."""
+    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert result.failed == 0 and result.trained == 2, result.lessons
+    with store.transaction() as tx:
+        return result, {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+
+
 def card_file(tmp_path, raw: dict):
     path = tmp_path / "card.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -102,10 +110,7 @@ def test_a_streaming_card_runs_its_methods_over_the_click_stream(tmp_path, store
     raw = {**STREAM, "datasets": [{"dataset": "sim-tiny", "protocol": {"train": {"batch_size": 256, "num_threads": 1}}}]}
     raw["model"] = {"name": "es_dfm", "params": {"pretrain_epochs": 1, "max_windows": 3}}
     raw["baselines"] = [{"name": "vanilla", "params": {"pretrain_epochs": 1, "max_windows": 3}}]
-    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
-    assert result.failed == 0 and result.trained == 2, result.lessons
-    with store.transaction() as tx:
-        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    result, runs = reproduce_two_arms(raw, store, tmp_path)
     for arm in ("es_dfm", "vanilla"):
         metrics = runs[arm].metrics
         assert 0.0 < metrics["auc"] < 1.0 and metrics["logloss"] > 0 and metrics["windows"] == 3
@@ -127,10 +132,7 @@ def test_a_multi_objective_retrieval_card_trains_csmf_and_its_baseline_under_one
                                                           "train": {"batch_size": 128, "num_threads": 1}}}],
         "seeds": [1],
     }  # fmt: skip
-    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
-    assert result.failed == 0 and result.trained == 2, result.lessons
-    with store.transaction() as tx:
-        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    result, runs = reproduce_two_arms(raw, store, tmp_path)
     assert runs["csmf"].metrics["steps"] <= 50 and runs["multihead_two_tower"].metrics["steps"] <= 50
     assert 0.0 < runs["csmf"].metrics["click/set_recall@50"] <= 1.0
     (row,) = result.verdicts
@@ -153,10 +155,7 @@ def test_a_sequential_card_builds_tigers_ids_on_the_same_seeds_sasrec_run(tmp_pa
         "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
         "seeds": [1],
     }  # fmt: skip
-    result = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
-    assert result.failed == 0 and result.trained == 2, result.lessons
-    with store.transaction() as tx:
-        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    result, runs = reproduce_two_arms(raw, store, tmp_path)
     assert runs["sasrec"].id < runs["tiger"].id  # SASRec trained first
     job = yaml.safe_load((Path(runs["tiger"].run_path) / "job.yaml").read_text())
     assert job["tokenizer"]["source"] == "collaborative" and job["tokenizer"]["collaborative_run"] == runs["sasrec"].run_path
