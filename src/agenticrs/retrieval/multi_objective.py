@@ -56,6 +56,7 @@ class MultiObjectiveRetriever(nn.Module):
     task: ClassVar[str] = "multi_objective_retrieval"
     paper: ClassVar[str] = ""
     needs: ClassVar[str] = "impressions with exposure / click / purchase levels and histories"
+    train_defaults: ClassVar[dict] = {}  # the task's own defaults (`CascadeTrainConfig`) suit both models
     Config: ClassVar[type[FusionConfig]] = FusionConfig
 
     def __init__(self, num_items: int, config: FusionConfig) -> None:
