@@ -161,7 +161,8 @@ class CascadeTask:
     trains that objective on its positives, or on a seeded `share` of them."""
 
     def __init__(self, model: MultiObjectiveRetriever, data: CascadeData, config: CascadeTrainConfig,
-                 objective: int | None = None, share: float = 1.0) -> None:  # fmt: skip
+                 objective: int | None = None, share: float = 1.0,
+                 queries: dict[str, CascadeQueries] | None = None) -> None:  # fmt: skip
         self.data, self.config, self.objective = data, config, objective
         self.device = resolve_device(config.device)
         self.max_len = model.config.max_len
@@ -178,7 +179,7 @@ class CascadeTask:
                                  "in-batch negatives need at least 2")  # fmt: skip
             self.streams.append((o, _Stream(rows, config.seed, o)))
         self.batch_size = min(config.batch_size, min(len(s.rows) for _, s in self.streams))
-        self._queries: dict[str, CascadeQueries] = {}
+        self._queries = {} if queries is None else queries  # shared by the phases of one run: built once
 
     def prepare(self, model: nn.Module) -> None:
         model.prepare_data(self.data)  # type: ignore[operator]
@@ -265,6 +266,7 @@ class PhaseRecord:
     valid: dict[str, float]
     train_seconds: float
     prune: dict[str, dict[str, float]] | None = None
+    test: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -291,8 +293,10 @@ def _write_top(run: Run | None, model: MultiObjectiveRetriever, data: CascadeDat
 
 def _finish(run: Run | None, model: MultiObjectiveRetriever, task: CascadeTask, phases: list[PhaseRecord],
             reporter: Reporter) -> MultiObjectiveResult:  # fmt: skip
-    valid = task.evaluate(model, "valid", reporter) or {}
-    test = task.evaluate(model, "test", reporter) or {}
+    # the last phase's engine run evaluated these very weights (its best, restored) on both splits
+    last = phases[-1]
+    valid = last.valid or task.evaluate(model, "valid", reporter) or {}
+    test = last.test or task.evaluate(model, "test", reporter) or {}
     result = MultiObjectiveResult(
         valid=valid, test=test, phases=phases, steps=sum(p.steps for p in phases),
         train_seconds=sum(p.train_seconds for p in phases),
@@ -311,7 +315,8 @@ def _finish(run: Run | None, model: MultiObjectiveRetriever, task: CascadeTask, 
 
 def _record(name: str, result: TrainResult, prune: dict | None = None) -> PhaseRecord:
     return PhaseRecord(name=name, steps=result.steps, stopped_by=result.stopped_by, best_step=result.best_step,
-                       valid=result.valid, train_seconds=result.train_seconds, prune=prune)  # fmt: skip
+                       valid=result.valid, train_seconds=result.train_seconds, prune=prune,
+                       test=result.test or {})  # fmt: skip
 
 
 def train_multi_objective(
@@ -361,10 +366,11 @@ def train_csmf(
         _write_top(run, model, data, cfg)
     phases: list[PhaseRecord] = []
     last_task: CascadeTask | None = None
+    queries: dict[str, CascadeQueries] = {}
 
     def phase(index: int, name: str, objective: int, steps: int, share: float = 1.0) -> TrainResult | None:
         nonlocal last_task
-        task = CascadeTask(model, data, cfg, objective, share)
+        task = CascadeTask(model, data, cfg, objective, share, queries)
         last_task = task
         phase_run = Run.at(Path(run_dir) / PHASES / f"{index}_{name}") if run_dir is not None else None
         if resume and _done(phase_run):
@@ -373,7 +379,7 @@ def train_csmf(
             summary = phase_run.summary  # type: ignore[union-attr]
             phases.append(PhaseRecord(name=name, steps=int(summary["steps"]), stopped_by=summary["stopped_by"],
                                       best_step=int(summary["best_step"]), valid=summary["valid"],
-                                      train_seconds=float(summary["train_seconds"])))  # fmt: skip
+                                      train_seconds=float(summary["train_seconds"]), test=summary.get("test") or {}))  # fmt: skip
             reporter.log(f"phase {name}: done before, reloaded")
             return None
         reporter.log(f"phase {name}: {OBJECTIVES[objective]} positives" + (f" ({share:.0%})" if share < 1 else ""))
