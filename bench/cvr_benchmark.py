@@ -7,9 +7,10 @@
 Writes one record per method x seed (overall and per-segment metrics, `stopped_by`, settings,
 time per window, peak memory, and the extra samples each method's duplicates cost) and prints a
 table of the means over seeds. Other parts (pre-promotion, CM-DCM) join as further `--part`s.
-`--exclude` leaves feature columns out; two diagnostic samplers registered here only
-(`oracle_at_conversion`, `es_unweighted`) separate ES-DFM's timing from its fake negatives and
-from its weights (docs/conversion.md, "Where ES-DFM loses").
+`--exclude` leaves feature columns out; three diagnostic samplers registered here only
+(`oracle_at_conversion`, `es_unweighted`, `es_true_weights`) separate ES-DFM's timing from its
+fake negatives, from its weights and from its weight model's errors (docs/conversion.md, "Where
+ES-DFM loses" and "Why ES-DFM lost").
 
     python bench/cvr_benchmark.py --part streaming --data sim-delays --seeds 3 --model-params '{"batch_norm": false}' \
         --out bench/results/cvr_streaming_delays.json
@@ -61,6 +62,30 @@ class ESUnweighted(ESDFM):
     def samples(self, log: ClickTimes) -> Samples:
         n = len(log.click_ts)
         return super().samples(replace(log, f_dp=np.zeros(n), f_tn=np.ones(n)))
+
+
+TRUE_PROBABILITY: dict[str, np.ndarray] = {}  # the log being streamed: its clicks' true p (the simulator's)
+
+
+@STREAM_METHODS.register("es_true_weights")
+class ESTrueWeights(ESDFM):
+    """A diagnostic (this benchmark only, simulator data): ES-DFM with the weights its weight model
+    should learn, from the world's true conversion probability p(x) of each click: f_dp = p (1 - s),
+    f_tn = (1 - p) / (1 - p + f_dp), with s the log's share of conversions within c (the delay's
+    dependence on x left out). What ES-DFM gives when its weights are (nearly) right."""
+
+    name = "es_true_weights"
+
+    def samples(self, log: ClickTimes) -> Samples:
+        if "p" not in TRUE_PROBABILITY:
+            raise ValueError("es_true_weights needs the simulator's true probabilities (a sim-<preset> data set)")
+        p = TRUE_PROBABILITY["p"]
+        delay = log.conversion_ts - log.click_ts
+        within = float(np.mean(delay[~np.isnan(delay)] <= log.settings.elapsed_cut_s))
+        f_dp = p * (1.0 - within)
+        return super().samples(replace(log, f_dp=f_dp, f_tn=(1.0 - p) / (1.0 - p + f_dp)))
+
+
 COLUMNS = ["auc", "logloss", "ece", "calibration"]
 
 
@@ -72,12 +97,16 @@ def streaming(args: argparse.Namespace) -> dict[str, Any]:
         source = StreamInput(source=data, sim_seed=seed, exclude=args.exclude) if data.startswith("sim-") else StreamInput(
             source=data, segment=args.segment, oracle_prob=args.oracle_prob, exclude=args.exclude)  # fmt: skip
         log = load_clicks(source, args.pretrain_days)
+        TRUE_PROBABILITY.clear()
+        if log.oracle_prob is not None:
+            TRUE_PROBABILITY["p"] = np.asarray(log.oracle_prob, dtype=np.float64)
         for name in args.methods:
             train = stream_train_defaults().model_copy(update={"seed": seed, "learning_rate": args.lr, "num_threads": 1})
             config = StreamConfig(input=source, method=name, window_s=args.window_s, pretrain_epochs=args.pretrain_epochs,
                                   pretrain_days=args.pretrain_days, elapsed_cut_s=args.c_s, weight_cap=args.weight_cap,
                                   weight_model_epochs=args.weight_model_epochs, dfm_late=args.dfm_late,
-                                  stream_learning_rate=args.stream_lr,
+                                  stream_learning_rate=args.stream_lr, stream_batch_size=args.stream_batch_size,
+                                  weight_model_holdout=args.weight_model_holdout,
                                   max_windows=args.max_windows, model_params=args.model_params, train=train)  # fmt: skip
             started = time.perf_counter()
             summary = run_stream(config, log=log)
@@ -117,9 +146,43 @@ def merge(paths: list[Path], out: Path | None) -> None:
     merged = {"part": "streaming", "data": payloads[0]["data"], "seeds": len(seeds), "seed_list": seeds,
               "command": " ; ".join(p.get("command", "") for p in payloads), "merged_from": [str(p) for p in paths],
               "records": records, "ceiling": payloads[0]["ceiling"], "table": rows}  # fmt: skip
+    merged["es_dfm_paired"] = es_dfm_paired(records)
     if out:
         out.write_text(json.dumps(merged, indent=2, default=float) + "\n")
     print(render(rows))
+    for line in merged["es_dfm_paired"]["lines"]:
+        print(line)
+
+
+def es_dfm_paired(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """ES-DFM against every other method, paired over the seeds they share (95 % t interval, the
+    method cards' rule), on AUC (higher) and log loss (lower), and the share of the vanilla ->
+    oracle AUC gap it closes on each seed."""
+    from agenticrs.agents.paper.verdict import paired_effect
+
+    by = {(r["method"], r["seed"]): r["overall"] for r in records}
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    out: dict[str, Any] = {"against": {}, "gap_closed_per_seed": {}, "lines": []}
+    if "es_dfm" not in methods:
+        return out
+    for other in [m for m in methods if m != "es_dfm"]:
+        seeds = sorted(s for (m, s) in by if m == other and ("es_dfm", s) in by)
+        if not seeds:
+            continue
+        row = {}
+        for metric, direction in (("auc", "higher"), ("logloss", "lower")):
+            effect = paired_effect([by[("es_dfm", s)][metric] for s in seeds], [by[(other, s)][metric] for s in seeds],
+                                   direction=direction)  # fmt: skip
+            row[metric] = effect.as_dict()
+            out["lines"].append(f"es_dfm vs {other:8s} {metric:8s} {effect.interval()} {effect.verdict}")
+        out["against"][other] = row
+    for s in sorted(s for (m, s) in by if m == "es_dfm"):
+        if ("vanilla", s) in by and ("oracle", s) in by:
+            gap = by[("oracle", s)]["auc"] - by[("vanilla", s)]["auc"]
+            closed = (by[("es_dfm", s)]["auc"] - by[("vanilla", s)]["auc"]) / gap if gap > 0 else float("nan")
+            out["gap_closed_per_seed"][str(s)] = closed
+            out["lines"].append(f"seed {s}: vanilla -> oracle gap {gap:+.4f}, ES-DFM closes {closed:+.0%}")
+    return out
 
 
 def table(records: list[dict[str, Any]], ceiling: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -181,6 +244,11 @@ def main() -> None:
     parser.add_argument("--weight-model-epochs", type=int, default=None, help="ES-DFM weight model (default: pretrain epochs)")
     parser.add_argument("--dfm-late", choices=["retract", "drop"], default="retract")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--stream-batch-size", type=int, default=None,
+                        help="the stream's batch size (default: the pre-training batch, 1024)")
+    parser.add_argument("--weight-model-holdout", type=float, default=0.1,
+                        help="ES-DFM: the latest share of pre-training clicks held out for the weight model's epoch "
+                        "(0: the spec's fixed epochs)")
     parser.add_argument("--stream-lr", type=float, default=None, help="the stream's learning rate (default: --lr)")
     parser.add_argument("--max-windows", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)

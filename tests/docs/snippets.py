@@ -41,7 +41,7 @@ PUBLIC = ("frappe", "movielens_100k", "movielens", "amazon_beauty", "amazon_spor
 
 # (pattern, replacement): applied in order to bash commands and Python blocks
 SMALL: list[tuple[str, str]] = [
-    (r"\bsim-(small|medium|large|delays)\b", "sim-tiny"),
+    (r"\bsim-(small|medium|large|delays|steady)\b", "sim-tiny"),
     (r"--preset (small|medium|large)\b", "--preset tiny"),
     (r"--presets [\w,]+", "--presets tiny"),
     (r"sim_preset\(\"(small|medium|large)\"", 'sim_preset("tiny"'),

@@ -24,8 +24,9 @@ from agenticrs.train.streaming.methods import (
     importance_weights,
     method,
     tn_dp_loss,
+    weight_model_metrics,
 )  # fmt: skip
-from agenticrs.train.streaming.protocol import stream_train_defaults
+from agenticrs.train.streaming.protocol import holdout_split, stream_train_defaults
 from agenticrs.train.streaming.task import WindowTask
 
 NAN = float("nan")
@@ -191,6 +192,29 @@ def test_weight_model_loss_masks_true_negatives_only_on_observed_negatives() -> 
     assert float(tn_dp_loss(logit, labels)) == pytest.approx(l_tn + l_dp, rel=1e-6)
 
 
+def test_weight_model_metrics_score_held_out_clicks_by_its_own_loss() -> None:
+    logit = np.array([[0.0, 0.0], [2.0, -1.0], [-1.0, 1.0], [1.0, -2.0]])
+    labels = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    out = weight_model_metrics(logit, labels)
+    l_dp = (_bce(0.0, 0) + _bce(-1.0, 0) + _bce(1.0, 1) + _bce(-2.0, 0)) / 4
+    l_tn = (_bce(0.0, 1) + _bce(-1.0, 0) + _bce(1.0, 1)) / 3  # the observed negatives: rows 0, 2 and 3
+    assert out["logloss"] == pytest.approx(l_tn + l_dp, rel=1e-6)
+    assert out["dp/logloss"] == pytest.approx(l_dp, rel=1e-6) and out["tn/logloss"] == pytest.approx(l_tn, rel=1e-5)
+    assert out["dp/auc"] == 1.0  # the delayed positive has the highest dp logit
+    # f_tn is scored on the observed negatives only (rows 0, 2, 3): both true negatives (tn logits 0
+    # and 1) outrank the delayed positive (-1); row 1, converted within c, is left out
+    assert out["tn/auc"] == 1.0
+    flipped = weight_model_metrics(logit * np.array([[-1.0, 1.0]]), labels)
+    assert flipped["tn/auc"] == 0.0 and flipped["dp/auc"] == 1.0
+
+
+def test_holdout_split_keeps_the_latest_rows_out() -> None:
+    fit, held = holdout_split(10, 0.2)
+    assert fit.tolist() == list(range(8)) and held.tolist() == [8, 9]
+    assert holdout_split(10, 0.0)[1].size == 0 and holdout_split(1, 0.5)[1].size == 0
+    assert holdout_split(3, 0.01)[1].tolist() == [2]  # at least one row when a share is asked for
+
+
 # ---------------------------------------------------------------------------------- end to end
 SMALL = {"embedding_dim": 4, "hidden_units": [16], "batch_norm": False}
 
@@ -228,6 +252,25 @@ def test_every_method_streams(tiny_log) -> None:
         summary = run_stream(_config(method=name, max_windows=3, pretrain_epochs=1), log=tiny_log)
         assert summary["windows"] == 3 and summary["samples"]["extra_samples"] > 0, name
         assert 0.0 < summary["overall"]["logloss"] < 5.0 and 0.0 <= summary["overall"]["ece"] <= 1.0
+
+
+def test_es_dfm_weight_model_keeps_its_best_held_out_epoch_and_the_stream_batch_is_a_setting(
+    tiny_log, tmp_path: Path
+) -> None:  # fmt: skip
+    config = _config(method="es_dfm", max_windows=2, pretrain_epochs=1, weight_model_epochs=4, stream_batch_size=16,
+                     train=_config().train.model_copy(update={"learning_rate": 1e-2}))  # fmt: skip
+    run_stream(config, tmp_path / "run", log=tiny_log)
+    weight = tmp_path / "run" / "weight_model"
+    records = [json.loads(line) for line in (weight / "metrics.jsonl").read_text().splitlines()]
+    held = [r["valid_logloss"] for r in records]
+    assert len(held) >= 2 and all(0.0 < v < 5.0 for v in held) and "valid_dp/auc" in records[0]
+    summary = json.loads((weight / "summary.json").read_text())
+    assert summary["monitor"] == "logloss" and held[summary["best_epoch"] - 1] == min(held)
+    stream = [json.loads(line) for line in (tmp_path / "run" / "stream" / "metrics.jsonl").read_text().splitlines()]
+    pre = int(np.sum(tiny_log.click_ts < tiny_log.pretrain_end))
+    assert summary["best_epoch"] <= 4 and pre > 0
+    # batch 16: a window of n samples is ceil(n / 16) optimiser steps (the pre-training batch, 256, would be 1)
+    assert stream[1]["step"] - stream[0]["step"] > 1
 
 
 class _Killed(RuntimeError):

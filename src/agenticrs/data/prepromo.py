@@ -116,3 +116,19 @@ def write_prepromo_dataset(
     )  # fmt: skip
     atomic_write_text(out_dir / "prepromo.yaml", spec.to_yaml())
     return spec
+
+
+def cached_prepromo_dataset(preset: str, cache_root: Path, seed: int = 0) -> DatasetSpec:
+    """`sim-<preset>-prepromo`: the preset's simulation (generated once into the cache, as every
+    `sim-*` data set) and its pre-promotion data set with `write_prepromo_dataset`'s defaults (the
+    last promotion held out, its first pre-promotion day observed without y_del, the earlier
+    promotions as history), written once beside it, keyed by the world's config hash."""
+    from agenticrs.data.simulated import simulated_dataset
+    from agenticrs.sim.config import sim_preset
+
+    config = sim_preset(preset, seed=seed)
+    sim_dir = Path(simulated_dataset(preset, "ctr", cache_root, seed=seed).files["train"][0]).parent
+    out_dir = sim_dir / f"prepromo-{config.config_hash()}"
+    if (out_dir / "prepromo.yaml").is_file():
+        return DatasetSpec.from_yaml(out_dir / "prepromo.yaml")
+    return write_prepromo_dataset(sim_dir, config, out_dir, name=f"sim-{preset}-prepromo", seed=seed)

@@ -91,6 +91,15 @@ _SIM_SIZES = {"tiny": "~30k impressions, for tests", "small": "~200k impressions
               "small-planted": "`small` with a planted cross (user_segment x item_style) and leak (dwell_bucket)"}
 
 
+def _prepromo(preset: str) -> Callable[[Path], DatasetSpec]:
+    def build(cache_dir: Path) -> DatasetSpec:
+        from agenticrs.data.prepromo import cached_prepromo_dataset
+
+        return cached_prepromo_dataset(preset, cache_dir)
+
+    return build
+
+
 def _synthetic(preset: str) -> Callable[[Path], DatasetSpec]:
     def build(cache_dir: Path) -> DatasetSpec:
         return generate_synthetic(preset, cache_dir / "generated" / f"synthetic-{preset}")
@@ -143,6 +152,14 @@ for _entry in [
         )
         for size, about in _SIM_SIZES.items()
         for task, (kind, what) in _SIM_TASKS.items()
+    ),
+    DatasetEntry(
+        "sim-promo-prepromo",
+        "pre-promotion cvr",
+        "simulator (`promo` preset, four promotions): pre-promotion clicks with direct, cart and delayed "
+        "(promotion-day) purchase labels; train on the earlier promotions and the last one's first day (no "
+        "delayed label yet), test on its later pre-promotion days (docs/conversion.md)",
+        _prepromo("promo"),
     ),
 ]:
     register_dataset(_entry)

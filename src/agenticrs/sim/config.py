@@ -246,6 +246,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "delays": {"n_users": 20_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,
                "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
                "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
+    # `delays` without the promotion calendar's effect on the stream: the promotion moves to day 1
+    # (inside any pre-training period) with no pre-promotion days, so no purchase is deferred and
+    # every streamed day is ordinary: the stationary delay process ES-DFM's weights assume
+    # (docs/conversion.md, "A steady stream"; stream it with --pretrain-days 12, as `delays`)
+    "steady": {"n_users": 20_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 1,
+               "pre_promo_days": 0, "requests_per_user_day": 0.6, "history_len": 40, "delay_price_weight": 1.0,
+               "delay_category_sigma": 1.0, "defer_price_weight": 1.5},
     # `delays` with four times the users: about 1,900 clicks per hourly window (two optimiser
     # steps at batch 1024) for the streaming comparison's "more clicks per window"
     "busy": {"n_users": 80_000, "n_items": 20_000, "new_items_per_day": 150, "n_days": 21, "promo_day": 15,

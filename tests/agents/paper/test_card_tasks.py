@@ -162,3 +162,21 @@ def test_a_sequential_card_builds_tigers_ids_on_the_same_seeds_sasrec_run(tmp_pa
     assert runs["tiger"].config["tokenizer"] == {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}
     for arm in ("tiger", "sasrec"):
         assert 0.0 <= runs[arm].metrics["recall@10"] <= 1.0 and "ndcg@10" in runs[arm].metrics
+
+
+def test_cmdcms_card_is_judged_on_the_delayed_head_of_its_pre_promotion_runs(tmp_path, store):
+    """The shipped CM-DCM card on its registered data set (`sim-promo-prepromo`), shrunk to a few
+    steps: both arms train through `train_run` on the pre-promotion labels and the claim is read from
+    each run's delayed-conversion head (`y_del/auc`)."""
+    from agenticrs.agents.paper.card import resolve_card
+    from agenticrs.agents.paper.reproduce import ReproduceOptions
+
+    result = reproduce(resolve_card("cmdcm"), store, tmp_path / "runs", None,
+                       options=ReproduceOptions(step_budget=6, seeds=1))  # fmt: skip
+    assert result.failed == 0 and result.trained == 2, result.lessons
+    with store.transaction() as tx:
+        runs = {r.arm: r for r in tx.reproduction_runs(result.reproduction_id)}
+    for arm in ("cmdcm", "mmoe"):
+        metrics = runs[arm].metrics
+        assert 0.0 < metrics["y_del/auc"] < 1.0 and "y_dir/auc" in metrics and "y_atc/auc" in metrics
+        assert runs[arm].config["model"] == arm

@@ -13,7 +13,7 @@ from agenticrs.runtime.registry import Registry
 
 SEED_METHODS = {"mgdin", "cdnet", "ssr", "sort"}
 LATER_METHODS = {"esmm", "mmoe", "ple", "es_dfm", "tiger", "dgenctr", "sgctr", "hetegenctr", "gatesid", "hstu", "mdgr", "grc", "rclrec",
-                 "csmf"}
+                 "csmf", "cmdcm"}
 # multi-task, streaming, generative-CTR and sequential cards
 
 
@@ -46,7 +46,17 @@ def test_the_seed_methods_cards_ship_in_the_one_registry_and_validate():
     tasks = {name: resolve_card(name).task for name in LATER_METHODS}
     assert tasks == {"esmm": "ctr", "mmoe": "ctr", "ple": "ctr", "es_dfm": "streaming", "tiger": "sequential", "dgenctr": "ctr",
                      "sgctr": "ctr", "hetegenctr": "ctr", "gatesid": "ctr", "hstu": "sequential", "mdgr": "sequential",
-                     "grc": "sequential", "rclrec": "sequential", "csmf": "multi_objective_retrieval"}  # fmt: skip
+                     "grc": "sequential", "rclrec": "sequential", "csmf": "multi_objective_retrieval",
+                     "cmdcm": "ctr"}  # fmt: skip
+
+
+def test_a_ctr_card_may_claim_one_label_of_a_multi_task_run():
+    """CM-DCM's claim is on its delayed-conversion head (`y_del/auc`), which a multi-task run reports
+    per label; a per-label metric the task does not compute is still refused."""
+    card = resolve_card("cmdcm")
+    assert card.claim.metric == "y_del/auc" and card.datasets[0].dataset == "sim-promo-prepromo"
+    with pytest.raises(CardError, match=r"claim\.metric: a ctr reproduction does not report 'y_del/ndcg@10'"):
+        parse_card(minimal(claim={"statement": "s", "baseline": "lr", "metric": "y_del/ndcg@10"}), "<test>")
 
 
 def test_mgdin_card_carries_the_benchmark_settings_of_frappe():

@@ -408,13 +408,18 @@ class CardTask:
     check_train: Callable[[dict[str, Any]], Any]
     check_params: Callable[[Arm], Any]
     metrics: tuple[str, ...]  # metric names (a trailing '@' takes any cut-off: 'ndcg@' -> ndcg@10)
+    per_label: tuple[str, ...] = ()  # metrics a multi-task run also reports per label: '<label>/auc'
 
     def reports(self, metric: str) -> bool:
+        label, _, name = metric.rpartition("/")
+        if label and name in self.per_label:
+            return True
         return metric in self.metrics or any(m.endswith("@") and metric.startswith(m) for m in self.metrics)
 
     @property
     def metrics_text(self) -> str:
-        return ", ".join(m + "K" if m.endswith("@") else m for m in self.metrics)
+        named = [m + "K" if m.endswith("@") else m for m in self.metrics]
+        return ", ".join(named + [f"<label>/{m}" for m in self.per_label])
 
 
 def _ctr_models() -> list[str]:
@@ -525,7 +530,7 @@ _CASCADE_METRICS = tuple(f"{objective}/{metric}@" for objective in ("exposure", 
 # The tasks a card can have: what `check_card` validates a card of that task against.
 TASKS: dict[str, CardTask] = {
     "ctr": CardTask("CTR model", _ctr_models, _ctr_datasets, _ctr_train, _ctr_params,
-                    ("auc", "logloss", "ctr_auc", "cvr_auc", "ctcvr_auc")),
+                    ("auc", "logloss", "ctr_auc", "cvr_auc", "ctcvr_auc"), per_label=("auc", "logloss")),
     "sequential": CardTask("sequential model", _seq_models, _seq_datasets, _seq_train, _seq_params, ("recall@", "ndcg@")),
     "streaming": CardTask("streaming method", _stream_models, _stream_datasets, _stream_train, _stream_params,
                           ("auc", "logloss", "ece", "calibration")),

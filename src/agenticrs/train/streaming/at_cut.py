@@ -6,7 +6,8 @@ optimiser-step budget with early stopping on a valid split, like any other row o
 module does that with ES-DFM's own pieces, unchanged (no second ES-DFM):
 
 1. the weight model (f_tn, f_dp; `tn_dp_loss` on `weight_model_labels`) is trained on the clicks
-   whose eventual outcome is known at the cut (`weight_rows`), for `weight_model_epochs` epochs,
+   whose eventual outcome is known at the cut (`weight_rows`), for at most `weight_model_epochs` epochs
+   (the epoch of lowest loss on the latest `weight_model_holdout` share of them is kept),
    then frozen (the spec's pre-training, section 6 step 3);
 2. ES-DFM's sampler (`ESDFM.samples`: every click at click + c, positive iff converted within c,
    plus a positive duplicate of each delayed positive at its conversion time) is applied to the
@@ -42,10 +43,9 @@ from agenticrs.train.streaming.methods import (
     MethodSettings,
     Samples,
     es_dfm_loss,
-    tn_dp_loss,
     weight_model_labels,
 )  # fmt: skip
-from agenticrs.train.streaming.protocol import ESDFM_BACKBONE, Heads, stage_config
+from agenticrs.train.streaming.protocol import ESDFM_BACKBONE, Heads, stage_config, weight_model_task
 from agenticrs.train.streaming.task import RowsView, WindowTask, has_batch_norm, predict
 
 
@@ -64,7 +64,7 @@ def es_dfm_at_cut(
     train_rows: np.ndarray, weight_rows: np.ndarray, valid_rows: np.ndarray, valid_labels: np.ndarray,
     train: TrainConfig, *, model: str = "dnn", model_params: dict[str, Any] | None = None,
     elapsed_cut_s: float = 900.0, weight_model_epochs: int = 5, weight_cap: float | None = None,
-    folder: str | Path | None = None, reporter: Reporter = SILENT,
+    weight_model_holdout: float = 0.1, folder: str | Path | None = None, reporter: Reporter = SILENT,
 ) -> AtCutFit:  # fmt: skip
     """Fit ES-DFM on the samples of `train_rows` that have entered the stream by `cut`.
 
@@ -82,12 +82,12 @@ def es_dfm_at_cut(
     seed_everything(train.seed)
     weights = Heads({"tn": build_model(model, schema, params), "dp": build_model(model, schema, params)})
     batch_norm = has_batch_norm(weights)
-    labels = weight_model_labels(click_ts[weight_rows], conversion_ts[weight_rows], elapsed_cut_s)
-    weight_cfg = stage_config(train, weight_model_epochs, metrics)
-    task = WindowTask(arrays, weight_rows, labels, [(0, len(weight_rows))], tn_dp_loss, weight_cfg, repeat=True,
-                      batch_norm=batch_norm)  # fmt: skip
+    ordered = weight_rows[np.argsort(click_ts[weight_rows], kind="stable")]  # the held-out share is the latest
+    labels = weight_model_labels(click_ts[ordered], conversion_ts[ordered], elapsed_cut_s)
+    task = weight_model_task(arrays, ordered, labels, stage_config(train, weight_model_epochs, metrics),
+                             weight_model_holdout, batch_norm)  # fmt: skip
     weight_run = Run.at(folder / "weight_model") if folder is not None else None
-    weight_result = Engine(weight_cfg, reporter).fit(weights, task, weight_run)
+    weight_result = Engine(task.config, reporter).fit(weights, task, weight_run)
     probs = predict(weights, RowsView(arrays, train_rows), torch.sigmoid, train.eval_batch_size, device)
     f_tn, f_dp = probs[:, 0], probs[:, 1]
 

@@ -161,6 +161,21 @@ def tn_dp_loss(logit: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return l_tn + l_dp
 
 
+def weight_model_metrics(logit: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The weight model on held-out clicks: `logloss` is its training objective (L_tn + L_dp, lower
+    is better: what early stopping follows), with each head's log loss and AUC beside it."""
+    from agenticrs.train.metrics import auc
+
+    logit_t, labels_t = torch.as_tensor(logit, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.float32)
+    with torch.no_grad():
+        dp = float(F.binary_cross_entropy_with_logits(logit_t[:, 1], labels_t[:, 1]))
+        total = float(tn_dp_loss(logit_t, labels_t))
+    observed_negative = (labels[:, 2] == 0) | (labels[:, 1] == 1)
+    return {"logloss": total, "dp/logloss": dp, "tn/logloss": total - dp,
+            "dp/auc": auc(labels[:, 1], logit[:, 1]),
+            "tn/auc": auc(labels[observed_negative, 0], logit[observed_negative, 0])}  # fmt: skip
+
+
 def _first(logit: torch.Tensor) -> torch.Tensor:
     return logit[:, 0] if logit.dim() == 2 else logit
 

@@ -12,7 +12,7 @@ Pre-training uses the same task with one step repeated for every epoch and no ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class WindowTask:
         metrics: list[str] | None = None,
         batch_norm: bool = False,
         window_ids: np.ndarray | None = None,
+        holdout: tuple[np.ndarray, np.ndarray] | None = None,
+        holdout_metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
     ) -> None:
         self.arrays, self.sample_rows, self.sample_labels = arrays, sample_rows, sample_labels
         self.steps, self.loss_fn, self.config, self.repeat = steps, loss_fn, config, repeat
@@ -113,6 +115,9 @@ class WindowTask:
         self.probability, self.metrics = probability, metrics or ["auc", "logloss"]
         self.batch_norm = batch_norm
         self.window_ids = window_ids
+        # a pre-training stage's held-out clicks (rows, labels), scored from the raw logits by
+        # `holdout_metrics`: what that stage's early stopping follows
+        self.holdout, self.holdout_metrics = holdout, holdout_metrics
         self.device = resolve_device(config.device)
         self.current = 0  # the step whose batches were asked for last (0-based)
 
@@ -152,9 +157,13 @@ class WindowTask:
         return loss, len(labels)
 
     def has_validation(self) -> bool:
-        return self.evaluation is not None
+        return self.evaluation is not None or self.holdout is not None
 
     def evaluate(self, model: nn.Module, split: str, reporter: Reporter = SILENT) -> dict[str, float] | None:
+        if split == "valid" and self.holdout is not None and self.holdout_metrics is not None:
+            rows, labels = self.holdout
+            logit = predict(model, RowsView(self.arrays, rows), lambda x: x, self.config.eval_batch_size, self.device)
+            return self.holdout_metrics(logit, labels)
         if split != "valid" or self.evaluation is None or self.eval_labels is None:
             return None
         rows = self.evaluation[self.current]
@@ -165,4 +174,6 @@ class WindowTask:
         return {"window": float(window), **out}
 
     def split_rows(self, split: str) -> int:
+        if split == "valid" and self.holdout is not None:
+            return len(self.holdout[0])
         return len(self.evaluation[self.current]) if split == "valid" and self.evaluation is not None else 0
