@@ -158,8 +158,7 @@ def stage_config(train: TrainConfig, epochs: int, metrics: list[str]) -> TrainCo
 def holdout_split(rows: int, share: float) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the first (1 - share) of `rows` time-ordered rows and of the latest `share` (at
     least one row each when share > 0, none held out when share is 0 or there are fewer than 2 rows)."""
-    held = min(int(round(rows * share)), rows - 1) if share > 0 and rows >= 2 else 0
-    held = max(held, 1) if share > 0 and rows >= 2 else 0
+    held = min(max(int(round(rows * share)), 1), rows - 1) if share > 0 and rows >= 2 else 0
     return np.arange(rows - held), np.arange(rows - held, rows)
 
 
@@ -173,7 +172,7 @@ def weight_model_task(
     lowest held-out loss (L_tn + L_dp). The spec's code trains a fixed 5 epochs; on the simulator,
     where user and item ids are most of the input, that weight model overfits the pre-training
     clicks, and its noisy per-click weights cost ES-DFM more AUC than its sampling gains
-    (docs/conversion.md, "Where ES-DFM loses")."""
+    (docs/conversion.md, "Why ES-DFM lost")."""
     fit, held = holdout_split(len(rows), holdout)
     if len(held):
         config = config.model_copy(update={"monitor": "logloss", "patience": 1, "restore_best": True})
