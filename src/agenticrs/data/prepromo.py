@@ -123,11 +123,12 @@ def cached_prepromo_dataset(preset: str, cache_root: Path, seed: int = 0) -> Dat
     `sim-*` data set) and its pre-promotion data set with `write_prepromo_dataset`'s defaults (the
     last promotion held out, its first pre-promotion day observed without y_del, the earlier
     promotions as history), written once beside it, keyed by the world's config hash."""
-    from agenticrs.data.simulated import simulated_dataset
+    from agenticrs.data.simulated import simulated_dataset, simulation_dir
     from agenticrs.sim.config import sim_preset
 
     config = sim_preset(preset, seed=seed)
-    sim_dir = Path(simulated_dataset(preset, "ctr", cache_root, seed=seed).files["train"][0]).parent
+    simulated_dataset(preset, "ctr", cache_root, seed=seed)  # generated unless the cache holds it
+    sim_dir = simulation_dir(preset, cache_root, seed)
     out_dir = sim_dir / f"prepromo-{config.config_hash()}"
     if (out_dir / "prepromo.yaml").is_file():
         return DatasetSpec.from_yaml(out_dir / "prepromo.yaml")

@@ -165,5 +165,9 @@ def simulated_dataset(preset: str, task: str, cache_root: Path, seed: int = 0) -
     if preset not in PRESETS:
         raise DataError(f"unknown simulator preset '{preset}'", expected=f"one of {', '.join(PRESETS)}")
     config = sim_preset(preset, seed=seed)
-    out_dir = cache_root / "generated" / f"sim-{preset}-seed{seed}"
-    return write_simulation(config, out_dir, name=f"sim-{preset}")[task]
+    return write_simulation(config, simulation_dir(preset, cache_root, seed), name=f"sim-{preset}")[task]
+
+
+def simulation_dir(preset: str, cache_root: Path, seed: int = 0) -> Path:
+    """Where `sim-<preset>` (seed `seed`) is generated in the cache."""
+    return cache_root / "generated" / f"sim-{preset}-seed{seed}"

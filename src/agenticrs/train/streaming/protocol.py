@@ -55,7 +55,7 @@ from agenticrs.train.streaming.methods import (
     weight_model_labels,
     weight_model_metrics,
 )  # fmt: skip
-from agenticrs.train.streaming.task import RowsView, WindowTask, has_batch_norm, predict, window_metrics
+from agenticrs.train.streaming.task import Holdout, RowsView, WindowTask, has_batch_norm, predict, window_metrics
 
 # ES-DFM's backbone (spec section 3) on the zoo's DNN: embeddings of 8, MLP 256-256-128. Ours: ReLU
 # (the zoo has no leaky ReLU) and no batch norm by default: a simulator window holds ~50 clicks, and
@@ -177,8 +177,8 @@ def weight_model_task(
     if len(held):
         config = config.model_copy(update={"monitor": "logloss", "patience": 1, "restore_best": True})
     return WindowTask(arrays, rows[fit], labels[fit], [(0, len(fit))], tn_dp_loss, config, repeat=True,
-                      batch_norm=batch_norm, holdout=(rows[held], labels[held]) if len(held) else None,
-                      holdout_metrics=weight_model_metrics)  # fmt: skip
+                      batch_norm=batch_norm,
+                      holdout=Holdout(rows[held], labels[held], weight_model_metrics) if len(held) else None)  # fmt: skip
 
 
 def _build(config: StreamConfig, log: ClickLog, heads: tuple[str, ...]) -> nn.Module:

@@ -13,6 +13,7 @@ Pre-training uses the same task with one step repeated for every epoch and no ev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -84,6 +85,16 @@ def window_metrics(
     return out
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """Held-out clicks of a pre-training stage: their rows, their label columns, and how the
+    stage's raw logits on them are scored (`score(logit, labels)`: metrics, the monitor among them)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    score: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
 class WindowTask:
     """The engine's task over a sample stream cut into steps (see the module docstring)."""
 
@@ -105,8 +116,7 @@ class WindowTask:
         metrics: list[str] | None = None,
         batch_norm: bool = False,
         window_ids: np.ndarray | None = None,
-        holdout: tuple[np.ndarray, np.ndarray] | None = None,
-        holdout_metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+        holdout: Holdout | None = None,
     ) -> None:
         self.arrays, self.sample_rows, self.sample_labels = arrays, sample_rows, sample_labels
         self.steps, self.loss_fn, self.config, self.repeat = steps, loss_fn, config, repeat
@@ -115,9 +125,7 @@ class WindowTask:
         self.probability, self.metrics = probability, metrics or ["auc", "logloss"]
         self.batch_norm = batch_norm
         self.window_ids = window_ids
-        # a pre-training stage's held-out clicks (rows, labels), scored from the raw logits by
-        # `holdout_metrics`: what that stage's early stopping follows
-        self.holdout, self.holdout_metrics = holdout, holdout_metrics
+        self.holdout = holdout  # a pre-training stage's held-out clicks: what its early stopping follows
         self.device = resolve_device(config.device)
         self.current = 0  # the step whose batches were asked for last (0-based)
 
@@ -160,10 +168,10 @@ class WindowTask:
         return self.evaluation is not None or self.holdout is not None
 
     def evaluate(self, model: nn.Module, split: str, reporter: Reporter = SILENT) -> dict[str, float] | None:
-        if split == "valid" and self.holdout is not None and self.holdout_metrics is not None:
-            rows, labels = self.holdout
-            logit = predict(model, RowsView(self.arrays, rows), lambda x: x, self.config.eval_batch_size, self.device)
-            return self.holdout_metrics(logit, labels)
+        if split == "valid" and self.holdout is not None:
+            held = self.holdout
+            logit = predict(model, RowsView(self.arrays, held.rows), lambda x: x, self.config.eval_batch_size, self.device)
+            return held.score(logit, held.labels)
         if split != "valid" or self.evaluation is None or self.eval_labels is None:
             return None
         rows = self.evaluation[self.current]
@@ -175,5 +183,5 @@ class WindowTask:
 
     def split_rows(self, split: str) -> int:
         if split == "valid" and self.holdout is not None:
-            return len(self.holdout[0])
+            return len(self.holdout.rows)
         return len(self.evaluation[self.current]) if split == "valid" and self.evaluation is not None else 0
