@@ -1,8 +1,10 @@
 """Retrieval benchmark: popularity, co-occurrence, SASRec and two-tower over the whole catalogue,
 and the FAISS index's recall and latency.
 
-    python bench/retrieval_benchmark.py --datasets sim-medium,amazon_beauty --seeds 1 \
-        --json bench/results/retrieval.json
+    python bench/retrieval_benchmark.py --datasets amazon_beauty --seeds 3 --sasrec-budget-s 5400 \
+        --no-ann --append --json bench/results/retrieval_beauty.json
+    python bench/retrieval_benchmark.py --report bench/results/retrieval_beauty.json \
+        bench/results/retrieval_sim_medium.json --json bench/results/retrieval_3seeds.json
     python bench/retrieval_benchmark.py --ann-only --json bench/results/retrieval_ann.json
     python bench/retrieval_benchmark.py --index-check runs/retrieval/sim-medium/seed1/two_tower --datasets sim-medium \
         --json bench/results/retrieval_index_check.json
@@ -15,9 +17,14 @@ test Recall@50, Recall@200 and NDCG@50 against the held-out next click (full ran
 items). On a simulator data set also the recall of each user's 50 truly most likely clicks and
 purchases (`agenticrs.retrieval.ground_truth.truth_metrics`, `set_recall@k`) on a fixed sample
 of `--truth-users` test users. SASRec trains under `--sasrec-budget-s` seconds (the time budget
-of the engine; its record says `stopped_by`), the two-tower model until patience or
-`--two-tower-epochs`; the two-tower's item vectors go into an HNSW index saved in its run
-directory, reloaded, and its retrieval through the index is scored as `two_tower+hnsw`.
+of the engine; its record says `stopped_by`) with the full softmax, or with `--sasrec-loss
+sampled` against `--sasrec-negatives` shared uniform negatives (log-Q corrected; for catalogues
+where the full softmax is most of the step's cost), the two-tower model until patience or
+`--two-tower-epochs`; the two-tower's item vectors go into the run's index (IVF by default,
+`--index-kind`) saved in its run directory, reloaded, and its retrieval through the index is scored
+as `two_tower+ivf`. With `--append` a (data set, seed) already in `--json` is not rerun (resume;
+seeds can also run in separate processes with `--first-seed`), and `--report FILES` prints the
+mean ± sd over seeds with each retriever's paired difference from the two-tower (95% t interval).
 
 ANN (`--ann-items` synthetic unit vectors, a mixture of 1,000 clusters, one thread): build time,
 recall@100 of HNSW against exact search, and seconds per query for both from the same run, with
@@ -29,8 +36,10 @@ two-tower with the same vector size and the same optimiser-step budget (CSMF's s
 its two accuracy-recovery phases), CSMF's ablations (per-layer fixed-share pruning instead of CPP,
 `prune_rule=count`; no accuracy recovery; no adaptive margin) and a diagnostic (the item tower
 pruned and fine-tuned like the user tower, `item_tower=staged`: every objective its own item
-vectors, three times the index). Each arm's learning rate is chosen on the validation split of
-seed 1 (`--csmf-lrs`; CSMF's choice serves its ablations and the diagnostic). Reported per arm
+vectors, three times the index) and a schedule check (`csmf_later_lr`: the exposure stage at
+CSMF's chosen rate, the click and conversion stages at a rate chosen from `--csmf-later-lrs`).
+Each arm's learning rate is chosen on the validation split of seed 1 (`--csmf-lrs`; CSMF's choice
+serves its ablations and the diagnostic). Reported per arm
 and seed: test set-recall@50/@200 and NDCG@50 of each objective's own vector against the items
 the user reached that level with on the test day, the per-scenario fusion against the click and
 conversion sets, vector size, parameters, the user tower's multiply-adds per query, steps and
@@ -68,6 +77,7 @@ from agenticrs.retrieval.train import RetrievalTrainConfig, train_retrieval
 from agenticrs.sim import build_world, sim_preset
 from agenticrs.sim.environment import Environment
 from agenticrs.train.policy import RunPolicy
+from agenticrs.train.run import Run
 
 console = Console(width=220)
 KS = (50, 200)
@@ -80,6 +90,11 @@ def _truth(retriever: Any, truths: dict[str, Truth]) -> dict[str, float]:
         got = truth_metrics(retriever, truth, ks=KS)
         out.update({f"truth_{objective}_{k.removeprefix('set_')}": v for k, v in got.items()})
     return out
+
+
+def _resumable(run_dir: Path, args: argparse.Namespace) -> bool:
+    """With --append, a run killed mid-training continues from its checkpoint."""
+    return bool(args.append) and Run(run_dir).has_checkpoint()
 
 
 def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -111,30 +126,36 @@ def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[s
     runs = args.runs_dir / name / f"seed{seed}"
     # SASRec: the gr benchmark's settings (bench/configs/gr.yaml), under a time budget
     torch.manual_seed(seed)
-    sasrec = build_sequential("sasrec", data.num_items, {"loss": "ce", "max_len": 50, "dim": 64, "num_blocks": 2,
-                                                           "num_heads": 1, "dropout": 0.2})  # fmt: skip
+    sasrec = build_sequential("sasrec", data.num_items, {"loss": args.sasrec_loss, "num_negatives": args.sasrec_negatives,
+                                                           "max_len": 50, "dim": 64, "num_blocks": 2, "num_heads": 1,
+                                                           "dropout": 0.2})  # fmt: skip
     sasrec_cfg = SequentialTrainConfig(epochs=200, batch_size=128, learning_rate=1e-3, patience=5, eval_every_epochs=2,
                                        eval_batch_size=2048, ks=[10, *KS], seed=seed, num_threads=1,
                                        time_budget_s=args.sasrec_budget_s)  # fmt: skip
-    result = train_sequential(sasrec, data, sasrec_cfg, run_dir=runs / "sasrec")
+    result = train_sequential(sasrec, data, sasrec_cfg, run_dir=runs / "sasrec", resume=_resumable(runs / "sasrec", args))
+    negatives = args.sasrec_negatives if args.sasrec_loss == "sampled" else None
     record("sasrec", sasrec.eval(), {"stopped_by": result.stopped_by, "epochs": result.epochs_run,
-                                     "train_seconds": result.train_seconds})  # fmt: skip
+                                     "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+                                     "loss": args.sasrec_loss, "num_negatives": negatives})  # fmt: skip
 
     two_cfg = RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=seed, num_threads=1)
-    model, result = train_retrieval(data, {}, two_cfg, run_dir=runs / "two_tower")
+    model, result = train_retrieval(data, {}, two_cfg, run_dir=runs / "two_tower",
+                                    resume=_resumable(runs / "two_tower", args))  # fmt: skip
     model.eval()
     record("two_tower", model, {"stopped_by": result.stopped_by, "epochs": result.epochs_run,
-                                "train_seconds": result.train_seconds})  # fmt: skip
+                                "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})  # fmt: skip
     vectors = VectorRetriever(model)
     items = vectors.item_vectors()
-    save_run_index(runs / "two_tower", IndexConfig(kind="hnsw"))
+    index_config = IndexConfig(kind=args.index_kind) if args.index_kind else None  # None: the run's default (IVF)
+    save_run_index(runs / "two_tower", index_config)
     index = VectorIndex.load(runs / "two_tower" / INDEX_DIR)  # the run's artifact, reloaded
     exact = VectorIndex.build(items, np.arange(1, data.num_items + 1), IndexConfig(kind="exact"))
     queries = np.concatenate([vectors.user_vectors(b) for b in splits.test.sample(2000, seed).batches(50, 512)])
     _, exact_ids = exact.search(queries, 100)
     _, approx_ids = index.search(queries, 100)
-    record("two_tower+hnsw", IndexRetriever(vectors, index),
-           {"stopped_by": result.stopped_by, "ann_recall@100": neighbour_recall(exact_ids, approx_ids)})  # fmt: skip
+    record(f"two_tower+{index.config.kind}", IndexRetriever(vectors, index),
+           {"stopped_by": result.stopped_by, "ann_recall@100": neighbour_recall(exact_ids, approx_ids),
+            "index": index.config.model_dump()})  # fmt: skip
     return records
 
 
@@ -185,7 +206,7 @@ def bench_pipeline(args: argparse.Namespace) -> list[dict[str, Any]]:
     run = args.runs_dir / "pipeline" / f"two_tower-sim-{preset}"
     if not (run / "index" / "index.faiss").is_file():
         train_retrieval(data, {}, RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=1, num_threads=1), run_dir=run)
-        save_run_index(run, IndexConfig(kind="hnsw"))
+        save_run_index(run, IndexConfig(kind=args.index_kind) if args.index_kind else None)
     two_tower = load_retriever(run, data)
     popularity = load_retriever("popularity", data)
     ranker = RunPolicy(args.ranker)
@@ -235,16 +256,24 @@ CSMF_ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "csmf_no_margin": ("csmf", {"margin_mode": "off"}, {}),
     # a diagnostic, not an ablation of the paper: each objective also gets its own item vectors
     "csmf_staged_items": ("csmf", {"item_tower": "staged"}, {}),
+    # a schedule check: the exposure stage at CSMF's chosen rate, the click and conversion stages
+    # (and their recovery) at their own rate, chosen on seed 1's validation from --csmf-later-lrs
+    "csmf_later_lr": ("csmf", {}, {}),
 }
 CSMF_SHOWN = ["exposure/set_recall@50", "click/set_recall@50", "conversion/set_recall@50", "conversion/set_recall@200",
               "click/set_ndcg@50", "conversion/set_ndcg@50", "fused_click/set_recall@50",
               "fused_conversion/set_recall@50"]  # fmt: skip
 
 
-def _csmf_run(arm: str, data: Any, seed: int, lr: float, args: argparse.Namespace) -> dict[str, Any]:
+def _csmf_run(arm: str, data: Any, seed: int, lr: float, args: argparse.Namespace,
+              first_lr: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """One arm's run at learning rate `lr`; with `first_lr` the exposure stage trains at `first_lr`
+    and the later stages at `lr` (`csmf_later_lr`)."""
     from agenticrs.retrieval.cascade_train import CascadeTrainConfig, train_csmf, train_multi_objective
 
     model_name, params, settings = CSMF_ARMS[arm]
+    if first_lr is not None:
+        settings = {**settings, "stage_learning_rates": [first_lr, lr, lr]}
     stages = [int(s) for s in args.csmf_stage_steps.split(",")]
     budget = sum(stages) + 2 * args.csmf_recovery_steps
     config = CascadeTrainConfig(seed=seed, learning_rate=lr, stage_steps=stages, recovery_steps=args.csmf_recovery_steps,
@@ -275,10 +304,10 @@ def bench_csmf(args: argparse.Namespace, out: dict[str, Any]) -> list[dict[str, 
     for name in [n for n in args.datasets.split(",") if n]:
         data = resolve_cascade(name)
 
-        def run(arm: str, seed: int, lr: float, data: Any = data) -> dict[str, Any]:
+        def run(arm: str, seed: int, lr: float, data: Any = data, first_lr: float | None = None) -> dict[str, Any]:
             key = (data.name, seed, arm, lr)
             if key not in done:
-                record = _csmf_run(arm, data, seed, lr, args)
+                record = _csmf_run(arm, data, seed, lr, args, first_lr)
                 records.append(record)
                 done.add(key)
                 args.json.write_text(json.dumps(out, indent=1))
@@ -291,11 +320,15 @@ def bench_csmf(args: argparse.Namespace, out: dict[str, Any]) -> list[dict[str, 
             if arm in arms:
                 grid = [run(arm, 1, lr) for lr in lrs]
                 chosen[arm] = max(grid, key=lambda r: r["valid"]["all/set_recall@50"])["learning_rate"]
+        first = chosen.get("csmf", lrs[0])
+        if "csmf_later_lr" in arms:
+            grid = [run("csmf_later_lr", 1, lr, first_lr=first) for lr in [float(v) for v in args.csmf_later_lrs.split(",")]]
+            chosen["csmf_later_lr"] = max(grid, key=lambda r: r["valid"]["all/set_recall@50"])["learning_rate"]
         out.setdefault("chosen_lr", {})[data.name] = chosen
         for seed in range(1, args.seeds + 1):
             for arm in arms:
-                lr = chosen.get(arm, chosen.get("csmf", lrs[0]))
-                record = run(arm, seed, lr)
+                lr = chosen.get(arm, first)
+                record = run(arm, seed, lr, first_lr=first if arm == "csmf_later_lr" else None)
                 record["chosen"] = True
         args.json.write_text(json.dumps(out, indent=1))
     return records
@@ -353,11 +386,64 @@ def print_csmf(records: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+RETRIEVAL_SHOWN = [*SHOWN, "truth_click_recall@50", "truth_click_recall@200", "truth_purchase_recall@200"]
+
+
+def summarise_retrieval(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds of every shown metric, per data set and
+    retriever, with each retriever's paired difference from the two-tower model (95% t interval
+    over seeds) on Recall@50 and Recall@200."""
+    from agenticrs.agents.paper.verdict import paired_effect
+
+    groups: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["retriever"]), {})[r["seed"]] = r
+    rows = []
+    for (dataset, retriever), by_seed in groups.items():
+        row: dict[str, Any] = {"dataset": dataset, "retriever": retriever, "seeds": sorted(by_seed)}
+        for metric in RETRIEVAL_SHOWN:
+            values = np.array([r[metric] for r in by_seed.values() if r.get(metric) is not None], dtype=float)
+            if len(values):
+                row[metric] = float(values.mean())
+                row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        stops = sorted({str(r.get("stopped_by")) for r in by_seed.values() if r.get("stopped_by")})
+        row["stopped_by"] = ", ".join(stops) or None
+        if "epochs" in next(iter(by_seed.values())):
+            row["epochs"] = [by_seed[s].get("epochs") for s in sorted(by_seed)]
+        base = groups.get((dataset, "two_tower"), {})
+        common = sorted(set(by_seed) & set(base))
+        if retriever != "two_tower" and len(common) >= 2:
+            for metric in ("recall@50", "recall@200"):
+                effect = paired_effect([by_seed[s][metric] for s in common], [base[s][metric] for s in common])
+                row[f"vs_two_tower_{metric}"] = {"mean": effect.mean, "low": effect.low, "high": effect.high}
+        rows.append(row)
+    return rows
+
+
+def print_retrieval(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    summary = summarise_retrieval(records)
+    table = Table(title="retrieval (test, leave-one-out; truth: the simulator's 50 most likely clicks; mean ± sd over seeds)")
+    for column in ["dataset", "retriever", "seeds", *RETRIEVAL_SHOWN, "R@50 − two-tower (95% CI)", "stopped_by"]:
+        table.add_column(column)
+    for row in summary:
+        cells = [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "" for m in RETRIEVAL_SHOWN]
+        effect = row.get("vs_two_tower_recall@50")
+        diff = f"{effect['mean']:+.4f} [{effect['low']:+.4f}, {effect['high']:+.4f}]" if effect else ""
+        table.add_row(row["dataset"], row["retriever"], str(len(row["seeds"])), *cells, diff, str(row["stopped_by"]))
+    console.print(table)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="sim-medium,amazon_beauty")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--sasrec-budget-s", type=float, default=600.0)
+    parser.add_argument("--sasrec-loss", default="ce", choices=["ce", "bce", "sampled"])
+    parser.add_argument("--sasrec-negatives", type=int, default=1024, help='--sasrec-loss sampled: shared negatives')
+    parser.add_argument("--index-kind", choices=["hnsw", "ivf"], help="the two-tower run's index (default: the run's "
+                        "default, IVF with about sqrt(items) cells, 16 probed)")
     parser.add_argument("--two-tower-epochs", type=int, default=30)
     parser.add_argument("--truth-users", type=int, default=1000)
     parser.add_argument("--ann-items", type=int, default=100_000)
@@ -374,12 +460,15 @@ def main() -> None:
     parser.add_argument("--csmf", action="store_true", help="only: CSMF against the multi-head two-tower, ablations")
     parser.add_argument("--csmf-arms", default=",".join(CSMF_ARMS))
     parser.add_argument("--csmf-lrs", default="1e-3,3e-3", help="learning rates tried on seed 1 (validation)")
+    parser.add_argument("--csmf-later-lrs", default="3e-4,1e-3", help="csmf_later_lr: the click and conversion "
+                        "stages' rates tried on seed 1 (validation)")
     parser.add_argument("--csmf-stage-steps", default="1000,600,400", help="CSMF's exposure, click, conversion budgets")
     parser.add_argument("--csmf-recovery-steps", type=int, default=100)
     parser.add_argument("--csmf-eval-every", type=int, default=200)
     parser.add_argument("--valid-users", type=int, default=3000, help="validation queries sampled for early stopping")
     parser.add_argument("--append", action="store_true", help="keep the records already in --json (resume)")
-    parser.add_argument("--report", type=Path, nargs="+", help="only: print the CSMF table of these JSON files")
+    parser.add_argument("--report", type=Path, nargs="+", help="only: print the retrieval and CSMF tables of these "
+                        "JSON files (with --json: merged into it)")
     parser.add_argument("--query-cost", action="store_true", help="with --report: time each arm's fused query "
                         "(seed 1's run) in this process and write the merged records and the timings to --json")
     parser.add_argument("--json", type=Path, default=Path("bench/out/retrieval.json"))
@@ -394,7 +483,15 @@ def main() -> None:
         args.json.write_text(json.dumps(out, indent=1))
         return
     if args.report:
-        records = [r for path in args.report for r in json.loads(path.read_text()).get("csmf", [])]
+        files = [json.loads(path.read_text()) for path in args.report]
+        retrieval = [r for f in files for r in f.get("retrieval", [])]
+        if retrieval:
+            out["retrieval"] = retrieval
+            out["summary"] = print_retrieval(retrieval)
+            args.json.write_text(json.dumps(out, indent=1))
+        records = [r for f in files for r in f.get("csmf", [])]
+        if not records:
+            return
         print_csmf(records)
         if args.query_cost:
             cost = csmf_query_cost(records, args.runs_dir)
@@ -426,21 +523,20 @@ def main() -> None:
         console.print(table)
         return
     if not args.ann_only:
+        if args.append and args.json.is_file():  # resume: a (data set, seed) already recorded is not rerun
+            out = {**json.loads(args.json.read_text()), "command": out["command"]}
+        done = {(r["dataset"], r["seed"]) for r in out["retrieval"]}
         for name in [n for n in args.datasets.split(",") if n]:
-            for seed in range(1, args.seeds + 1):
-                out["retrieval"] += bench_dataset(name, seed, args)
-                args.json.write_text(json.dumps(out, indent=1))
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                if (name, seed) not in done:
+                    out["retrieval"] += bench_dataset(name, seed, args)
+                    args.json.write_text(json.dumps(out, indent=1))
     if not args.no_ann:
         out["ann"] = bench_ann(args)
         args.json.write_text(json.dumps(out, indent=1))
-    table = Table(title="retrieval (test, leave-one-out; truth: the simulator's 50 most likely clicks)")
-    columns = ["dataset", "seed", "retriever", *SHOWN, "truth_click_recall@50", "truth_click_recall@200",
-               "truth_purchase_recall@200", "stopped_by"]  # fmt: skip
-    for column in columns:
-        table.add_column(column)
-    for row in out["retrieval"]:
-        table.add_row(*[f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns])
-    console.print(table)
+    if out["retrieval"]:
+        out["summary"] = print_retrieval(out["retrieval"])
+        args.json.write_text(json.dumps(out, indent=1))
     if out["ann"]:
         ann = Table(title=f"ANN, {args.ann_items:,} items, one thread")
         for column in ("kind", "knob", "value", "recall@100", "ms_per_query_single", "exact_ms_per_query_single",

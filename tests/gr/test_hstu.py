@@ -111,10 +111,11 @@ def test_no_future_leakage() -> None:
     assert not torch.allclose(h[:, 5:], h2[:, 5:])
 
 
-def test_learns_planted_pattern_beyond_popularity() -> None:
+@pytest.mark.parametrize("loss", ["ce", "sampled"])  # sampled softmax: the paper's objective
+def test_learns_planted_pattern_beyond_popularity(loss: str) -> None:
     data = planted(300, 40)
     torch.manual_seed(0)
-    model = build_sequential("hstu", 40, {**SMALL, "dim": 32})
+    model = build_sequential("hstu", 40, {**SMALL, "dim": 32, "loss": loss, "num_negatives": 8})
     config = SequentialTrainConfig(epochs=15, batch_size=64, learning_rate=1e-2, patience=2, seed=1, num_threads=1)
     result = train_sequential(model, data, config)
     # most popular training items as the recommendation for everyone

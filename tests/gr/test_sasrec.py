@@ -53,11 +53,11 @@ def test_registry_and_config_errors() -> None:
         build_sequential("nope", 30)
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "bce", "sampled"])
 def test_shapes_and_gradients_reach_every_parameter(loss: str) -> None:
     torch.manual_seed(0)
     data = planted(20, 30)
-    model = build_sequential("sasrec", 30, {**SMALL, "num_blocks": 2, "num_heads": 2, "loss": loss})
+    model = build_sequential("sasrec", 30, {**SMALL, "num_blocks": 2, "num_heads": 2, "loss": loss, "num_negatives": 8})
     batch = _batch(model, data)
     batch["history"][0] = torch.arange(1, 11)  # one full row, so every position embedding is used
     assert model.hidden(batch["history"]).shape == (16, 10, 32)
@@ -102,9 +102,30 @@ def test_recommend_unique_valid_and_exclude_history() -> None:
         model.recommend({"history": history}, 31)
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_sampled_softmax_matches_a_hand_computation_and_the_full_softmax_at_k_ge_items() -> None:
+    torch.manual_seed(0)
+    model = build_sequential("sasrec", 6, {**SMALL, "loss": "sampled", "num_negatives": 4})
+    h, y = torch.randn(3, 32), torch.tensor([1, 2, 6])
+    torch.manual_seed(7)
+    got = model._sampled_softmax(h, y)
+    torch.manual_seed(7)
+    neg = torch.randint(1, 7, (4,))
+    expected, table = 0.0, model.item.weight.detach()
+    for row in range(3):
+        pos = float(h[row] @ table[y[row]])
+        negs = [float(h[row] @ table[j]) + np.log(6 / 4) for j in neg if j != y[row]]
+        expected += -(pos - np.log(np.exp(pos) + np.exp(negs).sum())) / 3
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    full = build_sequential("sasrec", 6, {**SMALL, "loss": "ce"})
+    full.load_state_dict(model.state_dict())
+    model.config.num_negatives = 6  # K >= I: the full softmax
+    batch = _batch(model, planted(20, 6))
+    torch.testing.assert_close(model.loss(batch), full.loss(batch))
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "sampled"])
 def test_learns_planted_pattern(loss: str) -> None:
-    model = build_sequential("sasrec", 40, {**SMALL, "loss": loss})
+    model = build_sequential("sasrec", 40, {**SMALL, "loss": loss, "num_negatives": 8})
     config = SequentialTrainConfig(epochs=20, batch_size=64, learning_rate=1e-2, patience=2, seed=1, num_threads=1)
     result = train_sequential(model, planted(300, 40), config)
     assert result.test["recall@10"] > 0.9, result.history

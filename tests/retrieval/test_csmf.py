@@ -4,6 +4,7 @@ the cascade, the adaptive margin, the fusion, the cascade data and evaluation, a
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -312,6 +313,21 @@ def test_one_step_budget_covers_every_csmf_phase() -> None:
     assert CascadeTrainConfig(max_steps=700, accuracy_recovery=False).stage_budgets() == [233, 233, 233]
     with pytest.raises(ValueError, match="beyond max_steps 500"):
         CascadeTrainConfig(max_steps=500, stage_steps=[200, 200, 100], recovery_steps=10)
+
+
+def test_each_csmf_stage_and_its_recovery_train_at_the_stage_learning_rate(world: CascadeData, tmp_path: Path) -> None:
+    rates = [1e-2, 2e-3, 5e-4]
+    config = CascadeTrainConfig(**{**CONFIG, "stage_steps": [20, 20, 20], "recovery_steps": 5,
+                                   "stage_learning_rates": rates})  # fmt: skip
+    train_csmf(world, SMALL, config, run_dir=tmp_path / "csmf")
+    expected = {"0_exposure": 1e-2, "1_exposure_recovery": 1e-2, "2_click": 2e-3, "3_click_recovery": 2e-3,
+                "4_conversion": 5e-4}  # fmt: skip
+    for phase, rate in expected.items():
+        lines = (tmp_path / "csmf" / "phases" / phase / "metrics.jsonl").read_text().splitlines()
+        lrs = [json.loads(line)["lr"] for line in lines if '"lr"' in line]
+        assert lrs and lrs == pytest.approx([rate] * len(lrs)), phase
+    with pytest.raises(ValueError, match="stage_learning_rates must be 3 positive rates"):
+        CascadeTrainConfig(stage_learning_rates=[1e-3, 1e-3])
 
 
 def test_multihead_baseline_trains_every_objective_in_one_engine_run(world: CascadeData, tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ class CascadeTrainConfig(TrainConfig):
                          "'<objective>/<monitor>', the baseline the mean over objectives 'all/<monitor>'")  # fmt: skip
     metrics: list[str] = Field(default_factory=list, description="default: set_recall@k and set_ndcg@k for every k")
     stage_steps: list[int] | None = Field(default=None, description="CSMF: step budget of each objective's stage")
+    stage_learning_rates: list[float] | None = Field(default=None, description="CSMF: each objective's learning "
+                                                     "rate (its recovery phase's too); default learning_rate")  # fmt: skip
     recovery_steps: int = Field(default=100, ge=1, description="CSMF: accuracy-recovery steps after pruning")
     recovery_share: float = Field(default=0.1, gt=0, le=1, description="CSMF: share of the objective's data AR uses")
     valid_users: int | None = Field(default=None, ge=1, description="validate on a seeded sample of this many "
@@ -81,6 +83,10 @@ class CascadeTrainConfig(TrainConfig):
             raise ValueError(f"monitor '{self.monitor}' is not computed; choose one of {self.metrics}")
         if self.stage_steps is not None and (len(self.stage_steps) != len(OBJECTIVES) or min(self.stage_steps) < 1):
             raise ValueError(f"stage_steps must be {len(OBJECTIVES)} positive budgets ({', '.join(OBJECTIVES)})")
+        rates = self.stage_learning_rates
+        if rates is not None and (len(rates) != len(OBJECTIVES) or min(rates) <= 0):
+            raise ValueError(f"stage_learning_rates must be {len(OBJECTIVES)} positive rates ({', '.join(OBJECTIVES)}), "
+                             f"got {rates}")  # fmt: skip
         if self.stage_steps is not None and self.max_steps is not None and self.csmf_steps() > self.max_steps:
             raise ValueError(f"CSMF's phases take up to {self.csmf_steps()} steps (stage_steps {self.stage_steps} plus "
                              f"{self.recovery_phases()} x recovery_steps {self.recovery_steps}), beyond max_steps "
@@ -101,6 +107,11 @@ class CascadeTrainConfig(TrainConfig):
             raise ValueError(f"max_steps {self.max_steps} leaves {left} steps for {len(OBJECTIVES)} objectives after "
                              "the recovery phases")  # fmt: skip
         return [left // len(OBJECTIVES)] * len(OBJECTIVES)
+
+    def stage_rates(self) -> list[float]:
+        """Each objective's learning rate in CSMF: a later stage fine-tunes freed weights of a trained
+        network, for which the first stage's rate may be too large."""
+        return list(self.stage_learning_rates or [self.learning_rate] * len(OBJECTIVES))
 
     def csmf_steps(self) -> int:
         """The most optimiser steps CSMF's phases take."""
@@ -386,7 +397,8 @@ def train_csmf(
         # a phase that starts from a trained model (recovery, the later objectives) keeps its start if no
         # step improves the objective's validation metric: the freed weights then stay at zero
         engine_cfg = cfg.model_copy(update={"monitor": f"{OBJECTIVES[objective]}/{cfg.monitor}", "max_steps": steps,
-                                            "eval_at_start": index > 0})  # fmt: skip
+                                            "eval_at_start": index > 0,
+                                            "learning_rate": cfg.stage_rates()[objective]})  # fmt: skip
         result = Engine(engine_cfg, reporter).fit(model, task, phase_run,
                                                   resume=resume and _has_checkpoint(phase_run))  # fmt: skip
         phases.append(_record(name, result))

@@ -39,10 +39,12 @@ def train_retrieval(
     config: RetrievalTrainConfig | None = None,
     run_dir: str | Path | None = None,
     reporter: Reporter = SILENT,
+    resume: bool = False,
 ) -> tuple[nn.Module, SeqTrainResult]:
     """Train a two-tower retriever on `data`'s leave-one-out training part through the engine
-    (initial weights seeded by `config.seed`); the run directory is an ordinary sequential run."""
+    (initial weights seeded by `config.seed`); the run directory is an ordinary sequential run,
+    and `resume` continues it from its checkpoint."""
     cfg = config or RetrievalTrainConfig()
     torch.manual_seed(cfg.seed)
     model = build_sequential("two_tower", data.num_items, params or {})
-    return model, train_sequential(model, data, cfg, run_dir, reporter)
+    return model, train_sequential(model, data, cfg, run_dir, reporter, resume=resume)

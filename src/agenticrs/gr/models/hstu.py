@@ -24,15 +24,15 @@ Ours:
 - Learned absolute positions added to the item embeddings (as the authors' sequential-
   recommendation preprocessor), right-aligned as in SASRec.
 - Training and ranking are SASRec's (this class subclasses it): `loss="ce"` full softmax over all
-  items at every position (default) or `loss="bce"` with one sampled negative; full-ranking
-  `score_all` from the last position. The paper's sampled softmax with L2-normalised embeddings
-  is not used: with full softmax affordable at our catalogue sizes it only adds settings.
+  items at every position (default), `loss="sampled"` softmax against shared uniform negatives
+  with the log-Q correction (the paper trains with a sampled softmax; its L2-normalised
+  embeddings are not used), or `loss="bce"` with one sampled negative; full-ranking `score_all`
+  from the last position.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +45,8 @@ from agenticrs.gr.zoo import register_sequential
 
 
 class HSTUConfig(SASRecConfig):
-    max_len: int = Field(50, ge=1)
-    dim: int = Field(64, ge=1)
-    num_blocks: int = Field(2, ge=1)
-    num_heads: int = Field(1, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    loss: Literal["ce", "bce"] = "ce"
-    exclude_history: bool = False
+    """SASRec's settings (size, dropout, losses: `sampled` is the paper's objective) and the time buckets."""
+
     num_time_buckets: int = Field(64, ge=1, description="log-bucketed time gaps (used when batches carry timestamps)")
     absolute_positions: bool = True
 

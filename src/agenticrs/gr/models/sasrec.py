@@ -17,6 +17,12 @@ Ours:
   on the Amazon sets; `loss="bce"`: the paper's objective. The negative is drawn uniformly from
   the items other than the position's target with torch's global RNG (seeded by the trainer); the
   authors' code also avoids every item of the user's sequence, which costs a per-user loop.
+  `loss="sampled"`: softmax over the target and `num_negatives` items drawn uniformly (with
+  replacement) once per batch and shared by every position, a negative equal to the position's
+  target masked, with the log-Q correction log(I / K) added to the negatives' logits so that the
+  sampled partition function estimates the full one. For large catalogues, where the full softmax
+  costs most of a step (24,200 items: about 4 minutes an epoch on one core against seconds);
+  with K >= I it is the full softmax.
 - Dropout 0.2 by default: with the CE loss the paper's 0.5 for sparse data under-fits in our
   runs; pass `dropout=0.5` for the paper's Amazon setting.
 - Padding keys are masked in attention (each position still attends to itself, so padding rows
@@ -47,7 +53,8 @@ class SASRecConfig(SequentialConfig):
     num_heads: int = Field(1, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     activation: Literal["gelu", "relu"] = "gelu"
-    loss: Literal["ce", "bce"] = "ce"
+    loss: Literal["ce", "bce", "sampled"] = "ce"
+    num_negatives: int = Field(1024, ge=1, description='loss="sampled": shared uniform negatives per batch')
     exclude_history: bool = False
 
 
@@ -129,10 +136,12 @@ class SASRec(SequentialModel):
             return self.item.weight.sum() * 0.0
         h = self._states({**batch, "history": history}, n)[valid]  # (N, d)
         y = targets[valid]
-        if self.config.loss == "ce":
+        if self.config.loss == "ce" or (self.config.loss == "sampled" and self.config.num_negatives >= self.num_items):
             logits = h @ self.item.weight.T
             logits[:, PAD] = float("-inf")
             return F.cross_entropy(logits, y)
+        if self.config.loss == "sampled":
+            return self._sampled_softmax(h, y)
         neg = torch.randint(1, max(self.num_items, 2), y.shape, device=y.device)  # 1..I-1, then skip the target
         neg = neg + (neg >= y).long()
         if self.num_items == 1:
@@ -141,6 +150,16 @@ class SASRec(SequentialModel):
         neg_logit = (h * self.item(neg)).sum(-1)
         bce = F.binary_cross_entropy_with_logits
         return bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))
+
+    def _sampled_softmax(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the target against K shared uniform negatives (log-Q corrected)."""
+        k = self.config.num_negatives
+        neg = torch.randint(1, self.num_items + 1, (k,), device=y.device)
+        pos_logit = (h * self.item(y)).sum(-1, keepdim=True)  # (N, 1)
+        neg_logit = h @ self.item(neg).T + math.log(self.num_items / k)  # q = 1 / I: -log(K q)
+        neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], 1)
+        return F.cross_entropy(logits, torch.zeros_like(y))
 
     @torch.no_grad()
     def score_all(self, batch: SeqBatch) -> torch.Tensor:
