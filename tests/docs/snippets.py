@@ -74,6 +74,9 @@ APPEND: list[tuple[str, str]] = [
     (r"agenticrs train (?!.*--resume).*-m tiger",
      " --set model_params.beam_size=4 --set model_params.num_encoder_layers=1 --set model_params.num_decoder_layers=1"
      " --set model_params.num_heads=2 --set model_params.ffn_dim=128"),
+    (r"agenticrs train (?!.*--resume).*-m grc\b",
+     " --set model_params.beam_size=4 --set model_params.num_encoder_layers=1 --set model_params.num_decoder_layers=1"
+     " --set model_params.num_heads=2 --set model_params.ffn_dim=128 --set model_params.group_size=2"),
     (r"agenticrs train (?!.*--resume).*tokenizer\.method=rq_vae", " --set tokenizer.params.epochs=2"),
     (r"agenticrs train (?!.*--resume).*-m sort\b", " --set train.batch_size=256"),  # its default batch: 2 s a step
     (r"agenticrs evolve (?!.*--resume)", " --set start.epochs=1"),

@@ -162,3 +162,18 @@ def test_sft_then_grpo_runs_reload_and_reproduce(tmp_path: Path) -> None:
     batch = next(leave_one_out(data).test.batches(5, 64))
     model.eval()
     assert torch.equal(loaded.recommend(batch, 5), model.recommend(batch, 5))
+
+
+def test_a_grpo_run_freezes_its_reference_at_the_weights_it_starts_from() -> None:
+    torch.manual_seed(0)
+    model = Grc(NUM_ITEMS, tiny(phase="grpo"), make_sids(NUM_ITEMS))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    model.start_fine_tuning()  # the starting run's weights are loaded: π_ref is made now
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # as a checkpoint loaded on resume would change them
+    reference = model.reference()
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in start.items())
+    sft = Grc(NUM_ITEMS, tiny(), make_sids(NUM_ITEMS))
+    sft.start_fine_tuning()
+    assert sft.__dict__["_reference"] is None  # an SFT run has no reference policy

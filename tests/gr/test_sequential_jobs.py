@@ -99,3 +99,41 @@ def test_cli_sequential_train_and_recommend(tiny_cache: Path, tmp_path: Path) ->
     result = runner.invoke(app, ["train", "--task", "ranking", "-d", "sim-tiny", "-m", "sasrec"])
     assert result.exit_code == 2 and "unknown task" in result.output
     assert np.isfinite(json.loads((run / "summary.json").read_text())["test"]["ndcg@10"])
+
+
+TINY_GRC = {**TINY_TIGER, "dropout": 0.0, "group_size": 2, "beam_size": 8}
+
+
+def test_cli_starts_grc_grpo_from_its_sft_run(tiny_cache: Path, tmp_path: Path) -> None:
+    """GRC's two phases from the command line: SFT, then GRPO with --init-from the SFT run."""
+    runner = CliRunner()
+    common = ["--runs-dir", str(tmp_path), "--cache-dir", str(tiny_cache), "-q"]
+    params = [arg for key, value in TINY_GRC.items() for arg in ("--set", f"model_params.{key}={value}")]
+    sft = runner.invoke(app, [
+        "train", "--task", "sequential", "-d", "sim-tiny", "-m", "grc", *params, "--set", "train.epochs=1",
+        "--set", "train.max_steps_per_epoch=6", "--set", "train.valid_users=64", "--set", "tokenizer.source=attributes",
+        "--set", "tokenizer.levels=2", "--set", "tokenizer.codebook_size=8", "--set", "name=sft", *common,
+    ], env={"COLUMNS": "200"})  # fmt: skip
+    assert sft.exit_code == 0, sft.output
+    sft_run = next(tmp_path.glob("sft-*"))
+    grpo = runner.invoke(app, [
+        "train", "--task", "sequential", "-d", "sim-tiny", "-m", "grc", "--init-from", str(sft_run),
+        "--set", "model_params.phase=grpo", "--set", "train.epochs=1", "--set", "train.max_steps=2",
+        "--set", "train.eval_every_steps=1", "--set", "train.eval_at_start=true", "--set", "train.valid_users=64",
+        "--set", "train.learning_rate=1e-4", "--set", "name=grpo", *common,
+    ], env={"COLUMNS": "200"})  # fmt: skip
+    assert grpo.exit_code == 0, grpo.output
+    grpo_run = next(tmp_path.glob("grpo-*"))
+    loaded, config = load_sequential_run(grpo_run)
+    assert config.model == "grc" and loaded.config.phase == "grpo" and loaded.config.d_model == TINY_GRC["d_model"]
+    with np.load(sft_run / "semantic_ids.npz") as a, np.load(grpo_run / "semantic_ids.npz") as b:
+        assert np.array_equal(a["codes"], b["codes"])  # the SFT run's IDs, no new tokenizer fit
+    # the GRPO run starts from the SFT weights: its evaluation at step 0 is the SFT run's best
+    start = json.loads((grpo_run / "metrics.jsonl").read_text().splitlines()[0])
+    sft_valid = json.loads((sft_run / "summary.json").read_text())["valid"]
+    assert start["step"] == 0 and start["valid_recall@10"] == pytest.approx(sft_valid["recall@10"])
+    bad = runner.invoke(app, ["train", "--task", "sequential", "-d", "sim-tiny", "-m", "sasrec", "--init-from",
+                              str(sft_run), *common])  # fmt: skip
+    assert bad.exit_code == 2 and "same model and catalogue" in bad.output
+    bad = runner.invoke(app, ["train", "-d", "sim-tiny", "-m", "deepfm", "--init-from", str(sft_run), *common])
+    assert bad.exit_code == 2 and "--init-from starts a sequential run" in bad.output

@@ -37,8 +37,19 @@ def train(
     resume: Path = typer.Option(None, "--resume", help="continue a killed run directory from its checkpoint"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes (torchrun; gloo on CPU, nccl on "
                               "GPUs); train.batch_size is the global batch, split evenly over them"),
+    init_from: Path = typer.Option(None, "--init-from", help="--task sequential: start from this finished run's weights "
+                                   "(same model and data set; --set model_params.* overrides its settings), e.g. GRC's "
+                                   "GRPO phase: --init-from SFT_RUN --set model_params.phase=grpo"),
 ) -> None:
     """Train a model on a data set and write a run directory (or continue one with --resume)."""
+    if init_from is not None:
+        if task != "sequential":
+            raise ValueError(f"--init-from starts a sequential run from another one; --task is {task}")
+        if resume is not None:
+            raise ValueError("--init-from has no effect with --resume: a resumed run keeps the start it was given")
+        if not init_from.is_dir():
+            raise FileNotFoundError(f"--init-from {init_from}: no such run directory")
+        overrides = [*overrides, f"init_from={init_from.resolve()}"]
     if nproc > 1 or launched_by_torchrun():
         if resume is not None:
             raise ValueError("--resume continues a run in one process; a data-parallel run cannot resume")

@@ -98,6 +98,11 @@ class SequentialModel(nn.Module):
     def loss(self, batch: SeqBatch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def start_fine_tuning(self) -> None:
+        """Called once the weights of the run a fine-tuning run starts from (`init_from`) are
+        loaded, before any checkpoint of the new run: state that must be the starting weights'
+        (GRC's frozen GRPO reference policy) is made here, so a resumed run keeps it. Default: none."""
+
     def prepare_data(self, train: SequenceData, data: SequenceData) -> None:
         """Statistics of the training part the model is built around (the two-tower's item
         frequencies and attribute bags), called once by the sequential task before the first

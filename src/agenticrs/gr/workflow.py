@@ -80,6 +80,9 @@ class SequentialJob(BaseModel):
     train: SequentialTrainConfig = Field(default_factory=SequentialTrainConfig)
     tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
     name: str | None = None
+    init_from: str | None = Field(default=None, description="a finished run of the same model and data set whose "
+                                  "weights (and semantic IDs) this run starts from; `model_params` override its "
+                                  "settings: fine-tuning, e.g. GRC's GRPO phase after its SFT run")  # fmt: skip
 
 
 # TrainConfig settings that only a CTR run reads (a sequential run's target is the next item)
@@ -218,7 +221,9 @@ def run_sequential_job(
     else:
         folder = Run.create(runs_dir, job.name or f"{job.model}-{Path(data.name).name}").folder  # a path's last part
     sids = None
-    if needs_semantic_ids(sequential_model_class(job.model)):
+    if job.init_from is not None:
+        sids = config_semantic_ids(job.init_from)  # the starting run's IDs: its weights decode them
+    elif needs_semantic_ids(sequential_model_class(job.model)):
         if ctx.is_main:
             reporter.log(f"semantic IDs: {job.tokenizer.method} on {embedding_source(data, job.tokenizer)} embeddings")
             sids, stats, source = build_semantic_ids(data, job.tokenizer, cache, folder, reporter)  # type: ignore[arg-type]
@@ -229,7 +234,7 @@ def run_sequential_job(
         sids = distributed.broadcast_object_from_main(sids)  # one tokenizer fit; every rank decodes the same IDs
     job = with_train_defaults(job)
     seed_everything(job.train.seed)  # the initial weights are part of what the seed fixes
-    model = build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
+    model = _build(job, data, sids)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         dump_yaml(job.model_dump(mode="json"), folder / JOB_FILE)
@@ -250,8 +255,25 @@ def resume_sequential_job(
     _, config = load_sequential_config(folder)
     sids = config_semantic_ids(folder)
     seed_everything(job.train.seed)
-    model = build_sequential(job.model, data.num_items, config.model_params, semantic_ids=sids)
+    model = _build(job.model_copy(update={"model_params": config.model_params}), data, sids)
     return train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids, resume=True)
+
+
+def _build(job: SequentialJob, data: SequenceData, sids: SemanticIds | None) -> torch.nn.Module:
+    """The job's model: new, or (`init_from`) with the starting run's settings under the job's
+    `model_params` and its trained weights."""
+    if job.init_from is None:
+        return build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
+    source, source_config = load_sequential_run(job.init_from)
+    if source_config.model != job.model or source_config.num_items != data.num_items:
+        raise ValueError(f"init_from {job.init_from} is a {source_config.model} run over {source_config.num_items} "
+                         f"items; this run trains {job.model} on {job.dataset} ({data.num_items} items): a run can only "
+                         "start from a run of the same model and catalogue")  # fmt: skip
+    model = build_sequential(job.model, data.num_items, {**source_config.model_params, **job.model_params},
+                             semantic_ids=sids)  # fmt: skip
+    model.load_state_dict(source.state_dict())
+    model.start_fine_tuning()
+    return model
 
 
 def _top_items(model, data: SequenceData, users: list[int], k: int, batch_size: int = 1024) -> dict[int, list[int]]:

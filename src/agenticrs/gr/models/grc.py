@@ -359,6 +359,12 @@ class Grc(Tiger):
             self._constrained_logp(corr_logits, traj["correction"]),
         ], dim=-1)  # fmt: skip
 
+    def start_fine_tuning(self) -> None:
+        """A GRPO run started from an SFT run freezes π_ref from the loaded weights now (a resumed
+        run then compares with them, not with its checkpoint's)."""
+        if self.config.phase == "grpo":
+            self.reference()
+
     def reference(self) -> Grc:
         """π_ref: a frozen copy of the weights at the first GRPO step (made then)."""
         if self.__dict__["_reference"] is None:
