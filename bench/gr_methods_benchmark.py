@@ -19,8 +19,10 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
   orthogonality penalty, behaviour-aware fine-tuning), all with 3 code levels + the collision digit,
-  with each tokenizer's statistics (usage, perplexity, collision rate) in the record; the last
-  variant, MMQ without the behaviour-aware fine-tuning, is the spec's "no stage 2" ablation.
+  with each tokenizer's statistics (usage, perplexity, collision rate) in the record; MMQ with the
+  usage term in its fine-tuning (`--mmq-usage-weight`, ours: against the code collapse the
+  fine-tuning causes), and MMQ without the behaviour-aware fine-tuning, the spec's "no stage 2"
+  ablation.
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ def part_mmq(args, seed: int, data, out: list[dict]) -> None:
                                   f"tiger.tokenizer.params.epochs={args.rqvae_epochs}"]),
         ("tiger (rq_kmeans, text+collaborative concat)", ["tiger.tokenizer.method=rq_kmeans",
                                                           "tiger.tokenizer.source=text+collaborative", collab]),
+        ("tiger (mmq, text+collaborative, usage term)", ["tiger.tokenizer.method=mmq",
+                                                         "tiger.tokenizer.source=text+collaborative", collab,
+                                                         "tiger.tokenizer.params.shared_levels=1",
+                                                         f"tiger.tokenizer.params.epochs={args.mmq_epochs}",
+                                                         f"tiger.tokenizer.params.usage_weight={args.mmq_usage_weight}"]),
         ("tiger (mmq without behaviour fine-tuning)", ["tiger.tokenizer.method=mmq",
                                                        "tiger.tokenizer.source=text+collaborative", collab,
                                                        "tiger.tokenizer.params.shared_levels=1",
@@ -221,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)
+    parser.add_argument("--mmq-usage-weight", type=float, default=1.0, help="the usage-term arm's usage_weight")
     parser.add_argument("--only", action="append", default=[],
                         help="mmq part: only the variants whose label contains this (repeatable)")
     parser.add_argument("--reuse-tiger", type=Path, default=None,

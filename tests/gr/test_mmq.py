@@ -1,5 +1,6 @@
-"""MMQ tokenizer: the orthogonality penalty against a hand computation, code usage on planted
-clusters (no dead codebook), behaviour-aware fine-tuning, config errors, save/load reproducing IDs."""
+"""MMQ tokenizer: the orthogonality penalty and the usage gap against hand computations, code usage
+on planted clusters (no dead codebook), behaviour-aware fine-tuning (and the usage term that keeps
+it from collapsing codes), config errors, save/load reproducing IDs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from agenticrs.gr.mmq import MMQ, behaviour_pairs, orthogonality_penalty
+from agenticrs.gr.mmq import MMQ, behaviour_pairs, orthogonality_penalty, usage_gap
 from agenticrs.gr.tokenizers import Tokenizer, make_tokenizer, semantic_ids
 
 
@@ -82,3 +83,28 @@ def test_planted_clusters_use_every_codebook_and_fine_tuning_reloads(tmp_path: P
     np.testing.assert_allclose(loaded.decode(codes), tok.decode(codes), rtol=0, atol=0)
     # seeded: a second fit gives the same IDs
     assert np.array_equal(MMQ(**SMALL).fit(x, behaviour=np.stack([a, b], 1)).encode(x), codes)
+
+
+def test_usage_gap_by_hand() -> None:
+    k = 4
+    assert float(usage_gap(torch.full((5, k), 1 / k))) == pytest.approx(0.0, abs=1e-7)
+    one_code = torch.zeros(3, k)
+    one_code[:, 2] = 1
+    assert float(usage_gap(one_code)) == pytest.approx(np.log(k))
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.5, 0.0, 0.5, 0.0]])  # mean (0.5, 0.25, 0.25, 0)
+    assert float(usage_gap(probs)) == pytest.approx(np.log(4) - (0.5 * np.log(2) + 2 * 0.25 * np.log(4)))
+
+
+def test_the_usage_term_keeps_fine_tuning_from_collapsing_a_level() -> None:
+    x, _, c = planted()
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, len(x), 2000)
+    group = c % 2  # two behaviour groups: fine-tuning pulls each onto few codes
+    b = np.array([rng.choice(np.flatnonzero(group == group[i])) for i in a])
+    pairs = np.stack([a, b], 1)
+    settings = {**SMALL, "behaviour_epochs": 8, "behaviour_lr": 3e-3}
+    plain = MMQ(**settings).fit(x, behaviour=pairs)
+    kept = MMQ(**settings, usage_weight=1.0).fit(x, behaviour=pairs)
+    assert plain.stats(x).perplexity[0] < 1.5  # the shared level collapses onto one code
+    assert kept.stats(x).perplexity[0] > 2.0
+    assert kept.history[-1].behaviour < kept.history[-8].behaviour  # and the behaviour loss still falls

@@ -30,11 +30,15 @@ Ours (spec §3-4, values ours):
   straight-through: the forward value is the hard code, the gradient the soft one's (the spec's
   option; a purely soft forward let the decoders drift from what the hard IDs decode to); loss = in-batch
   softmax of b among the batch's next items given a (cosine of the concatenated soft code vectors
-  / `behaviour_temperature`) + `mu` · (reconstruction + VQ); items are re-indexed by hard argmin.
+  / `behaviour_temperature`) + `mu` · (reconstruction + VQ) + `usage_weight` · the usage gap
+  (ours, against code collapse: Σ over levels of log K − H(p̄), p̄ the batch mean of the soft
+  assignments, zero when the batch spreads evenly over the K codes); items are re-indexed by hard
+  argmin.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +86,8 @@ class MMQConfig(TokenizerConfig):
     tau_start: float = Field(1.0, gt=0.0)
     tau_end: float = Field(0.1, gt=0.0)
     mu: float = Field(1.0, ge=0.0, description="weight of reconstruction + VQ during fine-tuning")
+    usage_weight: float = Field(0.0, ge=0.0, description="weight of the usage gap (log K - entropy of the batch's "
+                                "mean soft assignment, per level) during fine-tuning: keeps codes in use")  # fmt: skip
 
     @model_validator(mode="after")
     def _check_levels(self) -> MMQConfig:
@@ -103,6 +109,13 @@ def orthogonality_penalty(specific: Sequence[torch.Tensor], shared: torch.Tensor
     return sum(((F.normalize(z, dim=1).T @ sh).square().sum() for z in specific), shared.new_zeros(())) / (b * b)
 
 
+def usage_gap(probs: torch.Tensor) -> torch.Tensor:
+    """log K − H(p̄) for (B, K) soft assignments, p̄ their batch mean: 0 when the batch uses the K
+    codes evenly, log K when every item sits on one code."""
+    mean = probs.mean(0)
+    return math.log(probs.shape[1]) + (mean * torch.log(mean.clamp_min(1e-12))).sum()
+
+
 class _Quantizer(nn.Module):
     """Residual codebooks (L, K, d): hard (straight-through) or soft (softmax over -dist/τ) codes."""
 
@@ -111,13 +124,15 @@ class _Quantizer(nn.Module):
         self.codebooks = nn.Parameter(torch.empty(levels, size, dim).uniform_(-1.0 / size, 1.0 / size))
         self.beta = beta
 
-    def forward(self, z: torch.Tensor, tau: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(quantised latent, codes (B, L), VQ loss). Without `tau`: the hard codes with the
-        straight-through gradient to z. With `tau` (soft indexing): the forward value is still the
-        hard code sum (so decoders and re-indexing see what the IDs mean), the gradient is that of
-        the soft codes Σ_k softmax(−||r − C_k||²/τ) C_k, reaching the codebooks and the experts."""
+    def forward(self, z: torch.Tensor, tau: float | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(quantised latent, codes (B, L), VQ loss, usage gap). Without `tau`: the hard codes with
+        the straight-through gradient to z (usage gap 0). With `tau` (soft indexing): the forward
+        value is still the hard code sum (so decoders and re-indexing see what the IDs mean), the
+        gradient is that of the soft codes Σ_k softmax(−||r − C_k||²/τ) C_k, reaching the codebooks
+        and the experts; the usage gap is Σ_levels log K − H(mean over the batch of the softmax)."""
         residual, total = z, torch.zeros_like(z)
-        codes, vq = [], z.new_zeros(())
+        codes, vq, gap = [], z.new_zeros(()), z.new_zeros(())
         for book in self.codebooks:
             d = squared_distances(residual, book)
             index = d.argmin(1)
@@ -126,12 +141,14 @@ class _Quantizer(nn.Module):
             if tau is None:
                 total, residual = total + e.detach(), residual - e.detach()
             else:  # the hard code forward, the soft code's gradient (straight-through soft indexing)
-                soft = torch.softmax(-d / tau, dim=1) @ book
+                probs = torch.softmax(-d / tau, dim=1)
+                soft = probs @ book
                 code = e.detach() + soft - soft.detach()
                 total, residual = total + code, residual - code
+                gap = gap + usage_gap(probs)
             codes.append(index)
         out = z + (total - z).detach() if tau is None else total
-        return out, torch.stack(codes, 1), vq
+        return out, torch.stack(codes, 1), vq, gap
 
 
 class _Experts(nn.Module):
@@ -175,16 +192,17 @@ class MMQNet(nn.Module):
 
     def forward(self, x: torch.Tensor, tau: float | None = None) -> dict[str, torch.Tensor]:
         latents = self.latents(x)
-        quantised, codes, vq = [], [], x.new_zeros(())
+        quantised, codes, vq, gap = [], [], x.new_zeros(()), x.new_zeros(())
         for q, z in zip(self.quantizers, latents, strict=True):
-            zq, c, v = q(z, tau)
+            zq, c, v, g = q(z, tau)
             quantised.append(zq)
             codes.append(c)
-            vq = vq + v
+            vq, gap = vq + v, gap + g
         x_hat = self.decode_latents(quantised)
         recon = sum(((a - b).square().sum(1).mean() for a, b in zip(self.split(x), x_hat, strict=True)), x.new_zeros(()))
         return {"codes": torch.cat(codes, 1), "quantised": torch.cat(quantised, 1), "x_hat": torch.cat(x_hat, 1),
-                "recon": recon, "vq": vq, "orth": orthogonality_penalty(latents[1:], latents[0])}  # fmt: skip
+                "recon": recon, "vq": vq, "orth": orthogonality_penalty(latents[1:], latents[0]),
+                "usage_gap": gap}  # fmt: skip
 
     def decode_latents(self, quantised: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [dec(torch.cat([zq, quantised[0]], 1)) for dec, zq in zip(self.decoders, quantised[1:], strict=True)]
@@ -345,7 +363,7 @@ class MMQ(Tokenizer):
                 # a pair repeated in the batch has several right answers: mask the other copies of b
                 same = (b.unsqueeze(0) == b.unsqueeze(1)) & ~torch.eye(len(b), dtype=torch.bool)
                 behav = F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(a)))
-                loss = behav + c.mu * (out["recon"] + out["vq"])
+                loss = behav + c.mu * (out["recon"] + out["vq"]) + c.usage_weight * out["usage_gap"]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
