@@ -185,6 +185,11 @@ def test_simulator_events_as_behaviour_sequences(tiny_cache: Path) -> None:
     assert data.behaviours is not None and set(np.unique(data.behaviours)) == {CLICK, CART, PURCHASE}
     assert (data.behaviours == CLICK).sum() >= len(clicks.items)  # users with < 3 clicks may still have 3 events
     assert len(conversion_split(data).test) > 0
+    # every event's time travels with it: non-decreasing within each user
+    assert data.timestamps is not None and len(data.timestamps) == len(data.items)
+    user_of = np.repeat(np.arange(data.num_users), data.lengths)
+    steps = np.diff(data.timestamps)[user_of[1:] == user_of[:-1]]
+    assert (steps >= 0).all() and (steps > 0).any()
 
 
 @pytest.mark.realdata
@@ -196,3 +201,4 @@ def test_taobao_userbehavior_sample() -> None:
     # 4,321 rows: pv 3,926, cart 190, fav 128, buy 77 (the sample's README); 43 users
     assert np.bincount(data.behaviours, minlength=5)[1:].tolist() == [3926, 190, 128, 77]
     assert data.num_users == 43 and data.num_items == 3276 and data.attributes is not None
+    assert data.timestamps.min() == 1505117799 and data.timestamps.max() == 1512316753  # the README's range

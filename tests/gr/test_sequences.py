@@ -150,6 +150,26 @@ def test_leave_one_out_exact() -> None:
     np.testing.assert_array_equal(splits.test.targets, [5, 1])
 
 
+def test_timestamps_travel_with_their_items_through_the_split_and_every_batch() -> None:
+    data = _data(HAND)
+    data.timestamps = data.items * 100 + np.repeat(data.users, data.lengths)  # item i of user u at 100 i + u
+    splits = leave_one_out(data)
+    np.testing.assert_array_equal(splits.train.timestamps, splits.train.items * 100 + [10, 10, 10, 11, 11, 12])
+    test = splits.test
+    np.testing.assert_array_equal(test.timestamps, test.items * 100 + [10, 10, 10, 10, 12, 12])
+    np.testing.assert_array_equal(test.target_timestamps, test.targets * 100 + [10, 12])
+    for examples in (test, test.sample(1, seed=0)):
+        batch = next(examples.batches(max_len=3, batch_size=8))
+        stamps, history = batch["timestamps"], batch["history"]
+        torch.testing.assert_close(stamps, torch.where(history > 0, history * 100 + batch["user"][:, None], 0))
+        torch.testing.assert_close(batch["target_timestamp"], batch["target"] * 100 + batch["user"])
+    for batch in next_item_batches(splits.train, max_len=4, batch_size=2, seed=0, epoch=0):
+        stamps, history = batch["timestamps"], batch["history"]
+        torch.testing.assert_close(stamps, torch.where(history > 0, history * 100 + batch["user"][:, None], 0))
+        torch.testing.assert_close(batch["target_timestamp"], batch["target"] * 100 + batch["user"])
+    assert "timestamps" not in next(leave_one_out(_data(HAND)).test.batches(3, 8))  # order-only data: none
+
+
 def test_a_sample_of_evaluation_examples_keeps_each_history_with_its_target() -> None:
     test = leave_one_out(_data(HAND)).test  # users 10 ([1, 2, 3, 4] -> 5) and 12 ([8, 9] -> 1)
     assert test.sample(5, seed=0) is test

@@ -15,6 +15,10 @@
   `CLICK`, `CART`, `FAV` or `PURCHASE` (0 = unknown). Multi-behaviour data (the simulator's events,
   Taobao UserBehavior) carries them; batches then hold `history_behaviour` (B, L) beside `history`
   and `target_behaviour` (B,) beside `target`. Models that ignore behaviours never read them.
+- **Timestamps** (optional, `SequenceData.timestamps`, parallel to `items`): each event's time in
+  seconds (the simulator's events, Taobao UserBehavior; the Amazon and Yelp sets are order-only).
+  Batches then hold `timestamps` (B, L) aligned with `history` (0 under padding) and
+  `target_timestamp` (B,); HSTU's relative time bias reads them.
 - **Semantic IDs** (`SemanticIds`): codes (num_items + 1, levels) int64, row 0 unused; every item's
   code tuple is unique (the last level is the collision digit when one is needed).
 """
@@ -50,6 +54,7 @@ class SequenceData:
     attribute_offsets: np.ndarray | None = None  # (num_items + 2,) CSR over item ids 0..num_items
     attributes: np.ndarray | None = None  # attribute ids per item
     behaviours: np.ndarray | None = None  # (offsets[-1],) int64 event types (CLICK..PURCHASE), parallel to items
+    timestamps: np.ndarray | None = None  # (offsets[-1],) int64 event times in seconds, parallel to items
 
     @property
     def num_users(self) -> int:
@@ -58,6 +63,14 @@ class SequenceData:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+
+# per-event arrays that travel with the items: SequenceData / EvalExamples attribute -> the batch
+# keys of the history's values (B, L) and of the target's (B,)
+EVENT_FIELDS: dict[str, tuple[str, str]] = {
+    "behaviours": ("history_behaviour", "target_behaviour"),
+    "timestamps": ("timestamps", "target_timestamp"),
+}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from agenticrs.data.adapters._common import iter_csv, parse_numbers, split_token
 from agenticrs.data.adapters.movielens import find_atomic_files
 from agenticrs.data.adapters.s3rec import read_s3rec_sequences
 from agenticrs.data.errors import DataError
-from agenticrs.gr.base import CART, CLICK, FAV, PAD, PURCHASE, SeqBatch, SequenceData
+from agenticrs.gr.base import CART, CLICK, EVENT_FIELDS, FAV, PAD, PURCHASE, SeqBatch, SequenceData
 from agenticrs.runtime.registry import Registry
 
 PathLike = str | Path
@@ -275,17 +275,18 @@ def load_sim_sequences(out_dir: PathLike, name: str = "sim") -> SequenceData:
     )  # fmt: skip
 
 
-def _grouped(user: np.ndarray, item: np.ndarray, behaviour: np.ndarray, min_length: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Events sorted by user (then as given) -> (users, offsets, items, behaviours) of the users
-    with at least `min_length` events."""
+def _grouped(user: np.ndarray, item: np.ndarray, behaviour: np.ndarray, ts: np.ndarray, min_length: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Events sorted by user (then as given) -> (users, offsets, items, behaviours, timestamps) of
+    the users with at least `min_length` events."""
     if len(user) == 0:
-        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int64)
+        return empty, np.zeros(1, np.int64), empty, empty, empty
     users, counts = np.unique(user, return_counts=True)
     keep = counts >= min_length
     rows = np.repeat(keep, counts)
     return (users[keep].astype(np.int64), _csr_from_lengths(counts[keep]), item[rows].astype(np.int64),
-            behaviour[rows].astype(np.int64))  # fmt: skip
+            behaviour[rows].astype(np.int64), ts[rows].astype(np.int64))  # fmt: skip
 
 
 # the simulator's behaviour codes (`agenticrs.sim.world`: click 1, cart 2, purchase 3) -> ours
@@ -309,11 +310,12 @@ def load_sim_behaviour_sequences(out_dir: PathLike, name: str = "sim-behaviours"
     if len(kind) and (kind.min() < 1 or kind.max() > 3):
         raise DataError("unknown behaviour code", file=str(path), field="behaviour", expected="1 click, 2 cart, 3 purchase")
     order = np.lexsort((ts, user))
-    users, offsets, items, behaviours = _grouped(user[order], item[order], _SIM_BEHAVIOURS[kind[order]], min_length)
+    users, offsets, items, behaviours, stamps = _grouped(user[order], item[order], _SIM_BEHAVIOURS[kind[order]],
+                                                         ts[order], min_length)  # fmt: skip
     _check_items(items, num_items, users, offsets, str(path))
     return SequenceData(
         name=name, num_items=num_items, users=users, offsets=offsets, items=items, item_text=text,
-        attribute_offsets=attr_offsets, attributes=attributes, behaviours=behaviours,
+        attribute_offsets=attr_offsets, attributes=attributes, behaviours=behaviours, timestamps=stamps,
     )  # fmt: skip
 
 
@@ -335,15 +337,17 @@ def load_taobao_sequences(folder: PathLike, name: str = "taobao_userbehavior", m
     log = read_taobao_log(path)
     catalogue, item_code = np.unique(log["item_id"], return_inverse=True)
     order = np.lexsort((np.arange(len(item_code)), log["timestamp"], log["user_id"]))
-    users, offsets, items, behaviours = _grouped(log["user_id"][order], item_code[order] + 1,
-                                                 _TAOBAO_BEHAVIOURS[log["behavior_type"][order]], min_length)  # fmt: skip
+    users, offsets, items, behaviours, stamps = _grouped(
+        log["user_id"][order], item_code[order] + 1, _TAOBAO_BEHAVIOURS[log["behavior_type"][order]],
+        log["timestamp"][order], min_length)  # fmt: skip
     num_items = len(catalogue)
     category = np.zeros(num_items + 1, dtype=np.int64)
     category[item_code + 1] = log["category_id"]
     _, category[1:] = np.unique(category[1:], return_inverse=True)
     return SequenceData(
         name=name, num_items=num_items, users=users, offsets=offsets, items=items, behaviours=behaviours,
-        attribute_offsets=np.r_[0, np.arange(num_items + 1)].astype(np.int64), attributes=category[1:],
+        timestamps=stamps, attribute_offsets=np.r_[0, np.arange(num_items + 1)].astype(np.int64),
+        attributes=category[1:],
     )  # fmt: skip
 
 
@@ -478,7 +482,7 @@ def resolve_sequences(name: str, cache_dir: PathLike | None = None) -> SequenceD
 @dataclass
 class EvalExamples:
     """Evaluation examples: each user's history (CSR, oldest first) and the item to predict; with
-    multi-behaviour data also the history's behaviours and the target's."""
+    multi-behaviour (timed) data also the history's behaviours (timestamps) and the target's."""
 
     users: np.ndarray  # (N,) int64
     offsets: np.ndarray  # (N + 1,) int64
@@ -486,6 +490,13 @@ class EvalExamples:
     targets: np.ndarray  # (N,) int64
     behaviours: np.ndarray | None = None  # flat, parallel to items
     target_behaviours: np.ndarray | None = None  # (N,)
+    timestamps: np.ndarray | None = None  # flat, parallel to items
+    target_timestamps: np.ndarray | None = None  # (N,)
+
+    def _events(self) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+        """(field, flat history values, target values) of every per-event array present."""
+        return [(name, getattr(self, name), getattr(self, f"target_{name}")) for name in EVENT_FIELDS
+                if getattr(self, name) is not None]  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.users)
@@ -504,26 +515,28 @@ class EvalExamples:
         starts = self.offsets[keep]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(self.offsets.dtype)
         flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
-        return EvalExamples(
-            self.users[keep], offsets, self.items[flat], self.targets[keep],
-            None if self.behaviours is None else self.behaviours[flat],
-            None if self.target_behaviours is None else self.target_behaviours[keep],
-        )  # fmt: skip
+        events = {}
+        for name, values, targets in self._events():
+            events[name] = values[flat]
+            events[f"target_{name}"] = None if targets is None else targets[keep]
+        return EvalExamples(self.users[keep], offsets, self.items[flat], self.targets[keep], **events)
 
     def batches(self, max_len: int, batch_size: int) -> Iterator[SeqBatch]:
         """`history` (B, max_len) right-aligned, `target` (B,), `user` (B,), in example order;
-        `history_behaviour` / `target_behaviour` with multi-behaviour data."""
+        `history_behaviour` / `target_behaviour` with multi-behaviour data, `timestamps` /
+        `target_timestamp` with timed data (`EVENT_FIELDS`)."""
         for start in range(0, len(self), batch_size):
             end = min(start + batch_size, len(self))
             offsets = self.offsets[start : end + 1]
             history = pad_histories(offsets - offsets[0], self.items[offsets[0] : offsets[-1]], max_len)
             batch = {"history": torch.from_numpy(history), "target": torch.from_numpy(self.targets[start:end]),
                      "user": torch.from_numpy(self.users[start:end])}  # fmt: skip
-            if self.behaviours is not None:
-                kinds = pad_histories(offsets - offsets[0], self.behaviours[offsets[0] : offsets[-1]], max_len)
-                batch["history_behaviour"] = torch.from_numpy(kinds)
-            if self.target_behaviours is not None:
-                batch["target_behaviour"] = torch.from_numpy(self.target_behaviours[start:end])
+            for name, values, targets in self._events():
+                history_key, target_key = EVENT_FIELDS[name]
+                batch[history_key] = torch.from_numpy(
+                    pad_histories(offsets - offsets[0], values[offsets[0] : offsets[-1]], max_len))
+                if targets is not None:
+                    batch[target_key] = torch.from_numpy(targets[start:end])
             yield batch
 
 
@@ -548,19 +561,22 @@ def _split_at(data: SequenceData, sub: np.ndarray, train_take: np.ndarray, valid
     user's events before it) and a test example at `test_at`."""
     offsets = np.asarray(data.offsets, dtype=np.int64)
     items = np.asarray(data.items, dtype=np.int64)
-    kinds = None if data.behaviours is None else np.asarray(data.behaviours, dtype=np.int64)
+    events = {name: np.asarray(getattr(data, name), dtype=np.int64) for name in EVENT_FIELDS
+              if getattr(data, name) is not None}  # fmt: skip
     train_offsets, train_items = _prefixes(offsets, items, train_take)
-    train_kinds = None if kinds is None else _prefixes(offsets, kinds, train_take)[1]
-    train = dataclasses.replace(data, offsets=train_offsets, items=train_items, behaviours=train_kinds)
+    train_events = {name: _prefixes(offsets, values, train_take)[1] for name, values in events.items()}
+    train = dataclasses.replace(data, offsets=train_offsets, items=train_items, **train_events)
     starts = offsets[:-1][sub]
 
     def examples(target_at: np.ndarray) -> EvalExamples:
         n_hist = target_at - starts
         hist_offsets = _csr_from_lengths(n_hist)
         idx = np.repeat(starts - hist_offsets[:-1], n_hist) + np.arange(int(hist_offsets[-1]), dtype=np.int64)
+        per_event = {}
+        for name, values in events.items():
+            per_event[name], per_event[f"target_{name}"] = values[idx], values[target_at]
         return EvalExamples(users=data.users[sub].astype(np.int64), offsets=hist_offsets, items=items[idx],
-                            targets=items[target_at], behaviours=None if kinds is None else kinds[idx],
-                            target_behaviours=None if kinds is None else kinds[target_at])  # fmt: skip
+                            targets=items[target_at], **per_event)  # fmt: skip
 
     return LOOSplits(train=train, valid=examples(valid_at), test=examples(test_at))
 
@@ -652,7 +668,8 @@ def next_item_batches(
     mode "prefixes" (TIGER): one example per (user, position >= 1), history = the up to `max_len`
     items before it; `targets` is then the shifted window ending at that position.
     Both give `target` (B,) = the last target and `user` (B,); multi-behaviour data also
-    `history_behaviour` (B, L) and `target_behaviour` (B,) (the target event's type).
+    `history_behaviour` (B, L) and `target_behaviour` (B,) (the target event's type), timed data
+    `timestamps` (B, L) and `target_timestamp` (B,) (`EVENT_FIELDS`).
     `length_pool` = P batches similar history lengths: the shuffled examples are cut into pools of
     P x batch_size, each pool is sorted by history length and cut into batches, and the batches
     are shuffled. Models that trim all-padding columns (TIGER) then compute on far fewer tokens
@@ -688,15 +705,15 @@ def next_item_batches(
         starts = rng.permutation(starts)
     history_t, targets_t = torch.from_numpy(history), torch.from_numpy(targets)
     users_t = torch.from_numpy(np.asarray(users, dtype=np.int64))
-    kinds_t = None
-    if train_part.behaviours is not None:
-        kinds_t = torch.from_numpy(_pad_windows(ends, window, np.asarray(train_part.behaviours, np.int64), max_len + 1))
+    events = {keys: torch.from_numpy(_pad_windows(ends, window, np.asarray(getattr(train_part, name), np.int64),
+                                                  max_len + 1))
+              for name, keys in EVENT_FIELDS.items() if getattr(train_part, name) is not None}  # fmt: skip
     for start in starts:
         idx = torch.from_numpy(order[start : start + batch_size])
         batch_targets = targets_t[idx]
         batch = {"history": history_t[idx], "targets": batch_targets, "target": batch_targets[:, -1],
                  "user": users_t[idx]}  # fmt: skip
-        if kinds_t is not None:
-            kinds = kinds_t[idx]
-            batch["history_behaviour"], batch["target_behaviour"] = kinds[:, :-1], kinds[:, -1]
+        for (history_key, target_key), values in events.items():
+            rows = values[idx]
+            batch[history_key], batch[target_key] = rows[:, :-1], rows[:, -1]
         yield batch

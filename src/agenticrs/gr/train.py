@@ -28,7 +28,7 @@ from torch import nn
 
 from agenticrs.config import load_yaml
 from agenticrs.data.shards import rank_bounds
-from agenticrs.gr.base import SemanticIds, SequenceData, SequentialModel
+from agenticrs.gr.base import EVENT_FIELDS, SemanticIds, SequenceData, SequentialModel
 from agenticrs.gr.metrics import rank_metrics
 from agenticrs.gr.sequences import (
     EvalExamples,
@@ -197,8 +197,9 @@ def rank_users(train_part: SequenceData, mode: str, rank: int, world_size: int) 
     return dataclasses.replace(
         train_part, users=np.asarray(train_part.users)[start:stop], offsets=offsets[start : stop + 1] - offsets[start],
         items=np.asarray(train_part.items)[offsets[start] : offsets[stop]],
-        behaviours=None if train_part.behaviours is None else np.asarray(train_part.behaviours)[offsets[start] : offsets[stop]],
-    )
+        **{name: np.asarray(getattr(train_part, name))[offsets[start] : offsets[stop]] for name in EVENT_FIELDS
+           if getattr(train_part, name) is not None},
+    )  # fmt: skip
 
 
 class LossModule(nn.Module):

@@ -18,9 +18,9 @@ Ours:
 - Relative position bias: one learned scalar per head and distance i - j in 0..max_len-1.
 - Time bias: one learned scalar per head and bucket floor(log(max(|t_i - t_j|, 1)) / 0.301)
   (the authors' bucketing) when the batch carries `timestamps` (B, L) in seconds, aligned with
-  `history`. Our sequence data sets (`SequenceData`) hold no timestamps, so training and
-  evaluation through the engine use the position bias only; the time bias is exercised by
-  callers that pass timestamps.
+  `history`: batches of a data set with event times (`SequenceData.timestamps`: the simulator's
+  behaviour sequences `sim-<preset>-behaviours`, Taobao UserBehavior) carry them through the
+  engine; the Amazon and Yelp sets are order-only, so there the position bias works alone.
 - Learned absolute positions added to the item embeddings (as the authors' sequential-
   recommendation preprocessor), right-aligned as in SASRec.
 - Training and ranking are SASRec's (this class subclasses it): `loss="ce"` full softmax over all
