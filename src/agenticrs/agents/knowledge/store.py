@@ -261,6 +261,15 @@ class KnowledgeTx:
         self.session = session
 
     # -- generic helpers ----------------------------------------------------------------------
+    def _rows(self, model: type[T], order: Any = None, of_intent: int | None = None, **equal: Any) -> list[T]:
+        """Rows of `model` whose columns equal the given values (a None value: any), in `order`
+        (default: id); `of_intent` keeps the rows of that intent's candidates (by `candidate_id`)."""
+        query = select(model).filter_by(**{column: value for column, value in equal.items() if value is not None})
+        if of_intent is not None:
+            query = query.join(CandidateRow, CandidateRow.id == model.candidate_id).where(  # type: ignore[attr-defined]
+                CandidateRow.intent_id == of_intent)  # fmt: skip
+        return list(self.session.scalars(query.order_by(model.id if order is None else order)))  # type: ignore[attr-defined]
+
     def _get_or_create(self, model: type[T], keys: dict[str, Any], values: dict[str, Any]) -> tuple[T, bool]:
         """Race-safe get-or-create on a unique key: (row, created)."""
         found = self.session.scalars(select(model).filter_by(**keys)).first()
@@ -297,7 +306,7 @@ class KnowledgeTx:
         return row
 
     def intents(self) -> list[Intent]:
-        return list(self.session.scalars(select(Intent).order_by(Intent.id)))
+        return self._rows(Intent)
 
     def latest_intent(self, status: str | tuple[str, ...] | None = None) -> Intent | None:
         """The newest intent, optionally only among those with the given status(es)."""
@@ -336,17 +345,14 @@ class KnowledgeTx:
         row.finished_at = utcnow()
 
     def tasks(self, intent_id: int) -> list[Task]:
-        return list(self.session.scalars(select(Task).where(Task.intent_id == intent_id).order_by(Task.id)))
+        return self._rows(Task, intent_id=intent_id)
 
     # -- candidates and trainings -------------------------------------------------------------
     def add_candidate(self, intent_id: int, config_hash: str, **fields: Any) -> tuple[CandidateRow, bool]:
         return self._get_or_create(CandidateRow, {"intent_id": intent_id, "config_hash": config_hash}, fields)
 
     def candidates(self, intent_id: int | None = None) -> list[CandidateRow]:
-        query = select(CandidateRow).order_by(CandidateRow.id)
-        if intent_id is not None:
-            query = query.where(CandidateRow.intent_id == intent_id)
-        return list(self.session.scalars(query))
+        return self._rows(CandidateRow, intent_id=intent_id)
 
     def candidate_in_round(self, intent_id: int, round_: int) -> CandidateRow | None:
         """The candidate an agent proposed in a round (a composition the coordinator made is not one)."""
@@ -379,14 +385,7 @@ class KnowledgeTx:
         row.status, row.error, row.finished_at = "failed", error, utcnow()
 
     def trainings(self, candidate_id: int | None = None, intent_id: int | None = None) -> list[Training]:
-        query = select(Training).order_by(Training.id)
-        if candidate_id is not None:
-            query = query.where(Training.candidate_id == candidate_id)
-        if intent_id is not None:
-            query = query.join(CandidateRow, CandidateRow.id == Training.candidate_id).where(
-                CandidateRow.intent_id == intent_id
-            )
-        return list(self.session.scalars(query))
+        return self._rows(Training, of_intent=intent_id, candidate_id=candidate_id)
 
     # -- EnsNAS statistics ----------------------------------------------------------------------
     def cached_member_stats(self, snapshot_id: int, config_hash: str, split: str, seeds: str) -> MemberStatsRow | None:
@@ -408,13 +407,7 @@ class KnowledgeTx:
         return row
 
     def comparisons(self, intent_id: int) -> list[EnsNASComparison]:
-        query = (
-            select(EnsNASComparison)
-            .join(CandidateRow, CandidateRow.id == EnsNASComparison.candidate_id)
-            .where(CandidateRow.intent_id == intent_id)
-            .order_by(EnsNASComparison.id)
-        )
-        return list(self.session.scalars(query))
+        return self._rows(EnsNASComparison, of_intent=intent_id)
 
     # -- decisions, champions, lessons, artifacts, audits -------------------------------------
     def record_decision(
@@ -428,14 +421,7 @@ class KnowledgeTx:
         return row
 
     def decisions(self, candidate_id: int | None = None, intent_id: int | None = None) -> list[Decision]:
-        query = select(Decision).order_by(Decision.id)
-        if candidate_id is not None:
-            query = query.where(Decision.candidate_id == candidate_id)
-        if intent_id is not None:
-            query = query.join(CandidateRow, CandidateRow.id == Decision.candidate_id).where(
-                CandidateRow.intent_id == intent_id
-            )
-        return list(self.session.scalars(query))
+        return self._rows(Decision, of_intent=intent_id, candidate_id=candidate_id)
 
     def promote(self, intent_id: int, candidate_id: int, round_: int, metrics: dict[str, Any]) -> Champion:
         """Append a champion under a row lock on the intent; idempotent per candidate."""
@@ -473,8 +459,7 @@ class KnowledgeTx:
         return self.session.scalars(query).first()
 
     def lineage(self, intent_id: int) -> list[Champion]:
-        query = select(Champion).where(Champion.intent_id == intent_id).order_by(Champion.sequence)
-        return list(self.session.scalars(query))
+        return self._rows(Champion, order=Champion.sequence, intent_id=intent_id)
 
     def add_lesson(
         self,
@@ -503,12 +488,7 @@ class KnowledgeTx:
         return row
 
     def artifacts(self, candidate_id: int | None = None, kind: str | None = None) -> list[Artifact]:
-        query = select(Artifact).order_by(Artifact.id)
-        if candidate_id is not None:
-            query = query.where(Artifact.candidate_id == candidate_id)
-        if kind is not None:
-            query = query.where(Artifact.kind == kind)
-        return list(self.session.scalars(query))
+        return self._rows(Artifact, candidate_id=candidate_id, kind=kind)
 
     def add_audit(self, **fields: Any) -> Audit:
         row = Audit(**fields)
@@ -517,10 +497,7 @@ class KnowledgeTx:
         return row
 
     def audits(self, intent_id: int | None = None) -> list[Audit]:
-        query = select(Audit).order_by(Audit.id)
-        if intent_id is not None:
-            query = query.where(Audit.intent_id == intent_id)
-        return list(self.session.scalars(query))
+        return self._rows(Audit, intent_id=intent_id)
 
     # -- serving: deployments and rollouts ----------------------------------------------------------
     def add_deployment(self, run_path: str, backend: str, **fields: Any) -> Deployment:
@@ -534,10 +511,7 @@ class KnowledgeTx:
         row.status, row.ended_at = status, utcnow()
 
     def deployments(self, status: str | None = None) -> list[Deployment]:
-        query = select(Deployment).order_by(Deployment.id)
-        if status is not None:
-            query = query.where(Deployment.status == status)
-        return list(self.session.scalars(query))
+        return self._rows(Deployment, status=status)
 
     def start_rollout(self, candidate_id: int, share: float, **fields: Any) -> Rollout:
         row = Rollout(candidate_id=candidate_id, share=share, **fields)
@@ -546,20 +520,14 @@ class KnowledgeTx:
         return row
 
     def rollouts(self, candidate_id: int | None = None, status: str | None = None) -> list[Rollout]:
-        query = select(Rollout).order_by(Rollout.id)
-        if candidate_id is not None:
-            query = query.where(Rollout.candidate_id == candidate_id)
-        if status is not None:
-            query = query.where(Rollout.status == status)
-        return list(self.session.scalars(query))
+        return self._rows(Rollout, candidate_id=candidate_id, status=status)
 
     def record_rollout_step(self, rollout_id: int, step: int, **fields: Any) -> tuple[RolloutStep, bool]:
         """Idempotent per (rollout, step): a resumed rollout re-recording a step gets the first row."""
         return self._get_or_create(RolloutStep, {"rollout_id": rollout_id, "step": step}, fields)
 
     def rollout_steps(self, rollout_id: int) -> list[RolloutStep]:
-        query = select(RolloutStep).where(RolloutStep.rollout_id == rollout_id).order_by(RolloutStep.step)
-        return list(self.session.scalars(query))
+        return self._rows(RolloutStep, order=RolloutStep.step, rollout_id=rollout_id)
 
     def finish_rollout(self, rollout_id: int, status: str, reason: str) -> None:
         row = self.get(Rollout, rollout_id)
@@ -571,10 +539,7 @@ class KnowledgeTx:
         return self._get_or_create(Reproduction, {"key": key}, fields)
 
     def reproductions(self, card_name: str | None = None) -> list[Reproduction]:
-        query = select(Reproduction).order_by(Reproduction.id)
-        if card_name is not None:
-            query = query.where(Reproduction.card_name == card_name)
-        return list(self.session.scalars(query))
+        return self._rows(Reproduction, card_name=card_name)
 
     def reproduction_run(self, reproduction_id: int, dataset: str, arm: str, seed: int) -> ReproductionRun | None:
         query = select(ReproductionRun).filter_by(reproduction_id=reproduction_id, dataset=dataset, arm=arm, seed=seed)
@@ -604,16 +569,14 @@ class KnowledgeTx:
         row.status, row.finished_at = status, utcnow()
 
     def reproduction_runs(self, reproduction_id: int) -> list[ReproductionRun]:
-        query = select(ReproductionRun).where(ReproductionRun.reproduction_id == reproduction_id).order_by(ReproductionRun.id)
-        return list(self.session.scalars(query))
+        return self._rows(ReproductionRun, reproduction_id=reproduction_id)
 
     def finish_reproduction(self, reproduction_id: int, status: str, verdicts: list[Any], wall_s: float) -> None:
         row = self.get(Reproduction, reproduction_id)
         row.status, row.verdicts, row.wall_s, row.finished_at = status, verdicts, wall_s, utcnow()
 
     def reproduction_lessons(self, reproduction_id: int) -> list[Lesson]:
-        query = select(Lesson).where(Lesson.reproduction_id == reproduction_id).order_by(Lesson.id)
-        return list(self.session.scalars(query))
+        return self._rows(Lesson, reproduction_id=reproduction_id)
 
     # -- agentic system II: profiles, perf profiles, outer tests, the agent ledger --------------------
     def save_profile(self, dataset: str, fingerprint: str, label: str, **fields: Any) -> tuple[DataProfile, bool]:
@@ -622,23 +585,14 @@ class KnowledgeTx:
                                    {"dataset": dataset, **fields})  # fmt: skip
 
     def profiles(self, dataset: str | None = None) -> list[DataProfile]:
-        query = select(DataProfile).order_by(DataProfile.id)
-        if dataset is not None:
-            query = query.where(DataProfile.dataset == dataset)
-        return list(self.session.scalars(query))
+        return self._rows(DataProfile, dataset=dataset)
 
     def save_perf(self, candidate_id: int, device: str, **fields: Any) -> tuple[PerfProfile, bool]:
         """Idempotent per (candidate, device): a candidate is measured once per device."""
         return self._get_or_create(PerfProfile, {"candidate_id": candidate_id, "device": device}, fields)
 
     def perf_profiles(self, intent_id: int | None = None, candidate_id: int | None = None) -> list[PerfProfile]:
-        query = select(PerfProfile).order_by(PerfProfile.id)
-        if candidate_id is not None:
-            query = query.where(PerfProfile.candidate_id == candidate_id)
-        if intent_id is not None:
-            query = query.join(CandidateRow, CandidateRow.id == PerfProfile.candidate_id).where(
-                CandidateRow.intent_id == intent_id)
-        return list(self.session.scalars(query))
+        return self._rows(PerfProfile, of_intent=intent_id, candidate_id=candidate_id)
 
     def start_outer_test(self, candidate_id: int, incumbent_id: int, **fields: Any) -> OuterTest:
         row = OuterTest(candidate_id=candidate_id, incumbent_id=incumbent_id, **fields)
@@ -648,22 +602,14 @@ class KnowledgeTx:
 
     def outer_tests(self, intent_id: int | None = None, candidate_id: int | None = None,
                     status: str | None = None) -> list[OuterTest]:  # fmt: skip
-        query = select(OuterTest).order_by(OuterTest.id)
-        if intent_id is not None:
-            query = query.where(OuterTest.intent_id == intent_id)
-        if candidate_id is not None:
-            query = query.where(OuterTest.candidate_id == candidate_id)
-        if status is not None:
-            query = query.where(OuterTest.status == status)
-        return list(self.session.scalars(query))
+        return self._rows(OuterTest, intent_id=intent_id, candidate_id=candidate_id, status=status)
 
     def record_outer_day(self, outer_test_id: int, day: int, **fields: Any) -> tuple[OuterTestDay, bool]:
         """Idempotent per (test, day): a resumed test re-recording a day gets the first row."""
         return self._get_or_create(OuterTestDay, {"outer_test_id": outer_test_id, "day": day}, fields)
 
     def outer_days(self, outer_test_id: int) -> list[OuterTestDay]:
-        query = select(OuterTestDay).where(OuterTestDay.outer_test_id == outer_test_id).order_by(OuterTestDay.day)
-        return list(self.session.scalars(query))
+        return self._rows(OuterTestDay, order=OuterTestDay.day, outer_test_id=outer_test_id)
 
     def finish_outer_test(self, outer_test_id: int, status: str, reason: str, result: dict[str, Any]) -> None:
         row = self.get(OuterTest, outer_test_id)
@@ -674,5 +620,4 @@ class KnowledgeTx:
         return self._get_or_create(AgentAction, {"intent_id": intent_id, "round": round_}, {"agent": agent, **fields})
 
     def agent_actions(self, intent_id: int) -> list[AgentAction]:
-        query = select(AgentAction).where(AgentAction.intent_id == intent_id).order_by(AgentAction.round)
-        return list(self.session.scalars(query))
+        return self._rows(AgentAction, order=AgentAction.round, intent_id=intent_id)
