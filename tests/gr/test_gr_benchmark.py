@@ -4,7 +4,6 @@ model and seed with the keys the issue fixes, and --resume skipping what is done
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,23 +11,17 @@ import pytest
 import torch
 import yaml
 
+from bench_modules import load_bench
+
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gr_benchmark.py"
 KEYS = {"model", "dataset", "seed", "recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20",
         "train_s_per_epoch", "beam_latency_ms_per_user"}  # fmt: skip
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("gr_benchmark_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_benchmark_trains_sasrec_then_tiger_on_its_item_table(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
     threads = torch.get_num_threads()
-    bench = load_bench()
+    bench = load_bench("gr_benchmark")
     configs = tmp_path / "gr.yaml"
     configs.write_text(yaml.safe_dump({
         "defaults": {

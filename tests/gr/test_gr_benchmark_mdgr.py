@@ -3,7 +3,6 @@ carries its decoding latency and a quality-steps curve over 1..L passes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,14 @@ import pytest
 import torch
 import yaml
 
+from bench_modules import load_bench
+
 pytestmark = pytest.mark.slow
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gr_benchmark.py"
 
 
 def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
-    spec = importlib.util.spec_from_file_location("gr_benchmark_mdgr_under_test", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("gr_benchmark")
     configs = tmp_path / "gr.yaml"
     configs.write_text(yaml.safe_dump({"defaults": {
         "hstu": {"model_params": {"dim": 16, "max_len": 10}, "train": {"epochs": 1}},

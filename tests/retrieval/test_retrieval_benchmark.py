@@ -4,7 +4,6 @@ hand computation."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,14 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "retrieval_benchmark.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("retrieval_benchmark_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import load_bench
 
 
 def _row(dataset: str, retriever: str, seed: int, r50: float, r200: float) -> dict:
@@ -29,7 +21,7 @@ def _row(dataset: str, retriever: str, seed: int, r50: float, r200: float) -> di
 
 
 def test_summary_is_the_mean_and_sd_over_seeds_with_the_paired_difference_from_the_two_tower() -> None:
-    bench = load_bench()
+    bench = load_bench("retrieval_benchmark")
     records = [_row("d", "two_tower", s, r50, 0.5) for s, r50 in ((1, 0.30), (2, 0.32), (3, 0.31))]
     records += [_row("d", "popularity", s, r50, 0.4) for s, r50 in ((1, 0.20), (2, 0.21), (3, 0.25))]
     summary = {row["retriever"]: row for row in bench.summarise_retrieval(records)}
@@ -47,7 +39,7 @@ def test_summary_is_the_mean_and_sd_over_seeds_with_the_paired_difference_from_t
 
 @pytest.mark.slow
 def test_the_table_runs_every_retriever_through_the_saved_index_and_resumes(tmp_path: Path, monkeypatch) -> None:
-    bench = load_bench()
+    bench = load_bench("retrieval_benchmark")
     monkeypatch.setenv("AGENTICRS_CACHE_DIR", str(tmp_path / "cache"))
     out, runs = tmp_path / "retrieval.json", tmp_path / "runs"
     argv = ["retrieval_benchmark.py", "--datasets", "sim-tiny", "--seeds", "1", "--first-seed", "3",

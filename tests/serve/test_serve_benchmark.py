@@ -3,17 +3,7 @@ the highest rate within it and the highest rate sustained, on hand-made records.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_benchmark.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("serve_benchmark_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import load_bench
 
 
 def record(rate, p50, p99, achieved=None, errors=0, repeat=0):
@@ -22,7 +12,7 @@ def record(rate, p50, p99, achieved=None, errors=0, repeat=0):
 
 
 def test_summary_takes_medians_over_repeats_and_counts_the_repeats_within_target() -> None:
-    bench = load_bench()
+    bench = load_bench("serve_benchmark")
     records = [
         {"rate": "sequential", "p50_ms": 5.0, "p99_ms": 6.0, "achieved_rps": 190.0, "errors": 0},
         record(50.0, 6.0, 8.0, repeat=0), record(50.0, 7.0, 15.0, repeat=1), record(50.0, 6.5, 9.0, repeat=2),
@@ -47,14 +37,14 @@ def test_summary_takes_medians_over_repeats_and_counts_the_repeats_within_target
 
 
 def test_summary_of_a_model_that_never_meets_the_target() -> None:
-    bench = load_bench()
+    bench = load_bench("serve_benchmark")
     summary = bench.summarise([record(50.0, 12.0, 20.0)], target_ms=10.0)
     assert summary["max_rate_within_target"] is None and summary["max_sustained_rate"] == 50.0
     assert bench.summarise([], target_ms=10.0) is None
 
 
 def test_cpu_steal_share_between_two_readings() -> None:
-    bench = load_bench()
+    bench = load_bench("serve_benchmark")
     assert bench._cpu_steal_share((10, 1000), (30, 1200)) == 0.1
     assert bench._cpu_steal_share(None, (30, 1200)) is None and bench._cpu_steal_share((10, 1000), (10, 1000)) is None
     reading = bench._cpu_steal()
