@@ -120,10 +120,20 @@ def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[s
         records.append(row)
         console.print(row)
 
-    record("popularity", PopularityRetriever(splits.train), {"stopped_by": None})
-    record("co-occurrence", CoOccurrenceRetriever(splits.train), {"stopped_by": None})
-
+    wanted = set(args.retrievers.split(","))
+    if "popularity" in wanted:
+        record("popularity", PopularityRetriever(splits.train), {"stopped_by": None})
+    if "co-occurrence" in wanted:
+        record("co-occurrence", CoOccurrenceRetriever(splits.train), {"stopped_by": None})
     runs = args.runs_dir / name / f"seed{seed}"
+    if "sasrec" in wanted:
+        _bench_sasrec(data, seed, runs, args, record)
+    if "two_tower" in wanted:
+        _bench_two_tower(data, splits, seed, runs, args, record)
+    return records
+
+
+def _bench_sasrec(data: Any, seed: int, runs: Path, args: argparse.Namespace, record: Any) -> None:
     # SASRec: the gr benchmark's settings (bench/configs/gr.yaml), under a time budget
     torch.manual_seed(seed)
     sasrec = build_sequential("sasrec", data.num_items, {"loss": args.sasrec_loss, "num_negatives": args.sasrec_negatives,
@@ -138,25 +148,31 @@ def bench_dataset(name: str, seed: int, args: argparse.Namespace) -> list[dict[s
                                      "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
                                      "loss": args.sasrec_loss, "num_negatives": negatives})  # fmt: skip
 
-    two_cfg = RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=seed, num_threads=1)
-    model, result = train_retrieval(data, {}, two_cfg, run_dir=runs / "two_tower",
-                                    resume=_resumable(runs / "two_tower", args))  # fmt: skip
+
+
+def _bench_two_tower(data: Any, splits: Any, seed: int, runs: Path, args: argparse.Namespace, record: Any) -> None:
+    """The two-tower row (a non-default `--two-tower-lr` is part of its name) and its index row."""
+    lr = args.two_tower_lr
+    label = "two_tower" if lr == RetrievalTrainConfig().learning_rate else f"two_tower lr {lr:g}"
+    folder = runs / label.replace(" ", "_")
+    two_cfg = RetrievalTrainConfig(epochs=args.two_tower_epochs, seed=seed, num_threads=1, learning_rate=lr)
+    model, result = train_retrieval(data, {}, two_cfg, run_dir=folder, resume=_resumable(folder, args))
     model.eval()
-    record("two_tower", model, {"stopped_by": result.stopped_by, "epochs": result.epochs_run,
-                                "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})  # fmt: skip
+    record(label, model, {"stopped_by": result.stopped_by, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+                          "train_seconds": result.train_seconds, "learning_rate": lr,
+                          "valid_recall@50": result.valid.get("recall@50")})  # fmt: skip
     vectors = VectorRetriever(model)
     items = vectors.item_vectors()
     index_config = IndexConfig(kind=args.index_kind) if args.index_kind else None  # None: the run's default (IVF)
-    save_run_index(runs / "two_tower", index_config)
-    index = VectorIndex.load(runs / "two_tower" / INDEX_DIR)  # the run's artifact, reloaded
+    save_run_index(folder, index_config)
+    index = VectorIndex.load(folder / INDEX_DIR)  # the run's artifact, reloaded
     exact = VectorIndex.build(items, np.arange(1, data.num_items + 1), IndexConfig(kind="exact"))
     queries = np.concatenate([vectors.user_vectors(b) for b in splits.test.sample(2000, seed).batches(50, 512)])
     _, exact_ids = exact.search(queries, 100)
     _, approx_ids = index.search(queries, 100)
-    record(f"two_tower+{index.config.kind}", IndexRetriever(vectors, index),
+    record(f"{label}+{index.config.kind}", IndexRetriever(vectors, index),
            {"stopped_by": result.stopped_by, "ann_recall@100": neighbour_recall(exact_ids, approx_ids),
             "index": index.config.model_dump()})  # fmt: skip
-    return records
 
 
 def bench_ann(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -445,6 +461,9 @@ def main() -> None:
     parser.add_argument("--index-kind", choices=["hnsw", "ivf"], help="the two-tower run's index (default: the run's "
                         "default, IVF with about sqrt(items) cells, 16 probed)")
     parser.add_argument("--two-tower-epochs", type=int, default=30)
+    parser.add_argument("--two-tower-lr", type=float, default=1e-3, help="a non-default rate is part of the row's name")
+    parser.add_argument("--retrievers", default="popularity,co-occurrence,sasrec,two_tower",
+                        help="which rows to run (two_tower includes its index row)")
     parser.add_argument("--truth-users", type=int, default=1000)
     parser.add_argument("--ann-items", type=int, default=100_000)
     parser.add_argument("--ann-queries", type=int, default=2000)
@@ -525,7 +544,7 @@ def main() -> None:
     if not args.ann_only:
         if args.append and args.json.is_file():  # resume: a (data set, seed) already recorded is not rerun
             out = {**json.loads(args.json.read_text()), "command": out["command"]}
-        done = {(r["dataset"], r["seed"]) for r in out["retrieval"]}
+        done = {(r["dataset"], r["seed"]) for r in out["retrieval"]}  # one file per set of --retrievers
         for name in [n for n in args.datasets.split(",") if n]:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if (name, seed) not in done:

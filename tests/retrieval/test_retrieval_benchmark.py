@@ -66,5 +66,13 @@ def test_the_table_runs_every_retriever_through_the_saved_index_and_resumes(tmp_
         bench.main()
         assert json.loads(out.read_text())["retrieval"] == first["retrieval"]
         assert not (runs / "sim-tiny" / "seed3" / "sasrec" / "weights.pt").exists()
+        # one row family at another learning rate, named by it, in a file of its own
+        other = tmp_path / "lr.json"
+        monkeypatch.setattr(sys, "argv", [*argv[:-1], str(other), "--retrievers", "two_tower", "--two-tower-lr", "0.003"])
+        bench.main()
+        rows = {r["retriever"]: r for r in json.loads(other.read_text())["retrieval"]}
+        assert list(rows) == ["two_tower lr 0.003", "two_tower lr 0.003+ivf"]
+        assert rows["two_tower lr 0.003"]["learning_rate"] == 0.003
+        assert (runs / "sim-tiny" / "seed3" / "two_tower_lr_0.003" / "index").is_dir()
     finally:
         torch.set_num_threads(threads)
