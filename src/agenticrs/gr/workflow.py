@@ -264,14 +264,14 @@ def _build(job: SequentialJob, data: SequenceData, sids: SemanticIds | None) -> 
     `model_params` and its trained weights."""
     if job.init_from is None:
         return build_sequential(job.model, data.num_items, job.model_params, semantic_ids=sids)
-    source, source_config = load_sequential_run(job.init_from)
+    _, source_config = load_sequential_config(job.init_from)
     if source_config.model != job.model or source_config.num_items != data.num_items:
         raise ValueError(f"init_from {job.init_from} is a {source_config.model} run over {source_config.num_items} "
                          f"items; this run trains {job.model} on {job.dataset} ({data.num_items} items): a run can only "
                          "start from a run of the same model and catalogue")  # fmt: skip
     model = build_sequential(job.model, data.num_items, {**source_config.model_params, **job.model_params},
                              semantic_ids=sids)  # fmt: skip
-    model.load_state_dict(source.state_dict())
+    model.load_state_dict(Run(job.init_from).load_weights("cpu"))  # the starting run's best weights, not a second model
     model.start_fine_tuning()
     return model
 
