@@ -70,7 +70,7 @@ def evolve_once(executor: str, workers: int, candidates: int, scratch: Path, cac
     import ray
 
     from agenticrs.agents.coordinator import Coordinator
-    from agenticrs.agents.executor import RayExecutor
+    from agenticrs.agents.executor import RayExecutor, start_local_ray
     from agenticrs.agents.knowledge import KnowledgeStore
     from agenticrs.agents.settings import EvolveSettings
 
@@ -80,8 +80,7 @@ def evolve_once(executor: str, workers: int, candidates: int, scratch: Path, cac
     store = KnowledgeStore(f"sqlite:///{folder / 'k.db'}")
     factory = None
     if executor == "ray":
-        ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)  # fmt: skip
+        start_local_ray(workers)
         factory = RayExecutor
     coordinator = Coordinator(store, settings, executor=factory)  # data loaded before the clock starts
     started = time.perf_counter()

@@ -18,7 +18,7 @@ import pytest
 
 from agenticrs.agents.autotrain import MemberResult, MemberTrainer
 from agenticrs.agents.coordinator import Coordinator
-from agenticrs.agents.executor import LocalExecutor, RayExecutor, TrainingJob, executor_factory, train_job
+from agenticrs.agents.executor import LocalExecutor, RayExecutor, TrainingJob, executor_factory, start_local_ray, train_job
 from agenticrs.agents.knowledge import KnowledgeStore
 from agenticrs.agents.settings import EvolveSettings
 from toy_cards import TOY_CARD  # tests/ helper
@@ -60,8 +60,7 @@ def records(store: KnowledgeStore, intent_id: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A private Ray instance for the module: loopback only, 2 CPUs, stopped at the end."""
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)  # fmt: skip
+    start_local_ray(2)
     try:
         yield
     finally:
