@@ -11,6 +11,12 @@ Variants (same data, same training settings and step budget, early stopping on v
   the item is known only by its content fields (cate_l1, cate_l2, brand) - the information the
   semantic IDs are built from (the "semantic side" of DIN / DeepFM; the CTR data carries no SID
   columns, so SID fields proper exist only inside GateSID);
+- `din-sid`, `deepfm-sid`: the item known by its semantic IDs only: the `semantic_id` feature
+  action with `content` (GateSID's recipe: seeded random vectors of cate_l1, cate_l2 and brand,
+  residual k-means, 3 levels of 32 codes, fitted on the training items) gives the candidate's codes
+  (from its own content, so an unseen item has its real SID) and the history's
+  (`hist_item_id__sid*`, DIN's target attention compares SIDs with SIDs); the item ids and the
+  content fields themselves are left out;
 - `gatesid`: the learned maturity gate (statistics: impressions and item_age_days);
 - `gatesid-id` / `gatesid-sid`: the same network with the gate fixed to 1 / 0 (item-ID attention
   only / semantic-ID attention only).
@@ -44,21 +50,29 @@ from agenticrs.train.workflow import load_data, train_run
 
 console = Console()
 ID_FIELDS = ("item_id", "hist_item_id")
+CONTENT_FIELDS = ("cate_l1", "cate_l2", "brand", "hist_cate_l2")
+SID = {"kind": "semantic_id", "field": "item_id", "levels": 3, "codebook": 32, "content_dim": 8,
+       "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # GateSID's defaults  # fmt: skip
 
 
-def variants(schema) -> dict[str, tuple[str, dict[str, Any]]]:
+def variants(schema) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """name -> (model, model_params, feature actions)."""
     fields = [*schema.categorical_names, *dict.fromkeys(n.split("__")[0] for n in schema.numeric),
               *(s.name for s in schema.sequences)]  # fmt: skip
     no_id = [f for f in fields if f not in ID_FIELDS]
+    sid_only = [f for f in no_id if f not in CONTENT_FIELDS] + [f"{base}__sid{level}" for base in ID_FIELDS
+                                                                for level in range(SID["levels"])]  # fmt: skip
     gatesid = {"age_field": "item_age_days"}
     return {
-        "din": ("din", {}),
-        "deepfm": ("deepfm", {}),
-        "din-noid": ("din", {"input_fields": no_id}),
-        "deepfm-noid": ("deepfm", {"input_fields": no_id}),
-        "gatesid": ("gatesid", gatesid),
-        "gatesid-id": ("gatesid", {**gatesid, "gate": "id"}),
-        "gatesid-sid": ("gatesid", {**gatesid, "gate": "sid"}),
+        "din": ("din", {}, []),
+        "deepfm": ("deepfm", {}, []),
+        "din-noid": ("din", {"input_fields": no_id}, []),
+        "deepfm-noid": ("deepfm", {"input_fields": no_id}, []),
+        "din-sid": ("din", {"input_fields": sid_only}, [SID]),
+        "deepfm-sid": ("deepfm", {"input_fields": sid_only}, [SID]),
+        "gatesid": ("gatesid", gatesid, []),
+        "gatesid-id": ("gatesid", {**gatesid, "gate": "id"}, []),
+        "gatesid-sid": ("gatesid", {**gatesid, "gate": "sid"}, []),
     }
 
 
@@ -127,20 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     table_of = variants(data.schema)
     records: list[dict[str, Any]] = []
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        model_name, params = table_of[name]
+        model_name, params, features = table_of[name]
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             config = RunConfig.model_validate({
                 "dataset": args.dataset, "model": model_name, "model_params": params, "name": f"{name}-seed{seed}",
+                "features": features,
                 "train": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
                           "patience": 2, "monitor": "auc", "seed": seed, "num_threads": args.threads},
             })  # fmt: skip
             started = time.perf_counter()
             trained = train_run(config, args.runs_dir, data=data)
             wall = time.perf_counter() - started
-            probs = predict_probs(trained.model, data.split("test"))
-            gate = gates(trained.model, data.split("test"))
+            test = trained.data.split("test")  # through the run's feature actions, if any
+            probs = predict_probs(trained.model, test)
+            gate = gates(trained.model, test)
             record: dict[str, Any] = {
-                "variant": name, "model": model_name, "params": params, "dataset": args.dataset, "seed": seed,
+                "variant": name, "model": model_name, "params": params, "features": features, "dataset": args.dataset,
+                "seed": seed,
                 "auc": float(auc(labels, probs)), "logloss": float(logloss(labels, probs)),
                 "stopped_by": trained.result.stopped_by, "steps": trained.result.steps,
                 "best_step": trained.result.best_step, "valid_auc": trained.result.valid.get("auc"),

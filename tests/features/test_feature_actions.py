@@ -116,6 +116,10 @@ def fitted(actions: list, split: Split | None = None) -> FittedFeatures:
         (SemanticId(field="price"), "semantic_id.field: 'price'"),
         (SemanticId(field="title", text="title"), "semantic_id.text: 'title'"),
         (SemanticId(field="item", text="nope"), "semantic_id.text: 'nope'"),
+        (SemanticId(field="item", content=["nope"]), "semantic_id.content: 'nope'"),
+        (SemanticId(field="item", content=["item"]), "semantic_id.content: 'item'"),
+        (SemanticId(field="item", content=["a"], text="title"), "semantic_id.content"),
+        (SemanticId(field="a", sequences=True), "semantic_id.sequences: no sequence shares the ids of 'a'"),
     ],
 )
 def test_each_action_names_its_field_when_it_does_not_apply(action, names):
@@ -241,6 +245,45 @@ def test_semantic_ids_of_co_occurrence_group_values_that_share_their_context():
     assert f.schema().categorical[3].vocab_size == NUM_RESERVED + 2
 
 
+def test_content_semantic_ids_come_from_the_rows_content_and_map_the_history():
+    # content: a (category) and b (brand); items 3-5 share (3, 3), items 6-8 share (9, 9)
+    f = fitted([SemanticId(field="item", levels=1, codebook=2, content=["a", "b"], sequences=True)], item_split())
+    assert f.state[0]["source"] == "content"
+    table = np.asarray(f.state[0]["codes"]).reshape(-1)
+    assert table[3] == table[4] == table[5] != table[6] == table[7] == table[8]
+    assert table[9] == OOV_INDEX  # never in train
+    # a candidate's codes come from its own content: item 19 (unseen) and OOV with group 9's content
+    rows = Split({**hand_split().arrays,
+                  "categorical": np.array([[3, 3, 4], [9, 9, 19], [9, 9, 1], [3, 3, 2]], np.int32),
+                  "seq/hist": np.array([[3, 6, 19, 0], [6, 6, 0, 0], [0, 0, 0, 0], [4, 1, 0, 0]], np.int32),
+                  "seqlen/hist": np.array([3, 2, 0, 2], np.int32), "labels": np.zeros((4, 1), np.float32),
+                  "seq/hist_kind": np.zeros((4, 4), np.int32), "seqlen/hist_kind": np.zeros(4, np.int32)})  # fmt: skip
+    out = f.transform(rows)
+    codes = out["categorical"][:, 3].tolist()
+    assert codes == [table[3], table[6], table[6], table[3]]
+    # the history through the table: padding stays padding, an item never trained on is OOV
+    assert out["seq/hist__sid0"].tolist() == [[table[3], table[6], OOV_INDEX, 0], [table[6], table[6], 0, 0],
+                                              [0, 0, 0, 0], [table[3], OOV_INDEX, 0, 0]]  # fmt: skip
+    assert out["seqlen/hist__sid0"].tolist() == [3, 2, 0, 2] and "seq/hist__sid0" in out.keys()
+    made = f.schema().sequence("hist__sid0")
+    assert (made.table, made.target, made.parallel_to, made.vocab_size) == ("item__sid0", "item__sid0", None, 5)
+
+
+def test_content_semantic_ids_are_gatesids_codes_and_later_levels_run_parallel():
+    from agenticrs.models.base import build_model
+
+    split = item_split()
+    f = fitted([SemanticId(field="item", levels=2, codebook=2, content=["a", "b"], sequences=True)], split)
+    model = build_model("gatesid", SCHEMA, {"content_fields": ["a", "b"], "sid_levels": 2, "sid_codebook_size": 2,
+                                            "history_field": "hist"})  # fmt: skip
+    model.prepare(split.arrays)
+    table = np.asarray(f.state[0]["codes"]).reshape(-1, 2)
+    seen = [3, 4, 5, 6, 7, 8]
+    assert np.array_equal(table[seen] - NUM_RESERVED, model.item_codes[seen].numpy())
+    level1 = f.schema().sequence("hist__sid1")
+    assert (level1.table, level1.target, level1.parallel_to) == ("item__sid1", "item__sid1", "hist__sid0")
+
+
 @pytest.mark.slow  # loads MiniLM (about 20 s on a busy CPU)
 def test_text_embeddings_and_text_semantic_ids_use_minilm_fitted_on_train():
     from agenticrs.gr.embeddings import encode_texts
@@ -299,21 +342,27 @@ def sim(tiny_cache):
     return load_data("sim-tiny", tiny_cache)
 
 
-@pytest.fixture(scope="module")
-def trained(sim, tiny_cache, tmp_path_factory):
+# the item known by the semantic IDs of its content only: no item id, history or content fields
+SID_ONLY_ACTIONS = [{"kind": "semantic_id", "field": "item_id", "levels": 2, "codebook": 8,
+                     "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}]  # fmt: skip
+SID_ONLY_INPUTS = ["user_id", "age", "gender", "city_tier", "scenario", "hour", "query_cate_l2", "position", "price",
+                   "item_id__sid0", "item_id__sid1", "hist_item_id__sid0", "hist_item_id__sid1"]  # fmt: skip
+
+
+def train_with(actions: list, sim, tiny_cache, folder, input_fields=None):
     config = RunConfig(
-        dataset="sim-tiny", model="din", smoke=True, features=parse_actions(SIM_ACTIONS),
+        dataset="sim-tiny", model="din", smoke=True, features=parse_actions(actions),
+        model_params={"input_fields": input_fields} if input_fields else {},
         train=TrainConfig(batch_size=512, max_steps=6, eval_batch_size=4096, num_threads=1, metrics=["auc"]),
     )  # fmt: skip
-    return train_run(config, tmp_path_factory.mktemp("runs"), tiny_cache, data=sim)
+    return train_run(config, folder, tiny_cache, data=sim)
 
 
-def test_a_run_with_actions_scores_identically_through_every_saved_run_path(trained, tiny_cache, tmp_path):
+def assert_scores_identically(trained, tiny_cache, tmp_path) -> Run:
+    """Training-time scores = evaluate_run = predict_files = the in-memory Scorer = the server's model."""
     run = Run(trained.run.folder)
     assert (run.folder / "features.json").is_file() and run.features is not None
     assert run.schema == trained.data.schema  # the model was built on the transformed schema
-    assert "user_id__x__cate_l2" in run.schema.categorical_names
-    assert "hist_type" not in [s.name for s in run.schema.sequences]
     in_training = predict_probs(trained.model, trained.data.split("test"), 4096)
     _, evaluated = evaluate_run(run.folder, "test", cache_dir=tiny_cache)
     assert np.array_equal(evaluated, in_training)
@@ -325,8 +374,34 @@ def test_a_run_with_actions_scores_identically_through_every_saved_run_path(trai
     assert np.allclose(Scorer(run.folder).score(raw.slice(0, 300)), in_training[:300], atol=1e-6)
     served = ServedModel.load([run.folder]).score(raw.slice(0, 300))
     assert np.allclose(served, in_training[:300], atol=1e-6)
+    return run
+
+
+def test_a_run_with_actions_scores_identically_through_every_saved_run_path(sim, tiny_cache, tmp_path):
+    run = assert_scores_identically(train_with(SIM_ACTIONS, sim, tiny_cache, tmp_path / "runs"), tiny_cache, tmp_path)
+    assert "user_id__x__cate_l2" in run.schema.categorical_names
+    assert "hist_type" not in [s.name for s in run.schema.sequences]
     assert run.schema.categorical_names[-2:] == ["item_id__sid0", "item_id__sid1"]
     assert run.config.features == parse_actions(SIM_ACTIONS)
+
+
+def test_a_model_that_knows_items_by_content_semantic_ids_only_trains_and_scores_identically(sim, tiny_cache, tmp_path):
+    trained = train_with(SID_ONLY_ACTIONS, sim, tiny_cache, tmp_path / "runs", input_fields=SID_ONLY_INPUTS)
+    run = assert_scores_identically(trained, tiny_cache, tmp_path)
+    history = run.schema.sequence("hist_item_id__sid0")
+    assert history.target == "item_id__sid0" and run.schema.sequence("hist_item_id__sid1").parallel_to == history.name
+    # DIN attends over the SID history (the item id and its history are not among its inputs)
+    test = trained.data.split("test")
+    probs = predict_probs(trained.model, test, 4096)
+    emptied = {k: test[k] for k in test.keys()}
+    for name in ("hist_item_id__sid0", "hist_item_id__sid1"):
+        emptied[f"seq/{name}"] = np.zeros_like(np.asarray(test[f"seq/{name}"]))
+        emptied[f"seqlen/{name}"] = np.zeros_like(np.asarray(test[f"seqlen/{name}"]))
+    assert not np.array_equal(predict_probs(trained.model, Split(emptied), 4096), probs)
+    other_items = np.asarray(test["categorical"]).copy()
+    other_items[:, run.schema.categorical_index("item_id")] = OOV_INDEX
+    assert np.array_equal(predict_probs(trained.model, Split({**emptied, "categorical": other_items}), 4096),
+                          predict_probs(trained.model, Split(emptied), 4096))  # fmt: skip
 
 
 def test_the_cache_is_untouched_and_fitting_reads_train_only(sim):

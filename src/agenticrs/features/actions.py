@@ -27,7 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from agenticrs.features.hashing import fnv1a_64
 from agenticrs.features.pipeline import ProcessedDataset
-from agenticrs.features.schema import MISSING_INDEX, NUM_RESERVED, OOV_INDEX, CategoricalInput, FeatureSchema, SequenceInput
+from agenticrs.features.schema import (
+    MISSING_INDEX,
+    NUM_RESERVED,
+    OOV_INDEX,
+    PAD_INDEX,
+    CategoricalInput,
+    FeatureSchema,
+    SequenceInput,
+)
 from agenticrs.runtime.files import atomic_write_json
 
 FEATURES_FILE = "features.json"
@@ -125,21 +133,36 @@ class SemanticId(_Action):
     value, one categorical field per level (`f__sid0`, `f__sid1`, ...).
 
     For a categorical field (an item id) the vector is MiniLM's embedding of the value's text
-    (`text`: a text field of the same rows, the first train row's text per value) or, without
-    text, the value's co-occurrence with the other categorical fields in train (TF-IDF, truncated
-    SVD); fitted once on train into a table value -> codes, so scoring is a lookup. For a text
-    field the vector is the text's own MiniLM embedding: train texts' codes are stored, an
-    unseen text is embedded and encoded with the fitted codebooks."""
+    (`text`: a text field of the same rows, the first train row's text per value), or, with
+    `content` (the item's categorical content fields: category, brand, ...), the random projection
+    of those fields' values that GateSID uses (`features.content_sids`; the same codes for the same
+    levels, codebook and `content_dim`), or, with neither, the value's co-occurrence with the other
+    categorical fields in train (TF-IDF, truncated SVD). Fitted once on train into a table
+    value -> codes, so scoring is a lookup; with `content` a row's codes come from its own content
+    values instead, so an item never seen in training still gets the SID of its content. For a
+    text field the vector is the text's own MiniLM embedding: train texts' codes are stored, an
+    unseen text is embedded and encoded with the fitted codebooks.
+
+    `sequences: true` also maps every id sequence that shares the field's ids (hist_item_id for
+    item_id) through the table: sequences `hist_item_id__sid0` (target `item_id__sid0`, so target
+    attention compares SIDs with SIDs) and `hist_item_id__sid1`, ... running parallel to it. With
+    the item id and its history dropped, a model then knows items by their semantic IDs only."""
 
     kind: Literal["semantic_id"] = "semantic_id"
     field: str
     levels: int = Field(default=2, ge=1, le=4)
     codebook: int = Field(default=16, ge=2, le=4096)
     text: str | None = None
+    content: list[str] | None = Field(default=None, min_length=1)
+    content_dim: int = Field(default=8, ge=1, le=256, description="random-projection width per content field")
+    sequences: bool = False
 
     @property
     def outputs(self) -> list[str]:
         return [f"{self.field}__sid{level}" for level in range(self.levels)]
+
+    def sequence_outputs(self, sequence: str) -> list[str]:
+        return [f"{sequence}__sid{level}" for level in range(self.levels)]
 
 
 FeatureAction = Annotated[
@@ -253,14 +276,50 @@ def next_schema(action: FeatureAction, schema: FeatureSchema) -> FeatureSchema:
                               f"(categorical: {schema.categorical_names}, text: {list(schema.text)})")  # fmt: skip
         if action.text is not None and action.text not in schema.text:
             raise ActionError(f"semantic_id.text: '{action.text}' is not a text field (text: {list(schema.text)})")
+        if action.content is not None:
+            if action.field in schema.text or action.text is not None:
+                raise ActionError("semantic_id.content: content fields describe a categorical field's values; "
+                                  "leave text unset and give a categorical field")  # fmt: skip
+            for name in action.content:
+                if name not in schema.categorical_names or name == action.field:
+                    raise ActionError(f"semantic_id.content: '{name}' is not a categorical field other than "
+                                      f"'{action.field}' (categorical: {schema.categorical_names})")  # fmt: skip
         if action.field not in schema.text and action.text is None and len(schema.categorical) < 2:
             raise ActionError(f"semantic_id.field: '{action.field}' has no other categorical field to co-occur with; "
                               "give semantic_id.text")  # fmt: skip
         for name in action.outputs:
             _require_new(schema, name, "semantic_id.field")
         added = tuple(CategoricalInput(name, NUM_RESERVED + action.codebook) for name in action.outputs)
-        return replace(schema, categorical=(*schema.categorical, *added))
+        return replace(schema, categorical=(*schema.categorical, *added),
+                       sequences=(*schema.sequences, *_sid_sequences(action, schema)))  # fmt: skip
     raise TypeError(f"unknown feature action {action!r}")
+
+
+def _sid_sources(action: SemanticId, schema: FeatureSchema) -> list[SequenceInput]:
+    """The id sequences a `semantic_id` action with `sequences` maps: those sharing the field's ids."""
+    if not action.sequences:
+        return []
+    if action.field in schema.text:
+        raise ActionError(f"semantic_id.sequences: '{action.field}' is a text field; no sequence holds its values")
+    sources = [s for s in schema.id_sequences if s.table == action.field and not s.parallel_to]
+    if not sources:
+        raise ActionError(f"semantic_id.sequences: no sequence shares the ids of '{action.field}' "
+                          f"(sequences: {[(s.name, s.table) for s in schema.sequences]})")  # fmt: skip
+    return sources
+
+
+def _sid_sequences(action: SemanticId, schema: FeatureSchema) -> list[SequenceInput]:
+    """Level 0 is a main sequence compared with the candidate's level-0 code; the other levels run
+    parallel to it, each sharing the embedding table of the candidate's code of its level."""
+    out = []
+    for source in _sid_sources(action, schema):
+        names = action.sequence_outputs(source.name)
+        for level, name in enumerate(names):
+            _require_new(schema, name, "semantic_id.sequences")
+            table = action.outputs[level]
+            out.append(SequenceInput(name, source.max_len, table, table, NUM_RESERVED + action.codebook,
+                                     parallel_to=names[0] if level else None))  # fmt: skip
+    return out
 
 
 def _drop_schema(name: str, schema: FeatureSchema) -> FeatureSchema:
@@ -466,10 +525,20 @@ def _apply_one(action: FeatureAction, state: dict[str, Any], schema: FeatureSche
     elif isinstance(action, SemanticId):
         cat = np.asarray(arrays["categorical"])
         table = np.asarray(state["codes"], np.int32).reshape(-1, action.levels)
-        ids = cat[:, schema.categorical_index(action.field)].astype(np.int64)
-        codes = table[np.clip(ids, 0, len(table) - 1)]
-        codes[(ids < 0) | (ids >= len(table))] = OOV_INDEX
+        if state["source"] == "content":
+            codes = _content_codes(action, state, schema, cat)
+        else:
+            codes = _lookup_codes(table, cat[:, schema.categorical_index(action.field)])
         out["categorical"] = np.concatenate([cat, codes.astype(cat.dtype)], axis=1)
+        for source in _sid_sources(action, schema):
+            if f"seq/{source.name}" not in arrays:
+                continue
+            seq = np.asarray(arrays[f"seq/{source.name}"])
+            seq_codes = _lookup_codes(table, seq)
+            seq_codes[seq == PAD_INDEX] = PAD_INDEX
+            for level, name in enumerate(action.sequence_outputs(source.name)):
+                out[f"seq/{name}"] = np.ascontiguousarray(seq_codes[..., level]).astype(seq.dtype)
+                out[f"seqlen/{name}"] = np.asarray(arrays[f"seqlen/{source.name}"])
     elif isinstance(action, SequenceLength):
         for s in schema.sequences:
             if s.name == action.sequence or s.parallel_to == action.sequence:
@@ -577,6 +646,58 @@ def _text_codes(state: dict[str, Any], values: Any, levels: int) -> np.ndarray:
     return out
 
 
+def _lookup_codes(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(..., levels) codes of ids from a value -> codes table; ids outside it are OOV."""
+    ids = ids.astype(np.int64)
+    codes = table[np.clip(ids, 0, len(table) - 1)]
+    codes[(ids < 0) | (ids >= len(table))] = OOV_INDEX
+    return codes
+
+
+def _content_parts(action: SemanticId, schema: FeatureSchema) -> tuple[list[int], Any, Any]:
+    """The content fields' columns and their random value vectors (regenerated from the seed)."""
+    import torch
+
+    from agenticrs.features import content_sids
+
+    columns = [schema.categorical_index(name) for name in action.content or []]
+    vocab = [schema.categorical[c].vocab_size for c in columns]
+    table, offsets = content_sids.value_tables(vocab, action.content_dim, torch.Generator().manual_seed(0))
+    return columns, table, offsets
+
+
+def _fit_content_semantic_ids(action: SemanticId, schema: FeatureSchema, ids: np.ndarray, cat: np.ndarray) -> dict[str, Any]:
+    import torch
+
+    from agenticrs.features import content_sids
+
+    vocab = schema.categorical[schema.categorical_index(action.field)].vocab_size
+    columns, value_table, offsets = _content_parts(action, schema)
+    rows, _, distinct = content_sids.item_content(ids, cat[:, columns], vocab)
+    table = np.full((vocab, action.levels), OOV_INDEX, np.int64)
+    if len(distinct) == 0:
+        return {"codes": table.ravel().tolist(), "source": "content", "codebooks": []}
+    x = content_sids.content_vectors(torch.as_tensor(rows[distinct]), value_table, offsets)
+    books = content_sids.fit_codebooks(x, action.levels, action.codebook, seed=0)
+    table[distinct] = NUM_RESERVED + content_sids.encode(x, books).numpy()
+    return {"codes": table.ravel().tolist(), "source": "content", "codebooks": [b.tolist() for b in books]}
+
+
+def _content_codes(action: SemanticId, state: dict[str, Any], schema: FeatureSchema, cat: np.ndarray) -> np.ndarray:
+    """(n, levels) codes of each row's own content values (encoded once per distinct content)."""
+    import torch
+
+    from agenticrs.features import content_sids
+
+    if not state["codebooks"]:
+        return np.full((len(cat), action.levels), OOV_INDEX, np.int64)
+    columns, value_table, offsets = _content_parts(action, schema)
+    distinct, inverse = np.unique(cat[:, columns].astype(np.int64), axis=0, return_inverse=True)
+    x = content_sids.content_vectors(torch.as_tensor(distinct), value_table, offsets)
+    books = [torch.as_tensor(b, dtype=x.dtype) for b in state["codebooks"]]
+    return (NUM_RESERVED + content_sids.encode(x, books).numpy())[inverse.ravel()]
+
+
 def _fit_semantic_ids(action: SemanticId, schema: FeatureSchema, arrays: Arrays) -> dict[str, Any]:
     from agenticrs.gr.embeddings import attribute_embeddings
     from agenticrs.gr.tokenizers import RQKMeans
@@ -588,6 +709,8 @@ def _fit_semantic_ids(action: SemanticId, schema: FeatureSchema, arrays: Arrays)
     column = schema.categorical_index(action.field)
     vocab = schema.categorical[column].vocab_size
     ids = cat[:, column]
+    if action.content is not None:
+        return _fit_content_semantic_ids(action, schema, ids, cat)
     seen = np.unique(ids[ids >= NUM_RESERVED])
     table = np.full((vocab, action.levels), OOV_INDEX, np.int64)
     if len(seen) == 0:
@@ -643,6 +766,17 @@ class FittedFeatures:
         if base is not None and base.to_dict() != self.base.to_dict():
             raise ValueError("these features were fitted on another schema (a different encoder or data set)")
         return transformed_schema(self.actions, self.base)
+
+    def made_sequences(self) -> dict[str, str]:
+        """Sequences the actions add -> the base sequence each is computed from."""
+        made: dict[str, str] = {}
+        schema = self.base
+        for action in self.actions:
+            if isinstance(action, SemanticId):
+                for source in _sid_sources(action, schema):
+                    made.update(dict.fromkeys(action.sequence_outputs(source.name), made.get(source.name, source.name)))
+            schema = next_schema(action, schema)
+        return made
 
     def transform_arrays(self, arrays: Mapping[str, Any]) -> Arrays:
         """Encoded arrays (a split's or a scored batch's) with every action applied; keys the actions
@@ -701,11 +835,12 @@ class FeaturedSplit:
         self._keys = [k for k in split.keys() if k not in _model_arrays(split)] + list(self._computed_keys())
 
     def _computed_keys(self) -> list[str]:
-        schema = self._fitted.schema()
+        made = self._fitted.made_sequences()
         keys = ["categorical", "numeric"]
-        for s in schema.sequences:
-            keys += [f"seq/{s.name}", f"seqlen/{s.name}"]
-        return [k for k in keys if k in ("categorical", "numeric") or k in self._split]
+        for s in self._fitted.schema().sequences:  # a sequence an action made exists when its source does
+            if f"seq/{made.get(s.name, s.name)}" in self._split:
+                keys += [f"seq/{s.name}", f"seqlen/{s.name}"]
+        return keys
 
     def _arrays(self) -> Arrays:
         if self._model is None:

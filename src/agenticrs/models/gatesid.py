@@ -53,8 +53,8 @@ from pydantic import Field
 from torch import nn
 
 from agenticrs.data.cache import SplitArrays
-from agenticrs.features.schema import NUM_RESERVED, PAD_INDEX, FeatureSchema, SequenceInput
-from agenticrs.gr.tokenizers import kmeans, residual_encode
+from agenticrs.features import content_sids
+from agenticrs.features.schema import NUM_RESERVED, FeatureSchema, SequenceInput
 from agenticrs.models.base import (
     Activation,
     Batch,
@@ -152,16 +152,9 @@ class GateSID(Model):
         # which candidate content fields are used (all until `prepare` keeps the item-determined ones)
         self.register_buffer("content_used", torch.ones(len(candidates)))
         gen = torch.Generator().manual_seed(config.sid_seed)
-        offsets, tables = [], []
-        start = 0
-        for name in candidates:
-            offsets.append(start)
-            table = torch.randn(vocab[name], config.content_dim, generator=gen) / config.content_dim**0.5
-            table[PAD_INDEX] = 0.0
-            tables.append(table)
-            start += vocab[name]
-        self.register_buffer("content_offsets", torch.tensor(offsets))
-        self.register_buffer("content_table", torch.cat(tables))
+        table, offsets = content_sids.value_tables([vocab[n] for n in candidates], config.content_dim, gen)
+        self.register_buffer("content_offsets", offsets)
+        self.register_buffer("content_table", table)
         width = len(candidates) * config.content_dim
         self.register_buffer("codebooks", torch.randn(levels, k, width, generator=gen) / width**0.5)
         # the SID of every item id seen in training (k = unknown) and its impressions
@@ -191,12 +184,11 @@ class GateSID(Model):
     # ------------------------------------------------------------------------ semantic IDs
     def content_vectors(self, values: torch.Tensor) -> torch.Tensor:
         """(N, C) content-field value indices -> (N, C * content_dim) vectors (unused fields zero)."""
-        vectors = self.content_table[values.long() + self.content_offsets] * self.content_used[:, None]
-        return vectors.flatten(1)
+        return content_sids.content_vectors(values, self.content_table, self.content_offsets, self.content_used)
 
     def encode_sids(self, values: torch.Tensor) -> torch.Tensor:
         """(N, C) content values -> (N, levels) codes under the fitted codebooks."""
-        return residual_encode(self.content_vectors(values), list(self.codebooks.unbind(0)))[0]
+        return content_sids.encode(self.content_vectors(values), self.codebooks.unbind(0))
 
     @torch.no_grad()
     def prepare(self, train: SplitArrays, label_index: int = 0) -> None:
@@ -212,34 +204,18 @@ class GateSID(Model):
         self.impression_scale.fill_(float(np.log1p(counts.max())) or 1.0)
         # one content row per item: its most frequent value of each field; a field is item content
         # when that value covers >= 99 % of the rows
-        known = items >= NUM_RESERVED
-        items_k, content_k = items[known], content[known]
-        distinct = np.unique(items_k)
-        rows = np.zeros((item_vocab, content.shape[1]), dtype=np.int64)
-        used = np.zeros(content.shape[1], dtype=np.float32)
-        for c in range(content.shape[1]):
-            pairs, pair_counts = np.unique(np.stack([items_k, content_k[:, c]], 1), axis=0, return_counts=True)
-            order = np.lexsort((-pair_counts, pairs[:, 0]))
-            pairs, pair_counts = pairs[order], pair_counts[order]
-            first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
-            rows[pairs[first, 0], c] = pairs[first, 1]
-            agree = pair_counts[first].sum() / max(len(items_k), 1)
-            used[c] = 1.0 if (cfg.content_fields is not None or agree >= _DETERMINED) else 0.0
+        rows, agree, distinct = content_sids.item_content(items, content, item_vocab)
+        used = np.ones(content.shape[1], np.float32) if cfg.content_fields is not None else (agree >= _DETERMINED)
         if used.sum() == 0:
             raise ValueError("GateSID found no item content field: no categorical field is determined by the item "
                              "on the training split; set content_fields")  # fmt: skip
-        self.content_used.copy_(torch.as_tensor(used))
+        self.content_used.copy_(torch.as_tensor(used, dtype=torch.float32))
         if len(distinct) == 0:
             return
         x = self.content_vectors(torch.as_tensor(rows[distinct]))
-        books = []
-        residual = x
-        for level in range(cfg.sid_levels):
-            centers, assign = kmeans(residual, cfg.sid_codebook_size, seed=cfg.sid_seed + level)
-            books.append(centers)
-            residual = residual - centers[assign]
+        books = content_sids.fit_codebooks(x, cfg.sid_levels, cfg.sid_codebook_size, cfg.sid_seed)
         self.codebooks.copy_(torch.stack(books))
-        codes = residual_encode(x, books)[0]
+        codes = content_sids.encode(x, books)
         self.item_codes.fill_(cfg.sid_codebook_size)
         self.item_codes[torch.as_tensor(distinct)] = codes
 
