@@ -45,3 +45,33 @@ def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Pa
     for point in mdgr["steps_curve"]:
         assert point["users"] == 100 and point["latency_ms_per_user"] > 0
         assert 0 <= point["ndcg@10"] <= point["recall@10"] <= point["recall@20"] <= 1
+
+
+def test_beam_sizes_decodes_a_trained_tiger_again_at_every_beam(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    bench = load_bench("gr_benchmark")
+    configs = tmp_path / "gr.yaml"
+    configs.write_text(yaml.safe_dump({"defaults": {"tiger": {
+        "model_params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+                         "head_dim": 8, "ffn_dim": 32, "max_len": 10, "beam_size": 10},
+        "tokenizer": {"source": "attributes", "levels": 2, "codebook_size": 8},
+        "train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 64},
+    }}}))  # fmt: skip
+    monkeypatch.setattr(bench, "CONFIGS", configs)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--dataset", "sim-tiny", "--models", "tiger", "--seeds", "1", "--runs-dir",
+                           str(tmp_path / "runs"), "--cache-dir", str(tiny_cache), "--json", str(tmp_path / "gr.json"),
+                           "--threads", "1"]) == 0  # fmt: skip
+        (record,) = json.loads((tmp_path / "gr.json").read_text())
+        out = tmp_path / "beams.json"
+        beams = load_bench("beam_sizes")
+        assert beams.main(["--dataset", "sim-tiny", "--run", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"),
+                           "--beams", "10,20", "--cache-dir", str(tiny_cache), "--json", str(out)]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    assert result["trained_beam_size"] == 10 and [r["beam_size"] for r in result["rows"]] == [10, 20]
+    at_trained = result["rows"][0]
+    for key in ("recall@5", "recall@10", "recall@20", "ndcg@10"):  # the trained beam reproduces the run's figures
+        assert at_trained[key] == pytest.approx(record[key], abs=1e-12)
+    assert all(r["latency_ms_per_user"] > 0 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 for r in result["rows"])
