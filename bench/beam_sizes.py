@@ -14,22 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
-from agenticrs.gr.train import evaluate_sequential, load_sequential_run
+from agenticrs.gr.train import decoding_latency_ms, evaluate_sequential, load_sequential_run
 
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
-
-
-def latency_ms(model, batch: dict[str, torch.Tensor]) -> float:
-    model.recommend(batch, 10)  # warm-up
-    start = time.perf_counter()
-    model.recommend(batch, 10)
-    return 1000 * (time.perf_counter() - start) / len(batch["history"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.run}: model '{model.name}' has no beam_size setting (not a decoding model)")
     test = leave_one_out(resolve_sequences(args.dataset, args.cache_dir)).test
     test = test.sample(args.users, 0) if args.users and args.users < len(test) else test
-    timing = {k: v for k, v in next(iter(test.batches(model.config.max_len, 512))).items() if k in ("history", "user")}
     trained_beam = model.config.beam_size
     rows = []
     for beam in [int(b) for b in args.beams.split(",") if b.strip()]:
         model.config = model.config.model_copy(update={"beam_size": beam})
         metrics = evaluate_sequential(model, test, (5, 10, 20), args.batch_size, model.config.max_len)
-        row = {"beam_size": beam, **{k: metrics[k] for k in KEYS}, "latency_ms_per_user": latency_ms(model, timing)}
+        row = {"beam_size": beam, **{k: metrics[k] for k in KEYS}, "latency_ms_per_user": decoding_latency_ms(model, test)}
         rows.append(row)
         print(f"beam {beam:3d}: recall@10 {row['recall@10']:.4f} ndcg@10 {row['ndcg@10']:.4f} "
               f"recall@20 {row['recall@20']:.4f} {row['latency_ms_per_user']:.2f} ms/user", flush=True)  # fmt: skip

@@ -65,27 +65,19 @@ def job_for(dataset: str, model: str, seed: int, overrides: list[str], runs_dir:
 
 
 def beam_latency_ms(folder: Path, dataset: str, cache_dir: Path | None, users: int = 512) -> float | None:
-    from agenticrs.gr.train import load_sequential_run
+    from agenticrs.gr.train import decoding_latency_ms, load_sequential_run
 
     model, _ = load_sequential_run(folder)
     if not hasattr(model, "beam_search"):
         return None
-    data = resolve_sequences(dataset, cache_dir)
-    test = leave_one_out(data).test
-    max_len = model.config.max_len
-    batch = next(iter(test.batches(max_len, users)))
-    batch = {k: v for k, v in batch.items() if k in ("history", "user")}
-    model.recommend(batch, 10)  # warm-up
-    start = time.perf_counter()
-    model.recommend(batch, 10)
-    return 1000 * (time.perf_counter() - start) / len(batch["history"])
+    return decoding_latency_ms(model, leave_one_out(resolve_sequences(dataset, cache_dir)).test, users)
 
 
 def steps_curve(folder: Path, dataset: str, cache_dir: Path | None, users: int | None = None,
                 latency_users: int = 512) -> list[dict[str, Any]] | None:
     """Test metrics and decoding latency per user of a run for every decoding step count 1..L
     (models whose config has `steps`, e.g. MDGR); None for other models."""
-    from agenticrs.gr.train import evaluate_sequential, load_sequential_run
+    from agenticrs.gr.train import decoding_latency_ms, evaluate_sequential, load_sequential_run
 
     model, config = load_sequential_run(folder)
     if "steps" not in type(model.config).model_fields or not hasattr(model, "levels"):
@@ -95,16 +87,11 @@ def steps_curve(folder: Path, dataset: str, cache_dir: Path | None, users: int |
     if users is not None and users < len(test):
         test = test.sample(users, 0)
     batch_size = config.train.eval_batch_size
-    timing = next(iter(test.batches(model.config.max_len, latency_users)))
-    timing = {k: v for k, v in timing.items() if k in ("history", "user")}
     curve = []
     for steps in range(1, model.levels + 1):
         model.config = model.config.model_copy(update={"steps": steps})
         metrics = evaluate_sequential(model, test, (5, 10, 20), batch_size, model.config.max_len)
-        model.recommend(timing, 10)  # warm-up
-        start = time.perf_counter()
-        model.recommend(timing, 10)
-        latency = 1000 * (time.perf_counter() - start) / len(timing["history"])
+        latency = decoding_latency_ms(model, test, latency_users)
         curve.append({"steps": steps, "schedule": model.config.schedule, "users": len(test),
                       **{k: metrics[k] for k in METRIC_KEYS}, "latency_ms_per_user": latency})  # fmt: skip
         console.print(f"  {model.name} steps={steps}: recall@10 {metrics['recall@10']:.4f}, "

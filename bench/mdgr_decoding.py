@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
-from agenticrs.gr.train import evaluate_sequential, load_sequential_run
-
-
-def latency_ms(model, batch: dict[str, torch.Tensor]) -> float:
-    model.recommend(batch, 10)
-    start = time.perf_counter()
-    model.recommend(batch, 10)
-    return 1000 * (time.perf_counter() - start) / len(batch["history"])
+from agenticrs.gr.train import decoding_latency_ms, evaluate_sequential, load_sequential_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = {k: v for k, v in next(iter(test.batches(tiger.config.max_len, 512))).items() if k in ("history", "user")}
     metrics = evaluate_sequential(tiger, test, (5, 10, 20), 256, tiger.config.max_len)
     rows.append({"model": "tiger", "steps": tiger.levels, "schedule": "left_to_right (autoregressive)",
-                 **{k: metrics[k] for k in keys}, "latency_ms_per_user": latency_ms(tiger, timing)})  # fmt: skip
+                 **{k: metrics[k] for k in keys}, "latency_ms_per_user": decoding_latency_ms(tiger, test)})  # fmt: skip
     mdgr, _ = load_sequential_run(args.mdgr)
     trace: list[torch.Tensor] = []
     mdgr.beam_search(timing, trace=trace)
@@ -58,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             mdgr.config = mdgr.config.model_copy(update={"steps": steps, "schedule": schedule})
             metrics = evaluate_sequential(mdgr, test, (5, 10, 20), 128, mdgr.config.max_len)
             rows.append({"model": "mdgr", "steps": steps, "schedule": schedule, **{k: metrics[k] for k in keys},
-                         "latency_ms_per_user": latency_ms(mdgr, timing)})  # fmt: skip
+                         "latency_ms_per_user": decoding_latency_ms(mdgr, test)})  # fmt: skip
     for row in rows:
         print(f"{row['model']:6s} {row['schedule']:32s} steps={row['steps']} recall@10 {row['recall@10']:.4f} "
               f"ndcg@10 {row['ndcg@10']:.4f} {row['latency_ms_per_user']:.2f} ms/user")  # fmt: skip

@@ -38,6 +38,22 @@ def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Pa
     finally:
         torch.set_num_threads(threads)
     hstu, mdgr = json.loads(out.read_text())
+    # the decoding study against TIGER's beam search (trained here on the same kind of IDs)
+    monkeypatch.setattr(bench, "CONFIGS", tiny_tiger_configs(tmp_path))
+    decoding = tmp_path / "decoding.json"
+    try:
+        assert bench.main(["--dataset", "sim-tiny", "--models", "tiger", "--seeds", "1", "--runs-dir",
+                           str(tmp_path / "runs"), "--cache-dir", str(tiny_cache), "--json", str(tmp_path / "t.json"),
+                           "--threads", "1"]) == 0  # fmt: skip
+        assert load_bench("mdgr_decoding").main([
+            "--dataset", "sim-tiny", "--tiger", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"), "--mdgr",
+            str(tmp_path / "runs" / "mdgr-sim-tiny-seed1"), "--users", "100", "--schedules", "warmup,linear",
+            "--json", str(decoding)]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(decoding.read_text())["rows"]
+    assert rows[0]["model"] == "tiger" and {r["model"] for r in rows[1:]} == {"mdgr"}
+    assert all(r["latency_ms_per_user"] > 0 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 for r in rows)
     assert hstu["model"] == "hstu" and hstu["steps_curve"] is None and hstu["beam_latency_ms_per_user"] is None
     assert mdgr["beam_latency_ms_per_user"] > 0 and mdgr["steps"] == 3
     levels = len(mdgr["tokenizer"]["vocab_sizes"])
@@ -47,16 +63,20 @@ def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Pa
         assert 0 <= point["ndcg@10"] <= point["recall@10"] <= point["recall@20"] <= 1
 
 
-def test_beam_sizes_decodes_a_trained_tiger_again_at_every_beam(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
-    bench = load_bench("gr_benchmark")
-    configs = tmp_path / "gr.yaml"
+def tiny_tiger_configs(folder: Path) -> Path:
+    configs = folder / "gr-tiger.yaml"
     configs.write_text(yaml.safe_dump({"defaults": {"tiger": {
         "model_params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
                          "head_dim": 8, "ffn_dim": 32, "max_len": 10, "beam_size": 10},
         "tokenizer": {"source": "attributes", "levels": 2, "codebook_size": 8},
         "train": {"epochs": 1, "max_steps_per_epoch": 3, "batch_size": 64},
     }}}))  # fmt: skip
-    monkeypatch.setattr(bench, "CONFIGS", configs)
+    return configs
+
+
+def test_beam_sizes_decodes_a_trained_tiger_again_at_every_beam(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    bench = load_bench("gr_benchmark")
+    monkeypatch.setattr(bench, "CONFIGS", tiny_tiger_configs(tmp_path))
     threads = torch.get_num_threads()
     try:
         assert bench.main(["--dataset", "sim-tiny", "--models", "tiger", "--seeds", "1", "--runs-dir",

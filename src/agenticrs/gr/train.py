@@ -177,6 +177,20 @@ def evaluate_sequential(
     return rank_metrics(np.concatenate(lists), examples.targets, ks)
 
 
+def decoding_latency_ms(model: SequentialModel, examples: EvalExamples, users: int = 512, k: int = 10) -> float:
+    """Milliseconds per user of one `recommend(batch, k)` call on the first `users` examples (after
+    one untimed warm-up call): what a benchmark quotes as a model's decoding latency."""
+    import time
+
+    batch = next(iter(examples.batches(_model_max_len(model), users)))
+    batch = {name: value for name, value in batch.items() if name in ("history", "user")}
+    model.eval()
+    model.recommend(batch, k)
+    start = time.perf_counter()
+    model.recommend(batch, k)
+    return 1000 * (time.perf_counter() - start) / len(batch["history"])
+
+
 def examples_per_user(train_part: SequenceData, mode: str) -> np.ndarray:
     """(U,) training examples each user gives per epoch (as `count_next_item_examples` counts them)."""
     lengths = np.diff(np.asarray(train_part.offsets, dtype=np.int64))
