@@ -86,12 +86,15 @@ def test_beam_sizes_decodes_a_trained_tiger_again_at_every_beam(tiny_cache: Path
         out = tmp_path / "beams.json"
         beams = load_bench("beam_sizes")
         assert beams.main(["--dataset", "sim-tiny", "--run", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"),
-                           "--beams", "10,20", "--cache-dir", str(tiny_cache), "--json", str(out)]) == 0  # fmt: skip
+                           "--beams", "20,30", "--cache-dir", str(tiny_cache), "--json", str(out)]) == 0  # fmt: skip
+        with pytest.raises(SystemExit, match="decodes as 20"):
+            beams.main(["--dataset", "sim-tiny", "--run", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"),
+                        "--beams", "10,20", "--cache-dir", str(tiny_cache), "--json", str(out)])  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     result = json.loads(out.read_text())
-    assert result["trained_beam_size"] == 10 and [r["beam_size"] for r in result["rows"]] == [10, 20]
-    at_trained = result["rows"][0]
-    for key in ("recall@5", "recall@10", "recall@20", "ndcg@10"):  # the trained beam reproduces the run's figures
+    assert result["trained_beam_size"] == 10 and [r["beam_size"] for r in result["rows"]] == [20, 30]
+    at_trained = result["rows"][0]  # the run was evaluated with a beam of max(k = 20, 10)
+    for key in ("recall@5", "recall@10", "recall@20", "ndcg@10"):  # which reproduces the run's figures
         assert at_trained[key] == pytest.approx(record[key], abs=1e-12)
     assert all(r["latency_ms_per_user"] > 0 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 for r in result["rows"])
