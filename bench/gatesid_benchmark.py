@@ -43,6 +43,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from agenticrs.models.gatesid import GateSIDConfig
 from agenticrs.train.config import RunConfig
 from agenticrs.train.metrics import auc, logloss
 from agenticrs.train.trainer import predict_probs
@@ -51,8 +52,9 @@ from agenticrs.train.workflow import load_data, train_run
 console = Console()
 ID_FIELDS = ("item_id", "hist_item_id")
 CONTENT_FIELDS = ("cate_l1", "cate_l2", "brand", "hist_cate_l2")
-SID = {"kind": "semantic_id", "field": "item_id", "levels": 3, "codebook": 32, "content_dim": 8,
-       "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # GateSID's defaults  # fmt: skip
+_GATESID = GateSIDConfig()  # the SID-only baselines get GateSID's SID sizes
+SID = {"kind": "semantic_id", "field": "item_id", "levels": _GATESID.sid_levels, "codebook": _GATESID.sid_codebook_size,
+       "content_dim": _GATESID.content_dim, "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # fmt: skip
 
 
 def variants(schema) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:

@@ -14,6 +14,7 @@ Actions apply in order: each one is validated against the schema the previous on
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -135,8 +136,9 @@ class SemanticId(_Action):
     For a categorical field (an item id) the vector is MiniLM's embedding of the value's text
     (`text`: a text field of the same rows, the first train row's text per value), or, with
     `content` (the item's categorical content fields: category, brand, ...), the random projection
-    of those fields' values that GateSID uses (`features.content_sids`; the same codes for the same
-    levels, codebook and `content_dim`), or, with neither, the value's co-occurrence with the other
+    of those fields' values that GateSID uses (`features.content_sids`; GateSID's codes when its
+    content fields are the same, in the same order, with the same levels, codebook and
+    `content_dim`), or, with neither, the value's co-occurrence with the other
     categorical fields in train (TF-IDF, truncated SVD). Fitted once on train into a table
     value -> codes, so scoring is a lookup; with `content` a row's codes come from its own content
     values instead, so an item never seen in training still gets the SID of its content. For a
@@ -654,15 +656,21 @@ def _lookup_codes(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _content_parts(action: SemanticId, schema: FeatureSchema) -> tuple[list[int], Any, Any]:
-    """The content fields' columns and their random value vectors (regenerated from the seed)."""
+@functools.lru_cache(maxsize=16)
+def _value_tables(vocab: tuple[int, ...], dim: int) -> tuple[Any, Any]:
+    """The content fields' random value vectors, regenerated from the seed once per (vocab, dim):
+    `_content_codes` runs on every scored batch."""
     import torch
 
     from agenticrs.features import content_sids
 
+    return content_sids.value_tables(vocab, dim, torch.Generator().manual_seed(0))
+
+
+def _content_parts(action: SemanticId, schema: FeatureSchema) -> tuple[list[int], Any, Any]:
+    """The content fields' columns and their random value vectors."""
     columns = [schema.categorical_index(name) for name in action.content or []]
-    vocab = [schema.categorical[c].vocab_size for c in columns]
-    table, offsets = content_sids.value_tables(vocab, action.content_dim, torch.Generator().manual_seed(0))
+    table, offsets = _value_tables(tuple(schema.categorical[c].vocab_size for c in columns), action.content_dim)
     return columns, table, offsets
 
 

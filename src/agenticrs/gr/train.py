@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,8 +181,6 @@ def evaluate_sequential(
 def decoding_latency_ms(model: SequentialModel, examples: EvalExamples, users: int = 512, k: int = 10) -> float:
     """Milliseconds per user of one `recommend(batch, k)` call on the first `users` examples (after
     one untimed warm-up call): what a benchmark quotes as a model's decoding latency."""
-    import time
-
     batch = next(iter(examples.batches(_model_max_len(model), users)))
     batch = {name: value for name, value in batch.items() if name in ("history", "user")}
     model.eval()
