@@ -13,7 +13,8 @@ Variants (same data, same training settings and step budget, early stopping on v
   columns, so SID fields proper exist only inside GateSID);
 - `din-sid`, `deepfm-sid`: the item known by its semantic IDs only: the `semantic_id` feature
   action with `content` (GateSID's recipe: seeded random vectors of cate_l1, cate_l2 and brand,
-  residual k-means, 3 levels of 32 codes, fitted on the training items) gives the candidate's codes
+  residual k-means, GateSID's 3 levels of 32 codes unless `--sid-levels` / `--sid-codebook` say
+  otherwise, fitted on the training items) gives the candidate's codes
   (from its own content, so an unseen item has its real SID) and the history's
   (`hist_item_id__sid*`, DIN's target attention compares SIDs with SIDs); the item ids and the
   content fields themselves are left out;
@@ -52,26 +53,31 @@ from agenticrs.train.workflow import load_data, train_run
 console = Console()
 ID_FIELDS = ("item_id", "hist_item_id")
 CONTENT_FIELDS = ("cate_l1", "cate_l2", "brand", "hist_cate_l2")
-_GATESID = GateSIDConfig()  # the SID-only baselines get GateSID's SID sizes
-SID = {"kind": "semantic_id", "field": "item_id", "levels": _GATESID.sid_levels, "codebook": _GATESID.sid_codebook_size,
-       "content_dim": _GATESID.content_dim, "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # fmt: skip
+_GATESID = GateSIDConfig()  # the SID-only baselines get GateSID's SID sizes unless told otherwise
 
 
-def variants(schema) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:
-    """name -> (model, model_params, feature actions)."""
+def sid_action(levels: int = _GATESID.sid_levels, codebook: int = _GATESID.sid_codebook_size) -> dict[str, Any]:
+    """The `semantic_id` feature action of the SID-only variants (GateSID's content recipe)."""
+    return {"kind": "semantic_id", "field": "item_id", "levels": levels, "codebook": codebook,
+            "content_dim": _GATESID.content_dim, "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # fmt: skip
+
+
+def variants(schema, sid: dict[str, Any] | None = None) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    """name -> (model, model_params, feature actions); `sid` is the SID-only variants' action."""
+    sid = sid or sid_action()
     fields = [*schema.categorical_names, *dict.fromkeys(n.split("__")[0] for n in schema.numeric),
               *(s.name for s in schema.sequences)]  # fmt: skip
     no_id = [f for f in fields if f not in ID_FIELDS]
     sid_only = [f for f in no_id if f not in CONTENT_FIELDS] + [f"{base}__sid{level}" for base in ID_FIELDS
-                                                                for level in range(SID["levels"])]  # fmt: skip
+                                                                for level in range(sid["levels"])]  # fmt: skip
     gatesid = {"age_field": "item_age_days"}
     return {
         "din": ("din", {}, []),
         "deepfm": ("deepfm", {}, []),
         "din-noid": ("din", {"input_fields": no_id}, []),
         "deepfm-noid": ("deepfm", {"input_fields": no_id}, []),
-        "din-sid": ("din", {"input_fields": sid_only}, [SID]),
-        "deepfm-sid": ("deepfm", {"input_fields": sid_only}, [SID]),
+        "din-sid": ("din", {"input_fields": sid_only}, [sid]),
+        "deepfm-sid": ("deepfm", {"input_fields": sid_only}, [sid]),
         "gatesid": ("gatesid", gatesid, []),
         "gatesid-id": ("gatesid", {**gatesid, "gate": "id"}, []),
         "gatesid-sid": ("gatesid", {**gatesid, "gate": "sid"}, []),
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sid-levels", type=int, default=_GATESID.sid_levels, help="levels of the -sid variants' IDs")
+    parser.add_argument("--sid-codebook", type=int, default=_GATESID.sid_codebook_size,
+                        help="codes per level of the -sid variants' IDs (GateSID's own stay at its config)")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gatesid-runs"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/gatesid_sim_small.json"))
     args = parser.parse_args(argv)
@@ -140,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.dataset)
     buckets = item_buckets(data)
     labels = np.asarray(data.split("test")["labels"][:, 0], dtype=np.float64)
-    table_of = variants(data.schema)
+    table_of = variants(data.schema, sid_action(args.sid_levels, args.sid_codebook))
     records: list[dict[str, Any]] = []
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         model_name, params, features = table_of[name]
@@ -182,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for r in records:
         gate = f"{r['cold_gate']:.2f}/{r['warm_gate']:.2f}" if "cold_gate" in r else ""
-        table.add_row(r["variant"], str(r["seed"]), fmt(r["auc"]), fmt(r["logloss"]), fmt(r["cold_auc"]),
+        sid = next((f for f in r["features"] if f["kind"] == "semantic_id"), None)
+        label = f"{r['variant']} ({sid['levels']}x{sid['codebook']})" if sid else r["variant"]
+        table.add_row(label, str(r["seed"]), fmt(r["auc"]), fmt(r["logloss"]), fmt(r["cold_auc"]),
                       fmt(r["unseen_auc"]), fmt(r["warm_auc"]), gate, str(r["steps"]), r["stopped_by"])  # fmt: skip
     console.print(table)
     console.print(f"test rows: {len(labels)}; cold {int(buckets['cold'].sum())}, unseen {int(buckets['unseen'].sum())}")
