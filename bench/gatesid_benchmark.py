@@ -62,9 +62,8 @@ def sid_action(levels: int = _GATESID.sid_levels, codebook: int = _GATESID.sid_c
             "content_dim": _GATESID.content_dim, "content": ["cate_l1", "cate_l2", "brand"], "sequences": True}  # fmt: skip
 
 
-def variants(schema, sid: dict[str, Any] | None = None) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+def variants(schema, sid: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     """name -> (model, model_params, feature actions); `sid` is the SID-only variants' action."""
-    sid = sid or sid_action()
     fields = [*schema.categorical_names, *dict.fromkeys(n.split("__")[0] for n in schema.numeric),
               *(s.name for s in schema.sequences)]  # fmt: skip
     no_id = [f for f in fields if f not in ID_FIELDS]
