@@ -66,6 +66,41 @@ def test_pointwise_attention_by_hand() -> None:
     assert not torch.allclose(got.sum(-1), torch.ones(3))  # pointwise, not a distribution
 
 
+def test_attention_norm_ablations_by_hand() -> None:
+    """`count` divides SiLU by the keys a query sees; `softmax` is a distribution over them."""
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).view(1, 1, 3, 2)
+    k = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]]).view(1, 1, 3, 2)
+    mask = torch.ones(3, 3).tril().unsqueeze(0)
+    mask[0, 2, 0] = 0  # query 2 does not see key 0 (padding)
+    dots = (q @ k.transpose(-1, -2))[0, 0] / math.sqrt(2)
+    count = HSTUBlock(HSTUConfig(dim=2, num_heads=1, max_len=4, attention_norm="count")).attention(q, k, mask, None)[0, 0]
+    want = F.silu(dots) * mask[0] / torch.tensor([[1.0], [2.0], [2.0]])
+    torch.testing.assert_close(count, want)
+    soft = HSTUBlock(HSTUConfig(dim=2, num_heads=1, max_len=4, attention_norm="softmax")).attention(q, k, mask, None)[0, 0]
+    torch.testing.assert_close(soft.sum(-1), torch.ones(3))
+    assert soft[2, 0] == 0 and soft[0, 1:].abs().sum() == 0
+    torch.testing.assert_close(soft[1, :2], torch.softmax(dots[1, :2], -1))
+    empty = torch.zeros(1, 3, 3)  # a padding query that sees no key: zeros, not NaN
+    assert HSTUBlock(HSTUConfig(dim=2, num_heads=1, max_len=4, attention_norm="softmax")).attention(
+        q, k, empty, None).abs().sum() == 0
+
+
+@pytest.mark.parametrize("norm", ["count", "softmax"])
+def test_attention_norm_ablations_train_without_leakage(norm: str) -> None:
+    torch.manual_seed(0)
+    model = build_sequential("hstu", 30, {**SMALL, "attention_norm": norm})
+    b = batch()
+    loss = model.loss(b)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    model.eval()
+    h = model.hidden(b["history"])
+    history = b["history"].clone()
+    history[:, 5] = history[:, 5] % 30 + 1
+    torch.testing.assert_close(h[:, :5], model.hidden(history)[:, :5])
+
+
 def test_time_buckets_by_hand() -> None:
     stamps = torch.tensor([[0, 1, 10, 1000]])
     got = time_buckets(stamps, num_buckets=20)[0, 0]

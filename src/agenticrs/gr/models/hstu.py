@@ -21,6 +21,10 @@ Ours:
   `history`: batches of a data set with event times (`SequenceData.timestamps`: the simulator's
   behaviour sequences `sim-<preset>-behaviours`, Taobao UserBehavior) carry them through the
   engine; the Amazon and Yelp sets are order-only, so there the position bias works alone.
+- Ablation switch `attention_norm` (ours, not the paper's): `count` divides by the number of keys
+  each query sees instead of `max_len` (on short histories the paper's 1/max_len shrinks the
+  attention output towards zero), `softmax` uses SASRec's normalisation inside the HSTU block, so
+  a gap to SASRec can be traced to the normalisation or to the rest of the block.
 - Learned absolute positions added to the item embeddings (as the authors' sequential-
   recommendation preprocessor), right-aligned as in SASRec.
 - Training and ranking are SASRec's (this class subclasses it): `loss="ce"` full softmax over all
@@ -33,6 +37,7 @@ Ours:
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +54,11 @@ class HSTUConfig(SASRecConfig):
 
     num_time_buckets: int = Field(64, ge=1, description="log-bucketed time gaps (used when batches carry timestamps)")
     absolute_positions: bool = True
+    attention_norm: Literal["max_len", "count", "softmax"] = Field(
+        "max_len",
+        description="how attention weights are normalised: the paper's SiLU / max_len, SiLU / number "
+        "of keys the query sees (ablation), or SASRec's softmax (ablation)",
+    )
 
 
 def time_buckets(timestamps: torch.Tensor, num_buckets: int) -> torch.Tensor:
@@ -65,7 +75,7 @@ class HSTUBlock(nn.Module):
         super().__init__()
         if cfg.dim % cfg.num_heads:
             raise ValueError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
-        self.heads, self.max_len = cfg.num_heads, cfg.max_len
+        self.heads, self.max_len, self.norm_mode = cfg.num_heads, cfg.max_len, cfg.attention_norm
         self.norm_in = nn.LayerNorm(cfg.dim)
         self.uvqk = nn.Linear(cfg.dim, 4 * cfg.dim)
         self.norm_av = nn.LayerNorm(cfg.dim)
@@ -75,7 +85,8 @@ class HSTUBlock(nn.Module):
         self.time_bias = nn.Parameter(torch.zeros(cfg.num_heads, cfg.num_time_buckets))
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor | None) -> torch.Tensor:
-        """(B, H, L, L) pointwise weights SiLU(QK^T / sqrt(dk) + rab) / max_len, zero where masked."""
+        """(B, H, L, L) weights SiLU(QK^T / sqrt(dk) + rab) / max_len, zero where masked (or the
+        `attention_norm` ablation's count or softmax normalisation)."""
         n = q.shape[-2]
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         steps = torch.arange(n, device=q.device)
@@ -83,7 +94,13 @@ class HSTUBlock(nn.Module):
         scores = scores + self.position_bias[:, distance]
         if buckets is not None:
             scores = scores + self.time_bias[:, buckets].transpose(0, 1)  # (H, B, L, L) -> (B, H, L, L)
-        return F.silu(scores) / self.max_len * mask[:, None]
+        mask = mask[:, None]
+        if self.norm_mode == "softmax":
+            weights = torch.softmax(scores.masked_fill(mask == 0, float("-inf")), dim=-1)
+            return torch.nan_to_num(weights) * mask  # a padding query sees no key: zero row, not NaN
+        if self.norm_mode == "count":
+            return F.silu(scores) * mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        return F.silu(scores) / self.max_len * mask
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, d), mask (B, L, L) 1 = query i may read key j, buckets (B, L, L) or None."""
