@@ -25,7 +25,9 @@ Variants (same data, same training settings and step budget, early stopping on v
 Cold items are those launched in the test window (`items.parquet` launch_day >= the test day);
 "unseen" items are those launched after the last training day (the valid day included): their
 ids are out of the training vocabulary. AUC is reported overall and on the test impressions of
-cold, unseen and warm items, with each GateSID run's mean gate on them.
+cold, unseen and warm items, with each GateSID run's mean gate on them; a -sid variant's record
+also says how many training items its codes cover and how many distinct tuples (and level-0 codes)
+they form.
 """
 
 from __future__ import annotations
@@ -81,6 +83,17 @@ def variants(schema, sid: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]
         "gatesid-id": ("gatesid", {**gatesid, "gate": "id"}, []),
         "gatesid-sid": ("gatesid", {**gatesid, "gate": "sid"}, []),
     }
+
+
+def sid_statistics(codes: list[int], levels: int) -> dict[str, int]:
+    """How finely a fitted `semantic_id` action's code table (`state["codes"]`, one row of `levels`
+    codes per item id; the OOV code where the action saw no item) tells the training items apart."""
+    from agenticrs.features.actions import OOV_INDEX
+
+    table = np.asarray(codes, dtype=np.int64).reshape(-1, levels)
+    table = table[(table != OOV_INDEX).all(axis=1)]
+    return {"sid_items": len(table), "sid_distinct_tuples": len(np.unique(table, axis=0)),
+            "sid_distinct_level0": len(np.unique(table[:, 0]))}  # fmt: skip
 
 
 def simulate(preset: str, overrides: list[str]) -> str:
@@ -173,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 "best_step": trained.result.best_step, "valid_auc": trained.result.valid.get("auc"),
                 "wall_s": wall,
             }  # fmt: skip
+            fitted = trained.run.features
+            for action, state in zip(fitted.actions if fitted else [], fitted.state if fitted else []):
+                if action.kind == "semantic_id":
+                    record.update(sid_statistics(state["codes"], action.levels))
             for bucket, mask in buckets.items():
                 record[f"{bucket}_rows"] = int(mask.sum())
                 both = 0 < labels[mask].sum() < mask.sum()
@@ -184,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(records, indent=1))
             console.print(record)
     table = Table(title=f"GateSID vs DIN / DeepFM, {args.dataset} CTR, test split")
-    for col in ["variant", "seed", "auc", "logloss", "cold auc", "unseen auc", "warm auc", "gate cold/warm", "steps",
-                "stopped_by"]:  # fmt: skip
+    for col in ["variant", "seed", "auc", "logloss", "cold auc", "unseen auc", "warm auc", "gate cold/warm", "SID tuples",
+                "steps", "stopped_by"]:  # fmt: skip
         table.add_column(col)
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for r in records:
@@ -193,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         sid = next((f for f in r["features"] if f["kind"] == "semantic_id"), None)
         label = f"{r['variant']} ({sid['levels']}x{sid['codebook']})" if sid else r["variant"]
         table.add_row(label, str(r["seed"]), fmt(r["auc"]), fmt(r["logloss"]), fmt(r["cold_auc"]),
-                      fmt(r["unseen_auc"]), fmt(r["warm_auc"]), gate, str(r["steps"]), r["stopped_by"])  # fmt: skip
+                      fmt(r["unseen_auc"]), fmt(r["warm_auc"]), gate,
+                      f"{r['sid_distinct_tuples']}/{r['sid_items']}" if "sid_items" in r else "",
+                      str(r["steps"]), r["stopped_by"])  # fmt: skip
     console.print(table)
     console.print(f"test rows: {len(labels)}; cold {int(buckets['cold'].sum())}, unseen {int(buckets['unseen'].sum())}")
     return 0

@@ -33,6 +33,17 @@ def test_sid_only_variants_default_to_gatesids_sizes_and_follow_the_requested_on
     assert table["din"][2] == [] and table["gatesid"][2] == []  # only the -sid variants get the action
 
 
+def test_sid_statistics_count_distinct_tuples_of_the_fitted_items_only() -> None:
+    from agenticrs.features.actions import OOV_INDEX
+
+    bench = load_bench("gatesid_benchmark")
+    codes = [OOV_INDEX, OOV_INDEX,  # item 0: never seen in training
+             5, 7, 5, 7,  # items 1 and 2 collide
+             5, 8, 6, 7]  # fmt: skip
+    assert bench.sid_statistics(codes, levels=2) == {"sid_items": 4, "sid_distinct_tuples": 3,
+                                                     "sid_distinct_level0": 2}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_codebook_override_reaches_the_trained_run_and_its_record(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AGENTICRS_CACHE_DIR", str(tmp_path / "cache"))
@@ -48,6 +59,8 @@ def test_a_codebook_override_reaches_the_trained_run_and_its_record(tmp_path: Pa
     (record,) = json.loads(out.read_text())
     assert record["variant"] == "din-sid" and record["features"][0]["codebook"] == 8
     assert record["features"][0]["levels"] == 2 and record["stopped_by"] == "epochs"
+    assert 0 < record["sid_distinct_tuples"] <= min(record["sid_items"], 8 * 8)
+    assert record["sid_distinct_level0"] <= 8
     assert 0.5 < record["auc"] < 1.0  # the tiny world's clicks carry signal that the SIDs and user reveal
     (run,) = (tmp_path / "runs").iterdir()
     (action,) = yaml.safe_load((run / "config.yaml").read_text())["features"]  # the run trained with them
