@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "wall_s": wall,
             }  # fmt: skip
             fitted = trained.run.features
-            for action, state in zip(fitted.actions if fitted else [], fitted.state if fitted else []):
+            for action, state in zip(fitted.actions, fitted.state) if fitted else ():
                 if action.kind == "semantic_id":
                     record.update(sid_statistics(state["codes"], action.levels))
             for bucket, mask in buckets.items():

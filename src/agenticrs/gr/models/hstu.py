@@ -75,7 +75,7 @@ class HSTUBlock(nn.Module):
         super().__init__()
         if cfg.dim % cfg.num_heads:
             raise ValueError(f"dim ({cfg.dim}) must be divisible by num_heads ({cfg.num_heads})")
-        self.heads, self.max_len, self.norm_mode = cfg.num_heads, cfg.max_len, cfg.attention_norm
+        self.heads, self.max_len, self.attention_norm = cfg.num_heads, cfg.max_len, cfg.attention_norm
         self.norm_in = nn.LayerNorm(cfg.dim)
         self.uvqk = nn.Linear(cfg.dim, 4 * cfg.dim)
         self.norm_av = nn.LayerNorm(cfg.dim)
@@ -95,10 +95,10 @@ class HSTUBlock(nn.Module):
         if buckets is not None:
             scores = scores + self.time_bias[:, buckets].transpose(0, 1)  # (H, B, L, L) -> (B, H, L, L)
         mask = mask[:, None]
-        if self.norm_mode == "softmax":
+        if self.attention_norm == "softmax":
             weights = torch.softmax(scores.masked_fill(mask == 0, float("-inf")), dim=-1)
             return torch.nan_to_num(weights) * mask  # a padding query sees no key: zero row, not NaN
-        if self.norm_mode == "count":
+        if self.attention_norm == "count":
             return F.silu(scores) * mask / mask.sum(-1, keepdim=True).clamp(min=1.0)
         return F.silu(scores) / self.max_len * mask
 
