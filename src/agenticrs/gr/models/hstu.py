@@ -115,20 +115,12 @@ class HSTUBlock(nn.Module):
 class HSTU(SASRec):
     paper = "Zhai et al., Actions Speak Louder than Words (HSTU), ICML 2024"
     Config = HSTUConfig
+    Block = HSTUBlock
 
     def __init__(self, num_items: int, config: HSTUConfig) -> None:
-        nn.Module.__init__(self)
-        self.num_items, self.config = num_items, config
-        self.item = nn.Embedding(num_items + 1, config.dim, padding_idx=PAD)
-        self.position = nn.Embedding(config.max_len, config.dim)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(HSTUBlock(config) for _ in range(config.num_blocks))
-        self.norm = nn.LayerNorm(config.dim)
-        nn.init.normal_(self.item.weight, std=config.dim**-0.5)
-        nn.init.normal_(self.position.weight, std=config.dim**-0.5)
-        with torch.no_grad():
-            self.item.weight[PAD].zero_()
-            if not config.absolute_positions:
+        super().__init__(num_items, config)
+        if not config.absolute_positions:  # relative position bias only: the absolute table stays zero
+            with torch.no_grad():
                 self.position.weight.zero_()
         self.position.weight.requires_grad_(config.absolute_positions)
 

@@ -88,6 +88,7 @@ class _Block(nn.Module):
 class SASRec(SequentialModel):
     paper = "Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018"
     Config = SASRecConfig
+    Block: type[nn.Module] = _Block  # one transformer layer; a subclass swaps in its own (HSTU)
 
     def __init__(self, num_items: int, config: SASRecConfig) -> None:
         super().__init__()
@@ -95,7 +96,7 @@ class SASRec(SequentialModel):
         self.item = nn.Embedding(num_items + 1, config.dim, padding_idx=PAD)
         self.position = nn.Embedding(config.max_len, config.dim)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.num_blocks))
+        self.blocks = nn.ModuleList(self.Block(config) for _ in range(config.num_blocks))
         self.norm = nn.LayerNorm(config.dim)
         nn.init.normal_(self.item.weight, std=config.dim**-0.5)
         nn.init.normal_(self.position.weight, std=config.dim**-0.5)
