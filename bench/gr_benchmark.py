@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--curve-users", type=int, default=None,
                         help="test users for MDGR's quality-steps curve (default: all)")
+    parser.add_argument("--label", default=None,
+                        help="a variant name added to each record's row label, e.g. 'd128' for an ablation arm")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             if token_info:  # e.g. "tiger (collaborative IDs)", "tiger (text IDs, rq_vae)"
                 method = "" if token_info["method"] == "rq_kmeans" else f", {token_info['method']}"
                 label = f"{model} ({token_info['source']} IDs{method})"
+            if args.label:  # an ablation arm gets its own row: "tiger (collaborative IDs) [d128]"
+                label = f"{label} [{args.label}]"
             record = {
                 "model": model,
                 "model_label": label,

@@ -59,3 +59,16 @@ def test_benchmark_trains_sasrec_then_tiger_on_its_item_table(tiny_cache: Path, 
     (runs / "tiger-sim-tiny-seed7" / "weights.pt").unlink()
     assert bench.main([*args, "--resume"]) == 0
     assert json.loads(out.read_text()) == records and not (runs / "tiger-sim-tiny-seed7" / "weights.pt").exists()
+    # an ablation arm: TIGER alone in its own runs folder, on the same SASRec table, with its own row label
+    arm_out, arm_runs = tmp_path / "arm.json", tmp_path / "arm-runs"
+    arm = ["--dataset", "sim-tiny", "--models", "tiger", "--seeds", "1", "--first-seed", "7", "--threads", "1",
+           "--runs-dir", str(arm_runs), "--cache-dir", str(tiny_cache), "--json", str(arm_out), "--label", "d32",
+           "--set", f"tiger.tokenizer.collaborative_run={runs / 'sasrec-sim-tiny-seed7'}",
+           "--set", "tiger.model_params.d_model=32"]  # fmt: skip
+    try:
+        assert bench.main(arm) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (record,) = json.loads(arm_out.read_text())
+    assert record["model_label"] == "tiger (collaborative IDs) [d32]"
+    assert record["config"]["model_params"]["d_model"] == 32 and (arm_runs / "tiger-sim-tiny-seed7").is_dir()
