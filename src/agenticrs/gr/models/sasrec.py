@@ -163,11 +163,13 @@ class SASRec(SequentialModel):
         return F.cross_entropy(logits, torch.zeros_like(y))
 
     @torch.no_grad()
-    def score_all(self, batch: SeqBatch) -> torch.Tensor:
+    def score_all(self, batch: SeqBatch, items: torch.Tensor | None = None) -> torch.Tensor:
         """(B, num_items + 1) scores of every item from the last position; padding column -inf,
-        history items (with `exclude_history`) the lowest finite score."""
+        history items (with `exclude_history`) the lowest finite score. `items` scores against
+        another (num_items + 1, d) table instead of the model's own (a diagnostic: e.g. the items'
+        vectors as their semantic IDs reconstruct them, `bench/sid_ceiling.py`)."""
         h = self._states(batch, self._trim(batch["history"]))[:, -1]
-        scores = h @ self.item.weight.T
+        scores = h @ (self.item.weight if items is None else items).T
         if self.config.exclude_history:  # below every real score, above the padding column
             scores.scatter_(1, batch["history"], torch.finfo(scores.dtype).min)
         scores[:, PAD] = float("-inf")
