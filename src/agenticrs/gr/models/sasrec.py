@@ -167,7 +167,7 @@ class SASRec(SequentialModel):
         """(B, num_items + 1) scores of every item from the last position; padding column -inf,
         history items (with `exclude_history`) the lowest finite score. `items` scores against
         another (num_items + 1, d) table instead of the model's own (a diagnostic: e.g. the items'
-        vectors as their semantic IDs reconstruct them, `bench/sid_ceiling.py`)."""
+        vectors as their semantic IDs reconstruct them, `bench/sid_fidelity.py`)."""
         h = self._states(batch, self._trim(batch["history"]))[:, -1]
         scores = h @ (self.item.weight if items is None else items).T
         if self.config.exclude_history:  # below every real score, above the padding column

@@ -1,4 +1,4 @@
-"""bench/sid_ceiling.py on the tiny simulator: a SASRec run scored with its own table reproduces its
+"""bench/sid_fidelity.py on the tiny simulator: a SASRec run scored with its own table reproduces its
 benchmark record exactly; scored with the vectors its items' semantic IDs rebuild, it reads the TIGER
 run's codes (refusing another table's), the reconstruction error falls with every level and ends at
 the tokenizer's own statistic, and a fresh fit with the run's settings gives the same rows."""
@@ -25,7 +25,7 @@ TIGER = {
 }  # fmt: skip
 
 
-def test_ceiling_rows(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+def test_fidelity_rows(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
     threads = torch.get_num_threads()
     bench = load_bench("gr_benchmark")
     configs = tmp_path / "gr.yaml"
@@ -35,16 +35,16 @@ def test_ceiling_rows(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
     runs, out = tmp_path / "runs", tmp_path / "gr.json"
     common = ["--dataset", "sim-tiny", "--seeds", "1", "--runs-dir", str(runs), "--cache-dir", str(tiny_cache),
               "--threads", "1"]  # fmt: skip
-    ceiling = load_bench("sid_ceiling")
+    fidelity = load_bench("sid_fidelity")
     try:
         assert bench.main([*common, "--models", "sasrec,tiger", "--json", str(out)]) == 0
         assert bench.main([*common, "--models", "sasrec", "--first-seed", "2", "--json", str(tmp_path / "s2.json")]) == 0
         sasrec, tiger = runs / "sasrec-sim-tiny-seed1", runs / "tiger-sim-tiny-seed1"
         base = ["--dataset", "sim-tiny", "--sasrec", str(sasrec), "--cache-dir", str(tiny_cache)]
-        assert ceiling.main([*base, "--tiger", str(tiger), "--json", str(tmp_path / "run.json")]) == 0
-        assert ceiling.main([*base, "--levels", "2", "--codebook-size", "8", "--json", str(tmp_path / "fit.json")]) == 0
+        assert fidelity.main([*base, "--tiger", str(tiger), "--json", str(tmp_path / "run.json")]) == 0
+        assert fidelity.main([*base, "--levels", "2", "--codebook-size", "8", "--json", str(tmp_path / "fit.json")]) == 0
         with pytest.raises(SystemExit, match="not the codes of"):
-            ceiling.main(["--dataset", "sim-tiny", "--sasrec", str(runs / "sasrec-sim-tiny-seed2"), "--tiger", str(tiger),
+            fidelity.main(["--dataset", "sim-tiny", "--sasrec", str(runs / "sasrec-sim-tiny-seed2"), "--tiger", str(tiger),
                           "--cache-dir", str(tiny_cache), "--json", str(tmp_path / "bad.json")])  # fmt: skip
     finally:
         torch.set_num_threads(threads)

@@ -1,15 +1,15 @@
-"""How much of a trained SASRec's ranking survives its items' semantic IDs: a ceiling for the IDs.
+"""How much of a trained SASRec's ranking its items' semantic IDs keep (the IDs' fidelity).
 
-    python bench/sid_ceiling.py --dataset amazon_beauty --sasrec bench/out/gr-runs/sasrec-amazon_beauty-seed1 \
-        --tiger bench/out/gr-runs/tiger-amazon_beauty-seed1 --json bench/results/gr_beauty_sid_ceiling.json
+    python bench/sid_fidelity.py --dataset amazon_beauty --sasrec bench/out/gr-runs/sasrec-amazon_beauty-seed1 \
+        --tiger bench/out/gr-runs/tiger-amazon_beauty-seed1 --json bench/results/gr_beauty_sid_fidelity.json
 
 TIGER's collaborative IDs are residual k-means codes of the SASRec item table of the same seed (each
 row L2-normalised first). Here the SASRec model keeps its user states and scores every item with
 the vector the item's first 1..L codes reconstruct (times the row's norm, which the normalisation
-set aside) instead of its own table; the test split is ranked in full as in the benchmark. If the
-SASRec ranking falls to TIGER's level once items are only their codes, the IDs are what bounds a
-model that can only tell items apart by them; if it stays near SASRec's, the IDs keep what is
-needed and the loss lies in the generative model. (Items that share a whole tuple tie; TIGER tells
+set aside) instead of its own table; the test split is ranked in full as in the benchmark. This is
+not a bound on TIGER, which learns its own embeddings of the codes, but it says how much of the
+table's geometry the codes carry, and it compares ID settings (levels, codebook size, the table
+they encode) without training a TIGER on each. (Items that share a whole tuple tie; TIGER tells
 them apart by its collision digit, which carries no content.) No training: one scoring pass per
 level count. Without `--tiger`, an RQ-KMeans of `--levels` x `--codebook-size` is fitted on the table
 here (the same fit as a TIGER run's with those settings), so ID settings can be compared on the
