@@ -130,7 +130,7 @@ class HSTU(SASRec):
         n = history.shape[1]
         keep = (history != PAD).unsqueeze(-1)
         pos = self.position.weight[self.config.max_len - n :]
-        x = self.drop(self.item(history) * math.sqrt(self.config.dim) + pos) * keep
+        x = self.drop(self.embed_items(history) * math.sqrt(self.config.dim) + pos) * keep
         causal = torch.ones(n, n, dtype=torch.bool, device=history.device).tril()
         mask = (causal & (history != PAD)[:, None, :]).to(x.dtype)  # (B, L, L): past, non-padding keys
         buckets = None

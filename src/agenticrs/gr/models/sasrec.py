@@ -103,13 +103,22 @@ class SASRec(SequentialModel):
         with torch.no_grad():
             self.item.weight[PAD].zero_()
 
+    def item_vectors(self) -> torch.Tensor:
+        """(num_items + 1, d) the vectors items enter the sequence and are scored with (row 0 =
+        padding): the item table here; a subclass may compose them (SID-SASRec: from codes)."""
+        return self.item.weight
+
+    def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """`item_vectors()[ids]` without building the whole table when it is a lookup."""
+        return self.item(ids)
+
     def hidden(self, history: torch.Tensor) -> torch.Tensor:
         """(B, L, d) states; position t only sees items at positions <= t; padding rows are zero."""
         history = history[:, -self.config.max_len :]
         n = history.shape[1]
         keep = (history != PAD).unsqueeze(-1)
         pos = self.position.weight[self.config.max_len - n :]  # right-aligned: the last item gets the last position
-        x = self.drop(self.item(history) * math.sqrt(self.config.dim) + pos) * keep
+        x = self.drop(self.embed_items(history) * math.sqrt(self.config.dim) + pos) * keep
         causal = torch.ones(n, n, dtype=torch.bool, device=history.device).tril()
         eye = torch.eye(n, dtype=torch.bool, device=history.device)
         mask = (causal & (history != PAD)[:, None, :]) | eye  # (B, L, L): past, non-padding keys, and self
@@ -134,11 +143,11 @@ class SASRec(SequentialModel):
         history, targets = batch["history"][:, -n:], batch["targets"][:, -n:]
         valid = targets != PAD
         if not bool(valid.any()):
-            return self.item.weight.sum() * 0.0
+            return self.item_vectors().sum() * 0.0
         h = self._states({**batch, "history": history}, n)[valid]  # (N, d)
         y = targets[valid]
         if self.config.loss == "ce" or (self.config.loss == "sampled" and self.config.num_negatives >= self.num_items):
-            logits = h @ self.item.weight.T
+            logits = h @ self.item_vectors().T
             logits[:, PAD] = float("-inf")
             return F.cross_entropy(logits, y)
         if self.config.loss == "sampled":
@@ -147,8 +156,8 @@ class SASRec(SequentialModel):
         neg = neg + (neg >= y).long()
         if self.num_items == 1:
             neg = y  # no other item exists; the negative term then only regularises
-        pos_logit = (h * self.item(y)).sum(-1)
-        neg_logit = (h * self.item(neg)).sum(-1)
+        pos_logit = (h * self.embed_items(y)).sum(-1)
+        neg_logit = (h * self.embed_items(neg)).sum(-1)
         bce = F.binary_cross_entropy_with_logits
         return bce(pos_logit, torch.ones_like(pos_logit)) + bce(neg_logit, torch.zeros_like(neg_logit))
 
@@ -156,8 +165,8 @@ class SASRec(SequentialModel):
         """Cross-entropy of the target against K shared uniform negatives (log-Q corrected)."""
         k = self.config.num_negatives
         neg = torch.randint(1, self.num_items + 1, (k,), device=y.device)
-        pos_logit = (h * self.item(y)).sum(-1, keepdim=True)  # (N, 1)
-        neg_logit = h @ self.item(neg).T + math.log(self.num_items / k)  # q = 1 / I: -log(K q)
+        pos_logit = (h * self.embed_items(y)).sum(-1, keepdim=True)  # (N, 1)
+        neg_logit = h @ self.embed_items(neg).T + math.log(self.num_items / k)  # q = 1 / I: -log(K q)
         neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], 1)
         return F.cross_entropy(logits, torch.zeros_like(y))
@@ -169,7 +178,7 @@ class SASRec(SequentialModel):
         another (num_items + 1, d) table instead of the model's own (a diagnostic: e.g. the items'
         vectors as their semantic IDs reconstruct them, `bench/sid_fidelity.py`)."""
         h = self._states(batch, self._trim(batch["history"]))[:, -1]
-        scores = h @ (self.item.weight if items is None else items).T
+        scores = h @ (self.item_vectors() if items is None else items).T
         if self.config.exclude_history:  # below every real score, above the padding column
             scores.scatter_(1, batch["history"], torch.finfo(scores.dtype).min)
         scores[:, PAD] = float("-inf")
@@ -177,4 +186,4 @@ class SASRec(SequentialModel):
 
     def item_embeddings(self) -> torch.Tensor:
         """(num_items + 1, d) item embeddings (row 0 = padding): collaborative item vectors."""
-        return self.item.weight.detach().clone()
+        return self.item_vectors().detach().clone()
