@@ -14,7 +14,9 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   (its drafts only), 50 % (EGRS default) and 100 % (no EGRS) of the beams. Decoding latency per user
   on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
   drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
-  (after `grc`): another GRPO fine-tuning of the SFT run (e.g. the spec's lr 1e-5).
+  (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, or GRC settings of
+  the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
+  recorded with its drafts alone.
 - `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -98,6 +101,10 @@ def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> P
     """A short GRPO fine-tuning run of the SFT model through the engine; its record appended to `out`."""
     model, config = load_sequential_run(grc_folder)
     model.config.phase = "grpo"
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.grpo_set)}
+    validated = type(model.config).model_validate({**model.config.model_dump(), **overrides})  # e.g. credit=segment
+    for key in overrides:
+        setattr(model.config, key, getattr(validated, key))
     model.train()
     rl = SequentialTrainConfig.model_validate({
         **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
@@ -107,15 +114,20 @@ def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> P
     if rl_folder.exists():
         shutil.rmtree(rl_folder)
     rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
-    out.append(record(f"grc (SFT + GRPO lr {args.grpo_lr:g}, EGRS 50%)", "grc", args.dataset, seed, rl_result,
-                      rl_folder, data, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr))  # fmt: skip
+    arm = "".join(f", {k}={v}" for k, v in overrides.items())
+    out.append(record(f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)", "grc", args.dataset, seed, rl_result,
+                      rl_folder, data, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, grpo_set=overrides))  # fmt: skip
     save(args, out)
     return rl_folder
 
 
 def part_grpo(args, seed: int, data, out: list[dict]) -> None:
-    """Only the GRPO fine-tuning of the SFT run `--part grc` trained (another lr, `--grpo-suffix`)."""
-    grpo_finetune(args, seed, data, args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}", out)
+    """Only the GRPO fine-tuning of the SFT run `--part grc` trained (another lr or `--grpo-set`,
+    `--grpo-suffix`), and its drafts alone (what GRPO did to the beam search's ranking)."""
+    rl_folder = grpo_finetune(args, seed, data, args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}", out)
+    label = out[-1]["model_label"].replace("EGRS 50%", "drafts only (reflect 0%)")
+    out.append(evaluate_variant(args, seed, data, rl_folder, label, reflect_share=0.0))
+    save(args, out)
 
 
 def part_grc(args, seed: int, data, out: list[dict]) -> None:
@@ -129,18 +141,10 @@ def part_grc(args, seed: int, data, out: list[dict]) -> None:
     save(args, out)
     rl_folder = grpo_finetune(args, seed, data, grc_folder, out)
     # reflection budget: 0 (drafts only), 1.0 (every beam: no EGRS) on the GRPO model, test split
-    test = leave_one_out(data).test
-    for share in (0.0, 1.0):
-        model, _ = load_sequential_run(rl_folder)
-        model.config.reflect_share = share
-        metrics = evaluate_sequential(model, test, (5, 10, 20), 512, model.config.max_len)
-        label = "grc (SFT + GRPO), drafts only (reflect 0%)" if share == 0 else "grc (SFT + GRPO), reflect 100% (no EGRS)"
-        out.append({"model": "grc", "model_label": label, "dataset": args.dataset, "seed": seed,
-                    **{k: metrics[k] for k in METRIC_KEYS}, "valid_ndcg@10": None, "train_s_per_epoch": None,
-                    "epochs": None, "steps": None, "best_epoch": None, "stopped_by": "evaluation only",
-                    "beam_latency_ms_per_user": latency_ms(model, data), "tokenizer": None, "run": str(rl_folder),
-                    "reflect_share": share})  # fmt: skip
-        save(args, out)
+    out.append(evaluate_variant(args, seed, data, rl_folder, "grc (SFT + GRPO), drafts only (reflect 0%)", reflect_share=0.0))
+    save(args, out)
+    out.append(evaluate_variant(args, seed, data, rl_folder, "grc (SFT + GRPO), reflect 100% (no EGRS)", reflect_share=1.0))
+    save(args, out)
 
 
 def evaluate_variant(args, seed: int, data, folder: Path, label: str, **settings: Any) -> dict:
@@ -223,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="MODEL.key=value (tiger.* also applies to grc)")
     parser.add_argument("--grpo-steps", type=int, default=150)
-    parser.add_argument("--grpo-lr", type=float, default=5e-5)
+    parser.add_argument("--grpo-lr", type=float, default=1e-5, help="the spec's range is 1e-5 to 1e-6")
     parser.add_argument("--grpo-suffix", default="", help="run-folder suffix of the GRPO run (grc-grpo<suffix>-...)")
+    parser.add_argument("--grpo-set", action="append", default=[],
+                        help="KEY=VALUE (YAML value): a GRC setting of the GRPO run only (e.g. credit=segment, "
+                             "policy_segments=[draft,correction])")
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)

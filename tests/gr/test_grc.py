@@ -20,6 +20,7 @@ from agenticrs.gr.models.grc import (
     clipped_objective,
     group_advantages,
     kl_k3,
+    segment_rewards,
     trajectory_rewards,
     true_flags,
 )
@@ -60,6 +61,56 @@ def test_rewards_match_a_hand_computation() -> None:
     # 3) broke a correct draft into an invalid ID: 0 + 0 + 0.5 * (0 - 1) + 0.2 * 1 - 0.5
     expected = torch.tensor([2.7, 1 / 3 + 0.1, -0.5 + 0.2 - 0.5])
     torch.testing.assert_close(r, expected)
+
+
+def test_segment_rewards_credit_each_segment_with_its_own_outcome() -> None:
+    cfg = GrcConfig()
+    target = torch.tensor([[1, 2, 3], [1, 2, 3], [1, 2, 3]])
+    draft = torch.tensor([[1, 2, 0], [0, 2, 3], [1, 2, 3]])
+    reflection = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
+    final = torch.tensor([[1, 2, 3], [1, 0, 3], [2, 2, 3]])
+    valid = torch.tensor([True, True, False])
+    r = segment_rewards(draft, reflection, final, target, valid, cfg)
+    # draft: 2/3 of prefixes | none (first token wrong) | all + hit
+    # reflection: 4/4 | flags 1,0,0,1 are true, so 2/4 | 4/4
+    # correction: all + hit + 0.5 (fixed a miss) | 1/3 | 0 + 0 − 0.5 (broke a hit) − 0.5 (invalid)
+    expected = torch.tensor([[2 / 3, 1.0, 2.5], [0.0, 0.5, 1 / 3], [2.0, 1.0, -1.0]])
+    torch.testing.assert_close(r, expected)
+    # a group whose drafts all miss at the first token gives the draft tokens no advantage at all,
+    # whatever the reflections did (the trajectory reward would give them ±1 from reflection alone)
+    group = segment_rewards(torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]),
+                            torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([[1, 2, 3]]),
+                            torch.tensor([True, True]), cfg)  # fmt: skip
+    assert group_advantages(group[:, 0]).abs().max() == 0
+    trajectory = trajectory_rewards(torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]),
+                                    torch.tensor([[0, 0, 0], [0, 1, 1]]), torch.tensor([[1, 2, 3]]),
+                                    torch.tensor([True, True]), cfg)  # fmt: skip
+    torch.testing.assert_close(group_advantages(trajectory).abs(), torch.ones(2), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("rl_dropout", [True, False])
+def test_grpo_without_dropout_scores_exactly_the_sampled_policy(rl_dropout: bool, monkeypatch) -> None:
+    """With `rl_dropout: false` the teacher-forced log-probs equal the rollout's (ratio 1), and
+    the model's training mode is restored after the loss."""
+    from agenticrs.gr.models import grc as grc_module
+
+    gaps = []
+    original = grc_module.clipped_objective
+
+    def spy(logp, old_logp, advantages, clip_eps):
+        gaps.append((logp - old_logp).abs().max().item())
+        return original(logp, old_logp, advantages, clip_eps)
+
+    monkeypatch.setattr(grc_module, "clipped_objective", spy)
+    torch.manual_seed(0)
+    model = Grc(NUM_ITEMS, tiny(phase="grpo", dropout=0.3, rl_dropout=rl_dropout, credit="segment"),
+                make_sids(NUM_ITEMS))  # fmt: skip
+    model.train()
+    loss = model.loss(make_batch(8, seed=1))
+    loss.backward()
+    assert model.training and torch.isfinite(loss)
+    assert (gaps[0] < 1e-5) if not rl_dropout else (gaps[0] > 1e-3)
+    assert dict(model.named_parameters())["head.weight"].grad.abs().sum() > 0
 
 
 def test_group_advantages_clip_and_kl_on_hand_examples() -> None:
@@ -124,7 +175,8 @@ def test_egrs_reflects_only_the_most_uncertain_beams_and_share_zero_is_tiger() -
 @pytest.mark.parametrize("phase", ["sft", "grpo"])
 def test_losses_are_finite_and_reach_the_new_parameters(phase: str) -> None:
     torch.manual_seed(2)
-    model = Grc(NUM_ITEMS, tiny(phase=phase), make_sids(NUM_ITEMS))
+    every_segment = {"policy_segments": ["draft", "reflection", "correction"]} if phase == "grpo" else {}
+    model = Grc(NUM_ITEMS, tiny(phase=phase, **every_segment), make_sids(NUM_ITEMS))
     loss = model.loss(make_batch(8, seed=3))
     assert torch.isfinite(loss)
     loss.backward()
@@ -177,3 +229,22 @@ def test_a_grpo_run_freezes_its_reference_at_the_weights_it_starts_from() -> Non
     sft = Grc(NUM_ITEMS, tiny(), make_sids(NUM_ITEMS))
     sft.start_fine_tuning()
     assert sft.__dict__["_reference"] is None  # an SFT run has no reference policy
+
+
+def test_policy_segments_limit_the_policy_gradient_and_the_anchor_adds_the_template() -> None:
+    """Only the listed segments' tokens are trained by GRPO: the reflection head gets no gradient
+    when the reflection is left out, until `sft_anchor` adds the supervised template back."""
+    batch = make_batch(8, seed=4)
+
+    def reflect_grad(**settings: object) -> float:
+        torch.manual_seed(0)
+        model = Grc(NUM_ITEMS, tiny(phase="grpo", **settings), make_sids(NUM_ITEMS))
+        model.loss(batch).backward()
+        grad = model.reflect_head.weight.grad
+        return 0.0 if grad is None else grad.abs().sum().item()
+
+    assert reflect_grad(policy_segments=["draft", "correction"]) == 0
+    assert reflect_grad(policy_segments=["reflection"]) > 0
+    assert reflect_grad(policy_segments=["correction"], sft_anchor=1.0) > 0
+    with pytest.raises(ValueError):
+        tiny(policy_segments=["drafts"])

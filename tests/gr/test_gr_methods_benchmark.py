@@ -1,0 +1,52 @@
+"""bench/gr_methods_benchmark.py's GRC parts end to end on the tiny simulator: TIGER, GRC's SFT
+run, its GRPO fine-tuning with decoding variants, then `--part grpo` with `--grpo-set` overrides
+(a GRPO arm of the same SFT run) recorded with its drafts-only evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench_modules import load_bench
+
+pytestmark = pytest.mark.slow
+
+
+def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    threads = torch.get_num_threads()
+    bench = load_bench("gr_methods_benchmark")
+    configs = tmp_path / "gr.yaml"
+    configs.write_text(yaml.safe_dump({"defaults": {"tiger": {
+        "model_params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+                         "head_dim": 8, "ffn_dim": 32, "max_len": 10, "beam_size": 10},
+        "tokenizer": {"levels": 2, "codebook_size": 8},
+        "train": {"epochs": 1, "max_steps_per_epoch": 4, "batch_size": 64, "valid_users": 64},
+    }}}))  # fmt: skip
+    monkeypatch.setattr(bench.sys.modules["gr_benchmark"], "CONFIGS", configs)
+    out, runs = tmp_path / "grc.json", tmp_path / "runs"
+    common = ["--dataset", "sim-tiny", "--seeds", "1", "--runs-dir", str(runs), "--cache-dir", str(tiny_cache),
+              "--threads", "1", "--grpo-steps", "2", "--grpo-batch", "8"]  # fmt: skip
+    try:
+        assert bench.main(["--part", "grc", *common, "--json", str(out)]) == 0
+        arm = tmp_path / "arm.json"
+        assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
+                           "--grpo-set", "policy_segments=[draft, correction]",
+                           "--grpo-suffix=-segment", "--json", str(arm)]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    labels = [r["model_label"] for r in json.loads(out.read_text())]
+    assert labels[:2] == ["tiger", "grc (SFT template, EGRS 50%)"] and len(labels) == 5
+    grpo, drafts = json.loads(arm.read_text())
+    assert grpo["model_label"] == "grc (SFT + GRPO lr 1e-05, credit=segment, rl_dropout=False, policy_segments=['draft', 'correction'], EGRS 50%)"
+    assert grpo["steps"] == 2 and grpo["grpo_set"] == {"credit": "segment", "rl_dropout": False,
+                                                   "policy_segments": ["draft", "correction"]}
+    assert "policy_segments=['draft', 'correction'], drafts only (reflect 0%)" in drafts["model_label"] and drafts["reflect_share"] == 0.0
+    saved = yaml.safe_load((runs / "grc-grpo-segment-sim-tiny-seed1" / "config.yaml").read_text())
+    assert saved["model_params"]["credit"] == "segment" and saved["model_params"]["rl_dropout"] is False
+    assert saved["model_params"]["policy_segments"] == ["draft", "correction"]
+    for record in (grpo, drafts):
+        assert 0 <= record["ndcg@10"] <= record["recall@10"] <= 1
