@@ -246,5 +246,6 @@ def test_policy_segments_limit_the_policy_gradient_and_the_anchor_adds_the_templ
     assert reflect_grad(policy_segments=["draft", "correction"]) == 0
     assert reflect_grad(policy_segments=["reflection"]) > 0
     assert reflect_grad(policy_segments=["correction"], sft_anchor=1.0) > 0
-    with pytest.raises(ValueError):
-        tiny(policy_segments=["drafts"])
+    for wrong in (["drafts"], []):
+        with pytest.raises(ValueError):
+            tiny(policy_segments=wrong)

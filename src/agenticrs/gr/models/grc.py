@@ -90,7 +90,7 @@ class GrcConfig(TigerConfig):
     # dropout off so the sampled policy is the one scored.
     credit: Literal["trajectory", "segment"] = "segment"
     policy_segments: list[Literal["draft", "reflection", "correction"]] = Field(
-        default_factory=lambda: ["draft", "correction"],
+        default_factory=lambda: ["draft", "correction"], min_length=1,
         description="segments whose tokens the policy gradient trains (the rest only through sft_anchor)",
     )
     sft_anchor: float = Field(0.0, ge=0.0, description="weight of the supervised template loss kept during GRPO")
