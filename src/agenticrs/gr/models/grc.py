@@ -435,6 +435,11 @@ class Grc(Tiger):
             loss = loss + cfg.sft_anchor * self.sft_loss(batch)
         return loss
 
+    def _per_token(self, per_segment: torch.Tensor) -> torch.Tensor:
+        """(..., 3) values of the draft, reflection and correction -> (..., 3L + 1), one per token."""
+        L = self.levels
+        return per_segment.repeat_interleave(torch.tensor([L, L + 1, L], device=per_segment.device), dim=-1)
+
     def _grpo_objective(self, batch: SeqBatch) -> torch.Tensor:
         cfg = self.config
         ref = self.reference()
@@ -449,8 +454,7 @@ class Grc(Tiger):
         if cfg.credit == "segment":
             parts = segment_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
             per_segment = group_advantages(parts.transpose(1, 2)).transpose(1, 2)  # (B, G, 3), over G
-            L = self.levels
-            advantages = per_segment.repeat_interleave(torch.tensor([L, L + 1, L], device=parts.device), dim=-1)
+            advantages = self._per_token(per_segment)
         else:
             advantages = group_advantages(rewards).unsqueeze(-1)  # (B, G, 1)
         logp = self._trajectory_logp(self, kv, mask, traj)
@@ -461,9 +465,8 @@ class Grc(Tiger):
         self.last_rewards = rewards.detach()  # for logging / tests
         if set(cfg.policy_segments) == set(SEGMENTS):
             return -objective.mean()
-        L = self.levels
         trained = torch.tensor([segment in cfg.policy_segments for segment in SEGMENTS], device=logp.device)
-        tokens = trained.repeat_interleave(torch.tensor([L, L + 1, L], device=logp.device))  # (3L + 1,)
+        tokens = self._per_token(trained)  # (3L + 1,)
         return -(objective * tokens).sum(-1).mean() / tokens.sum()
 
     # -------------------------------------------------------------------------------- inference
