@@ -16,7 +16,9 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
   (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, or GRC settings of
   the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
-  recorded with its drafts alone.
+  recorded with its drafts alone. `--keep-tiger` compares GRC with the finished TIGER run already in
+  --runs-dir (gr_benchmark.py's `tiger-DATASET-seedS`, e.g. on Amazon, where TIGER takes hours)
+  instead of training it again; a run of other settings is refused.
 - `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
@@ -45,13 +47,14 @@ from rich.table import Table
 
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
 from agenticrs.gr.train import (
+    SeqTrainResult,
     SequentialTrainConfig,
     config_semantic_ids,
     evaluate_sequential,
     load_sequential_run,
     train_sequential,
 )
-from agenticrs.gr.workflow import run_sequential_job
+from agenticrs.gr.workflow import SequentialJob, run_sequential_job, with_train_defaults
 from agenticrs.progress import RichReporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,9 +133,35 @@ def part_grpo(args, seed: int, data, out: list[dict]) -> None:
     save(args, out)
 
 
+def finished_tiger(args, seed: int) -> tuple[Path, SeqTrainResult] | None:
+    """`--keep-tiger`: the finished TIGER run in --runs-dir (`tiger-DATASET-seedS`, the folder
+    gr_benchmark.py writes) and its result from summary.json, when its job is the one this
+    benchmark would train; None when there is no finished run. A run of other settings is refused
+    with the differing fields named (GRC would be compared with another TIGER)."""
+    folder = args.runs_dir / f"tiger-{args.dataset}-seed{seed}"
+    if not ((folder / "summary.json").is_file() and (folder / "weights.pt").is_file()):
+        return None
+    sets = [s for s in args.set if s.startswith("tiger.")]
+    wanted = with_train_defaults(job_for(args.dataset, "tiger", seed, sets, args.runs_dir)).model_dump(mode="json")
+    found = SequentialJob.model_validate(yaml.safe_load((folder / "job.yaml").read_text())).model_dump(mode="json")
+    for section, value in wanted.items():
+        if found[section] != value:
+            keys = [k for k in value if found[section].get(k) != value[k]] if isinstance(value, dict) else []
+            raise ValueError(f"--keep-tiger: {folder}/job.yaml differs from this benchmark's TIGER job in {section} "
+                             f"{keys or ''}: {[found[section].get(k) for k in keys] if keys else found[section]!r} "
+                             f"against {[value[k] for k in keys] if keys else value!r}; rerun without --keep-tiger "
+                             "or with the run's settings (--set)")  # fmt: skip
+    summary = json.loads((folder / "summary.json").read_text())
+    fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
+    result = SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=folder)
+    result.epoch_seconds = [summary["train_seconds"] / summary["epochs_run"]] * summary["epochs_run"]  # their mean
+    return folder, result
+
+
 def part_grc(args, seed: int, data, out: list[dict]) -> None:
-    tiger_folder, tiger = run_job(args, "tiger", seed, "tiger", [])
-    out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data))
+    kept = finished_tiger(args, seed) if args.keep_tiger else None
+    tiger_folder, tiger = kept or run_job(args, "tiger", seed, "tiger", [])
+    out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data, kept_run=kept is not None))
     save(args, out)
     grc_folder, grc = run_job(args, "grc", seed, "grc-sft", [])
     same = np.array_equal(config_semantic_ids(tiger_folder).codes, config_semantic_ids(grc_folder).codes)
@@ -240,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="mmq part: only the variants whose label contains this (repeatable)")
     parser.add_argument("--reuse-tiger", type=Path, default=None,
                         help="a --part grc JSON whose TIGER record (same settings) stands for TIGER on RQ-KMeans text IDs")
+    parser.add_argument("--keep-tiger", action="store_true",
+                        help="grc part: reuse the finished TIGER run of --runs-dir (e.g. gr_benchmark.py's, same job)")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-methods-runs"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)

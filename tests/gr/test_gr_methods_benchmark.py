@@ -1,6 +1,7 @@
 """bench/gr_methods_benchmark.py's GRC parts end to end on the tiny simulator: TIGER, GRC's SFT
 run, its GRPO fine-tuning with decoding variants, then `--part grpo` with `--grpo-set` overrides
-(a GRPO arm of the same SFT run) recorded with its drafts-only evaluation."""
+(a GRPO arm of the same SFT run) recorded with its drafts-only evaluation, and `--keep-tiger`
+(GRC against the finished TIGER run, not retrained; refused for a run of other settings)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,20 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
                            "--grpo-set", "policy_segments=[draft, correction]",
                            "--grpo-suffix=-segment", "--json", str(arm)]) == 0  # fmt: skip
+        kept = tmp_path / "kept.json"  # GRC again against the TIGER run already there (not retrained)
+        weights = (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns
+        assert bench.main(["--part", "grc", "--keep-tiger", *common, "--json", str(kept)]) == 0
+        assert (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns == weights
+        with pytest.raises(ValueError, match=r"differs from this benchmark's TIGER job in model_params \['ffn_dim'\]"):
+            bench.main(["--part", "grc", "--keep-tiger", *common, "--set", "tiger.model_params.ffn_dim=64",
+                        "--json", str(tmp_path / "refused.json")])  # fmt: skip
     finally:
         torch.set_num_threads(threads)
+    first, again = json.loads(out.read_text())[0], json.loads(kept.read_text())[0]
+    assert again["kept_run"] and not first["kept_run"]
+    assert {k: again[k] for k in ("recall@10", "ndcg@10", "steps", "stopped_by", "epochs")} == \
+        {k: first[k] for k in ("recall@10", "ndcg@10", "steps", "stopped_by", "epochs")}  # fmt: skip
+    assert again["train_s_per_epoch"] == pytest.approx(first["train_s_per_epoch"])
     labels = [r["model_label"] for r in json.loads(out.read_text())]
     assert labels[:2] == ["tiger", "grc (SFT template, EGRS 50%)"] and len(labels) == 5
     grpo, drafts = json.loads(arm.read_text())

@@ -21,6 +21,7 @@ Nothing here is a home-made collective: the process group, DDP and broadcasts ar
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -80,8 +81,10 @@ def shutdown(finished: bool = False) -> None:
     to end too: a rank that tears down its transport while a peer still has gloo work in flight can
     make the peer abort at exit ("terminate called without an active exception"). After an error
     the ranks do not wait for one another (a peer stuck in a collective would hang the barrier;
-    torchrun stops it)."""
+    torchrun stops it). Unreachable DDP wrappers are collected first: a reducer that outlives
+    the group would destroy its gloo work at interpreter exit, where that can abort the process."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         if finished and dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
