@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mdgr", type=Path, required=True)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--schedules", default="warmup,linear,cosine")
+    parser.add_argument("--digit-last", action="store_true",
+                        help="also decode every (schedule, steps) with digit_last (the collision digit unmasked last)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -43,14 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     mdgr.beam_search(timing, trace=trace)
     first = (trace[0][:, 0] >= 0).float().argmax(-1)
     first_slot = torch.bincount(first, minlength=mdgr.levels).tolist()
-    for schedule in args.schedules.split(","):
-        for steps in range(1, mdgr.levels + 1):
-            if schedule != "warmup" and steps in (1, mdgr.levels):
-                continue  # identical to warmup at 1 and L passes
-            mdgr.config = mdgr.config.model_copy(update={"steps": steps, "schedule": schedule})
-            metrics = evaluate_sequential(mdgr, test, (5, 10, 20), 128, mdgr.config.max_len)
-            rows.append({"model": "mdgr", "steps": steps, "schedule": schedule, **{k: metrics[k] for k in keys},
-                         "latency_ms_per_user": decoding_latency_ms(mdgr, test)})  # fmt: skip
+    for digit_last in (False, True) if args.digit_last else (mdgr.config.digit_last,):
+        for schedule in args.schedules.split(","):
+            for steps in range(1, mdgr.levels + 1):
+                if schedule != "warmup" and steps in (1, mdgr.levels) or digit_last and steps == 1:
+                    continue  # identical to warmup at 1 and L passes (digit_last at 1 pass: to plain)
+                update = {"steps": steps, "schedule": schedule, "digit_last": digit_last}
+                mdgr.config = mdgr.config.model_copy(update=update)
+                metrics = evaluate_sequential(mdgr, test, (5, 10, 20), 128, mdgr.config.max_len)
+                rows.append({"model": "mdgr", "steps": steps, "schedule": schedule + (", digit last" if digit_last else ""),
+                             "digit_last": digit_last, **{k: metrics[k] for k in keys},
+                             "latency_ms_per_user": decoding_latency_ms(mdgr, test)})  # fmt: skip
     for row in rows:
         print(f"{row['model']:6s} {row['schedule']:32s} steps={row['steps']} recall@10 {row['recall@10']:.4f} "
               f"ndcg@10 {row['ndcg@10']:.4f} {row['latency_ms_per_user']:.2f} ms/user")  # fmt: skip

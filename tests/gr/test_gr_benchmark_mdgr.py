@@ -48,12 +48,14 @@ def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Pa
         assert load_bench("mdgr_decoding").main([
             "--dataset", "sim-tiny", "--tiger", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"), "--mdgr",
             str(tmp_path / "runs" / "mdgr-sim-tiny-seed1"), "--users", "100", "--schedules", "warmup,linear",
-            "--json", str(decoding)]) == 0  # fmt: skip
+            "--digit-last", "--json", str(decoding)]) == 0  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     rows = json.loads(decoding.read_text())["rows"]
     assert rows[0]["model"] == "tiger" and {r["model"] for r in rows[1:]} == {"mdgr"}
     assert all(r["latency_ms_per_user"] > 0 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 for r in rows)
+    last = [(r["schedule"], r["steps"]) for r in rows if r.get("digit_last")]  # every arm but 1 pass, digit last
+    assert last and all(s.endswith(", digit last") and steps > 1 for s, steps in last)
     assert hstu["model"] == "hstu" and hstu["steps_curve"] is None and hstu["beam_latency_ms_per_user"] is None
     assert mdgr["beam_latency_ms_per_user"] > 0 and mdgr["steps"] == 3
     levels = len(mdgr["tokenizer"]["vocab_sizes"])

@@ -142,6 +142,26 @@ def test_order_free_and_left_to_right() -> None:
     assert (trace[0][:, 0, 0] >= 0).all()
 
 
+def test_digit_last_unmasks_the_collision_digit_after_every_code_slot() -> None:
+    """By confidence a beam may take the last slot (the collision digit) first; with `digit_last`
+    no pass unmasks it while a code slot is still masked, and the beams stay valid IDs."""
+    torch.manual_seed(0)
+    model = MDGR(NUM_ITEMS, tiny(steps=3, schedule="linear"), make_sids(NUM_ITEMS)).eval()
+    batch = make_batch(64, seed=2)
+    trace: list[torch.Tensor] = []
+    model.beam_search(batch, trace=trace)
+    assert (trace[0][:, 0, -1] >= 0).any()  # untrained: some users unmask the last slot first
+    model.config.digit_last = True
+    for steps in (2, 3):
+        trace.clear()
+        _, items, _ = model.beam_search(batch, steps=steps, trace=trace)
+        for state in trace[:-1]:  # before the last pass: the digit stays masked in every live beam
+            live = (state >= 0).any(-1)
+            assert (state[..., -1][live] < 0).all() and ((state[..., :-1] >= 0).sum(-1)[live] > 0).all()
+        assert (trace[-1][:, 0] >= 0).all() and (items > 0).all()
+        assert (model.trie.item_of(model.sid_codes[items]) == items).all()
+
+
 def planted(users: int, seed: int = 0) -> SequenceData:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(5, 8, users)

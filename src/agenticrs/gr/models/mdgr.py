@@ -78,6 +78,11 @@ class MDGRConfig(TigerConfig):
     adaptive_temperature: float = Field(1.0, ge=0.0)
     mask_samples: int = Field(2, ge=1, description="mask patterns per training example")
     weighting: Literal["mean_masked", "inverse_t"] = "mean_masked"
+    digit_last: bool = Field(
+        False,
+        description="ours: unmask the last slot (the collision digit of `collision: digit` IDs) only after every "
+        "other slot; by confidence it is unmasked first and the warm-up pass learns nothing about the item",
+    )
 
 
 def unmask_counts(levels: int, steps: int, schedule: str) -> list[int]:
@@ -270,6 +275,8 @@ class MDGR(Tiger):
         else:
             restricted = torch.log_softmax(log_probs.masked_fill(~allowed, float("-inf")), -1)
             conf = (restricted.exp() * restricted.nan_to_num(neginf=0.0)).sum(-1)  # -entropy
+        if self.config.digit_last:  # below every masked code slot, above the known ones (-inf)
+            conf = torch.cat([conf[..., :-1], conf[..., -1:] - 1e9], -1)
         return conf.masked_fill(known, float("-inf"))
 
     def _expand_root(self, log_probs: torch.Tensor, take: int, beam: int
