@@ -18,7 +18,9 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
   recorded with its drafts alone. `--keep-tiger` compares GRC with the finished TIGER run already in
   --runs-dir (gr_benchmark.py's `tiger-DATASET-seedS`, e.g. on Amazon, where TIGER takes hours)
-  instead of training it again; a run of other settings is refused.
+  instead of training it again; a run of other settings is refused. `--resume` (grc part, after a
+  kill) keeps the records already in --json, reuses runs that finished, continues a killed run from
+  its checkpoint and redoes only the short GRPO fine-tuning when it was not recorded.
 - `mmq`: a SASRec run first (its item table is the collaborative modality); then TIGER on IDs
   from RQ-KMeans (text), RQ-VAE (text), RQ-KMeans of the concatenated text + collaborative
   vectors (concat-then-quantise), and MMQ (text + collaborative: shared-specific experts,
@@ -54,7 +56,7 @@ from agenticrs.gr.train import (
     load_sequential_run,
     train_sequential,
 )
-from agenticrs.gr.workflow import SequentialJob, run_sequential_job, with_train_defaults
+from agenticrs.gr.workflow import JOB_FILE, SequentialJob, resume_sequential_job, run_sequential_job, with_train_defaults
 from agenticrs.progress import RichReporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,7 +83,9 @@ def record(label: str, model_name: str, dataset: str, seed: int, result, folder:
         "model": model_name, "model_label": label, "dataset": dataset, "seed": seed,
         **{k: result.test.get(k) for k in METRIC_KEYS},
         "valid_ndcg@10": result.valid.get("ndcg@10"),
-        "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+        # a run read back from summary.json (kept, or finished before a kill) has no per-epoch times
+        "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else
+        result.train_seconds / max(result.epochs_run, 1),
         "epochs": result.epochs_run, "steps": result.steps, "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by, "beam_latency_ms_per_user": latency_ms(model, data),
         "tokenizer": json.loads(tokenizer.read_text()) if tokenizer.exists() else None, "run": str(folder), **extra,
@@ -89,22 +93,63 @@ def record(label: str, model_name: str, dataset: str, seed: int, result, folder:
 
 
 def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tuple[Path, Any]:
-    """One job: gr.yaml settings of `model` (TIGER's for GRC), then `--set`, then `extra_sets`."""
+    """One job: gr.yaml settings of `model` (TIGER's for GRC), then `--set`, then `extra_sets`.
+    With `--resume` a run of the same job that finished is read back and a killed one continues
+    from its checkpoint."""
     base = "tiger" if model == "grc" else model
     sets = [s for s in args.set if s.startswith(base + ".")] + extra_sets
     job = job_for(args.dataset, base, seed, sets, args.runs_dir)
     job = job.model_copy(update={"model": model, "name": f"{name}-{args.dataset}-seed{seed}"})
     folder = args.runs_dir / job.name
+    if args.resume and (folder / JOB_FILE).is_file():
+        check_same_job(folder, job, "--resume")
+        if (folder / "checkpoint.pt").is_file():
+            console.print(f"resuming {folder} from its checkpoint")
+            return folder, resume_sequential_job(folder, args.cache_dir, RichReporter(console))
+        if (finished := finished_result(folder)) is not None:
+            console.print(f"{folder} finished before: its result is read back, not retrained")
+            return folder, finished
     if folder.exists():
         shutil.rmtree(folder)
     return run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
+
+
+def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:
+    """Refuse to reuse a run whose job.yaml differs from `job` (the comparison would mix settings),
+    naming the differing section and keys."""
+    wanted = with_train_defaults(job).model_dump(mode="json")
+    found = SequentialJob.model_validate(yaml.safe_load((folder / JOB_FILE).read_text())).model_dump(mode="json")
+    for section, value in wanted.items():
+        if found[section] != value:
+            keys = [k for k in value if found[section].get(k) != value[k]] if isinstance(value, dict) else []
+            raise ValueError(f"{option}: {folder}/{JOB_FILE} differs from this benchmark's {job.model.upper()} job in "
+                             f"{section} {keys}; rerun without {option} or with the run's settings (--set)")  # fmt: skip
+
+
+def finished_result(folder: Path) -> SeqTrainResult | None:
+    """The result of a finished run (summary.json and weights), None when it did not finish."""
+    if not ((folder / "summary.json").is_file() and (folder / "weights.pt").is_file()):
+        return None
+    summary = json.loads((folder / "summary.json").read_text())
+    fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
+    return SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=folder)
+
+
+def grpo_overrides(args) -> dict[str, Any]:
+    """`--grpo-set KEY=VALUE` items as settings (YAML values)."""
+    return {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.grpo_set)}
+
+
+def grpo_label(args) -> str:
+    arm = "".join(f", {k}={v}" for k, v in grpo_overrides(args).items())
+    return f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)"
 
 
 def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> Path:
     """A short GRPO fine-tuning run of the SFT model through the engine; its record appended to `out`."""
     model, config = load_sequential_run(grc_folder)
     model.config.phase = "grpo"
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.grpo_set)}
+    overrides = grpo_overrides(args)
     validated = type(model.config).model_validate({**model.config.model_dump(), **overrides})  # e.g. credit=segment
     for key in overrides:
         setattr(model.config, key, getattr(validated, key))
@@ -117,9 +162,8 @@ def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> P
     if rl_folder.exists():
         shutil.rmtree(rl_folder)
     rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
-    arm = "".join(f", {k}={v}" for k, v in overrides.items())
-    out.append(record(f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)", "grc", args.dataset, seed, rl_result,
-                      rl_folder, data, grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, grpo_set=overrides))  # fmt: skip
+    out.append(record(grpo_label(args), "grc", args.dataset, seed, rl_result, rl_folder, data,
+                      grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, grpo_set=overrides))  # fmt: skip
     save(args, out)
     return rl_folder
 
@@ -139,38 +183,42 @@ def finished_tiger(args, seed: int) -> tuple[Path, SeqTrainResult] | None:
     benchmark would train; None when there is no finished run. A run of other settings is refused
     with the differing fields named (GRC would be compared with another TIGER)."""
     folder = args.runs_dir / f"tiger-{args.dataset}-seed{seed}"
-    if not ((folder / "summary.json").is_file() and (folder / "weights.pt").is_file()):
+    result = finished_result(folder)
+    if result is None:
         return None
     sets = [s for s in args.set if s.startswith("tiger.")]
-    wanted = with_train_defaults(job_for(args.dataset, "tiger", seed, sets, args.runs_dir)).model_dump(mode="json")
-    found = SequentialJob.model_validate(yaml.safe_load((folder / "job.yaml").read_text())).model_dump(mode="json")
-    for section, value in wanted.items():
-        if found[section] != value:
-            keys = [k for k in value if found[section].get(k) != value[k]] if isinstance(value, dict) else []
-            raise ValueError(f"--keep-tiger: {folder}/job.yaml differs from this benchmark's TIGER job in {section} "
-                             f"{keys}; rerun without --keep-tiger or with the run's settings (--set)")  # fmt: skip
-    summary = json.loads((folder / "summary.json").read_text())
-    fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
-    return folder, SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=folder)
+    check_same_job(folder, job_for(args.dataset, "tiger", seed, sets, args.runs_dir), "--keep-tiger")
+    return folder, result
+
+
+def recorded(args, out: list[dict], seed: int, label: str) -> Path | None:
+    """The run folder of the record `label` already in `out` for this data set and seed (`--resume`)."""
+    found = [r for r in out if (r["model_label"], r["seed"], r["dataset"]) == (label, seed, args.dataset)]
+    return Path(found[0]["run"]) if found else None
 
 
 def part_grc(args, seed: int, data, out: list[dict]) -> None:
-    kept = finished_tiger(args, seed) if args.keep_tiger else None
-    tiger_folder, tiger = kept or run_job(args, "tiger", seed, "tiger", [])
-    extra = {"train_s_per_epoch": tiger.train_seconds / tiger.epochs_run} if kept else {}  # no per-epoch times kept
-    out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data, kept_run=kept is not None, **extra))
-    save(args, out)
-    grc_folder, grc = run_job(args, "grc", seed, "grc-sft", [])
-    same = np.array_equal(config_semantic_ids(tiger_folder).codes, config_semantic_ids(grc_folder).codes)
-    out.append(record("grc (SFT template, EGRS 50%)", "grc", args.dataset, seed, grc, grc_folder, data,
-                      same_ids_as_tiger=same))  # fmt: skip
-    save(args, out)
-    rl_folder = grpo_finetune(args, seed, data, grc_folder, out)
+    """TIGER, GRC's SFT run, its GRPO fine-tuning and two reflection budgets; each record saved as
+    it ends, so `--resume` goes on from the first one missing."""
+    if (tiger_folder := recorded(args, out, seed, "tiger")) is None:
+        kept = finished_tiger(args, seed) if args.keep_tiger else None
+        tiger_folder, tiger = kept or run_job(args, "tiger", seed, "tiger", [])
+        out.append(record("tiger", "tiger", args.dataset, seed, tiger, tiger_folder, data, kept_run=kept is not None))
+        save(args, out)
+    sft_label = "grc (SFT template, EGRS 50%)"
+    if (grc_folder := recorded(args, out, seed, sft_label)) is None:
+        grc_folder, grc = run_job(args, "grc", seed, "grc-sft", [])
+        same = np.array_equal(config_semantic_ids(tiger_folder).codes, config_semantic_ids(grc_folder).codes)
+        out.append(record(sft_label, "grc", args.dataset, seed, grc, grc_folder, data, same_ids_as_tiger=same))
+        save(args, out)
+    if (rl_folder := recorded(args, out, seed, grpo_label(args))) is None:
+        rl_folder = grpo_finetune(args, seed, data, grc_folder, out)
     # reflection budget: 0 (drafts only), 1.0 (every beam: no EGRS) on the GRPO model, test split
-    out.append(evaluate_variant(args, seed, data, rl_folder, "grc (SFT + GRPO), drafts only (reflect 0%)", reflect_share=0.0))
-    save(args, out)
-    out.append(evaluate_variant(args, seed, data, rl_folder, "grc (SFT + GRPO), reflect 100% (no EGRS)", reflect_share=1.0))
-    save(args, out)
+    for label, share in [("grc (SFT + GRPO), drafts only (reflect 0%)", 0.0),
+                         ("grc (SFT + GRPO), reflect 100% (no EGRS)", 1.0)]:  # fmt: skip
+        if recorded(args, out, seed, label) is None:
+            out.append(evaluate_variant(args, seed, data, rl_folder, label, reflect_share=share))
+            save(args, out)
 
 
 def evaluate_variant(args, seed: int, data, folder: Path, label: str, **settings: Any) -> dict:
@@ -189,7 +237,6 @@ def part_grc_decoding(args, seed: int, data, out: list[dict]) -> None:
     """Decoding variants of the runs `--part grc` trained (read from --runs-dir), appended to --json."""
     sft = args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}"
     rl = args.runs_dir / f"grc-grpo-{args.dataset}-seed{seed}"
-    out.extend(json.loads(args.json.read_text()) if args.json.exists() else [])
     for folder, name, settings in [
         (sft, "grc (SFT), drafts only (reflect 0%)", {"reflect_share": 0.0}),
         (sft, "grc (SFT), EGRS 50%, keep_drafts merge", {"reflect_share": 0.5, "merge": "keep_drafts"}),
@@ -268,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a --part grc JSON whose TIGER record (same settings) stands for TIGER on RQ-KMeans text IDs")
     parser.add_argument("--keep-tiger", action="store_true",
                         help="grc part: reuse the finished TIGER run of --runs-dir (e.g. gr_benchmark.py's, same job)")
+    parser.add_argument("--resume", action="store_true",
+                        help="grc part: keep --json's records, reuse finished runs, continue a killed one")
     parser.add_argument("--runs-dir", type=Path, default=Path("bench/out/gr-methods-runs"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
@@ -276,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = resolve_sequences(args.dataset, args.cache_dir)
-    out: list[dict] = []
+    keep = (args.resume or args.part == "grc_decoding") and args.json.exists()  # grc_decoding appends
+    out: list[dict] = json.loads(args.json.read_text()) if keep else []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         {"grc": part_grc, "grc_decoding": part_grc_decoding, "grpo": part_grpo, "mmq": part_mmq}[args.part](args, seed, data, out)
     table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset} ({args.part})")

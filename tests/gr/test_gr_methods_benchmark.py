@@ -1,7 +1,8 @@
 """bench/gr_methods_benchmark.py's GRC parts end to end on the tiny simulator: TIGER, GRC's SFT
 run, its GRPO fine-tuning with decoding variants, then `--part grpo` with `--grpo-set` overrides
 (a GRPO arm of the same SFT run) recorded with its drafts-only evaluation, and `--keep-tiger`
-(GRC against the finished TIGER run, not retrained; refused for a run of other settings)."""
+(GRC against the finished TIGER run, not retrained; refused for a run of other settings), and
+`--resume` after a kill (records kept, a finished run read back, not retrained; nothing recorded twice)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         weights = (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns
         assert bench.main(["--part", "grc", "--keep-tiger", *common, "--json", str(kept)]) == 0
         assert (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns == weights
+        resumed = tmp_path / "resumed.json"  # killed after TIGER's record: SFT finished, GRPO not recorded
+        resumed.write_text(json.dumps(json.loads(out.read_text())[:1]))
+        sft_weights = (runs / "grc-sft-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns
+        assert bench.main(["--part", "grc", "--resume", *common, "--json", str(resumed)]) == 0
+        assert (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns == weights
+        assert (runs / "grc-sft-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns == sft_weights  # read back
+        assert bench.main(["--part", "grc", "--resume", *common, "--json", str(resumed)]) == 0  # all recorded: no-op
         with pytest.raises(ValueError, match=r"differs from this benchmark's TIGER job in model_params \['ffn_dim'\]"):
             bench.main(["--part", "grc", "--keep-tiger", *common, "--set", "tiger.model_params.ffn_dim=64",
                         "--json", str(tmp_path / "refused.json")])  # fmt: skip
@@ -51,6 +59,11 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
     assert {k: again[k] for k in ("recall@10", "ndcg@10", "steps", "stopped_by", "epochs")} == \
         {k: first[k] for k in ("recall@10", "ndcg@10", "steps", "stopped_by", "epochs")}  # fmt: skip
     assert again["train_s_per_epoch"] == pytest.approx(first["train_s_per_epoch"])
+    original, again = json.loads(out.read_text()), json.loads(resumed.read_text())
+    assert [r["model_label"] for r in again] == [r["model_label"] for r in original]
+    assert again[0] == original[0]
+    same = ("recall@10", "ndcg@10", "steps", "stopped_by", "epochs", "same_ids_as_tiger")
+    assert {k: again[1][k] for k in same} == {k: original[1][k] for k in same}
     labels = [r["model_label"] for r in json.loads(out.read_text())]
     assert labels[:2] == ["tiger", "grc (SFT template, EGRS 50%)"] and len(labels) == 5
     grpo, drafts = json.loads(arm.read_text())
