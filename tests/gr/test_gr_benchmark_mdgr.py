@@ -48,10 +48,17 @@ def test_hstu_and_mdgr_records_with_a_steps_curve(tiny_cache: Path, tmp_path: Pa
         assert load_bench("mdgr_decoding").main([
             "--dataset", "sim-tiny", "--tiger", str(tmp_path / "runs" / "tiger-sim-tiny-seed1"), "--mdgr",
             str(tmp_path / "runs" / "mdgr-sim-tiny-seed1"), "--users", "100", "--schedules", "warmup,linear",
-            "--digit-last", "--json", str(decoding)]) == 0  # fmt: skip
+            "--digit-last", "--likelihood", "--json", str(decoding)]) == 0  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     rows = json.loads(decoding.read_text())["rows"]
+    fit = json.loads(decoding.read_text())["slot_fit"]
+    assert set(fit) == {"tiger (teacher-forced)", "mdgr (true slots before, later masked)", "mdgr (all slots masked)"}
+    for row in fit.values():  # one entry per slot; the ID's NLL is their sum
+        assert len(row["slot_nll"]) == len(row["slot_top1"]) == 3 and all(0 <= a <= 1 for a in row["slot_top1"])
+        assert row["id_nll"] == pytest.approx(sum(row["slot_nll"])) and min(row["slot_nll"]) > 0
+    first = fit["mdgr (true slots before, later masked)"], fit["mdgr (all slots masked)"]  # slot 0: both all-masked
+    assert first[0]["slot_nll"][0] == pytest.approx(first[1]["slot_nll"][0])
     assert rows[0]["model"] == "tiger" and {r["model"] for r in rows[1:]} == {"mdgr"}
     assert all(r["latency_ms_per_user"] > 0 and 0 <= r["ndcg@10"] <= r["recall@10"] <= 1 for r in rows)
     last = [(r["schedule"], r["steps"]) for r in rows if r.get("digit_last")]  # every arm but 1 pass, digit last

@@ -1,5 +1,6 @@
 """MDGR: unmasking schedules, training masks, order-free decoding of a planted item in the stated
-number of denoiser passes that never leaves the valid IDs, run reload."""
+number of denoiser passes that never leaves the valid IDs, its left-to-right (prefix) logits, run
+reload."""
 
 from __future__ import annotations
 
@@ -160,6 +161,28 @@ def test_digit_last_unmasks_the_collision_digit_after_every_code_slot() -> None:
             assert (state[..., -1][live] < 0).all() and ((state[..., :-1] >= 0).sum(-1)[live] > 0).all()
         assert (trace[-1][:, 0] >= 0).all() and (items > 0).all()
         assert (model.trie.item_of(model.sid_codes[items]) == items).all()
+
+
+def test_prefix_logits_condition_slot_l_on_the_true_slots_before_it() -> None:
+    """The left-to-right reading of the denoiser (compared with TIGER's teacher-forced logits):
+    slot 0 sees the all-[MASK] state, slot l changes with the codes before it and not after."""
+    torch.manual_seed(0)
+    model = MDGR(NUM_ITEMS, tiny(), make_sids(NUM_ITEMS)).eval()
+    batch = make_batch(8, seed=3)
+    logits = model.prefix_logits(batch)
+    assert logits.shape == model.token_logits(batch).shape
+    torch.testing.assert_close(logits[:, 0], model.token_logits(batch)[:, 0])
+    memory, mask = model.encode(batch)
+    target = model.sid_codes[batch["target"]]
+    for level in range(model.levels):  # each slot against one denoiser pass over its own pattern
+        codes = target.clone()
+        codes[:, level:] = -1
+        alone = model.denoise(codes.unsqueeze(1), model.memory_kv(memory), mask)[:, 0, level]
+        torch.testing.assert_close(logits[:, level], alone)
+    other = dict(batch, target=batch["target"] % NUM_ITEMS + 1)  # other codes at every slot
+    moved = model.prefix_logits(other)
+    torch.testing.assert_close(moved[:, 0], logits[:, 0])  # nothing known yet: the same
+    assert not torch.allclose(moved[:, 1:], logits[:, 1:])
 
 
 def planted(users: int, seed: int = 0) -> SequenceData:

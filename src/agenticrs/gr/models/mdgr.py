@@ -210,6 +210,20 @@ class MDGR(Tiger):
         codes = torch.full((memory.shape[0], 1, self.levels), -1, dtype=torch.long, device=memory.device)
         return self.denoise(codes, self.memory_kv(memory), mask).squeeze(1)
 
+    @torch.no_grad()
+    def prefix_logits(self, batch: SeqBatch) -> torch.Tensor:
+        """Logits (B, L, max V) of slot l given the target's true slots < l, the rest [MASK]: the
+        denoiser read left to right, comparable with TIGER's teacher-forced `token_logits` (their
+        sums of log-likelihoods are both exact joint likelihoods of the target's ID), so the two
+        models' fit can be compared apart from how each decodes."""
+        target = self.sid_codes[batch["target"]]  # (B, L)
+        memory, mask = self.encode(batch)
+        slot = torch.arange(self.levels, device=target.device)
+        known = slot.unsqueeze(1) > slot.unsqueeze(0)  # pattern l (row) knows slots < l
+        codes = target.unsqueeze(1).expand(-1, self.levels, -1).masked_fill(~known, -1)  # (B, L patterns, L)
+        logits = self.denoise(codes, self.memory_kv(memory), mask)  # (B, L, L, V)
+        return logits[:, slot, slot]
+
     # --------------------------------------------------------------------------------- training
     def _noise_levels(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         cfg = self.config
