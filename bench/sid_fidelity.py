@@ -13,7 +13,9 @@ they encode) without training a TIGER on each. (Items that share a whole tuple t
 them apart by its collision digit, which carries no content.) No training: one scoring pass per
 level count. Without `--tiger`, an RQ-KMeans of `--levels` x `--codebook-size` is fitted on the table
 here (the same fit as a TIGER run's with those settings), so ID settings can be compared on the
-validation split (`--split valid`) before any TIGER is trained on them.
+validation split (`--split valid`) before any TIGER is trained on them. `--method pq` fits a product
+quantiser instead (MDGR's parallel codebook: one k-means per sub-vector, `--opq-iters` > 0 learns
+a rotation first); its codes rebuild the row only together, so it gets one row, all L codes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import torch
 
 from agenticrs.gr.embeddings import collaborative_embeddings
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
-from agenticrs.gr.tokenizers import RQKMeans, decode_with_codebooks, load_tokenizer
+from agenticrs.gr.tokenizers import (
+    ProductQuantizer,
+    RQKMeans,
+    Tokenizer,
+    code_stats,
+    decode_with_codebooks,
+    load_tokenizer,
+)
 from agenticrs.gr.train import config_semantic_ids, evaluate_sequential, load_sequential_run
 from agenticrs.gr.workflow import TOKENIZER_FILE
 
@@ -50,18 +59,26 @@ class ScoredWith:
         return self.model.score_all(batch, self.items).topk(k, dim=1).indices
 
 
-def rebuilt_units(tokenizer: RQKMeans, codes: np.ndarray) -> list[np.ndarray]:
-    """The L2-normalised item rows as the first 1..L codes rebuild them: sum_{l<=n} C_l[c_il]."""
+def rebuilt_units(tokenizer: Tokenizer, codes: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(name, the L2-normalised item rows as the codes rebuild them): residual codes for their first
+    1..L codes (sum_{l<=n} C_l[c_il]); a product quantiser's for all L together (its sub-vectors)."""
+    if not isinstance(tokenizer, RQKMeans):
+        return [(f"all {codes.shape[1]} codes", tokenizer.decode(codes))]
     books = [b.numpy() for b in tokenizer.codebooks]
-    return [decode_with_codebooks(codes[:, :n], books[:n]) for n in range(1, codes.shape[1] + 1)]
+    return [(f"first {n} codes", decode_with_codebooks(codes[:, :n], books[:n])) for n in range(1, codes.shape[1] + 1)]
 
 
-def tokenizer_and_codes(args: argparse.Namespace, unit: np.ndarray) -> tuple[RQKMeans, np.ndarray, str]:
-    """The IDs to test: a TIGER run's (checked to be this table's codes) or a fresh RQ-KMeans fit."""
+def tokenizer_and_codes(args: argparse.Namespace, unit: np.ndarray) -> tuple[Tokenizer, np.ndarray, str]:
+    """The IDs to test: a TIGER run's (checked to be this table's codes) or a fresh RQ-KMeans / PQ fit."""
     if args.tiger is None:
-        tokenizer = RQKMeans(levels=args.levels, codebook_size=args.codebook_size, seed=args.tokenizer_seed)
-        tokenizer.fit(unit[1:])
-        return tokenizer, tokenizer.encode(unit), f"rq_kmeans {args.levels}x{args.codebook_size} (fitted here)"
+        settings = {"levels": args.levels, "codebook_size": args.codebook_size, "seed": args.tokenizer_seed}
+        if args.method == "pq":
+            fresh: Tokenizer = ProductQuantizer(**settings, opq_iters=args.opq_iters)
+        else:
+            fresh = RQKMeans(**settings)
+        fresh.fit(unit[1:])
+        rotation = f", OPQ {args.opq_iters} rounds" if args.method == "pq" and args.opq_iters else ""
+        return fresh, fresh.encode(unit), f"{args.method} {args.levels}x{args.codebook_size}{rotation} (fitted here)"
     tokenizer = load_tokenizer(args.tiger / TOKENIZER_FILE)
     sids = config_semantic_ids(args.tiger)
     if not isinstance(tokenizer, RQKMeans) or sids is None:
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--codebook-size", type=int, default=256)
     parser.add_argument("--tokenizer-seed", type=int, default=0)
+    parser.add_argument("--method", choices=["rq_kmeans", "pq"], default="rq_kmeans", help="the fresh fit's quantiser")
+    parser.add_argument("--opq-iters", type=int, default=0, help="pq: rounds of the OPQ rotation (0: none)")
     parser.add_argument("--split", choices=["valid", "test"], default="test",
                         help="valid to choose ID settings, test to report")
     parser.add_argument("--users", type=int, default=None, help="users of the split (default: all)")
@@ -98,22 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer, codes, ids = tokenizer_and_codes(args, unit)
     examples = getattr(leave_one_out(resolve_sequences(args.dataset, args.cache_dir)), args.split)
     examples = examples.sample(args.users, 0) if args.users and args.users < len(examples) else examples
+    stats = code_stats(codes[1:], [tokenizer.config.codebook_size] * codes.shape[1])  # before any collision digit
+    print(f"{ids}: collision rate {stats.collision_rate:.3f}, {stats.unique_tuples} distinct tuples")
     norms = table.norm(dim=1, keepdim=True)
     arms = [("item table", table, 0.0)]
-    for n, rebuilt in enumerate(rebuilt_units(tokenizer, codes), start=1):
+    for name, rebuilt in rebuilt_units(tokenizer, codes):
         rebuilt[0] = 0.0
         error = float(np.sum((unit[1:] - rebuilt[1:]) ** 2) / np.sum(unit[1:] ** 2))
-        arms.append((f"first {n} codes", torch.as_tensor(rebuilt) * norms, error))
+        arms.append((name, torch.as_tensor(rebuilt, dtype=table.dtype) * norms, error))
     rows = []
     for name, items, error in arms:
         metrics = evaluate_sequential(ScoredWith(model, items), examples, KS, args.batch_size, model.config.max_len)
         rows.append({"scored_with": name, **{k: metrics[k] for k in KEYS}, "relative_error": error})
-        print(f"{name:14s} recall@10 {metrics['recall@10']:.4f} ndcg@10 {metrics['ndcg@10']:.4f} "
+        print(f"{name:16s} recall@10 {metrics['recall@10']:.4f} ndcg@10 {metrics['ndcg@10']:.4f} "
               f"(relative reconstruction error {error:.3f})", flush=True)  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"dataset": args.dataset, "split": args.split, "sasrec_run": str(args.sasrec),
                                      "ids": ids, "levels": int(codes.shape[1]), "codebook_size": tokenizer.config.codebook_size,
-                                     "users": len(examples), "rows": rows}, indent=1))  # fmt: skip
+                                     "users": len(examples), "rows": rows,
+                                     "collision_rate": stats.collision_rate, "unique_tuples": stats.unique_tuples,
+                                     "perplexity": stats.perplexity}, indent=1))  # fmt: skip
     return 0
 
 

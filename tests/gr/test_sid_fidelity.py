@@ -1,7 +1,8 @@
 """bench/sid_fidelity.py on the tiny simulator: a SASRec run scored with its own table reproduces its
 benchmark record exactly; scored with the vectors its items' semantic IDs rebuild, it reads the TIGER
 run's codes (refusing another table's), the reconstruction error falls with every level and ends at
-the tokenizer's own statistic, and a fresh fit with the run's settings gives the same rows."""
+the tokenizer's own statistic, and a fresh fit with the run's settings gives the same rows; a product
+quantiser (with an OPQ rotation) is scored on all its codes together."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def test_fidelity_rows(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
         base = ["--dataset", "sim-tiny", "--sasrec", str(sasrec), "--cache-dir", str(tiny_cache)]
         assert fidelity.main([*base, "--tiger", str(tiger), "--json", str(tmp_path / "run.json")]) == 0
         assert fidelity.main([*base, "--levels", "2", "--codebook-size", "8", "--json", str(tmp_path / "fit.json")]) == 0
+        assert fidelity.main([*base, "--levels", "2", "--codebook-size", "8", "--method", "pq", "--opq-iters", "2",
+                              "--json", str(tmp_path / "pq.json")]) == 0  # fmt: skip
         with pytest.raises(SystemExit, match="not the codes of"):
             fidelity.main(["--dataset", "sim-tiny", "--sasrec", str(runs / "sasrec-sim-tiny-seed2"), "--tiger", str(tiger),
                           "--cache-dir", str(tiny_cache), "--json", str(tmp_path / "bad.json")])  # fmt: skip
@@ -59,3 +62,7 @@ def test_fidelity_rows(tiny_cache: Path, tmp_path: Path, monkeypatch) -> None:
     stats = json.loads((tiger / "tokenizer.json").read_text())["stats"]
     assert errors[2] == pytest.approx(stats["relative_error"], rel=1e-4)
     assert json.loads((tmp_path / "fit.json").read_text())["rows"] == rows  # same settings, same fit
+    pq = json.loads((tmp_path / "pq.json").read_text())  # the product quantiser: one row, all codes
+    assert [r["scored_with"] for r in pq["rows"]] == ["item table", "all 2 codes"] and pq["rows"][0] == rows[0]
+    assert 0.0 < pq["rows"][1]["relative_error"] < 1.0 and "pq 2x8, OPQ 2 rounds" in pq["ids"]
+    assert 0.0 <= pq["collision_rate"] <= 1.0 and len(pq["perplexity"]) == 2
