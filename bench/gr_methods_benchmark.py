@@ -58,6 +58,7 @@ from agenticrs.gr.train import (
 )
 from agenticrs.gr.workflow import JOB_FILE, SequentialJob, resume_sequential_job, run_sequential_job, with_train_defaults
 from agenticrs.progress import RichReporter
+from agenticrs.train.run import SUMMARY, Run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gr_benchmark import METRIC_KEYS, job_for
@@ -103,7 +104,7 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
     folder = args.runs_dir / job.name
     if args.resume and (folder / JOB_FILE).is_file():
         check_same_job(folder, job, "--resume")
-        if (folder / "checkpoint.pt").is_file():
+        if Run(folder).has_checkpoint():
             console.print(f"resuming {folder} from its checkpoint")
             return folder, resume_sequential_job(folder, args.cache_dir, RichReporter(console))
         if (finished := finished_result(folder)) is not None:
@@ -128,9 +129,10 @@ def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:
 
 def finished_result(folder: Path) -> SeqTrainResult | None:
     """The result of a finished run (summary.json and weights), None when it did not finish."""
-    if not ((folder / "summary.json").is_file() and (folder / "weights.pt").is_file()):
+    run = Run(folder)
+    if not ((folder / SUMMARY).is_file() and run.has_weights()):
         return None
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = run.summary  # a damaged summary is an error that names the file
     fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
     return SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=folder)
 
