@@ -56,9 +56,16 @@ from agenticrs.gr.train import (
     load_sequential_run,
     train_sequential,
 )
-from agenticrs.gr.workflow import JOB_FILE, SequentialJob, resume_sequential_job, run_sequential_job, with_train_defaults
+from agenticrs.gr.workflow import (
+    JOB_FILE,
+    SequentialJob,
+    finished_sequential_result,
+    job_differences,
+    resume_sequential_job,
+    run_sequential_job,
+)
 from agenticrs.progress import RichReporter
-from agenticrs.train.run import SUMMARY, Run
+from agenticrs.train.run import Run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gr_benchmark import METRIC_KEYS, job_for
@@ -107,7 +114,7 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
         if Run(folder).has_checkpoint():
             console.print(f"resuming {folder} from its checkpoint")
             return folder, resume_sequential_job(folder, args.cache_dir, RichReporter(console))
-        if (finished := finished_result(folder)) is not None:
+        if (finished := finished_sequential_result(folder)) is not None:
             console.print(f"{folder} finished before: its result is read back, not retrained")
             return folder, finished
     if folder.exists():
@@ -117,24 +124,12 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
 
 def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:
     """Refuse to reuse a run whose job.yaml differs from `job` (the comparison would mix settings),
-    naming the differing section and keys."""
-    wanted = with_train_defaults(job).model_dump(mode="json")
-    found = SequentialJob.model_validate(yaml.safe_load((folder / JOB_FILE).read_text())).model_dump(mode="json")
-    for section, value in wanted.items():
-        if found[section] != value:
-            keys = [k for k in value if found[section].get(k) != value[k]] if isinstance(value, dict) else []
-            raise ValueError(f"{option}: {folder}/{JOB_FILE} differs from this benchmark's {job.model.upper()} job in "
-                             f"{section} {keys}; rerun without {option} or with the run's settings (--set)")  # fmt: skip
-
-
-def finished_result(folder: Path) -> SeqTrainResult | None:
-    """The result of a finished run (summary.json and weights), None when it did not finish."""
-    run = Run(folder)
-    if not ((folder / SUMMARY).is_file() and run.has_weights()):
-        return None
-    summary = run.summary  # a damaged summary is an error that names the file
-    fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
-    return SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=folder)
+    naming the differing settings."""
+    found = SequentialJob.model_validate(yaml.safe_load((folder / JOB_FILE).read_text()))
+    differing = job_differences(job, found)
+    if differing:
+        raise ValueError(f"{option}: {folder}/{JOB_FILE} differs from this benchmark's {job.model.upper()} job in "
+                         f"{', '.join(differing)}; rerun without {option} or with the run's settings (--set)")  # fmt: skip
 
 
 def grpo_overrides(args) -> dict[str, Any]:
@@ -185,7 +180,7 @@ def finished_tiger(args, seed: int) -> tuple[Path, SeqTrainResult] | None:
     benchmark would train; None when there is no finished run. A run of other settings is refused
     with the differing fields named (GRC would be compared with another TIGER)."""
     folder = args.runs_dir / f"tiger-{args.dataset}-seed{seed}"
-    result = finished_result(folder)
+    result = finished_sequential_result(folder)
     if result is None:
         return None
     sets = [s for s in args.set if s.startswith("tiger.")]

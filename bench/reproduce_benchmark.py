@@ -16,9 +16,14 @@ stopped, and the time from the abstract to a verdict for the valid one (tiny set
     python bench/reproduce_benchmark.py --cards cdnet --dataset sim-small --json out.json
     python bench/reproduce_benchmark.py --cards none --llm --json bench/results/reproduce_llm.json
     python bench/reproduce_benchmark.py --cards cdnet --dataset sim-small --executor ray --json out.json
+    python bench/reproduce_benchmark.py --cards tiger --dataset amazon_beauty --adopt-runs bench/out/gr-runs-ids1024 \
+        --json bench/results/reproduce_gr_beauty.json
 
-`--executor ray` trains the runs as Ray tasks (`--ray-address`, `--cpus-per-training`), as
-`agenticrs reproduce` does; the verdicts are those of the local executor.
+`--adopt-runs DIR` reads back a finished sequential run in DIR (a `bench/gr_benchmark.py` run
+folder) whose job is exactly the one an arm asks for, instead of training it again (hours on
+Amazon); the record names the adopted folder. `--executor ray` trains the runs as Ray tasks
+(`--ray-address`, `--cpus-per-training`), as `agenticrs reproduce` does; the verdicts are those of
+the local executor.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
             options = ReproduceOptions(seeds=args.seeds, step_budget=args.step_budget, datasets=datasets)
             started = time.perf_counter()
             result = reproduce(card, store, args.runs_dir, args.cache_dir, options, on_event=console.print,
-                               executor=make_executor)
+                               executor=make_executor, adopt_runs=args.adopt_runs)
             for v in result.verdicts:
                 if not v["claim"]:
                     continue
@@ -166,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the cards' runs train: local (one at a time) | ray (Ray tasks, side by side)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: a private local instance)")
     parser.add_argument("--cpus-per-training", type=float, default=1.0, help="Ray: CPUs requested by each run")
+    parser.add_argument("--adopt-runs", type=Path, action="append", default=[],
+                        help="a folder of finished sequential runs (bench/gr_benchmark.py's --runs-dir; repeatable): "
+                             "a run whose job is exactly an arm's is read back instead of retrained")
     parser.add_argument("--llm", action="store_true", help="also run the LLM path on the fake endpoint's scripted answers")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -69,6 +69,10 @@ def reproduce(
     executor: str = EXECUTOR_OPTIONS[0],
     ray_address: str = EXECUTOR_OPTIONS[1],
     cpus_per_training: float = EXECUTOR_OPTIONS[2],
+    adopt_runs: list[Path] = typer.Option(None, "--adopt-runs",
+                                          help="a folder of finished sequential runs (e.g. bench/gr_benchmark.py's "
+                                               "--runs-dir; repeatable): a run whose job is exactly an arm's is read "
+                                               "back instead of retrained"),
 ) -> None:
     """Check a method card's claim: train its method and baselines over its seeds and data sets, verdict from the
     paired difference (holds / not shown / contradicted), everything recorded in the knowledge layer. Run again to
@@ -92,7 +96,7 @@ def reproduce(
         for method_card in cards:
             results.append(run_reproduction(method_card, store, runs_dir, cache_dir, options,
                                              on_event=lambda line: err_console.print(line),
-                                             executor=make_executor))  # fmt: skip
+                                             executor=make_executor, adopt_runs=adopt_runs or None))  # fmt: skip
     finally:
         store.close()
     console.print(reproduction_table(results))

@@ -48,7 +48,7 @@ from agenticrs.progress import SILENT, Reporter
 from agenticrs.runtime import seed_everything
 from agenticrs.train import distributed
 from agenticrs.train.config import with_model_defaults
-from agenticrs.train.run import Run
+from agenticrs.train.run import SUMMARY, Run
 
 TOKENIZER_FILE, TOKENIZER_STATS, JOB_FILE = "tokenizer.pt", "tokenizer.json", "job.yaml"
 
@@ -240,6 +240,69 @@ def run_sequential_job(
         dump_yaml(job.model_dump(mode="json"), folder / JOB_FILE)
     result = train_sequential(model, data, job.train, folder, reporter, semantic_ids=sids)
     return folder, result
+
+
+# fields of a job that name a run rather than decide what it computes
+_NAMING_FIELDS = ("name",)
+# fields that hold a path to another run: equal when they resolve to the same folder
+_RUN_PATH_FIELDS = {("tokenizer", "collaborative_run"), ("init_from",)}
+
+
+def job_differences(wanted: SequentialJob, found: SequentialJob) -> list[str]:
+    """The settings in which two jobs differ (`section` or `section.key`), after each model's
+    training defaults are filled in; the run name does not count, and paths to other runs count
+    as equal when they resolve to the same folder. Empty: the same run."""
+    a, b = (with_train_defaults(job).model_dump(mode="json") for job in (wanted, found))
+    differing: list[str] = []
+    for section, value in a.items():
+        if section in _NAMING_FIELDS:
+            continue
+        other = b.get(section)
+        if isinstance(value, dict) and isinstance(other, dict):
+            for key in sorted(set(value) | set(other)):
+                if not _same_setting((section, key), value.get(key), other.get(key)):
+                    differing.append(f"{section}.{key}")
+        elif not _same_setting((section,), value, other):
+            differing.append(section)
+    return differing
+
+
+def _same_setting(where: tuple[str, ...], a: Any, b: Any) -> bool:
+    if where in _RUN_PATH_FIELDS and a is not None and b is not None:
+        return Path(a).resolve() == Path(b).resolve()
+    return a == b
+
+
+def finished_sequential_result(folder: str | Path) -> SeqTrainResult | None:
+    """The result of a finished sequential run, read back from its summary (None when the run has
+    no summary and weights: it did not finish). A damaged summary is an error naming the file."""
+    run = Run(Path(folder))
+    if not ((run.folder / SUMMARY).is_file() and run.has_weights()):
+        return None
+    summary = run.summary
+    fields = ("best_epoch", "epochs_run", "valid", "test", "train_seconds", "stopped_by", "steps", "best_step")
+    return SeqTrainResult(**{key: summary[key] for key in fields}, run_dir=run.folder)
+
+
+def find_finished_run(job: SequentialJob, folders: list[Path]) -> tuple[Path, SeqTrainResult] | None:
+    """A finished run of exactly this job among `folders` and their subfolders (the run
+    directories a benchmark wrote), with its result; None when there is none. Why: a run that
+    `bench/gr_benchmark.py` trained for hours is the same run a card's reproduction asks for."""
+    for root in folders:
+        candidates = [root] + sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+        for folder in candidates:
+            if not (folder / JOB_FILE).is_file():
+                continue
+            try:
+                found = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
+            except Exception as exc:
+                raise ValueError(f"{folder / JOB_FILE} is not a sequential job: {exc}") from exc
+            if job_differences(job, found):
+                continue
+            result = finished_sequential_result(folder)
+            if result is not None:
+                return folder, result
+    return None
 
 
 def resume_sequential_job(

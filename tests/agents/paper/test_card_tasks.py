@@ -180,3 +180,42 @@ def test_cmdcms_card_is_judged_on_the_delayed_head_of_its_pre_promotion_runs(tmp
         metrics = runs[arm].metrics
         assert 0.0 < metrics["y_del/auc"] < 1.0 and "y_dir/auc" in metrics and "y_atc/auc" in metrics
         assert runs[arm].config["model"] == arm
+
+
+def test_finished_benchmark_runs_of_exactly_an_arms_job_are_adopted_not_retrained(tmp_path, store):
+    """`adopt_runs`: a reproduction in another knowledge database (as a benchmark's run folders are
+    to a card) reads back each run whose job is exactly the arm's; an arm whose settings differ, or
+    whose IDs would come from another SASRec run, trains."""
+    small = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
+    raw = {
+        "name": "toy-tiger", "task": "sequential",
+        "claim": {"statement": "TIGER beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
+        "model": {"name": "tiger", "params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                                              "num_heads": 2, "head_dim": 8, "ffn_dim": 32, "beam_size": 10},
+                  "train": small, "tokenizer": {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}},
+        "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": small}],
+        "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
+        "seeds": [1],
+    }  # fmt: skip
+    first, trained = reproduce_two_arms(raw, store, tmp_path / "first")
+    folders = tmp_path / "first" / "runs" / "reproduce" / "toy-tiger"
+    other = KnowledgeStore(str(tmp_path / "other.db"))
+    try:
+        events: list[str] = []
+        second = reproduce(parse_card(raw), other, tmp_path / "second", tmp_path / "cache", adopt_runs=[folders],
+                           on_event=events.append)  # fmt: skip
+        assert (second.trained, second.reused, second.failed) == (0, 2, 0)
+        assert sum("adopted the finished run" in line for line in events) == 2
+        with other.transaction() as tx:
+            adopted = {r.arm: r for r in tx.reproduction_runs(second.reproduction_id)}
+        for arm in ("sasrec", "tiger"):
+            assert adopted[arm].run_path == trained[arm].run_path == adopted[arm].metrics["adopted_run"]
+            assert adopted[arm].metrics["recall@10"] == trained[arm].metrics["recall@10"]
+        assert second.verdicts[0]["mean"] == first.verdicts[0]["mean"]
+        wider = {**raw, "model": {**raw["model"], "params": {**raw["model"]["params"], "ffn_dim": 48}}}
+        third = reproduce(parse_card(wider), other, tmp_path / "third", tmp_path / "cache", adopt_runs=[folders])
+        assert (third.trained, third.reused) == (1, 1)  # SASRec adopted (or shared), TIGER trained anew
+    finally:
+        other.close()
+    with pytest.raises(FileNotFoundError, match="adopt_runs: .*missing is not a folder"):
+        reproduce(parse_card(raw), store, tmp_path / "x", tmp_path / "cache", adopt_runs=[tmp_path / "missing"])

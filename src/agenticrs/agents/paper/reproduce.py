@@ -214,12 +214,40 @@ def train_sequential_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, ru
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = resolve_sequences(trial.dataset, cache)
     folder, result = run_sequential_job(job, runs_dir, cache, data=_DATA_CACHE[key])
+    return ArmResult(metrics=_sequential_metrics(card, arm, job, result), run_path=str(folder))
+
+
+def _sequential_metrics(card: MethodCard, arm: Arm, job: Any, result: Any) -> dict[str, Any]:
+    """A sequential run's record: its test metrics, the validation monitor and what stopped it."""
     metrics: dict[str, Any] = {k: float(v) for k, v in (result.test or {}).items()}
     _require(metrics, card.claim.metric, arm)
     monitor = job.train.monitor
     metrics.update({f"valid_{monitor}": result.valid.get(monitor), "stopped_by": result.stopped_by,
                     "steps": result.steps, "best_step": result.best_step})  # fmt: skip
-    return ArmResult(metrics=metrics, run_path=str(folder))
+    return metrics
+
+
+def adopt_finished_run(card: MethodCard, trial: Trial, arm: Arm, seed: int,
+                       paths: dict[tuple[str, str, int], str | None], folders: list[Path]) -> ArmResult | None:  # fmt: skip
+    """A run that already finished outside the reproduction with exactly this arm's job (e.g. one
+    of `bench/gr_benchmark.py`'s run folders), read back instead of retrained; None when there is
+    none. Sequential arms only (their job.yaml states the whole job); the run name does not count,
+    and an arm whose IDs come from another arm's run matches only a run built on that arm's run."""
+    if card.task != "sequential" or arm.code is not None or not folders:
+        return None
+    from agenticrs.gr.workflow import SequentialJob, find_finished_run, with_train_defaults
+
+    try:
+        resolved = _with_source_run(arm, trial, seed, paths)
+    except ValueError:  # its source arm's run did not finish: nothing to match
+        return None
+    job = with_train_defaults(SequentialJob.model_validate(run_config(card, trial, resolved, seed)))
+    found = find_finished_run(job, folders)
+    if found is None:
+        return None
+    folder, result = found
+    metrics = {**_sequential_metrics(card, arm, job, result), "adopted_run": str(folder)}
+    return ArmResult(metrics=metrics, run_path=str(folder), cost_s=result.train_seconds)
 
 
 def train_streaming_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, runs_dir: Path,
@@ -319,7 +347,7 @@ class ReproductionResult:
     card: MethodCard
     verdicts: list[dict[str, Any]]
     trained: int  # runs trained by this call (0 when everything was already recorded)
-    reused: int  # runs read back from the knowledge layer
+    reused: int  # runs read back (from the knowledge layer, or adopted run folders)
     failed: int
     wall_s: float  # training seconds over every run of the reproduction (resumed ones included)
     lessons: list[str]
@@ -409,15 +437,23 @@ def reproduce(
     trainer: TrainArm = train_arm,
     on_event: Callable[[str], None] = lambda _text: None,
     executor: ExecutorFactory | None = None,
+    adopt_runs: list[str | Path] | None = None,
 ) -> ReproductionResult:
     """Run (or resume) the card's protocol and record everything; returns the verdicts.
 
     `executor`: where the runs train, made from (`ArmTraining`, `run_arm_job`), e.g.
     `executor_factory("ray")`; default: one at a time in this process. A Ray executor keeps up to
-    its capacity of runs in flight; their results are recorded here in the plan's order."""
+    its capacity of runs in flight; their results are recorded here in the plan's order.
+    `adopt_runs`: folders of finished runs (and folders of such folders) to read back instead of
+    training when a run's job is exactly the one an arm asks for (`adopt_finished_run`); not part of
+    the reproduction's key, since an adopted run is the same run."""
     from agenticrs.agents.executor import LocalExecutor
 
     options = options or ReproduceOptions()
+    adopt = [Path(folder) for folder in adopt_runs or []]
+    for folder in adopt:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"adopt_runs: {folder} is not a folder of finished runs")
     trials = plan_trials(card, options)
     seeds = card.seeds[: options.seeds] if options.seeds else list(card.seeds)
     runs_dir = Path(runs_dir) / "reproduce" / card.name
@@ -431,6 +467,8 @@ def reproduce(
         if not created:  # the claim or the expectation may have been edited: the record shows the card as run now
             repro.status, repro.card, repro.card_hash = "running", card.model_dump(mode="json"), card.content_hash()
     on_event(f"reproduction {repro_id} of card '{card.name}' ({'new' if created else 'resumed'})")
+    if adopt and card.task != "sequential":
+        on_event(f"  adopt_runs: only sequential runs are adopted; card '{card.name}' is a {card.task} card, its runs train")
     lessons: list[str] = []
 
     def lesson(text: str, scope: str = "reproduction") -> None:
@@ -488,18 +526,29 @@ def reproduce(
             for seed in seeds:  # seed by seed, every arm: a reproduction stopped midway has whole pairs
                 for role, arm in arm_order(card, trial):
                     requested = shared_config(card, trial, arm, seed)
+                    run_key = (trial.dataset, arm.name, seed)
                     with store.transaction() as tx:
                         recorded = _recorded_metrics(tx, repro_id, trial.dataset, arm, seed, role, requested)
-                        if recorded is not None:
-                            results[(trial.dataset, arm.name, seed)], paths[(trial.dataset, arm.name, seed)] = recorded
-                            counts["reused"] += 1
-                            continue
-                        run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
-                                                           config=requested).id  # fmt: skip
-                    started = time.perf_counter()
+                    if recorded is not None:
+                        results[run_key], paths[run_key] = recorded
+                        counts["reused"] += 1
+                        continue
                     if arm.tokenizer.get("collaborative_arm"):
                         while pending:  # it reads another arm's finished run of this seed
                             settle_oldest()
+                    adopted = adopt_finished_run(card, trial, arm, seed, paths, adopt)
+                    with store.transaction() as tx:
+                        run_id = tx.start_reproduction_run(repro_id, trial.dataset, arm.name, seed, role=role,
+                                                           config=requested).id  # fmt: skip
+                        if adopted is not None:
+                            tx.finish_reproduction_run(run_id, "done", metrics=adopted.metrics,
+                                                       run_path=adopted.run_path, cost_s=adopted.cost_s)  # fmt: skip
+                    if adopted is not None:
+                        results[run_key], paths[run_key] = adopted.metrics, adopted.run_path
+                        counts["reused"] += 1
+                        on_event(f"  {trial.dataset} {arm.name} seed {seed}: adopted the finished run {adopted.run_path}")
+                        continue
+                    started = time.perf_counter()
                     try:
                         job = ArmJob(card, trial, _with_source_run(arm, trial, seed, paths), seed, runs_dir, cache)
                     except Exception as exc:  # its source run failed: a recorded lesson, as a failed training
