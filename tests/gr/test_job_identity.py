@@ -64,3 +64,9 @@ def test_only_a_finished_run_of_the_same_job_is_found(tmp_path: Path) -> None:
     assert folder == done and result.test == {"recall@10": 0.058} and result.stopped_by == "epochs"
     assert find_finished_run(tiger_job(), [done]) is not None  # a run folder itself, not only its parent
     assert os.path.isdir(folder)
+
+
+def test_a_model_setting_written_out_at_its_default_is_the_same_setting() -> None:
+    grc = tiger_job(model="grc")
+    assert job_differences(grc, tiger_job(model="grc", model_params__phase="sft")) == []  # GRC's default phase
+    assert job_differences(grc, tiger_job(model="grc", model_params__phase="grpo")) == ["model_params.phase"]

@@ -41,6 +41,7 @@ from agenticrs.gr.train import (
 )
 from agenticrs.gr.zoo import (
     build_sequential,
+    make_sequential_config,
     needs_semantic_ids,
     sequential_model_class,
 )
@@ -252,7 +253,7 @@ def job_differences(wanted: SequentialJob, found: SequentialJob) -> list[str]:
     """The settings in which two jobs differ (`section` or `section.key`), after each model's
     training defaults are filled in; the run name does not count, and paths to other runs count
     as equal when they resolve to the same folder. Empty: the same run."""
-    a, b = (with_train_defaults(job).model_dump(mode="json") for job in (wanted, found))
+    a, b = (_with_all_defaults(job) for job in (wanted, found))
     differing: list[str] = []
     for section, value in a.items():
         if section in _NAMING_FIELDS:
@@ -265,6 +266,17 @@ def job_differences(wanted: SequentialJob, found: SequentialJob) -> list[str]:
         elif not _same_setting((section,), value, other):
             differing.append(section)
     return differing
+
+
+def _with_all_defaults(job: SequentialJob) -> dict[str, Any]:
+    """The job as data with the model's own defaults filled in: its training defaults and its
+    typed config's (a setting written out at its default value is the same setting left unset)."""
+    data = with_train_defaults(job).model_dump(mode="json")
+    try:
+        data["model_params"] = make_sequential_config(job.model, job.model_params).model_dump(mode="json")
+    except ValueError:  # settings this version no longer accepts: compared as written
+        pass
+    return data
 
 
 def _same_setting(where: tuple[str, ...], a: Any, b: Any) -> bool:
