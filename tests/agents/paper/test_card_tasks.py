@@ -44,6 +44,19 @@ STREAM = {
 }  # fmt: skip
 
 
+_SMALL_SEQ = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
+TOY_TIGER = {
+    "name": "toy-tiger", "task": "sequential",
+    "claim": {"statement": "TIGER beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
+    "model": {"name": "tiger", "params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                                          "num_heads": 2, "head_dim": 8, "ffn_dim": 32, "beam_size": 10},
+              "train": _SMALL_SEQ, "tokenizer": {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}},
+    "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": _SMALL_SEQ}],
+    "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
+    "seeds": [1],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -144,17 +157,7 @@ def test_a_multi_objective_retrieval_card_trains_csmf_and_its_baseline_under_one
 
 
 def test_a_sequential_card_builds_tigers_ids_on_the_same_seeds_sasrec_run(tmp_path, store):
-    small = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
-    raw = {
-        "name": "toy-tiger", "task": "sequential",
-        "claim": {"statement": "TIGER beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
-        "model": {"name": "tiger", "params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
-                                              "num_heads": 2, "head_dim": 8, "ffn_dim": 32, "beam_size": 10},
-                  "train": small, "tokenizer": {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}},
-        "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": small}],
-        "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
-        "seeds": [1],
-    }  # fmt: skip
+    raw = TOY_TIGER
     result, runs = reproduce_two_arms(raw, store, tmp_path)
     assert runs["sasrec"].id < runs["tiger"].id  # SASRec trained first
     job = yaml.safe_load((Path(runs["tiger"].run_path) / "job.yaml").read_text())
@@ -186,17 +189,7 @@ def test_finished_benchmark_runs_of_exactly_an_arms_job_are_adopted_not_retraine
     """`adopt_runs`: a reproduction in another knowledge database (as a benchmark's run folders are
     to a card) reads back each run whose job is exactly the arm's; an arm whose settings differ, or
     whose IDs would come from another SASRec run, trains."""
-    small = {"epochs": 1, "max_steps_per_epoch": 5, "batch_size": 64, "num_threads": 1, "valid_users": 32}
-    raw = {
-        "name": "toy-tiger", "task": "sequential",
-        "claim": {"statement": "TIGER beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
-        "model": {"name": "tiger", "params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1,
-                                              "num_heads": 2, "head_dim": 8, "ffn_dim": 32, "beam_size": 10},
-                  "train": small, "tokenizer": {"collaborative_arm": "sasrec", "levels": 2, "codebook_size": 8}},
-        "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": small}],
-        "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}}],
-        "seeds": [1],
-    }  # fmt: skip
+    raw = TOY_TIGER
     first, trained = reproduce_two_arms(raw, store, tmp_path / "first")
     folders = tmp_path / "first" / "runs" / "reproduce" / "toy-tiger"
     other = KnowledgeStore(str(tmp_path / "other.db"))
