@@ -42,6 +42,19 @@ def test_reproduce_refuses_a_bad_card_and_a_card_with_all(tmp_path):
     assert both.exit_code == 2 and "not both" in both.output
 
 
+def test_adopt_runs_names_a_folder_that_is_not_there_and_notes_a_card_it_does_not_apply_to(tmp_path):
+    card = tmp_path / "toy.yaml"
+    card.write_text(yaml.safe_dump(CARD))
+    common = ["reproduce", str(card), "--db", str(tmp_path / "k.db"), "--runs-dir", str(tmp_path / "runs"),
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    missing = runner.invoke(app, [*common, "--adopt-runs", str(tmp_path / "nowhere")], terminal_width=250)
+    assert missing.exit_code != 0 and "nowhere is not a folder of finished runs" in " ".join(missing.output.split())
+    (tmp_path / "bench-runs").mkdir()
+    ctr = runner.invoke(app, [*common, "--adopt-runs", str(tmp_path / "bench-runs")], terminal_width=250)
+    assert ctr.exit_code == 0, ctr.output
+    assert "only sequential runs are adopted" in ctr.output and "deepfm seed 2: auc" in ctr.output  # trained
+
+
 def test_cards_lists_the_shipped_cards():
     result = runner.invoke(app, ["cards"], terminal_width=250)
     assert result.exit_code == 0
