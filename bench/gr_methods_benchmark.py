@@ -61,11 +61,9 @@ from agenticrs.gr.workflow import (
     SequentialJob,
     finished_sequential_result,
     job_differences,
-    resume_sequential_job,
-    run_sequential_job,
+    run_or_resume_sequential_job,
 )
 from agenticrs.progress import RichReporter
-from agenticrs.train.run import Run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gr_benchmark import METRIC_KEYS, job_for
@@ -109,17 +107,9 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
     job = job_for(args.dataset, base, seed, sets, args.runs_dir)
     job = job.model_copy(update={"model": model, "name": f"{name}-{args.dataset}-seed{seed}"})
     folder = args.runs_dir / job.name
-    if args.resume and (folder / JOB_FILE).is_file():
-        check_same_job(folder, job, "--resume")
-        if Run(folder).has_checkpoint():
-            console.print(f"resuming {folder} from its checkpoint")
-            return folder, resume_sequential_job(folder, args.cache_dir, RichReporter(console))
-        if (finished := finished_sequential_result(folder)) is not None:
-            console.print(f"{folder} finished before: its result is read back, not retrained")
-            return folder, finished
-    if folder.exists():
+    if not args.resume and folder.exists():
         shutil.rmtree(folder)
-    return run_sequential_job(job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
+    return run_or_resume_sequential_job(job, folder, args.cache_dir, RichReporter(console))
 
 
 def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:

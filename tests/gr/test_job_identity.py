@@ -70,3 +70,18 @@ def test_a_model_setting_written_out_at_its_default_is_the_same_setting() -> Non
     grc = tiger_job(model="grc")
     assert job_differences(grc, tiger_job(model="grc", model_params__phase="sft")) == []  # GRC's default phase
     assert job_differences(grc, tiger_job(model="grc", model_params__phase="grpo")) == ["model_params.phase"]
+
+
+def test_a_run_folder_holding_another_job_is_refused_not_overwritten(tmp_path: Path) -> None:
+    import pytest
+
+    from agenticrs.config import dump_yaml
+    from agenticrs.gr.workflow import job_digest, run_or_resume_sequential_job
+
+    folder = tmp_path / "tiger-run"
+    folder.mkdir()
+    dump_yaml(tiger_job(model_params__ffn_dim=512).model_dump(mode="json"), folder / "job.yaml")
+    with pytest.raises(FileExistsError, match=r"tiger-run holds another job \(it differs in model_params.ffn_dim\)"):
+        run_or_resume_sequential_job(tiger_job(), folder)
+    assert (folder / "job.yaml").is_file()
+    assert job_digest(tiger_job()) == job_digest(tiger_job(name="other")) != job_digest(tiger_job(train__seed=3))

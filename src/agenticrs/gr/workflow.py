@@ -16,7 +16,9 @@ written into the run directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -285,6 +287,39 @@ def _same_setting(where: tuple[str, ...], a: Any, b: Any) -> bool:
     return a == b
 
 
+def job_digest(job: SequentialJob) -> str:
+    """A short fingerprint of what the job computes (not its name): equal jobs, equal digests."""
+    data = _with_all_defaults(job)
+    for section in _NAMING_FIELDS:
+        data.pop(section, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_or_resume_sequential_job(
+    job: SequentialJob, folder: str | Path, cache_dir: str | Path | None = None, reporter: Reporter = SILENT,
+    data: SequenceData | None = None,
+) -> tuple[Path, SeqTrainResult]:  # fmt: skip
+    """The job in `folder`, however far it got before: a finished run of this job is read back, a
+    killed one continues from its checkpoint, anything else there (a run killed before its first
+    checkpoint) is started again. Why: a reproduction killed after hours of an Amazon run should not
+    lose them. A folder holding another job is refused (naming the settings that differ)."""
+    folder = Path(folder)
+    if (folder / JOB_FILE).is_file():
+        found = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
+        differing = job_differences(job, found)
+        if differing:
+            raise FileExistsError(f"{folder} holds another job (it differs in {', '.join(differing)})")
+        if (finished := finished_sequential_result(folder)) is not None:
+            return folder, finished
+        if Run(folder).has_checkpoint():
+            reporter.log(f"resuming {folder} from its checkpoint")
+            return folder, resume_sequential_job(folder, cache_dir, reporter, data=data)
+    if folder.exists():
+        shutil.rmtree(folder)
+    ran, result = run_sequential_job(job, cache_dir=cache_dir, reporter=reporter, data=data, folder=folder)
+    return ran or folder, result
+
+
 def finished_sequential_result(folder: str | Path) -> SeqTrainResult | None:
     """The result of a finished sequential run, read back from its summary (None when the run has
     no summary and weights: it did not finish). A damaged summary is an error naming the file."""
@@ -318,15 +353,16 @@ def find_finished_run(job: SequentialJob, folders: list[Path]) -> tuple[Path, Se
 
 
 def resume_sequential_job(
-    folder: str | Path, cache_dir: str | Path | None = None, reporter: Reporter = SILENT
-) -> SeqTrainResult:
+    folder: str | Path, cache_dir: str | Path | None = None, reporter: Reporter = SILENT,
+    data: SequenceData | None = None,
+) -> SeqTrainResult:  # fmt: skip
     """Continue a killed sequential run from its checkpoint (same job, same semantic IDs)."""
     folder = Path(folder)
     if not (folder / JOB_FILE).is_file() or not (folder / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{folder} is not a sequential run that can resume ({JOB_FILE} and checkpoint.pt)")
     job = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
     cache = Path(cache_dir) if cache_dir else default_cache_root()
-    data = resolve_sequences(job.dataset, cache)
+    data = data or resolve_sequences(job.dataset, cache)
     _, config = load_sequential_config(folder)
     sids = config_semantic_ids(folder)
     seed_everything(job.train.seed)

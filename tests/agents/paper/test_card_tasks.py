@@ -212,3 +212,48 @@ def test_finished_benchmark_runs_of_exactly_an_arms_job_are_adopted_not_retraine
         other.close()
     with pytest.raises(FileNotFoundError, match="adopt_runs: .*missing is not a folder"):
         reproduce(parse_card(raw), store, tmp_path / "x", tmp_path / "cache", adopt_runs=[tmp_path / "missing"])
+
+
+def test_a_sequential_run_killed_mid_reproduction_continues_from_its_checkpoint(tmp_path, store, monkeypatch):
+    """The TIGER arm dies after 5 of its optimiser steps (a checkpoint at step 4): the failure is
+    recorded, and running the reproduction again continues that run in its own folder to exactly
+    the metrics of an uninterrupted reproduction, without retraining SASRec."""
+    from agenticrs.gr.train import SequentialTask
+
+    train = {**_SMALL_SEQ, "max_steps_per_epoch": 8, "eval_every_steps": 4}
+    raw = {**TOY_TIGER, "model": {**TOY_TIGER["model"], "train": train}}
+    clean_store = KnowledgeStore(str(tmp_path / "clean.db"))
+    try:
+        clean = reproduce(parse_card(raw), clean_store, tmp_path / "clean", tmp_path / "cache")
+        with clean_store.transaction() as tx:
+            expected = {r.arm: r.metrics for r in tx.reproduction_runs(clean.reproduction_id)}
+    finally:
+        clean_store.close()
+
+    class Crash(Exception):
+        pass
+
+    original, calls = SequentialTask.loss, {"tiger": 0, "die_at": 6}
+
+    def dying(self, model, batch):
+        if type(getattr(model, "model", model)).__name__.lower() == "tiger":  # the engine trains a LossModule
+            calls["tiger"] += 1
+            if calls["tiger"] == calls["die_at"]:
+                raise Crash("killed")
+        return original(self, model, batch)
+
+    monkeypatch.setattr(SequentialTask, "loss", dying)
+    first = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert (first.trained, first.failed) == (1, 1) and "Crash: killed" in first.lessons[0]
+    folders = {p.name.split("-seed1-")[0]: p for p in (tmp_path / "runs" / "reproduce" / "toy-tiger").iterdir()}
+    assert (folders["toy-tiger-tiger-sim-tiny"] / "checkpoint.pt").is_file()
+    calls.update(tiger=0, die_at=-1)
+    second = reproduce(parse_card(raw), store, tmp_path / "runs", tmp_path / "cache")
+    assert (second.trained, second.reused, second.failed) == (1, 1, 0)  # SASRec read back, TIGER continued
+    assert calls["tiger"] == expected["tiger"]["steps"] - 4  # from the checkpoint at step 4, not from step 0
+    with store.transaction() as tx:
+        runs = {r.arm: r for r in tx.reproduction_runs(second.reproduction_id)}
+    assert runs["tiger"].run_path == str(folders["toy-tiger-tiger-sim-tiny"])
+    for arm in ("sasrec", "tiger"):
+        assert {k: runs[arm].metrics[k] for k in ("recall@10", "ndcg@10", "steps")} == \
+            {k: expected[arm][k] for k in ("recall@10", "ndcg@10", "steps")}, arm  # fmt: skip

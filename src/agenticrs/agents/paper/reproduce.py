@@ -12,7 +12,8 @@ Everything goes to the knowledge layer as it happens: the reproduction (card, op
 the verdicts, and lessons for what failed (a data set that is absent, a training that raised)
 and for claims that did not hold. A reproduction is keyed by the card's hash and its options, so
 running it again resumes: finished runs are read back, never retrained; a run that was in
-progress when the process died is redone.
+progress when the process died is redone (a sequential run, hours on Amazon, continues from its
+last checkpoint in its own folder, `RUNS/<card>-<arm>-<dataset>-seed<S>-<job digest>`).
 
 Where the runs train is an executor's business (`agents/executor.py`, the one the coordinator
 uses): `local` trains one run at a time in this process, `ray` trains them as Ray tasks side by
@@ -204,7 +205,7 @@ def train_sequential_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, ru
     them as the arm's tokenizer says (`collaborative_run`: the item table of another arm's run)."""
     from agenticrs.data.cache import default_cache_root
     from agenticrs.gr.sequences import resolve_sequences
-    from agenticrs.gr.workflow import SequentialJob, run_sequential_job
+    from agenticrs.gr.workflow import SequentialJob, job_digest, run_or_resume_sequential_job
 
     raw = run_config(card, trial, arm, seed)
     job = SequentialJob.model_validate(raw)
@@ -213,7 +214,10 @@ def train_sequential_arm(card: MethodCard, trial: Trial, arm: Arm, seed: int, ru
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         _DATA_CACHE[key] = resolve_sequences(trial.dataset, cache)
-    folder, result = run_sequential_job(job, runs_dir, cache, data=_DATA_CACHE[key])
+    # one folder per job (its name and digest): a reproduction killed mid-run continues this run
+    # from its checkpoint instead of starting it again
+    folder = Path(runs_dir) / f"{job.name}-{job_digest(job)}"
+    folder, result = run_or_resume_sequential_job(job, folder, cache, data=_DATA_CACHE[key])
     return ArmResult(metrics=_sequential_metrics(card, arm, job, result), run_path=str(folder))
 
 
