@@ -85,3 +85,5 @@ def test_a_run_folder_holding_another_job_is_refused_not_overwritten(tmp_path: P
         run_or_resume_sequential_job(tiger_job(), folder)
     assert (folder / "job.yaml").is_file()
     assert job_digest(tiger_job()) == job_digest(tiger_job(name="other")) != job_digest(tiger_job(train__seed=3))
+    absolute = str(Path("runs/sasrec-amazon_beauty-seed2").resolve())
+    assert job_digest(tiger_job()) == job_digest(tiger_job(tokenizer__collaborative_run=absolute))

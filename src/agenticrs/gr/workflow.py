@@ -292,6 +292,10 @@ def job_digest(job: SequentialJob) -> str:
     data = _with_all_defaults(job)
     for section in _NAMING_FIELDS:
         data.pop(section, None)
+    for where in _RUN_PATH_FIELDS:  # the same source run however its path is written
+        holder = data if len(where) == 1 else data.get(where[0], {})
+        if holder.get(where[-1]) is not None:
+            holder[where[-1]] = str(Path(holder[where[-1]]).resolve())
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
