@@ -141,9 +141,12 @@ def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> P
     for key in overrides:
         setattr(model.config, key, getattr(validated, key))
     model.train()
+    # GRPO's own schedule, not the SFT run's: the spec's lr from the first step (a warm-up carried
+    # over from an Amazon SFT run, 500 steps, would keep 150 GRPO steps below 3e-6), cut on a plateau
     rl = SequentialTrainConfig.model_validate({
         **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
         "eval_every_steps": max(1, args.grpo_steps // 3), "time_budget_s": None, "batch_size": args.grpo_batch,
+        "lr_schedule": "plateau", "warmup_steps": 0,
     })  # fmt: skip
     rl_folder = args.runs_dir / f"grc-grpo{args.grpo_suffix}-{args.dataset}-seed{seed}"
     if rl_folder.exists():

@@ -26,7 +26,8 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         "model_params": {"d_model": 16, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
                          "head_dim": 8, "ffn_dim": 32, "max_len": 10, "beam_size": 10},
         "tokenizer": {"levels": 2, "codebook_size": 8},
-        "train": {"epochs": 1, "max_steps_per_epoch": 4, "batch_size": 64, "valid_users": 64},
+        "train": {"epochs": 1, "max_steps_per_epoch": 4, "batch_size": 64, "valid_users": 64,
+                  "lr_schedule": "cosine", "warmup_steps": 500},  # as on Amazon: GRPO must not inherit it
     }}}))  # fmt: skip
     monkeypatch.setattr(bench.sys.modules["gr_benchmark"], "CONFIGS", configs)
     out, runs = tmp_path / "grc.json", tmp_path / "runs"
@@ -34,6 +35,8 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
               "--threads", "1", "--grpo-steps", "2", "--grpo-batch", "8"]  # fmt: skip
     try:
         assert bench.main(["--part", "grc", *common, "--json", str(out)]) == 0
+        rl_train = yaml.safe_load((runs / "grc-grpo-sim-tiny-seed1" / "config.yaml").read_text())["train"]
+        assert (rl_train["lr_schedule"], rl_train["warmup_steps"], rl_train["learning_rate"]) == ("plateau", 0, 1e-5)
         arm = tmp_path / "arm.json"
         assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
                            "--grpo-set", "policy_segments=[draft, correction]",
