@@ -61,6 +61,7 @@ from agenticrs.gr.workflow import (
     SequentialJob,
     finished_sequential_result,
     job_differences,
+    read_job,
     run_or_resume_sequential_job,
 )
 from agenticrs.progress import RichReporter
@@ -115,8 +116,7 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
 def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:
     """Refuse to reuse a run whose job.yaml differs from `job` (the comparison would mix settings),
     naming the differing settings."""
-    found = SequentialJob.model_validate(yaml.safe_load((folder / JOB_FILE).read_text()))
-    differing = job_differences(job, found)
+    differing = job_differences(job, read_job(folder))
     if differing:
         raise ValueError(f"{option}: {folder}/{JOB_FILE} differs from this benchmark's {job.model.upper()} job in "
                          f"{', '.join(differing)}; rerun without {option} or with the run's settings (--set)")  # fmt: skip

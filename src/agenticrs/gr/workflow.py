@@ -245,6 +245,15 @@ def run_sequential_job(
     return folder, result
 
 
+def read_job(folder: str | Path) -> SequentialJob:
+    """The job a sequential run folder ran (its job.yaml); a damaged one is an error naming the file."""
+    path = Path(folder) / JOB_FILE
+    try:
+        return SequentialJob.model_validate(load_yaml(path))
+    except Exception as exc:
+        raise ValueError(f"{path} is not a sequential job: {exc}") from exc
+
+
 # fields of a job that name a run rather than decide what it computes
 _NAMING_FIELDS = ("name",)
 # fields that hold a path to another run: equal when they resolve to the same folder
@@ -309,7 +318,7 @@ def run_or_resume_sequential_job(
     lose them. A folder holding another job is refused (naming the settings that differ)."""
     folder = Path(folder)
     if (folder / JOB_FILE).is_file():
-        found = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
+        found = read_job(folder)
         differing = job_differences(job, found)
         if differing:
             raise FileExistsError(f"{folder} holds another job (it differs in {', '.join(differing)})")
@@ -344,11 +353,7 @@ def find_finished_run(job: SequentialJob, folders: list[Path]) -> tuple[Path, Se
         for folder in candidates:
             if not (folder / JOB_FILE).is_file():
                 continue
-            try:
-                found = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
-            except Exception as exc:
-                raise ValueError(f"{folder / JOB_FILE} is not a sequential job: {exc}") from exc
-            if job_differences(job, found):
+            if job_differences(job, read_job(folder)):
                 continue
             result = finished_sequential_result(folder)
             if result is not None:
@@ -364,7 +369,7 @@ def resume_sequential_job(
     folder = Path(folder)
     if not (folder / JOB_FILE).is_file() or not (folder / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{folder} is not a sequential run that can resume ({JOB_FILE} and checkpoint.pt)")
-    job = SequentialJob.model_validate(load_yaml(folder / JOB_FILE))
+    job = read_job(folder)
     cache = Path(cache_dir) if cache_dir else default_cache_root()
     data = data or resolve_sequences(job.dataset, cache)
     _, config = load_sequential_config(folder)
