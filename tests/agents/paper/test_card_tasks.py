@@ -90,6 +90,46 @@ def test_a_sequential_card_checks_the_arm_its_semantic_ids_come_from(tmp_path):
     assert [(role, arm.name) for role, arm in arm_order(card, card.datasets[0])] == [("baseline", "sasrec"), ("method", "tiger")]
 
 
+THREE_ARMS = {
+    "name": "toy-three", "task": "sequential",
+    "claim": {"statement": "HSTU beats SASRec", "baseline": "sasrec", "metric": "recall@10"},
+    "model": {"name": "hstu", "params": {"dim": 16, "num_blocks": 1}, "train": _SMALL_SEQ},
+    "baselines": [{"name": "sasrec", "params": {"dim": 16, "num_blocks": 1}, "train": _SMALL_SEQ},
+                  {"name": "tiger", "train": _SMALL_SEQ, "tokenizer": {"collaborative_arm": "sasrec"}}],
+    "datasets": [{"dataset": "sim-tiny", "protocol": {"step_budget": None}, "arms": ["hstu", "sasrec"]}],
+    "seeds": [1],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        (["hstu", "sasrec", "gru4rec"], r"datasets\.0\.arms names \['gru4rec'\], which are not arms of the card"),
+        (["sasrec", "tiger"], r"datasets\.0\.arms must include the method 'hstu'"),
+        (["hstu", "tiger"], r"datasets\.0\.arms must include the claim's baseline 'sasrec'"),
+    ],
+)
+def test_a_trial_names_the_arms_it_trains_and_cannot_leave_out_what_the_verdict_needs(tmp_path, arms, message):
+    raw = {**THREE_ARMS, "datasets": [{**THREE_ARMS["datasets"][0], "arms": arms}]}
+    with pytest.raises(CardError, match=message):
+        load_card(card_file(tmp_path, raw))
+    # an arm whose IDs come from another arm's run needs that run on the same data set
+    raw["claim"] = {**raw["claim"], "baseline": "tiger"}
+    raw["datasets"] = [{**THREE_ARMS["datasets"][0], "arms": ["hstu", "tiger"]}]
+    with pytest.raises(CardError, match=r"datasets\.0\.arms: tiger builds its semantic IDs on sasrec's run"):
+        load_card(card_file(tmp_path, raw))
+
+
+def test_an_arm_a_trial_leaves_out_is_neither_trained_nor_judged(tmp_path, store):
+    card = load_card(card_file(tmp_path, THREE_ARMS))
+    assert [(role, arm.name) for role, arm in arm_order(card, card.datasets[0])] == [("method", "hstu"), ("baseline", "sasrec")]
+    result, runs = reproduce_two_arms(THREE_ARMS, store, tmp_path)
+    assert set(runs) == {"hstu", "sasrec"}  # no TIGER run, and no SASRec run kept only for TIGER's IDs
+    (row,) = result.verdicts
+    assert row["baseline"] == "sasrec" and row["claim"] and row["n"] == 1
+    assert row["mean"] == pytest.approx(runs["hstu"].metrics["recall@10"] - runs["sasrec"].metrics["recall@10"])
+
+
 def test_one_model_is_two_arms_and_a_multi_task_claim_is_judged_on_its_funnel_metric(tmp_path, store):
     raw = {
         "name": "toy-mmoe", "claim": {"statement": "MMoE beats a shared bottom on CVR", "baseline": "shared_bottom",

@@ -177,6 +177,12 @@ class Trial(BaseModel):
     dataset: str = Field(min_length=1, description="a registered data set")
     protocol: Protocol = Field(default_factory=Protocol)
     settings: dict[str, ArmSettings] = Field(default_factory=dict, description="arm name -> its settings here")
+    arms: list[Name] | None = Field(
+        default=None,
+        description="the arms that train on this data set (default: every arm): the method, the claim's baseline "
+        "and any arm whose run another one's semantic IDs come from must be among them (on the simulator, whose "
+        "items have text, the SASRec that gives Amazon its collaborative IDs is not needed)",
+    )
     expected: Literal["holds", "not shown", "contradicted"] | None = Field(
         default=None, description="the verdict our own benchmark tables give (README), where known"
     )
@@ -222,11 +228,32 @@ class MethodCard(BaseModel):
             unknown = sorted(set(trial.settings) - set(names))
             if unknown:
                 raise ValueError(f"datasets.{i}.settings names {unknown}, which are not arms of the card ({names})")
+            if trial.arms is not None:
+                self._check_trial_arms(i, trial, names)
         return self
+
+    def _check_trial_arms(self, i: int, trial: Trial, names: list[str]) -> None:
+        unknown = sorted(set(trial.arms or []) - set(names))
+        if unknown:
+            raise ValueError(f"datasets.{i}.arms names {unknown}, which are not arms of the card ({names})")
+        for needed, why in [(self.model.name, "the method"), (self.claim.baseline, "the claim's baseline")]:
+            if needed not in (trial.arms or []):
+                raise ValueError(f"datasets.{i}.arms must include {why} '{needed}'")
+        for arm in self.trial_arms(trial):
+            source = arm.tokenizer.get("collaborative_arm")
+            if source is not None and source not in (trial.arms or []):
+                raise ValueError(f"datasets.{i}.arms: {arm.name} builds its semantic IDs on {source}'s run, "
+                                 f"so {source} must train there too")  # fmt: skip
 
     def arms(self) -> list[Arm]:
         """The method first, then the baselines."""
         return [self.model, *self.baselines]
+
+    def trial_arms(self, trial: Trial) -> list[Arm]:
+        """The arms that train on a data set (the trial's `arms`, default every arm), with the
+        trial's settings laid over, the method first."""
+        names = [a.name for a in self.arms()] if trial.arms is None else trial.arms
+        return [self.arm(a.name, trial) for a in self.arms() if a.name in names]
 
     def arm(self, name: str, trial: Trial) -> Arm:
         base = next(a for a in self.arms() if a.name == name)
@@ -324,6 +351,8 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
             )
         schema = declared_schema(trial.dataset) if composed else None
         for field, arm in fields:
+            if trial.arms is not None and arm.name not in trial.arms:
+                continue  # it does not train here
             merged = card.arm(arm.name, trial)
             train = card.train_settings(trial, merged)
             try:

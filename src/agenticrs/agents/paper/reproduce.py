@@ -122,7 +122,7 @@ def run_arm_job(context: ArmTraining, job: ArmJob) -> ArmResult:
 def runs_device(card: MethodCard, trials: list[Trial]) -> str:
     """`cuda` when any arm of the trials trains on (or may pick) a GPU, else `cpu`."""
     devices = {str(card.train_settings(t, card.arm(a.name, t)).get("device", "cpu"))
-               for t in trials for a in card.arms()}  # fmt: skip
+               for t in trials for a in card.trial_arms(t)}  # fmt: skip
     return "cuda" if devices & {"cuda", "auto"} else "cpu"
 
 
@@ -362,7 +362,7 @@ def _verdicts(card: MethodCard, trials: list[Trial], runs: dict[tuple[str, str, 
     claim = card.claim
     out = []
     for trial in trials:
-        for baseline in card.baselines:
+        for baseline in card.trial_arms(trial)[1:]:
             row: dict[str, Any] = {
                 "dataset": trial.dataset, "method": card.model.name, "baseline": baseline.name,
                 "claim": baseline.name == claim.baseline, "metric": claim.metric, "expected": trial.expected,
@@ -404,10 +404,10 @@ def _recorded_metrics(tx: Any, repro_id: int, dataset: str, arm: Arm, seed: int,
 
 
 def arm_order(card: MethodCard, trial: Trial) -> list[tuple[str, Arm]]:
-    """(role, arm with the trial's settings) in training order: the method, then the baselines,
-    except that an arm whose semantic IDs come from another arm's run
+    """(role, arm with the trial's settings) in training order: the method, then the baselines
+    that train on the trial's data set (`Trial.arms`), except that an arm whose semantic IDs come from another arm's run
     (`tokenizer.collaborative_arm`) trains after it."""
-    order = [("method", card.arm(card.model.name, trial))] + [("baseline", card.arm(b.name, trial)) for b in card.baselines]
+    order = [("method" if arm.name == card.model.name else "baseline", arm) for arm in card.trial_arms(trial)]
     for _role, arm in list(order):
         source = arm.tokenizer.get("collaborative_arm")
         if source is None:
