@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from agenticrs.gr.workflow import SequentialJob, find_finished_run, job_differences
@@ -47,7 +48,7 @@ def test_only_a_finished_run_of_the_same_job_is_found(tmp_path: Path) -> None:
 
     def run_folder(name: str, job: SequentialJob, finished: bool) -> Path:
         folder = tmp_path / name
-        folder.mkdir()
+        folder.mkdir(parents=True)
         dump_yaml(job.model_dump(mode="json"), folder / "job.yaml")
         if finished:
             (folder / "weights.pt").write_bytes(b"w")
@@ -64,6 +65,10 @@ def test_only_a_finished_run_of_the_same_job_is_found(tmp_path: Path) -> None:
     assert folder == done and result.test == {"recall@10": 0.058} and result.stopped_by == "epochs"
     assert find_finished_run(tiger_job(), [done]) is not None  # a run folder itself, not only its parent
     assert os.path.isdir(folder)
+    # at any depth: another reproduction's runs sit in reproduce/CARD/RUN
+    shutil.rmtree(done)
+    nested = run_folder("reproduce/tiger/tiger-tiger-amazon_beauty-seed1-0a1b", tiger_job(), finished=True)
+    assert find_finished_run(tiger_job(), [tmp_path])[0] == nested
 
 
 def test_a_model_setting_written_out_at_its_default_is_the_same_setting() -> None:

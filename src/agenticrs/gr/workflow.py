@@ -345,14 +345,13 @@ def finished_sequential_result(folder: str | Path) -> SeqTrainResult | None:
 
 
 def find_finished_run(job: SequentialJob, folders: list[Path]) -> tuple[Path, SeqTrainResult] | None:
-    """A finished run of exactly this job among `folders` and their subfolders (the run
-    directories a benchmark wrote), with its result; None when there is none. Why: a run that
-    `bench/gr_benchmark.py` trained for hours is the same run a card's reproduction asks for."""
+    """A finished run of exactly this job among `folders` and the run folders below them at any
+    depth (the run directories a benchmark wrote, or another reproduction's `reproduce/CARD/RUN`),
+    with its result; None when there is none. Why: a run that `bench/gr_benchmark.py` trained for
+    hours is the same run a card's reproduction asks for."""
     for root in folders:
-        candidates = [root] + sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+        candidates = sorted(path.parent for path in Path(root).rglob(JOB_FILE)) if Path(root).is_dir() else []
         for folder in candidates:
-            if not (folder / JOB_FILE).is_file():
-                continue
             if job_differences(job, read_job(folder)):
                 continue
             result = finished_sequential_result(folder)
