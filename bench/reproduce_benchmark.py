@@ -77,11 +77,21 @@ def card_rows(args: argparse.Namespace, console: Console) -> list[dict[str, Any]
                     "train_s": result.wall_s, "wall_s_this_call": time.perf_counter() - started,
                     "trained": result.trained, "reused": result.reused, "step_budget": args.step_budget,
                     "executor": args.executor, "seeds": v.get("seeds"),
-                    "reason": v.get("reason"),
+                    "reason": v.get("reason"), "runs": trial_runs(store, result.reproduction_id, v["dataset"]),
                 })  # fmt: skip
     finally:
         store.close()
     return rows
+
+
+def trial_runs(store: KnowledgeStore, reproduction_id: int, dataset: str) -> list[dict[str, Any]]:
+    """Every finished run of one trial with its test metrics (every arm, every seed), so that a
+    record carries the per-seed figures its verdict rests on, not only their means."""
+    with store.transaction() as tx:
+        runs = [r for r in tx.reproduction_runs(reproduction_id) if r.dataset == dataset and r.status == "done"]
+        return [{"arm": r.arm, "seed": r.seed, "cost_s": r.cost_s,
+                 **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float, str)) or v is None}}
+                for r in runs]  # fmt: skip
 
 
 def card_table(rows: list[dict[str, Any]]) -> Table:

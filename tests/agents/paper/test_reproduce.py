@@ -258,3 +258,23 @@ def test_editing_the_claim_re_judges_the_same_runs_without_training(store, tmp_p
     with store.transaction() as tx:
         (row,) = tx.reproductions()
         assert row.card["claim"]["margin"] == 0.05
+
+
+def test_the_benchmark_record_carries_every_runs_figures_and_its_means_come_from_them(tmp_path):
+    import json
+
+    import yaml
+    from bench_modules import load_bench
+
+    card = tmp_path / "toy.yaml"
+    card.write_text(yaml.safe_dump(TOY))
+    out = tmp_path / "out.json"
+    bench = load_bench("reproduce_benchmark")
+    assert bench.main(["--cards", str(card), "--db", str(tmp_path / "k.db"), "--runs-dir", str(tmp_path / "runs"),
+                       "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0  # fmt: skip
+    (row,) = json.loads(out.read_text())["cards"]
+    runs = {(r["arm"], r["seed"]): r for r in row["runs"]}
+    assert set(runs) == {("deepfm", 1), ("deepfm", 2), ("lr", 1), ("lr", 2)}
+    assert all(r["steps"] <= 4 and r["cost_s"] > 0 and 0.0 < r["auc"] < 1.0 for r in runs.values())
+    assert row["method_mean"] == pytest.approx((runs[("deepfm", 1)]["auc"] + runs[("deepfm", 2)]["auc"]) / 2)
+    assert row["baseline_mean"] == pytest.approx((runs[("lr", 1)]["auc"] + runs[("lr", 2)]["auc"]) / 2)
