@@ -264,6 +264,7 @@ def test_the_benchmark_record_carries_every_runs_figures_and_its_means_come_from
     import json
 
     import yaml
+
     from bench_modules import load_bench
 
     card = tmp_path / "toy.yaml"
