@@ -3,6 +3,7 @@ knowledge-layer record, lessons for failures, and resume without retraining fini
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -203,7 +204,7 @@ def test_a_reproduction_killed_with_sigkill_resumes_without_retraining_finished_
     from agenticrs.agents.knowledge.schema import ReproductionRun
 
     card = tmp_path / "toy.yaml"
-    raw = {**TOY, "seeds": [1, 2, 3]}
+    raw = {**copy.deepcopy(TOY), "seeds": [1, 2, 3]}  # a deep copy: TOY is shared by the other tests
     raw["datasets"][0]["protocol"]["step_budget"] = 40
     card.write_text(yaml.safe_dump(raw))
     db = tmp_path / "k.db"
