@@ -405,4 +405,5 @@ def test_a_bad_request_in_a_micro_batch_fails_alone(world: dict) -> None:
     assert statuses == [200, 422] + [200] * 10, statuses
     assert "hour" in responses[1].json()["detail"]
     assert float(metrics.split("agenticrs_batch_rows_count ")[1].split()[0]) < len(bodies)  # batches were shared
-    np.testing.assert_allclose(responses[0].json()["scores"], responses[2].json()["scores"])
+    # the same request in micro-batches of other sizes: float32 sums may differ in the last bit
+    np.testing.assert_allclose(responses[0].json()["scores"], responses[2].json()["scores"], rtol=1e-5)
