@@ -233,15 +233,16 @@ class MethodCard(BaseModel):
         return self
 
     def _check_trial_arms(self, i: int, trial: Trial, names: list[str]) -> None:
-        unknown = sorted(set(trial.arms or []) - set(names))
+        listed = set(trial.arms or [])
+        unknown = sorted(listed - set(names))
         if unknown:
             raise ValueError(f"datasets.{i}.arms names {unknown}, which are not arms of the card ({names})")
         for needed, why in [(self.model.name, "the method"), (self.claim.baseline, "the claim's baseline")]:
-            if needed not in (trial.arms or []):
+            if needed not in listed:
                 raise ValueError(f"datasets.{i}.arms must include {why} '{needed}'")
         for arm in self.trial_arms(trial):
             source = arm.tokenizer.get("collaborative_arm")
-            if source is not None and source not in (trial.arms or []):
+            if source is not None and source not in listed:
                 raise ValueError(f"datasets.{i}.arms: {arm.name} builds its semantic IDs on {source}'s run, "
                                  f"so {source} must train there too")  # fmt: skip
 
@@ -350,9 +351,10 @@ def check_card(card: MethodCard, where: str, base_dir: Path | None = None) -> Me
                 f"known {card.task} data sets: {', '.join(known_data)}"
             )
         schema = declared_schema(trial.dataset) if composed else None
+        training = {a.name for a in card.trial_arms(trial)}
         for field, arm in fields:
-            if trial.arms is not None and arm.name not in trial.arms:
-                continue  # it does not train here
+            if arm.name not in training:
+                continue  # it does not train on this data set
             merged = card.arm(arm.name, trial)
             train = card.train_settings(trial, merged)
             try:

@@ -405,8 +405,8 @@ def _recorded_metrics(tx: Any, repro_id: int, dataset: str, arm: Arm, seed: int,
 
 def arm_order(card: MethodCard, trial: Trial) -> list[tuple[str, Arm]]:
     """(role, arm with the trial's settings) in training order: the method, then the baselines
-    that train on the trial's data set (`Trial.arms`), except that an arm whose semantic IDs come from another arm's run
-    (`tokenizer.collaborative_arm`) trains after it."""
+    that train on the trial's data set (`Trial.arms`), except that an arm whose semantic IDs come
+    from another arm's run (`tokenizer.collaborative_arm`) trains after it."""
     order = [("method" if arm.name == card.model.name else "baseline", arm) for arm in card.trial_arms(trial)]
     for _role, arm in list(order):
         source = arm.tokenizer.get("collaborative_arm")
