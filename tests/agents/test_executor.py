@@ -78,23 +78,31 @@ def local_run(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> tup
 
 
 def kill_once(marker: str, trainer: MemberTrainer, job: TrainingJob) -> MemberResult:
-    """The first training to get here SIGKILLs its own worker process at its third optimiser step;
-    every attempt is logged in `marker`."""
-    first = not os.path.exists(marker)
+    """The first training to get here SIGKILLs its own worker process at its first optimiser step
+    (every training takes one; a later step could lie past a short job's end); every attempt is
+    logged in `marker`. The claim is atomic (two workers start at once) and the patch is undone if
+    the training returns, so a reused worker never kills a later job."""
+    try:
+        os.close(os.open(marker + ".claim", os.O_CREAT | os.O_EXCL))
+        first = True
+    except FileExistsError:
+        first = False
     with open(marker, "a") as log:
-        log.write(f"{job.label} pid {os.getpid()}\n")
-    if first:
-        from agenticrs.train.engine import Engine
+        log.write(f"{'killed ' if first else ''}{job.label} pid {os.getpid()}\n")
+    if not first:
+        return train_job(trainer, job)
+    from agenticrs.train.engine import Engine
 
-        original = Engine._step
+    original = Engine._step
 
-        def dying_step(self: Engine, model: Any, task: Any, batch: Any, optimizers: Any, schedule: Any, state: Any) -> None:
-            if state.global_step >= 3:
-                os.kill(os.getpid(), signal.SIGKILL)
-            original(self, model, task, batch, optimizers, schedule, state)
+    def dying_step(self: Engine, model: Any, task: Any, batch: Any, optimizers: Any, schedule: Any, state: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-        Engine._step = dying_step  # type: ignore[method-assign]
-    return train_job(trainer, job)
+    Engine._step = dying_step  # type: ignore[method-assign]
+    try:
+        return train_job(trainer, job)
+    finally:
+        Engine._step = original  # type: ignore[method-assign]
 
 
 def test_ray_executor_reaches_the_local_records_decisions_and_champion(
@@ -131,10 +139,10 @@ def test_a_killed_ray_worker_is_retried_and_nothing_recorded_is_lost(
                                              train_fn=functools.partial(kill_once, str(marker))),
     )  # fmt: skip
     summary = coordinator.run()
-    attempts = marker.read_text().splitlines()
-    killed = attempts[0].split(" pid ")[0]
+    attempts = [a.removeprefix("killed ") for a in marker.read_text().splitlines()]
+    killed = next(a for a in marker.read_text().splitlines() if a.startswith("killed ")).split(" pid ")[0].removeprefix("killed ")
     assert sum(a.startswith(killed + " pid") for a in attempts) == 2  # the killed training ran again
-    assert len({a.split(" pid ")[1] for a in attempts if a.startswith(killed)}) == 2  # in a new worker
+    assert len({a.split(" pid ")[1] for a in attempts if a.startswith(killed + " pid")}) == 2  # in a new worker
     assert records(store, summary.intent_id) == expected
 
 
