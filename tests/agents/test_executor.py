@@ -139,8 +139,9 @@ def test_a_killed_ray_worker_is_retried_and_nothing_recorded_is_lost(
                                              train_fn=functools.partial(kill_once, str(marker))),
     )  # fmt: skip
     summary = coordinator.run()
-    attempts = [a.removeprefix("killed ") for a in marker.read_text().splitlines()]
-    killed = next(a for a in marker.read_text().splitlines() if a.startswith("killed ")).split(" pid ")[0].removeprefix("killed ")
+    lines = marker.read_text().splitlines()
+    killed = next(a for a in lines if a.startswith("killed ")).removeprefix("killed ").split(" pid ")[0]
+    attempts = [a.removeprefix("killed ") for a in lines]
     assert sum(a.startswith(killed + " pid") for a in attempts) == 2  # the killed training ran again
     assert len({a.split(" pid ")[1] for a in attempts if a.startswith(killed + " pid")}) == 2  # in a new worker
     assert records(store, summary.intent_id) == expected
