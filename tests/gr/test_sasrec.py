@@ -154,22 +154,40 @@ def test_run_directory_round_trip(tmp_path: Path) -> None:
     assert again.test == result.test and again.valid == result.valid
 
 
-def test_sequential_training_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
+# the semantic-ID models on a tiny 4x4x4 ID space: decoder, denoiser (its running slot loss and
+# step counter are buffers) and dropout all in the state that must come back
+_SID_PARAMS = {"max_len": 5, "d_model": 32, "num_encoder_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+               "head_dim": 16, "ffn_dim": 64, "dropout": 0.1}
+RESUMABLE = {
+    "sasrec": {**SMALL, "dropout": 0.1, "loss": "bce"},
+    "hstu": {**SMALL, "dropout": 0.1, "loss": "bce"},
+    "tiger": _SID_PARAMS,
+    "mdgr": _SID_PARAMS,
+}
+
+
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_sequential_training_resumes_mid_epoch_exactly(name: str, tmp_path: Path) -> None:
     """The sequential task on the one engine: a run killed mid-epoch resumes to the same weights
-    (sampled negatives and dropout continue from the checkpointed generators)."""
+    (sampled negatives, dropout, MDGR's masks and the cosine schedule continue from the
+    checkpointed state), so a benchmark resumed from its checkpoint is the uninterrupted run."""
+    from gr_helpers import make_sids
+
     from agenticrs.gr.train import SequentialTask
     from agenticrs.train.engine import Engine
     from agenticrs.train.run import Run
 
     data = planted(120, 25, seed=4)
-    config = SequentialTrainConfig(epochs=2, batch_size=16, seed=5, eval_every_steps=4, patience=10)
+    sids = make_sids(25) if name in ("tiger", "mdgr") else None
+    config = SequentialTrainConfig(epochs=2, batch_size=16, seed=5, eval_every_steps=4, patience=10,
+                                   lr_schedule="cosine", warmup_steps=3)
 
-    def fresh() -> SASRec:
+    def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
-        return build_sequential("sasrec", 25, {**SMALL, "dropout": 0.1, "loss": "bce"})
+        return build_sequential(name, 25, RESUMABLE[name], semantic_ids=sids)
 
     whole = fresh()
-    expected = train_sequential(whole, data, config, run_dir=tmp_path / "whole")
+    expected = train_sequential(whole, data, config, run_dir=tmp_path / "whole", semantic_ids=sids)
 
     class Crash(Exception):
         pass
@@ -187,7 +205,7 @@ def test_sequential_training_resumes_mid_epoch_exactly(tmp_path: Path) -> None:
     with pytest.raises(Crash):
         Engine(config).fit(model, Dying(model, data, config), Run.at(tmp_path / "crashed"))
     resumed = fresh()
-    result = train_sequential(resumed, data, config, run_dir=tmp_path / "crashed", resume=True)
+    result = train_sequential(resumed, data, config, run_dir=tmp_path / "crashed", resume=True, semantic_ids=sids)
     assert result.steps == expected.steps and result.test == expected.test
-    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    for (key, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key
