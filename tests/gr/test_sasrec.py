@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gr_helpers import make_sids
 
 from agenticrs.gr.base import SequenceData
 from agenticrs.gr.models.sasrec import SASRec, SASRecConfig
@@ -20,6 +21,7 @@ from agenticrs.gr.train import (
 from agenticrs.gr.zoo import (
     build_sequential,
     list_sequential_models,
+    needs_semantic_ids,
     sequential_model_class,
 )
 
@@ -171,14 +173,12 @@ def test_sequential_training_resumes_mid_epoch_exactly(name: str, tmp_path: Path
     """The sequential task on the one engine: a run killed mid-epoch resumes to the same weights
     (sampled negatives, dropout, MDGR's masks and the cosine schedule continue from the
     checkpointed state), so a benchmark resumed from its checkpoint is the uninterrupted run."""
-    from gr_helpers import make_sids
-
     from agenticrs.gr.train import SequentialTask
     from agenticrs.train.engine import Engine
     from agenticrs.train.run import Run
 
     data = planted(120, 25, seed=4)
-    sids = make_sids(25) if name in ("tiger", "mdgr") else None
+    sids = make_sids(25) if needs_semantic_ids(sequential_model_class(name)) else None
     config = SequentialTrainConfig(epochs=2, batch_size=16, seed=5, eval_every_steps=4, patience=10,
                                    lr_schedule="cosine", warmup_steps=3)
 
