@@ -1,4 +1,6 @@
-"""Render the README table of bench/gr_benchmark.py results (one or more JSON files)."""
+"""Render the README table of bench/gr_benchmark.py results (one or more JSON files), or with
+`--paired METHOD BASELINE` the paired per-seed effect of one model over another (the README's
+"MDGR − TIGER over seeds 1-3" figures), so that every such figure has a command behind it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+PAIRED_KEYS = [*KEYS, "valid_ndcg@10"]
 
 
 def label(record: dict) -> str:
@@ -17,17 +20,64 @@ def label(record: dict) -> str:
     return record.get("model_label", record["model"])
 
 
-def parse_args(argv: list[str] | None) -> list[str]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Render gr_benchmark.py JSON files as the README's Markdown table.")
     parser.add_argument("paths", nargs="+", metavar="JSON", help="benchmark result files")
-    return parser.parse_args(argv).paths
+    parser.add_argument("--paired", nargs=2, metavar=("METHOD", "BASELINE"),
+                        help="instead of the table: the paired effect of METHOD over BASELINE (model names or "
+                             "labels), seed by seed on each data set, with its 95%% interval")  # fmt: skip
+    return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    paths = parse_args(argv)
-    records = [r for p in paths for r in json.loads(Path(p).read_text())]
-    print("| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |")
-    print("|---|---|---|" + "---|" * (len(KEYS) + 2))
+def load(paths: list[str]) -> list[dict]:
+    records = []
+    for path in paths:
+        for record in json.loads(Path(path).read_text()):
+            records.append({**record, "_file": path})
+    return records
+
+
+def by_seed(records: list[dict], dataset: str, name: str) -> dict[int, dict]:
+    """The records of one model (its name or its label) on one data set, keyed by seed; two records of
+    one seed (the same model in two files) are ambiguous and refused, naming both files."""
+    out: dict[int, dict] = {}
+    for record in records:
+        if record["dataset"] != dataset or name not in (record["model"], label(record)):
+            continue
+        if (seen := out.get(record["seed"])) is not None:
+            raise SystemExit(
+                f"{name!r} has two records of {dataset} seed {record['seed']}: {seen['_file']} ({label(seen)}) "
+                f"and {record['_file']} ({label(record)}); pass only the files of the pairs to compare"
+            )
+        out[record["seed"]] = record
+    return out
+
+
+def paired(records: list[dict], method: str, baseline: str) -> list[str]:
+    """Lines: per data set, the seeds both models have and the paired effect on each metric."""
+    from agenticrs.agents.paper.verdict import paired_effect
+
+    lines = []
+    for dataset in dict.fromkeys(r["dataset"] for r in records):
+        ours, theirs = by_seed(records, dataset, method), by_seed(records, dataset, baseline)
+        seeds = sorted(set(ours) & set(theirs))
+        if not seeds:
+            continue
+        lines.append(f"{dataset}: {method} - {baseline}, seeds {', '.join(map(str, seeds))}")
+        for key in PAIRED_KEYS:
+            if any(key not in ours[s] or key not in theirs[s] for s in seeds):
+                continue
+            effect = paired_effect([ours[s][key] for s in seeds], [theirs[s][key] for s in seeds])
+            lines.append(f"  {key:14s} {effect.method_mean:.4f} vs {effect.baseline_mean:.4f}: "
+                         f"{effect.interval()} {effect.verdict}")  # fmt: skip
+    if not lines:
+        raise SystemExit(f"no data set has a seed with both {method!r} and {baseline!r} in these files")
+    return lines
+
+
+def table(records: list[dict]) -> list[str]:
+    lines = ["| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |",
+             "|---|---|---|" + "---|" * (len(KEYS) + 2)]  # fmt: skip
     groups = dict.fromkeys((r["dataset"], label(r)) for r in records)  # first-seen order
     for dataset, model in groups:
         rows = [r for r in records if (r["dataset"], label(r)) == (dataset, model)]
@@ -38,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         beam = [r["beam_latency_ms_per_user"] for r in rows if r["beam_latency_ms_per_user"] is not None]
         epoch = np.mean([r["train_s_per_epoch"] for r in rows])
         latency = f"{np.mean(beam):.1f}" if beam else ""
-        print(f"| {dataset} | {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {latency} |")
+        lines.append(f"| {dataset} | {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {latency} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    records = load(args.paths)
+    print("\n".join(paired(records, *args.paired) if args.paired else table(records)))
     return 0
 
 

@@ -1,0 +1,54 @@
+"""bench/gr_table.py: the README's table and its paired per-seed effects, on hand-built records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tests.bench_modules import load_bench
+
+
+def record(model: str, seed: int, recall10: float, dataset: str = "amazon_beauty", **extra) -> dict:
+    metrics = {key: 0.0 for key in ["recall@5", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]}
+    return {"model": model, "model_label": f"{model} (collaborative IDs)", "dataset": dataset, "seed": seed,
+            **metrics, "recall@10": recall10, "train_s_per_epoch": 10.0, "beam_latency_ms_per_user": None,
+            **extra}  # fmt: skip
+
+
+def write(path: Path, records: list[dict]) -> str:
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def test_paired_effect_pairs_seeds_across_files(tmp_path: Path, capsys) -> None:
+    gr_table = load_bench("gr_table")
+    # d = 0.01, 0.01, 0.03: mean 0.0167, sd 0.011547, t(0.975, 2) = 4.3027 -> half-width 0.0287
+    first = write(tmp_path / "a.json", [record("mdgr", 1, 0.05), record("tiger", 1, 0.04)])
+    second = write(tmp_path / "b.json", [record("mdgr", 2, 0.06), record("mdgr", 3, 0.07)])
+    third = write(tmp_path / "c.json", [record("tiger", 2, 0.05), record("tiger", 3, 0.04),
+                                        record("tiger", 4, 0.09)])  # fmt: skip
+    assert gr_table.main(["--paired", "mdgr", "tiger", first, second, third]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "amazon_beauty: mdgr - tiger, seeds 1, 2, 3"  # seed 4 has no MDGR: left out
+    [recall10] = [line for line in lines if line.strip().startswith("recall@10")]
+    assert "0.0600 vs 0.0433: +0.0167 [-0.0120, +0.0454] not shown" in recall10
+    assert not any("valid_ndcg@10" in line for line in lines)  # absent from the records: not printed
+
+
+def test_paired_effect_refuses_a_seed_recorded_twice(tmp_path: Path) -> None:
+    gr_table = load_bench("gr_table")
+    first = write(tmp_path / "a.json", [record("mdgr", 1, 0.05), record("tiger", 1, 0.04)])
+    again = write(tmp_path / "rerun.json", [record("tiger", 1, 0.06)])
+    with pytest.raises(SystemExit, match=r"two records of amazon_beauty seed 1: .*a\.json.*rerun\.json"):
+        gr_table.main(["--paired", "mdgr", "tiger", first, again])
+    with pytest.raises(SystemExit, match="no data set has a seed with both 'mdgr' and 'hstu'"):
+        gr_table.main(["--paired", "mdgr", "hstu", first])
+
+
+def test_table_averages_seeds_of_one_label(tmp_path: Path, capsys) -> None:
+    gr_table = load_bench("gr_table")
+    path = write(tmp_path / "a.json", [record("tiger", 1, 0.04), record("tiger", 2, 0.06)])
+    assert gr_table.main([path]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| amazon_beauty | tiger (collaborative IDs) | 2 | 0.0000 ± 0.0000 | 0.0500 ± 0.0100 |")
