@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--paired", nargs=2, metavar=("METHOD", "BASELINE"),
                         help="instead of the table: the paired effect of METHOD over BASELINE (model names or "
                              "labels), seed by seed on each data set, with its 95%% interval")  # fmt: skip
+    parser.add_argument("--by", choices=["label", "model"], default="label",
+                        help="table rows per model label (default: variants apart) or per model name (one row "
+                             "for records of one model whose labels differ between files)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -75,12 +78,13 @@ def paired(records: list[dict], method: str, baseline: str) -> list[str]:
     return lines
 
 
-def table(records: list[dict]) -> list[str]:
+def table(records: list[dict], by: str = "label") -> list[str]:
     lines = ["| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |",
              "|---|---|---|" + "---|" * (len(KEYS) + 2)]  # fmt: skip
-    groups = dict.fromkeys((r["dataset"], label(r)) for r in records)  # first-seen order
+    row_of = label if by == "label" else (lambda record: record["model"])
+    groups = dict.fromkeys((r["dataset"], row_of(r)) for r in records)  # first-seen order
     for dataset, model in groups:
-        rows = [r for r in records if (r["dataset"], label(r)) == (dataset, model)]
+        rows = [r for r in records if (r["dataset"], row_of(r)) == (dataset, model)]
         cells = []
         for key in KEYS:
             values = np.array([r[key] for r in rows])
@@ -95,7 +99,7 @@ def table(records: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     records = load(args.paths)
-    print("\n".join(paired(records, *args.paired) if args.paired else table(records)))
+    print("\n".join(paired(records, *args.paired) if args.paired else table(records, args.by)))
     return 0
 
 

@@ -52,3 +52,14 @@ def test_table_averages_seeds_of_one_label(tmp_path: Path, capsys) -> None:
     assert gr_table.main([path]) == 0
     row = capsys.readouterr().out.splitlines()[2]
     assert row.startswith("| amazon_beauty | tiger (collaborative IDs) | 2 | 0.0000 ± 0.0000 | 0.0500 ± 0.0100 |")
+
+
+def test_table_by_model_joins_labels_that_differ_between_files(tmp_path: Path, capsys) -> None:
+    gr_table = load_bench("gr_table")
+    relabelled = {**record("tiger", 2, 0.06), "model_label": "tiger (collaborative IDs) [3x1024 IDs]"}
+    path = write(tmp_path / "a.json", [record("tiger", 1, 0.04), relabelled])
+    assert gr_table.main([path]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4  # by label: two rows of one seed each
+    assert gr_table.main(["--by", "model", path]) == 0
+    [row] = capsys.readouterr().out.splitlines()[2:]
+    assert row.startswith("| amazon_beauty | tiger | 2 | 0.0000 ± 0.0000 | 0.0500 ± 0.0100 |")
