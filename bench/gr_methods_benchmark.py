@@ -14,7 +14,8 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   (its drafts only), 50 % (EGRS default) and 100 % (no EGRS) of the beams. Decoding latency per user
   on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
   drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
-  (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, or GRC settings of
+  (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, `--grpo-steps`,
+  `--grpo-schedule constant` instead of the plateau cut, or GRC settings of
   the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
   recorded with its drafts alone. `--keep-tiger` compares GRC with the finished TIGER run already in
   --runs-dir (gr_benchmark.py's `tiger-DATASET-seedS`, e.g. on Amazon, where TIGER takes hours)
@@ -129,7 +130,15 @@ def grpo_overrides(args) -> dict[str, Any]:
 
 def grpo_label(args) -> str:
     arm = "".join(f", {k}={v}" for k, v in grpo_overrides(args).items())
+    arm += f", constant lr, {args.grpo_steps} steps" if args.grpo_schedule == "constant" else ""
     return f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)"
+
+
+def rollout_stats(history: list[dict]) -> list[dict]:
+    """Per evaluation of a GRPO run: the step, lr and what its sampled groups looked like since the
+    previous evaluation (GRC's `training_stats`: reward, hit shares, groups with no reward spread)."""
+    return [{"step": rec["step"], "lr": rec["lr"], **{k[len("train_grpo_"):]: v for k, v in rec.items()
+             if k.startswith("train_grpo_")}} for rec in history]  # fmt: skip
 
 
 def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> Path:
@@ -146,14 +155,15 @@ def grpo_finetune(args, seed: int, data, grc_folder: Path, out: list[dict]) -> P
     rl = SequentialTrainConfig.model_validate({
         **config.train.model_dump(), "epochs": 1, "max_steps": args.grpo_steps, "learning_rate": args.grpo_lr,
         "eval_every_steps": max(1, args.grpo_steps // 3), "time_budget_s": None, "batch_size": args.grpo_batch,
-        "lr_schedule": "plateau", "warmup_steps": 0,
+        "lr_schedule": args.grpo_schedule, "warmup_steps": 0,
     })  # fmt: skip
     rl_folder = args.runs_dir / f"grc-grpo{args.grpo_suffix}-{args.dataset}-seed{seed}"
     if rl_folder.exists():
         shutil.rmtree(rl_folder)
     rl_result = train_sequential(model, data, rl, rl_folder, RichReporter(console), semantic_ids=config_semantic_ids(grc_folder))
     out.append(record(grpo_label(args), "grc", args.dataset, seed, rl_result, rl_folder, data,
-                      grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, grpo_set=overrides))  # fmt: skip
+                      grpo_steps=args.grpo_steps, grpo_lr=args.grpo_lr, grpo_schedule=args.grpo_schedule,
+                      grpo_set=overrides, rollouts=rollout_stats(rl_result.history)))  # fmt: skip
     save(args, out)
     return rl_folder
 
@@ -295,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-set", action="append", default=[],
                         help="KEY=VALUE (YAML value): a GRC setting of the GRPO run only (e.g. credit=segment, "
                              "policy_segments=[draft,correction])")
+    parser.add_argument("--grpo-schedule", choices=["plateau", "constant"], default="plateau",
+                        help="plateau: lr x0.1 after an evaluation without improvement (patience 1); constant")
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)

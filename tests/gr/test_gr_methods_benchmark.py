@@ -40,7 +40,7 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         arm = tmp_path / "arm.json"
         assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
                            "--grpo-set", "policy_segments=[draft, correction]",
-                           "--grpo-suffix=-segment", "--json", str(arm)]) == 0  # fmt: skip
+                           "--grpo-suffix=-segment", "--grpo-schedule", "constant", "--json", str(arm)]) == 0  # fmt: skip
         kept = tmp_path / "kept.json"  # GRC again against the TIGER run already there (not retrained)
         weights = (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns
         assert bench.main(["--part", "grc", "--keep-tiger", *common, "--json", str(kept)]) == 0
@@ -70,11 +70,15 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
     labels = [r["model_label"] for r in json.loads(out.read_text())]
     assert labels[:2] == ["tiger", "grc (SFT template, EGRS 50%)"] and len(labels) == 5
     grpo, drafts = json.loads(arm.read_text())
-    assert grpo["model_label"] == "grc (SFT + GRPO lr 1e-05, credit=segment, rl_dropout=False, policy_segments=['draft', 'correction'], EGRS 50%)"
+    assert grpo["model_label"] == ("grc (SFT + GRPO lr 1e-05, credit=segment, rl_dropout=False, "
+                                   "policy_segments=['draft', 'correction'], constant lr, 2 steps, EGRS 50%)")
+    assert grpo["grpo_schedule"] == "constant" and [r["lr"] for r in grpo["rollouts"]] == [1e-5, 1e-5]
+    assert {"reward", "hit", "draft_no_spread", "correction_no_spread"} <= set(grpo["rollouts"][-1])
     assert grpo["steps"] == 2 and grpo["grpo_set"] == {"credit": "segment", "rl_dropout": False,
                                                    "policy_segments": ["draft", "correction"]}
-    assert "policy_segments=['draft', 'correction'], drafts only (reflect 0%)" in drafts["model_label"] and drafts["reflect_share"] == 0.0
+    assert "constant lr, 2 steps, drafts only (reflect 0%)" in drafts["model_label"] and drafts["reflect_share"] == 0.0
     saved = yaml.safe_load((runs / "grc-grpo-segment-sim-tiny-seed1" / "config.yaml").read_text())
+    assert saved["train"]["lr_schedule"] == "constant"
     assert saved["model_params"]["credit"] == "segment" and saved["model_params"]["rl_dropout"] is False
     assert saved["model_params"]["policy_segments"] == ["draft", "correction"]
     for record in (grpo, drafts):

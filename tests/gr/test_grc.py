@@ -209,6 +209,12 @@ def test_sft_then_grpo_runs_reload_and_reproduce(tmp_path: Path) -> None:
     rl = cfg.model_copy(update={"epochs": 1, "max_steps": 3, "learning_rate": 1e-4})
     result = train_sequential(model, data, rl, run_dir=tmp_path / "grpo", semantic_ids=sids)
     assert result.steps == 3
+    stats = result.history[-1]  # what the sampled groups looked like, recorded beside the loss
+    shares = ["train_grpo_hit", "train_grpo_draft_hit", "train_grpo_groups_with_a_hit"]
+    shares += [f"train_grpo_{segment}_no_spread" for segment in ("draft", "reflection", "correction")]
+    assert all(0.0 <= stats[key] <= 1.0 for key in shares)
+    assert stats["train_grpo_hit"] <= stats["train_grpo_groups_with_a_hit"]
+    assert model.training_stats() == {}  # read and reset by the engine's evaluation
     loaded, run_config = load_sequential_run(tmp_path / "grpo")
     assert run_config.model == "grc" and loaded.config.phase == "grpo"
     batch = next(leave_one_out(data).test.batches(5, 64))
@@ -249,3 +255,21 @@ def test_policy_segments_limit_the_policy_gradient_and_the_anchor_adds_the_templ
     for wrong in (["drafts"], []):
         with pytest.raises(ValueError):
             tiny(policy_segments=wrong)
+
+
+def test_rollout_statistics_count_groups_whose_advantages_vanish() -> None:
+    """Two histories x two trajectories, L = 2: the first group's trajectories both miss alike (no
+    spread, advantage 0), the second's differ (one hits)."""
+    model = Grc(NUM_ITEMS, tiny(phase="grpo", credit="trajectory"), make_sids(NUM_ITEMS))
+    target = torch.tensor([[[1, 2]], [[3, 4]]])
+    codes = torch.tensor([[[0, 0], [0, 0]], [[3, 4], [3, 0]]])
+    traj = {"draft": codes, "correction": codes}
+    rewards = torch.tensor([[0.0, 0.0], [2.5, 0.5]])
+    model._note_rollouts(traj, target, rewards, rewards.unsqueeze(-1))
+    model._note_rollouts(traj, target, rewards + 1.0, rewards.unsqueeze(-1))
+    stats = model.training_stats()
+    assert stats == pytest.approx({
+        "grpo_reward": 1.25, "grpo_hit": 0.25, "grpo_draft_hit": 0.25, "grpo_groups_with_a_hit": 0.5,
+        "grpo_trajectory_no_spread": 0.5,
+    })  # fmt: skip
+    assert model.training_stats() == {}

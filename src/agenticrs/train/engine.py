@@ -339,6 +339,10 @@ class Engine:
             "train_samples_per_s": state.trained_samples / max(state.train_seconds, 1e-9),
         }
         state.loss_sum, state.loss_seen = 0.0, 0
+        # what the model measured while training since the last evaluation (e.g. GRPO's reward and
+        # the share of groups whose advantages vanish), recorded beside the loss
+        stats = getattr(model, "training_stats", None)
+        record.update({f"train_{k}": v for k, v in (stats() if callable(stats) else {}).items()})
         if not self._dist.is_main:
             self._follow_main(model, state, schedule, record)
             return

@@ -452,10 +452,11 @@ class Grc(Tiger):
         valid = self.trie.contains(traj["correction"])
         rewards = trajectory_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
         if cfg.credit == "segment":
-            parts = segment_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
-            per_segment = group_advantages(parts.transpose(1, 2)).transpose(1, 2)  # (B, G, 3), over G
+            credited = segment_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
+            per_segment = group_advantages(credited.transpose(1, 2)).transpose(1, 2)  # (B, G, 3), over G
             advantages = self._per_token(per_segment)
         else:
+            credited = rewards.unsqueeze(-1)  # (B, G, 1)
             advantages = group_advantages(rewards).unsqueeze(-1)  # (B, G, 1)
         logp = self._trajectory_logp(self, kv, mask, traj)
         with torch.no_grad():
@@ -463,11 +464,42 @@ class Grc(Tiger):
             ref_logp = self._trajectory_logp(ref, ref.memory_kv(ref_memory), ref_mask, traj)
         objective = clipped_objective(logp, traj["logp"], advantages, cfg.clip_eps) - cfg.kl_coef * kl_k3(logp, ref_logp)
         self.last_rewards = rewards.detach()  # for logging / tests
+        self._note_rollouts(traj, target_codes, rewards, credited)
         if set(cfg.policy_segments) == set(SEGMENTS):
             return -objective.mean()
         trained = torch.tensor([segment in cfg.policy_segments for segment in SEGMENTS], device=logp.device)
         tokens = self._per_token(trained)  # (3L + 1,)
         return -(objective * tokens).sum(-1).mean() / tokens.sum()
+
+    def _note_rollouts(
+        self, traj: dict[str, torch.Tensor], target: torch.Tensor, rewards: torch.Tensor, credited: torch.Tensor
+    ) -> None:
+        """Accumulate what the sampled groups looked like, for `training_stats`. credited: (B, G, S)
+        the rewards the advantages were normalised from (S = 3 segments or 1 trajectory)."""
+        with torch.no_grad():
+            flat = credited.transpose(1, 2)  # (B, S, G)
+            spread = flat.amax(-1) - flat.amin(-1)  # a group with no spread gets advantage 0
+            names = SEGMENTS if credited.shape[-1] == len(SEGMENTS) else ("trajectory",)
+            hit = (traj["correction"] == target).all(-1).float()
+            values = {
+                "reward": rewards.mean(), "hit": hit.mean(),
+                "draft_hit": (traj["draft"] == target).all(-1).float().mean(),
+                "groups_with_a_hit": hit.amax(-1).mean(),
+                **{f"{name}_no_spread": (spread[:, i] <= 1e-6).float().mean() for i, name in enumerate(names)},
+            }
+        sums = self.__dict__.setdefault("_rollout_sums", {})
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        self.__dict__["_rollout_steps"] = self.__dict__.get("_rollout_steps", 0) + 1
+
+    def training_stats(self) -> dict[str, float]:
+        """Means over the GRPO steps since the last call (the engine records them at each
+        evaluation as `train_grpo_*`): the mean reward, the share of sampled trajectories and drafts
+        that hit, the share of groups with at least one hit, and per credited segment the share of
+        groups whose rewards are all equal (their advantages, hence their policy gradient, are 0)."""
+        steps = self.__dict__.pop("_rollout_steps", 0)
+        sums = self.__dict__.pop("_rollout_sums", {})
+        return {f"grpo_{key}": value / steps for key, value in sums.items()} if steps else {}
 
     # -------------------------------------------------------------------------------- inference
     def beam_entropy(self, codes: torch.Tensor, kv: KV, mask: torch.Tensor) -> torch.Tensor:
