@@ -17,7 +17,9 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, `--grpo-steps`,
   `--grpo-schedule constant` instead of the plateau cut, or GRC settings of
   the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
-  recorded with its drafts alone. `--keep-tiger` compares GRC with the finished TIGER run already in
+  recorded with its drafts alone. `probe` (after `grc` / `grpo`): GRPO's sampled groups (reward,
+  hit shares, groups without reward spread) of the SFT and every GRPO run, on validation users and
+  on training examples, the same samples for each. `--keep-tiger` compares GRC with the finished TIGER run already in
   --runs-dir (gr_benchmark.py's `tiger-DATASET-seedS`, e.g. on Amazon, where TIGER takes hours)
   instead of training it again; a run of other settings is refused. `--resume` (grc part, after a
   kill) keeps the records already in --json, reuses runs that finished, continues a killed run from
@@ -246,6 +248,31 @@ def part_grc_decoding(args, seed: int, data, out: list[dict]) -> None:
         save(args, out)
 
 
+PROBE_KEYS = ("reward", "hit", "draft_hit", "groups_with_a_hit", "draft_no_spread", "correction_no_spread")
+
+
+def part_probe(args, seed: int, data, out: list[dict]) -> None:
+    """GRC's sampled-group statistics (`training_stats`) of the seed's SFT run and every GRPO run in
+    --runs-dir, on `--probe-users` validation users and as many training examples (a user's last
+    training item given the earlier ones), with the same sampling seed for every run: does a rise
+    of the reward GRPO trains on carry over to held-out users?"""
+    splits = leave_one_out(data)
+    examples = {"train": leave_one_out(splits.train).test.sample(args.probe_users, seed),
+                "valid": splits.valid.sample(args.probe_users, seed)}  # fmt: skip
+    sft = args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}"
+    for folder in [sft, *sorted(args.runs_dir.glob(f"grc-grpo*-{args.dataset}-seed{seed}"))]:
+        model, _ = load_sequential_run(folder)
+        model.eval()
+        for split, chosen in examples.items():
+            torch.manual_seed(seed)
+            for batch in chosen.batches(model.config.max_len, 256):
+                model.probe_rollouts(batch)
+            stats = {key.removeprefix("grpo_"): value for key, value in model.training_stats().items()}
+            out.append({"model": "grc", "run": folder.name, "dataset": args.dataset, "seed": seed, "split": split,
+                        "users": len(chosen), "group_size": model.config.group_size, **stats})  # fmt: skip
+            save(args, out)
+
+
 def part_mmq(args, seed: int, data, out: list[dict]) -> None:
     sasrec_folder = args.runs_dir / f"sasrec-{args.dataset}-seed{seed}"
     if not (args.only and (sasrec_folder / "weights.pt").is_file()):  # --only reuses a finished SASRec run
@@ -294,7 +321,8 @@ def save(args, out: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["grc", "grc_decoding", "grpo", "mmq"], required=True)
+    parser.add_argument("--part", choices=["grc", "grc_decoding", "grpo", "mmq", "probe"], required=True)
+    parser.add_argument("--probe-users", type=int, default=4096, help="probe: validation users (and training examples)")
     parser.add_argument("--dataset", default="sim-small")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=1)
@@ -330,7 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     keep = (args.resume or args.part == "grc_decoding") and args.json.exists()  # grc_decoding appends
     out: list[dict] = json.loads(args.json.read_text()) if keep else []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        {"grc": part_grc, "grc_decoding": part_grc_decoding, "grpo": part_grpo, "mmq": part_mmq}[args.part](args, seed, data, out)
+        parts = {"grc": part_grc, "grc_decoding": part_grc_decoding, "grpo": part_grpo, "mmq": part_mmq, "probe": part_probe}
+        parts[args.part](args, seed, data, out)
+    if args.part == "probe":
+        table = Table(title=f"GRC's sampled groups (GRPO's reward): {args.dataset}")
+        for col in ["run", "seed", "split", *PROBE_KEYS]:
+            table.add_column(col, justify="left" if col == "run" else "right")
+        for r in out:
+            table.add_row(r["run"], str(r["seed"]), r["split"], *(f"{r[k]:.4f}" for k in PROBE_KEYS))
+        console.print(table)
+        return 0
     table = Table(title=f"leave-one-out, full ranking, test split: {args.dataset} ({args.part})")
     for col in ["model", "seed", *METRIC_KEYS, "steps", "ms/user"]:
         table.add_column(col, justify="left" if col == "model" else "right")

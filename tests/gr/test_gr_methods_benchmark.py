@@ -41,6 +41,15 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
                            "--grpo-set", "policy_segments=[draft, correction]",
                            "--grpo-suffix=-segment", "--grpo-schedule", "constant", "--json", str(arm)]) == 0  # fmt: skip
+        probe = tmp_path / "probe.json"  # GRPO's sampled groups of every GRC run, train and valid
+        assert bench.main(["--part", "probe", *common, "--probe-users", "40", "--json", str(probe)]) == 0
+        probed = json.loads(probe.read_text())
+        assert [(r["run"], r["split"]) for r in probed] == [
+            (run, split) for run in ("grc-sft-sim-tiny-seed1", "grc-grpo-segment-sim-tiny-seed1", "grc-grpo-sim-tiny-seed1")
+            for split in ("train", "valid")]  # fmt: skip
+        assert all(r["users"] == 40 and 0 <= r["hit"] <= r["groups_with_a_hit"] <= 1 for r in probed)
+        assert bench.main(["--part", "probe", *common, "--probe-users", "40", "--json", str(probe)]) == 0
+        assert json.loads(probe.read_text()) == probed  # the same samples for every run, and again
         kept = tmp_path / "kept.json"  # GRC again against the TIGER run already there (not retrained)
         weights = (runs / "tiger-sim-tiny-seed1" / "weights.pt").stat().st_mtime_ns
         assert bench.main(["--part", "grc", "--keep-tiger", *common, "--json", str(kept)]) == 0

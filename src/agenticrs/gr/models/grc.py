@@ -440,23 +440,41 @@ class Grc(Tiger):
         L = self.levels
         return per_segment.repeat_interleave(torch.tensor([L, L + 1, L], device=per_segment.device), dim=-1)
 
+    def sample_groups(self, batch: SeqBatch, kv: KV, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`group_size` trajectories per history sampled from the behaviour policy, with their
+        target codes (B, 1, L), trajectory rewards (B, G) and the rewards advantages are normalised
+        from (`credited`: (B, G, 3) per segment under `credit: segment`, else (B, G, 1))."""
+        cfg = self.config
+        target_codes = self.sid_codes[batch["target"]].unsqueeze(1)  # (B, 1, L)
+        traj = self._eval_rollout([(k.detach(), v.detach()) for k, v in kv], mask, n=cfg.group_size)
+        valid = self.trie.contains(traj["correction"])
+        parts = (traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
+        rewards = trajectory_rewards(*parts)
+        credited = segment_rewards(*parts) if cfg.credit == "segment" else rewards.unsqueeze(-1)
+        return {**traj, "target_codes": target_codes, "rewards": rewards, "credited": credited}
+
+    @torch.no_grad()
+    def probe_rollouts(self, batch: SeqBatch) -> None:
+        """Sample groups on `batch` (e.g. held-out histories) as a GRPO step would and add them to
+        `training_stats`, without a gradient: is a rise of the trained reward seen off the training set?"""
+        batch = {name: value[batch["target"] != PAD] for name, value in batch.items()}
+        memory, mask = self.encode(batch)
+        groups = self.sample_groups(batch, self.memory_kv(memory), mask)
+        self._note_rollouts(groups, groups["target_codes"], groups["rewards"], groups["credited"])
+
     def _grpo_objective(self, batch: SeqBatch) -> torch.Tensor:
         cfg = self.config
         ref = self.reference()
         keep = batch["target"] != PAD
         batch = {name: value[keep] for name, value in batch.items()}
-        target_codes = self.sid_codes[batch["target"]].unsqueeze(1)  # (B, 1, L)
         memory, mask = self.encode(batch)
         kv = self.memory_kv(memory)
-        traj = self._eval_rollout([(k.detach(), v.detach()) for k, v in kv], mask, n=cfg.group_size)
-        valid = self.trie.contains(traj["correction"])
-        rewards = trajectory_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
+        traj = self.sample_groups(batch, kv, mask)
+        target_codes, rewards, credited = traj["target_codes"], traj["rewards"], traj["credited"]
         if cfg.credit == "segment":
-            credited = segment_rewards(traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
             per_segment = group_advantages(credited.transpose(1, 2)).transpose(1, 2)  # (B, G, 3), over G
             advantages = self._per_token(per_segment)
         else:
-            credited = rewards.unsqueeze(-1)  # (B, G, 1)
             advantages = group_advantages(rewards).unsqueeze(-1)  # (B, G, 1)
         logp = self._trajectory_logp(self, kv, mask, traj)
         with torch.no_grad():
