@@ -10,8 +10,9 @@ come from bench/configs/gr.yaml (per data set and model), `--set model.key=value
 The tokenizer statistics of TIGER runs are printed and stored. Models with a decoding-step setting
 (MDGR's `steps`) also get a quality-steps curve: test Recall/NDCG@{5,10,20} and decoding latency per
 user for every step count 1..ID length (`steps_curve` in the record; `--curve-users` caps the users).
-Each run writes its record to the JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT and continues a
-killed run from its checkpoint (wall_s then counts only the resumed part).
+Each run writes its record to the JSON as soon as it ends; `--resume` skips (model, seed) pairs already in OUT, reads
+back a run that finished training before its record was written, and continues a killed run from its checkpoint
+(wall_s then counts only the resumed part).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rich.table import Table
 
 from agenticrs.config import apply_overrides, deep_merge
 from agenticrs.gr.sequences import leave_one_out, resolve_sequences
-from agenticrs.gr.workflow import SequentialJob, resume_sequential_job, run_sequential_job
+from agenticrs.gr.workflow import SequentialJob, run_or_resume_sequential_job
 from agenticrs.progress import RichReporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -127,14 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             job = job_for(args.dataset, model, seed, args.set, args.runs_dir)
             folder = args.runs_dir / job.name
             started = time.perf_counter()
-            if args.resume and (folder / "checkpoint.pt").is_file():  # a killed run goes on where it stopped
-                console.print(f"resuming {folder} from its checkpoint")
-                result = resume_sequential_job(folder, args.cache_dir, RichReporter(console))
-            else:
-                if folder.exists():
-                    shutil.rmtree(folder)
-                folder, result = run_sequential_job(
-                    job, args.runs_dir, args.cache_dir, RichReporter(console), folder=folder)
+            if not args.resume and folder.exists():
+                shutil.rmtree(folder)
+            # with --resume a run that finished (killed while its record was being evaluated) is read
+            # back and a killed one continues from its checkpoint: hours of training are never redone
+            folder, result = run_or_resume_sequential_job(job, folder, args.cache_dir, RichReporter(console))
             tokenizer = folder / "tokenizer.json"
             token_info = json.loads(tokenizer.read_text()) if tokenizer.exists() else None
             label = model
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": seed,
                 **{k: result.test.get(k) for k in METRIC_KEYS},
                 "valid_ndcg@10": result.valid.get("ndcg@10"),
-                "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+                "train_s_per_epoch": result.seconds_per_epoch,
                 "epochs": result.epochs_run,
                 "steps": result.steps,
                 "best_epoch": result.best_epoch,

@@ -93,9 +93,7 @@ def record(label: str, model_name: str, dataset: str, seed: int, result, folder:
         "model": model_name, "model_label": label, "dataset": dataset, "seed": seed,
         **{k: result.test.get(k) for k in METRIC_KEYS},
         "valid_ndcg@10": result.valid.get("ndcg@10"),
-        # a run read back from summary.json (kept, or finished before a kill) has no per-epoch times
-        "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else
-        result.train_seconds / max(result.epochs_run, 1),
+        "train_s_per_epoch": result.seconds_per_epoch,
         "epochs": result.epochs_run, "steps": result.steps, "best_epoch": result.best_epoch,
         "stopped_by": result.stopped_by, "beam_latency_ms_per_user": latency_ms(model, data),
         "tokenizer": json.loads(tokenizer.read_text()) if tokenizer.exists() else None, "run": str(folder), **extra,

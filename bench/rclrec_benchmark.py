@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 folder=folder)  # fmt: skip
             wall = time.perf_counter() - started
             base = {"model": model, "dataset": args.dataset, "seed": seed, "valid_ndcg@10": result.valid.get("ndcg@10"),
-                    "train_s_per_epoch": float(np.mean(result.epoch_seconds)) if result.epoch_seconds else None,
+                    "train_s_per_epoch": result.seconds_per_epoch,
                     "epochs": result.epochs_run, "best_epoch": result.best_epoch, "steps": result.steps,
                     "stopped_by": result.stopped_by, "wall_s": wall, "config": job.model_dump(mode="json")}  # fmt: skip
             records.append({"variant": variant, **{k: result.test.get(k) for k in METRIC_KEYS}, **base})

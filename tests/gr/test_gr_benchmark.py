@@ -55,6 +55,16 @@ def test_benchmark_trains_sasrec_then_tiger_on_its_item_table(tiny_cache: Path, 
     assert tiger["model_label"] == "tiger (collaborative IDs)" and tiger["tokenizer"]["source"] == "collaborative"
     assert tiger["config"]["tokenizer"]["collaborative_run"] == str(runs / "sasrec-sim-tiny-seed7")
     assert tiger["config"]["train"]["length_pool"] == 4
+    # killed while TIGER's record was evaluated: --resume reads the finished run back, never retrains it
+    weights = runs / "tiger-sim-tiny-seed7" / "weights.pt"
+    trained_at = weights.stat().st_mtime_ns
+    out.write_text(json.dumps(records[:1]))
+    assert bench.main([*args, "--resume"]) == 0
+    (again,) = json.loads(out.read_text())[1:]
+    assert weights.stat().st_mtime_ns == trained_at
+    metrics = [k for k in KEYS if k.startswith(("recall", "ndcg"))] + ["valid_ndcg@10", "steps", "stopped_by"]
+    assert {k: again[k] for k in metrics} == {k: tiger[k] for k in metrics} and again["train_s_per_epoch"] > 0
+    out.write_text(json.dumps(records))
     # --resume keeps the records and trains nothing again
     (runs / "tiger-sim-tiny-seed7" / "weights.pt").unlink()
     assert bench.main([*args, "--resume"]) == 0

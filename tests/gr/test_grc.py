@@ -273,3 +273,34 @@ def test_rollout_statistics_count_groups_whose_advantages_vanish() -> None:
         "grpo_trajectory_no_spread": 0.5,
     })  # fmt: skip
     assert model.training_stats() == {}
+
+
+def test_beam_groups_are_the_top_beams_and_raise_the_target_among_them() -> None:
+    """`group: beam`: a group's drafts are the beam search's top `group_size` beams, best first,
+    scored at ratio 1; one GRPO step on histories whose target is the group's fourth beam raises
+    that beam's log-probability against the group's best in every history."""
+    torch.manual_seed(0)
+    model = Grc(NUM_ITEMS, tiny(phase="grpo", group="beam", kl_coef=0.0, reward_improve=0.0),
+                make_sids(NUM_ITEMS))  # fmt: skip
+    model.eval()
+    batch = make_batch(8, seed=5)
+    codes, items, _ = model.beam_search(batch, model.config.group_size)
+    batch["target"] = items[:, 3].clone()
+    memory, mask = model.encode(batch)
+    groups = model.sample_groups(batch, model.memory_kv(memory), mask)
+    assert torch.equal(groups["draft"], codes)
+    assert (groups["credited"][:, 3, 0] == groups["credited"][..., 0].amax(-1)).all()  # the target's beam earns most
+
+    def margin() -> torch.Tensor:  # log π(target beam) − log π(best beam), per history
+        with torch.no_grad():
+            memory, mask = model.encode(batch)
+            logp = model._trajectory_logp(model, model.memory_kv(memory), mask, groups)[..., : model.levels].sum(-1)
+        return logp[:, 3] - logp[:, 0]
+
+    before = margin()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.loss(batch).backward()
+    optimiser.step()
+    assert (margin() > before).all()
+    with pytest.raises(ValueError, match="group_size"):
+        Grc(3, tiny(phase="grpo", group="beam", group_size=4), make_sids(3))

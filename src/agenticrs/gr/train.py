@@ -137,6 +137,14 @@ class SeqTrainResult:
     steps: int = 0
     best_step: int = 0
 
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Mean training seconds per epoch. A run read back from its summary (finished before a
+        benchmark was killed) keeps only the total, so the mean is the total over the epochs."""
+        if self.epoch_seconds:
+            return float(sum(self.epoch_seconds) / len(self.epoch_seconds))
+        return self.train_seconds / self.epochs_run if self.epochs_run else None
+
 
 def _model_max_len(model: SequentialModel, override: int | None = None) -> int:
     own = getattr(getattr(model, "config", None), "max_len", None)

@@ -29,7 +29,8 @@ Ours (the template, rewards and weights are the spec's choices, marked "ours" th
   PPO-clip objective over every trajectory token (`clip_eps`) minus `kl_coef` x the k3 estimate
   of KL(pi_theta || pi_ref), pi_ref = a frozen copy of the weights at the first GRPO step. One
   optimiser step per sampled group (the engine's step), so the ratio differs from 1 only
-  through dropout.
+  through dropout. `group: beam` (ours) makes the group's drafts the top beams of the beam search
+  instead of samples (reflection and correction still sampled).
 - Inference with EGRS: TIGER's beam search makes B drafts; each beam's uncertainty is the mean
   over levels of the entropy of the level's (unconstrained) token distribution along the beam;
   the ceil(`reflect_share` x B) most uncertain beams (or those above `entropy_threshold`) get a
@@ -95,6 +96,15 @@ class GrcConfig(TigerConfig):
     )
     sft_anchor: float = Field(0.0, ge=0.0, description="weight of the supervised template loss kept during GRPO")
     rl_dropout: bool = Field(False, description="dropout on in GRPO's log-probs (off: the ratio is exactly 1 per step)")
+    # Where a group's drafts come from (ours; docs/gr_methods.md "Why GRPO does not lift GRC on
+    # Beauty"): "sample" draws `group_size` drafts from the policy (the spec); "beam" takes the
+    # top `group_size` beams of the trie-constrained beam search, the list the recommendation is
+    # made of, and samples each one's reflection and correction. The draft tokens' gradient is then
+    # Σ_i A_i ∇log π(beam_i): the beams matching the target more than the group's mean rise, the
+    # others fall, so the reward acts on the ranking the metric reads rather than on one random
+    # sample, which on Amazon rarely differs within a group. Not an unbiased policy gradient (beams
+    # are not samples), and the k3 KL term is then a penalty on the beams, not a KL estimate.
+    group: Literal["sample", "beam"] = "sample"
     # EGRS
     reflect_share: float = Field(0.5, ge=0.0, le=1.0)
     entropy_threshold: float | None = Field(None, ge=0.0, description="reflect beams above this entropy instead")
@@ -214,6 +224,8 @@ class Grc(Tiger):
         for emb in (self.grc_embedding, self.template_positions):
             nn.init.normal_(emb.weight, std=0.02)
         self.__dict__["_reference"] = None  # π_ref of GRPO: outside the module tree (never saved)
+        if config.group == "beam" and config.group_size > num_items:
+            raise ValueError(f"group: beam needs group_size ({config.group_size}) <= the number of items ({num_items})")
 
     # -------------------------------------------------------------------------------- template
     @property
@@ -441,12 +453,22 @@ class Grc(Tiger):
         return per_segment.repeat_interleave(torch.tensor([L, L + 1, L], device=per_segment.device), dim=-1)
 
     def sample_groups(self, batch: SeqBatch, kv: KV, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`group_size` trajectories per history sampled from the behaviour policy, with their
+        """`group_size` trajectories per history from the behaviour policy (`group: beam`: the top
+        beams as drafts, their reflections and corrections sampled), with their
         target codes (B, 1, L), trajectory rewards (B, G) and the rewards advantages are normalised
         from (`credited`: (B, G, 3) per segment under `credit: segment`, else (B, G, 1))."""
         cfg = self.config
         target_codes = self.sid_codes[batch["target"]].unsqueeze(1)  # (B, 1, L)
-        traj = self._eval_rollout([(k.detach(), v.detach()) for k, v in kv], mask, n=cfg.group_size)
+        kv = [(k.detach(), v.detach()) for k, v in kv]
+        drafts = None
+        if cfg.group == "beam":  # the top beams, as the recommendation would rank them
+            was = self.training
+            self.eval()
+            try:
+                drafts = self.beam_search_from(kv, mask, cfg.group_size)[0]
+            finally:
+                self.train(was)
+        traj = self._eval_rollout(kv, mask, n=cfg.group_size, draft=drafts)
         valid = self.trie.contains(traj["correction"])
         parts = (traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
         rewards = trajectory_rewards(*parts)

@@ -308,13 +308,20 @@ class Tiger(SequentialModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Trie-constrained beam search: (codes (B, N, levels), items (B, N), log-probs (B, N)),
         best first, N = min(beam, #valid items); item 0 / -inf marks a beam with no valid path."""
-        beam = beam_size or self.config.beam_size
         memory, mask = self.encode(batch)
-        kv = self.memory_kv(memory)
-        b = memory.shape[0]
-        codes = torch.zeros(b, 1, 0, dtype=torch.long, device=memory.device)
-        scores = torch.zeros(b, 1, device=memory.device)
-        rows = torch.arange(b, device=memory.device).unsqueeze(1)
+        return self.beam_search_from(self.memory_kv(memory), mask, beam_size or self.config.beam_size)
+
+    @torch.no_grad()
+    def beam_search_from(
+        self, kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, beam: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`beam_search` over an encoded batch (its decoder keys/values and padding mask), for
+        callers that already hold them (GRC's beam groups)."""
+        b = mask.shape[0]
+        device = mask.device
+        codes = torch.zeros(b, 1, 0, dtype=torch.long, device=device)
+        scores = torch.zeros(b, 1, device=device)
+        rows = torch.arange(b, device=device).unsqueeze(1)
         cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         for level in range(self.levels):
             states, cache = self.decode_step(codes, kv, mask, cache)  # (B, N, d)
