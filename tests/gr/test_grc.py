@@ -263,10 +263,10 @@ def test_rollout_statistics_count_groups_whose_advantages_vanish() -> None:
     model = Grc(NUM_ITEMS, tiny(phase="grpo", credit="trajectory"), make_sids(NUM_ITEMS))
     target = torch.tensor([[[1, 2]], [[3, 4]]])
     codes = torch.tensor([[[0, 0], [0, 0]], [[3, 4], [3, 0]]])
-    traj = {"draft": codes, "correction": codes}
     rewards = torch.tensor([[0.0, 0.0], [2.5, 0.5]])
-    model._note_rollouts(traj, target, rewards, rewards.unsqueeze(-1))
-    model._note_rollouts(traj, target, rewards + 1.0, rewards.unsqueeze(-1))
+    groups = {"draft": codes, "correction": codes, "target_codes": target}
+    model._note_rollouts({**groups, "rewards": rewards, "credited": rewards.unsqueeze(-1)})
+    model._note_rollouts({**groups, "rewards": rewards + 1.0, "credited": rewards.unsqueeze(-1)})
     stats = model.training_stats()
     assert stats == pytest.approx({
         "grpo_reward": 1.25, "grpo_hit": 0.25, "grpo_draft_hit": 0.25, "grpo_groups_with_a_hit": 0.5,

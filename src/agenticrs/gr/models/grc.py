@@ -482,7 +482,7 @@ class Grc(Tiger):
         batch = {name: value[batch["target"] != PAD] for name, value in batch.items()}
         memory, mask = self.encode(batch)
         groups = self.sample_groups(batch, self.memory_kv(memory), mask)
-        self._note_rollouts(groups, groups["target_codes"], groups["rewards"], groups["credited"])
+        self._note_rollouts(groups)
 
     def _grpo_objective(self, batch: SeqBatch) -> torch.Tensor:
         cfg = self.config
@@ -492,7 +492,7 @@ class Grc(Tiger):
         memory, mask = self.encode(batch)
         kv = self.memory_kv(memory)
         traj = self.sample_groups(batch, kv, mask)
-        target_codes, rewards, credited = traj["target_codes"], traj["rewards"], traj["credited"]
+        rewards, credited = traj["rewards"], traj["credited"]
         if cfg.credit == "segment":
             per_segment = group_advantages(credited.transpose(1, 2)).transpose(1, 2)  # (B, G, 3), over G
             advantages = self._per_token(per_segment)
@@ -504,26 +504,26 @@ class Grc(Tiger):
             ref_logp = self._trajectory_logp(ref, ref.memory_kv(ref_memory), ref_mask, traj)
         objective = clipped_objective(logp, traj["logp"], advantages, cfg.clip_eps) - cfg.kl_coef * kl_k3(logp, ref_logp)
         self.last_rewards = rewards.detach()  # for logging / tests
-        self._note_rollouts(traj, target_codes, rewards, credited)
+        self._note_rollouts(traj)
         if set(cfg.policy_segments) == set(SEGMENTS):
             return -objective.mean()
         trained = torch.tensor([segment in cfg.policy_segments for segment in SEGMENTS], device=logp.device)
         tokens = self._per_token(trained)  # (3L + 1,)
         return -(objective * tokens).sum(-1).mean() / tokens.sum()
 
-    def _note_rollouts(
-        self, traj: dict[str, torch.Tensor], target: torch.Tensor, rewards: torch.Tensor, credited: torch.Tensor
-    ) -> None:
-        """Accumulate what the sampled groups looked like, for `training_stats`. credited: (B, G, S)
-        the rewards the advantages were normalised from (S = 3 segments or 1 trajectory)."""
+    def _note_rollouts(self, groups: dict[str, torch.Tensor]) -> None:
+        """Accumulate what the sampled groups (`sample_groups`) looked like, for `training_stats`.
+        Their `credited` (B, G, S): the rewards the advantages were normalised from (S = 3 segments
+        or 1 trajectory)."""
+        target, rewards, credited = groups["target_codes"], groups["rewards"], groups["credited"]
         with torch.no_grad():
             flat = credited.transpose(1, 2)  # (B, S, G)
             spread = flat.amax(-1) - flat.amin(-1)  # a group with no spread gets advantage 0
             names = SEGMENTS if credited.shape[-1] == len(SEGMENTS) else ("trajectory",)
-            hit = (traj["correction"] == target).all(-1).float()
+            hit = (groups["correction"] == target).all(-1).float()
             values = {
                 "reward": rewards.mean(), "hit": hit.mean(),
-                "draft_hit": (traj["draft"] == target).all(-1).float().mean(),
+                "draft_hit": (groups["draft"] == target).all(-1).float().mean(),
                 "groups_with_a_hit": hit.amax(-1).mean(),
                 **{f"{name}_no_spread": (spread[:, i] <= 1e-6).float().mean() for i, name in enumerate(names)},
             }
