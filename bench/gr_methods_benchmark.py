@@ -15,7 +15,7 @@ budget). Leave-one-out, full ranking, test split at the best validation checkpoi
   on 512 test users (k = 10, beam 20) beside each. `grc_decoding` (after `grc`): the SFT model's
   drafts only, and the `keep_drafts` merge on both models, appended to the same JSON. `grpo`
   (after `grc`): another GRPO fine-tuning of the SFT run (another `--grpo-lr`, `--grpo-steps`,
-  `--grpo-schedule constant` instead of the plateau cut, or GRC settings of
+  `--grpo-schedule constant` or `cosine` instead of the plateau cut, or GRC settings of
   the GRPO run only: `--grpo-set credit=trajectory`, `--grpo-set "policy_segments=[reflection]"`),
   recorded with its drafts alone. `probe` (after `grc` / `grpo`): GRPO's sampled groups (reward,
   hit shares, groups without reward spread) of the SFT and every GRPO run, on validation users and
@@ -130,7 +130,7 @@ def grpo_overrides(args) -> dict[str, Any]:
 
 def grpo_label(args) -> str:
     arm = "".join(f", {k}={v}" for k, v in grpo_overrides(args).items())
-    arm += f", constant lr, {args.grpo_steps} steps" if args.grpo_schedule == "constant" else ""
+    arm += f", {args.grpo_schedule} lr, {args.grpo_steps} steps" if args.grpo_schedule != "plateau" else ""
     return f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)"
 
 
@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-set", action="append", default=[],
                         help="KEY=VALUE (YAML value): a GRC setting of the GRPO run only (e.g. credit=segment, "
                              "policy_segments=[draft,correction])")
-    parser.add_argument("--grpo-schedule", choices=["plateau", "constant"], default="plateau",
-                        help="plateau: lr x0.1 after an evaluation without improvement (patience 1); constant")
+    parser.add_argument("--grpo-schedule", choices=["plateau", "constant", "cosine"], default="plateau",
+                        help="plateau: lr x0.1 after an evaluation without improvement (patience 1); constant; "
+                             "cosine: annealed to the engine's min_lr at --grpo-steps")
     parser.add_argument("--grpo-batch", type=int, default=64, help="histories per GRPO step (x group_size trajectories)")
     parser.add_argument("--rqvae-epochs", type=int, default=200)
     parser.add_argument("--mmq-epochs", type=int, default=150)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -86,6 +87,9 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
     assert grpo["steps"] == 2 and grpo["grpo_set"] == {"credit": "segment", "rl_dropout": False,
                                                    "policy_segments": ["draft", "correction"]}
     assert "constant lr, 2 steps, drafts only (reflect 0%)" in drafts["model_label"] and drafts["reflect_share"] == 0.0
+    cosine = bench.grpo_label(SimpleNamespace(grpo_lr=1e-4, grpo_set=["group=beam"],
+                                          grpo_schedule="cosine", grpo_steps=600))  # fmt: skip
+    assert cosine == "grc (SFT + GRPO lr 0.0001, group=beam, cosine lr, 600 steps, EGRS 50%)"
     saved = yaml.safe_load((runs / "grc-grpo-segment-sim-tiny-seed1" / "config.yaml").read_text())
     assert saved["train"]["lr_schedule"] == "constant"
     assert saved["model_params"]["credit"] == "segment" and saved["model_params"]["rl_dropout"] is False
