@@ -90,9 +90,11 @@ def table(records: list[dict], by: str = "label") -> list[str]:
             values = np.array([r[key] for r in rows])
             cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if len(rows) > 1 else f"{values[0]:.4f}")
         beam = [r["beam_latency_ms_per_user"] for r in rows if r["beam_latency_ms_per_user"] is not None]
-        epoch = np.mean([r["train_s_per_epoch"] for r in rows])
+        # an evaluation-only record (another decoding of a trained run) has no training time
+        epochs = [r["train_s_per_epoch"] for r in rows if r.get("train_s_per_epoch") is not None]
+        epoch = f"{np.mean(epochs):.0f}" if epochs else ""
         latency = f"{np.mean(beam):.1f}" if beam else ""
-        lines.append(f"| {dataset} | {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch:.0f} | {latency} |")
+        lines.append(f"| {dataset} | {model} | {len(rows)} | " + " | ".join(cells) + f" | {epoch} | {latency} |")
     return lines
 
 

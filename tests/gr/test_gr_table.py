@@ -63,3 +63,13 @@ def test_table_by_model_joins_labels_that_differ_between_files(tmp_path: Path, c
     assert gr_table.main(["--by", "model", path]) == 0
     [row] = capsys.readouterr().out.splitlines()[2:]
     assert row.startswith("| amazon_beauty | tiger | 2 | 0.0000 ± 0.0000 | 0.0500 ± 0.0100 |")
+
+
+def test_table_leaves_the_training_time_of_evaluation_only_records_blank(tmp_path: Path, capsys) -> None:
+    """Another decoding of a trained run (e.g. GRC's drafts only) has no training time of its own."""
+    gr_table = load_bench("gr_table")
+    decoding = {**record("grc", 1, 0.05), "model_label": "grc (drafts only)", "train_s_per_epoch": None}
+    path = write(tmp_path / "a.json", [record("tiger", 1, 0.04), decoding])
+    assert gr_table.main([path]) == 0
+    tiger, drafts = capsys.readouterr().out.splitlines()[2:]
+    assert tiger.endswith("| 10 |  |") and drafts.endswith("|  |  |")
