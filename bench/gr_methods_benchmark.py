@@ -129,9 +129,14 @@ def grpo_overrides(args) -> dict[str, Any]:
 
 
 def grpo_label(args) -> str:
-    arm = "".join(f", {k}={v}" for k, v in grpo_overrides(args).items())
+    """The arm's row label; `--grpo-set phase=sft` is the control arm: the same fine-tuning run
+    continuing the supervised template instead of GRPO."""
+    overrides = grpo_overrides(args)
+    control = overrides.pop("phase", "grpo") == "sft"
+    arm = "".join(f", {k}={v}" for k, v in overrides.items())
     arm += f", {args.grpo_schedule} lr, {args.grpo_steps} steps" if args.grpo_schedule != "plateau" else ""
-    return f"grc (SFT + GRPO lr {args.grpo_lr:g}{arm}, EGRS 50%)"
+    stage = "SFT continued" if control else "SFT + GRPO"
+    return f"grc ({stage} lr {args.grpo_lr:g}{arm}, EGRS 50%)"
 
 
 def rollout_stats(history: list[dict]) -> list[dict]:

@@ -90,6 +90,9 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
     cosine = bench.grpo_label(SimpleNamespace(grpo_lr=1e-4, grpo_set=["group=beam"],
                                           grpo_schedule="cosine", grpo_steps=600))  # fmt: skip
     assert cosine == "grc (SFT + GRPO lr 0.0001, group=beam, cosine lr, 600 steps, EGRS 50%)"
+    control = bench.grpo_label(SimpleNamespace(grpo_lr=1e-5, grpo_set=["phase=sft"], grpo_schedule="constant",
+                                               grpo_steps=600))  # fmt: skip
+    assert control == "grc (SFT continued lr 1e-05, constant lr, 600 steps, EGRS 50%)"
     saved = yaml.safe_load((runs / "grc-grpo-segment-sim-tiny-seed1" / "config.yaml").read_text())
     assert saved["train"]["lr_schedule"] == "constant"
     assert saved["model_params"]["credit"] == "segment" and saved["model_params"]["rl_dropout"] is False
