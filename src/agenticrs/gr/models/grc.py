@@ -96,14 +96,15 @@ class GrcConfig(TigerConfig):
     )
     sft_anchor: float = Field(0.0, ge=0.0, description="weight of the supervised template loss kept during GRPO")
     rl_dropout: bool = Field(False, description="dropout on in GRPO's log-probs (off: the ratio is exactly 1 per step)")
-    # Where a group's drafts come from (ours; docs/gr_methods.md "Why GRPO does not lift GRC on
-    # Beauty"): "sample" draws `group_size` drafts from the policy (the spec); "beam" takes the
-    # top `group_size` beams of the trie-constrained beam search, the list the recommendation is
-    # made of, and samples each one's reflection and correction. The draft tokens' gradient is then
-    # Σ_i A_i ∇log π(beam_i): the beams matching the target more than the group's mean rise, the
-    # others fall, so the reward acts on the ranking the metric reads rather than on one random
-    # sample, which on Amazon rarely differs within a group. Not an unbiased policy gradient (beams
-    # are not samples), and the k3 KL term is then a penalty on the beams, not a KL estimate.
+    # Where a group's drafts come from (ours): "sample" draws `group_size` drafts from the policy
+    # (the spec); "beam" takes the top `group_size` beams of the trie-constrained beam search, the
+    # list the recommendation is made of, and samples each one's reflection and correction. The
+    # draft tokens' gradient is then Σ_i A_i ∇log π(beam_i): the beams matching the target more
+    # than the group's mean rise, the others fall, so the reward acts on the ranking the metric
+    # reads rather than on one random sample. Not an unbiased policy gradient (beams are not
+    # samples), and the k3 KL term is then a penalty on the beams, not a KL estimate. On Beauty it
+    # removes most of what sampled groups cost but does not beat continuing the supervised
+    # template (docs/gr_methods.md, "Beam groups, and the control GRPO has to beat").
     group: Literal["sample", "beam"] = "sample"
     # EGRS
     reflect_share: float = Field(0.5, ge=0.0, le=1.0)
