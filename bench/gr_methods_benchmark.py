@@ -255,8 +255,8 @@ PROBE_KEYS = ("reward", "hit", "draft_hit", "groups_with_a_hit", "draft_no_sprea
 
 
 def part_probe(args, seed: int, data, out: list[dict]) -> None:
-    """GRC's sampled-group statistics (`training_stats`) of the seed's SFT run and every GRPO run in
-    --runs-dir, on `--probe-users` validation users and as many training examples (a user's last
+    """GRC's sampled-group statistics (`training_stats`) of the seed's SFT run and every finished
+    GRPO run in --runs-dir, on `--probe-users` validation users and as many training examples (a user's last
     training item given the earlier ones), with the same sampling seed for every run: does a rise
     of the reward GRPO trains on carry over to held-out users?"""
     splits = leave_one_out(data)
@@ -264,6 +264,9 @@ def part_probe(args, seed: int, data, out: list[dict]) -> None:
                 "valid": splits.valid.sample(args.probe_users, seed)}  # fmt: skip
     sft = args.runs_dir / f"grc-sft-{args.dataset}-seed{seed}"
     for folder in [sft, *sorted(args.runs_dir.glob(f"grc-grpo*-{args.dataset}-seed{seed}"))]:
+        if finished_sequential_result(folder) is None:  # a run still training (or killed) has no best weights yet
+            console.print(f"probe: {folder} has not finished, left out")
+            continue
         model, _ = load_sequential_run(folder)
         model.eval()
         for split, chosen in examples.items():

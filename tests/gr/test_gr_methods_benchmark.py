@@ -42,7 +42,8 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
         assert bench.main(["--part", "grpo", *common, "--grpo-set", "credit=segment", "--grpo-set", "rl_dropout=false",
                            "--grpo-set", "policy_segments=[draft, correction]",
                            "--grpo-suffix=-segment", "--grpo-schedule", "constant", "--json", str(arm)]) == 0  # fmt: skip
-        probe = tmp_path / "probe.json"  # GRPO's sampled groups of every GRC run, train and valid
+        probe = tmp_path / "probe.json"  # GRPO's sampled groups of every finished GRC run, train and valid
+        (runs / "grc-grpo-unfinished-sim-tiny-seed1").mkdir()  # a run still training: left out
         assert bench.main(["--part", "probe", *common, "--probe-users", "40", "--json", str(probe)]) == 0
         probed = json.loads(probe.read_text())
         assert [(r["run"], r["split"]) for r in probed] == [
