@@ -45,8 +45,10 @@ Ours (the template, rewards and weights are the spec's choices, marked "ours" th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import torch
@@ -367,14 +369,20 @@ class Grc(Tiger):
     def loss(self, batch: SeqBatch) -> torch.Tensor:
         return self.grpo_loss(batch) if self.config.phase == "grpo" else self.sft_loss(batch)
 
-    def _eval_rollout(self, kv: KV, mask: torch.Tensor, **kwargs: object) -> dict[str, torch.Tensor]:
-        """`rollout` with dropout off (the behaviour policy), training mode restored after."""
+    @contextlib.contextmanager
+    def _behaviour_policy(self) -> Iterator[None]:
+        """Dropout off while the behaviour policy decodes, training mode restored after."""
         was = self.training
         self.eval()
         try:
-            return self.rollout(kv, mask, **kwargs)  # type: ignore[arg-type]
+            yield
         finally:
             self.train(was)
+
+    def _eval_rollout(self, kv: KV, mask: torch.Tensor, **kwargs: object) -> dict[str, torch.Tensor]:
+        """`rollout` of the behaviour policy (dropout off)."""
+        with self._behaviour_policy():
+            return self.rollout(kv, mask, **kwargs)  # type: ignore[arg-type]
 
     def sft_loss(self, batch: SeqBatch) -> torch.Tensor:
         """Stage A's token CE on the target + CE of the reflection and the correction given a
@@ -461,15 +469,9 @@ class Grc(Tiger):
         cfg = self.config
         target_codes = self.sid_codes[batch["target"]].unsqueeze(1)  # (B, 1, L)
         kv = [(k.detach(), v.detach()) for k, v in kv]
-        drafts = None
-        if cfg.group == "beam":  # the top beams, as the recommendation would rank them
-            was = self.training
-            self.eval()
-            try:
-                drafts = self.beam_search_from(kv, mask, cfg.group_size)[0]
-            finally:
-                self.train(was)
-        traj = self._eval_rollout(kv, mask, n=cfg.group_size, draft=drafts)
+        with self._behaviour_policy():  # `group: beam`: the top beams, as the recommendation would rank them
+            drafts = self.beam_search_from(kv, mask, cfg.group_size)[0] if cfg.group == "beam" else None
+            traj = self.rollout(kv, mask, n=cfg.group_size, draft=drafts)
         valid = self.trie.contains(traj["correction"])
         parts = (traj["draft"], traj["flags"], traj["correction"], target_codes, valid, cfg)
         rewards = trajectory_rewards(*parts)
