@@ -207,3 +207,31 @@ def test_run_reload_reproduces_recommendations(tmp_path: Path) -> None:
     model.eval()
     assert torch.equal(loaded.recommend(batch, 10), model.recommend(batch, 10))
     assert loaded.slot_loss.tolist() == model.slot_loss.tolist()
+
+
+def test_last_pass_dense_merge_matches_the_state_merge() -> None:
+    """The last pass ranks whole items densely; it must keep what the general state merge keeps:
+    an item reached from two beams at its best score, each row's best `beam` items, best first."""
+    model = MDGR(NUM_ITEMS, tiny(), make_sids(NUM_ITEMS))
+    g = torch.Generator().manual_seed(0)
+    rows, beam, pairs = 6, 5, 400
+    row = torch.randint(0, rows - 1, (pairs,), generator=g)  # the last row has no child at all
+    item = torch.randint(0, NUM_ITEMS, (pairs,), generator=g)  # duplicates: items reached twice
+    child = torch.randn(pairs, generator=g)
+    row[:3] = rows - 2  # a row with fewer distinct children than the beam
+    row = torch.where((row == rows - 2) & (torch.arange(pairs) >= 3), torch.zeros_like(row), row)
+    full = torch.full_like(item, (1 << model.levels) - 1)
+    want = model._merge_states(row, full, item, child, rows, beam)
+    got = model._merge_final(row, full, item, child, rows, beam)
+    width = want[0].shape[1]
+    assert width == beam and got[0].shape == (rows, beam)
+    live = torch.isfinite(want[0])
+    for mine, ref in zip(got, want, strict=True):
+        assert torch.equal(mine[live], ref[live])
+    assert torch.isinf(got[0][~live]).all() and live.sum(1).tolist() == [5, 5, 5, 5, 3, 0]
+    for r in range(rows):  # the reference by hand: best score per distinct item of the row
+        best: dict[int, float] = {}
+        for i, c in zip(item[row == r].tolist(), child[row == r].tolist(), strict=True):
+            best[i] = max(best.get(i, float("-inf")), c)
+        ranked = sorted(best, key=best.get, reverse=True)[:beam]
+        assert got[2][r][: len(ranked)].tolist() == ranked
