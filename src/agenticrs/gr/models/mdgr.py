@@ -410,9 +410,10 @@ class MDGR(Tiger):
                 flat = (owner.unsqueeze(1) * levels + slot) * vocab + pair_codes
                 gain = (log_probs.reshape(-1)[flat] * chosen[owner]).sum(1)
                 pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
-                keep = index.reps.view(-1)[pair_subset * num + item] == item  # one child per partial ID of each beam
-                owner, item, pair_subset = owner[keep], item[keep], pair_subset[keep]
-                child = scores.flatten()[owner] + gain[keep]
+                if not final:  # (after the last pass every child is a whole item: all distinct)
+                    keep = index.reps.view(-1)[pair_subset * num + item] == item  # one child per partial ID of each beam
+                    owner, item, pair_subset, gain = owner[keep], item[keep], pair_subset[keep], gain[keep]
+                child = scores.flatten()[owner] + gain
                 row = torch.div(owner, n, rounding_mode="floor")
                 merge = self._merge_final if final else self._merge_states
                 scores, subset, rep = merge(row, pair_subset, item, child, b, beam)
