@@ -222,7 +222,7 @@ def test_last_pass_dense_merge_matches_the_state_merge() -> None:
     row = torch.where((row == rows - 2) & (torch.arange(pairs) >= 3), torch.zeros_like(row), row)
     full = torch.full_like(item, (1 << model.levels) - 1)
     want = model._merge_states(row, full, item, child, rows, beam)
-    got = model._merge_final(row, full, item, child, rows, beam)
+    got = model._merge_final(row, item, child, rows, beam)
     width = want[0].shape[1]
     assert width == beam and got[0].shape == (rows, beam)
     live = torch.isfinite(want[0])

@@ -337,8 +337,8 @@ class MDGR(Tiger):
         rep[ranked_row, rank] = states[ranked] % num
         return scores, subset, rep
 
-    def _merge_final(self, row: torch.Tensor, pair_subset: torch.Tensor, item: torch.Tensor, child: torch.Tensor,
-                     rows: int, beam: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _merge_final(self, row: torch.Tensor, item: torch.Tensor, child: torch.Tensor, rows: int, beam: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """`_merge_states` for the last pass, whose children are whole items (a state is (row, item)):
         a dense (rows, I) max and top-k instead of the unique and sorts over every pair, which cost
         half of a warm-up decode when a beam is consistent with thousands of items (width = beam)."""
@@ -409,14 +409,16 @@ class MDGR(Tiger):
                 vocab = log_probs.shape[-1]
                 flat = (owner.unsqueeze(1) * levels + slot) * vocab + pair_codes
                 gain = (log_probs.reshape(-1)[flat] * chosen[owner]).sum(1)
-                pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
-                if not final:  # (after the last pass every child is a whole item: all distinct)
+                if final:  # every child is a whole item, all distinct
+                    child = scores.flatten()[owner] + gain
+                    scores, subset, rep = self._merge_final(torch.div(owner, n, rounding_mode="floor"), item, child, b, beam)
+                else:
+                    pair_subset = ((known | chosen).long() * bits).sum(1)[owner]  # known slots after this pass
                     keep = index.reps.view(-1)[pair_subset * num + item] == item  # one child per partial ID of each beam
-                    owner, item, pair_subset, gain = owner[keep], item[keep], pair_subset[keep], gain[keep]
-                child = scores.flatten()[owner] + gain
-                row = torch.div(owner, n, rounding_mode="floor")
-                merge = self._merge_final if final else self._merge_states
-                scores, subset, rep = merge(row, pair_subset, item, child, b, beam)
+                    owner, item, pair_subset = owner[keep], item[keep], pair_subset[keep]
+                    child = scores.flatten()[owner] + gain[keep]
+                    row = torch.div(owner, n, rounding_mode="floor")
+                    scores, subset, rep = self._merge_states(row, pair_subset, item, child, b, beam)
             codes = self._beam_codes(rep, subset, scores, bits)
             if trace is not None:
                 trace.append(codes.clone())
