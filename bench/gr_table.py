@@ -1,6 +1,8 @@
 """Render the README table of bench/gr_benchmark.py results (one or more JSON files), or with
 `--paired METHOD BASELINE` the paired per-seed effect of one model over another (the README's
-"MDGR − TIGER over seeds 1-3" figures), so that every such figure has a command behind it."""
+"MDGR − TIGER over seeds 1-3" figures), or with `--curve` the quality–steps curve of parallel decoders
+(the `steps_curve` gr_benchmark.py records for MDGR) over seeds, so that every such figure has a
+command behind it."""
 
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--by", choices=["label", "model"], default="label",
                         help="table rows per model label (default: variants apart) or per model name (one row "
                              "for records of one model whose labels differ between files)")  # fmt: skip
+    parser.add_argument("--curve", action="store_true",
+                        help="instead of the table: the quality-steps curve (records with a steps_curve), one "
+                             "row per data set, model and number of decoding steps, over seeds")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -85,10 +90,7 @@ def table(records: list[dict], by: str = "label") -> list[str]:
     groups = dict.fromkeys((r["dataset"], row_of(r)) for r in records)  # first-seen order
     for dataset, model in groups:
         rows = [r for r in records if (r["dataset"], row_of(r)) == (dataset, model)]
-        cells = []
-        for key in KEYS:
-            values = np.array([r[key] for r in rows])
-            cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if len(rows) > 1 else f"{values[0]:.4f}")
+        cells = [mean_sd([r[key] for r in rows]) for key in KEYS]
         beam = [r["beam_latency_ms_per_user"] for r in rows if r["beam_latency_ms_per_user"] is not None]
         # an evaluation-only record (another decoding of a trained run) has no training time
         epochs = [r["train_s_per_epoch"] for r in rows if r.get("train_s_per_epoch") is not None]
@@ -98,10 +100,40 @@ def table(records: list[dict], by: str = "label") -> list[str]:
     return lines
 
 
+def mean_sd(values: list[float]) -> str:
+    """A cell: the mean ± the (population) SD over seeds, or the value itself for one seed."""
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+
+
+def curve(records: list[dict], by: str = "label") -> list[str]:
+    """Rows per (data set, model, steps, schedule) of the records' `steps_curve` points: metrics and
+    decoding latency averaged over the seeds that have the point."""
+    row_of = label if by == "label" else (lambda record: record["model"])
+    points: dict[tuple, list[dict]] = {}
+    for record in records:
+        for point in record.get("steps_curve") or []:
+            key = (record["dataset"], row_of(record), point["steps"], point.get("schedule", ""))
+            points.setdefault(key, []).append(point)
+    if not points:
+        raise SystemExit("no record in these files has a steps_curve (gr_benchmark.py records one for MDGR)")
+    lines = ["| data set | model | steps | schedule | seeds | " + " | ".join(KEYS) + " | ms/user |",
+             "|---|---|---|---|---|" + "---|" * (len(KEYS) + 1)]  # fmt: skip
+    for (dataset, model, steps, schedule), rows in points.items():
+        cells = [mean_sd([row[key] for row in rows]) for key in KEYS]
+        latency = f"{np.mean([row['latency_ms_per_user'] for row in rows]):.1f}"
+        lines.append(f"| {dataset} | {model} | {steps} | {schedule} | {len(rows)} | " + " | ".join(cells)
+                     + f" | {latency} |")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     records = load(args.paths)
-    print("\n".join(paired(records, *args.paired) if args.paired else table(records, args.by)))
+    if args.paired:
+        lines = paired(records, *args.paired)
+    else:
+        lines = curve(records, args.by) if args.curve else table(records, args.by)
+    print("\n".join(lines))
     return 0
 
 

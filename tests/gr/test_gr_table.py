@@ -73,3 +73,22 @@ def test_table_leaves_the_training_time_of_evaluation_only_records_blank(tmp_pat
     assert gr_table.main([path]) == 0
     tiger, drafts = capsys.readouterr().out.splitlines()[2:]
     assert tiger.endswith("| 10 |  |") and drafts.endswith("|  |  |")
+
+
+def test_curve_averages_each_number_of_steps_over_seeds(tmp_path: Path, capsys) -> None:
+    """The quality–steps curve: one row per number of decoding steps, seeds averaged point by point."""
+    gr_table = load_bench("gr_table")
+
+    def point(steps: int, recall10: float, ms: float) -> dict:
+        return {"steps": steps, "schedule": "warmup", **{key: 0.0 for key in gr_table.KEYS},
+                "recall@10": recall10, "latency_ms_per_user": ms}  # fmt: skip
+
+    first = record("mdgr", 1, 0.05, steps_curve=[point(1, 0.04, 1.0), point(2, 0.05, 3.0)])
+    second = record("mdgr", 2, 0.07, steps_curve=[point(1, 0.06, 2.0), point(2, 0.07, 5.0)])
+    path = write(tmp_path / "a.json", [first, second, record("tiger", 1, 0.08)])  # TIGER: no curve, no row
+    assert gr_table.main(["--curve", path]) == 0
+    one, two = capsys.readouterr().out.splitlines()[2:]
+    assert one.startswith("| amazon_beauty | mdgr (collaborative IDs) | 1 | warmup | 2 | 0.0000 ± 0.0000 | 0.0500 ± 0.0100 |")
+    assert one.endswith("| 1.5 |") and two.endswith("| 4.0 |") and "| 0.0600 ± 0.0100 |" in two
+    with pytest.raises(SystemExit, match="no record in these files has a steps_curve"):
+        gr_table.main(["--curve", write(tmp_path / "b.json", [record("tiger", 1, 0.08)])])
