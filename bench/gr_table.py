@@ -22,6 +22,11 @@ def label(record: dict) -> str:
     return record.get("model_label", record["model"])
 
 
+def row_key(by: str):
+    """The row a record belongs to under `--by`: its label (variants apart) or its model name."""
+    return label if by == "label" else (lambda record: record["model"])
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Render gr_benchmark.py JSON files as the README's Markdown table.")
     parser.add_argument("paths", nargs="+", metavar="JSON", help="benchmark result files")
@@ -86,7 +91,7 @@ def paired(records: list[dict], method: str, baseline: str) -> list[str]:
 def table(records: list[dict], by: str = "label") -> list[str]:
     lines = ["| data set | model | seeds | " + " | ".join(KEYS) + " | s/epoch | beam ms/user |",
              "|---|---|---|" + "---|" * (len(KEYS) + 2)]  # fmt: skip
-    row_of = label if by == "label" else (lambda record: record["model"])
+    row_of = row_key(by)
     groups = dict.fromkeys((r["dataset"], row_of(r)) for r in records)  # first-seen order
     for dataset, model in groups:
         rows = [r for r in records if (r["dataset"], row_of(r)) == (dataset, model)]
@@ -108,7 +113,7 @@ def mean_sd(values: list[float]) -> str:
 def curve(records: list[dict], by: str = "label") -> list[str]:
     """Rows per (data set, model, steps, schedule) of the records' `steps_curve` points: metrics and
     decoding latency averaged over the seeds that have the point."""
-    row_of = label if by == "label" else (lambda record: record["model"])
+    row_of = row_key(by)
     points: dict[tuple, list[dict]] = {}
     for record in records:
         for point in record.get("steps_curve") or []:
