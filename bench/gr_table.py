@@ -78,8 +78,8 @@ def paired(records: list[dict], method: str, baseline: str) -> list[str]:
             continue
         lines.append(f"{dataset}: {method} - {baseline}, seeds {', '.join(map(str, seeds))}")
         for key in PAIRED_KEYS:
-            if any(key not in ours[s] or key not in theirs[s] for s in seeds):
-                continue
+            if any(ours[s].get(key) is None or theirs[s].get(key) is None for s in seeds):
+                continue  # absent, or null in an evaluation-only record (no validation run)
             effect = paired_effect([ours[s][key] for s in seeds], [theirs[s][key] for s in seeds])
             lines.append(f"  {key:14s} {effect.method_mean:.4f} vs {effect.baseline_mean:.4f}: "
                          f"{effect.interval()} {effect.verdict}")  # fmt: skip

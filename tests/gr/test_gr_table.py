@@ -36,6 +36,16 @@ def test_paired_effect_pairs_seeds_across_files(tmp_path: Path, capsys) -> None:
     assert not any("valid_ndcg@10" in line for line in lines)  # absent from the records: not printed
 
 
+def test_paired_effect_skips_a_metric_an_evaluation_only_record_left_null(tmp_path: Path, capsys) -> None:
+    gr_table = load_bench("gr_table")
+    path = write(tmp_path / "a.json", [record("tiger", seed, 0.04, **{"valid_ndcg@10": 0.02}) for seed in (1, 2)]
+                 + [record("grc", seed, 0.03, **{"valid_ndcg@10": None}) for seed in (1, 2)])  # fmt: skip
+    assert gr_table.main(["--paired", "grc", "tiger", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("recall@10") for line in lines)
+    assert not any("valid_ndcg@10" in line or "nan" in line for line in lines)
+
+
 def test_paired_effect_refuses_a_seed_recorded_twice(tmp_path: Path) -> None:
     gr_table = load_bench("gr_table")
     first = write(tmp_path / "a.json", [record("mdgr", 1, 0.05), record("tiger", 1, 0.04)])
