@@ -6,7 +6,7 @@
 Both parts run every model through `agenticrs.gr.workflow.run_sequential_job` (the path of
 `agenticrs train --task sequential`) with the settings of bench/configs/gr.yaml (TIGER's for GRC),
 then `--set` overrides (MODEL.key=value; `tiger.` settings apply to GRC too, so both get the same
-budget). Leave-one-out, full ranking, test split at the best validation checkpoint.
+budget; `grc.` settings to GRC alone). Leave-one-out, full ranking, test split at the best validation checkpoint.
 
 - `grc`: TIGER; GRC trained with the supervised template (same IDs: RQ-KMeans of the items' text,
   seeded, so identical codes, checked); a short GRPO fine-tuning run of that GRC model through the
@@ -105,13 +105,35 @@ def run_job(args, model: str, seed: int, name: str, extra_sets: list[str]) -> tu
     With `--resume` a run of the same job that finished is read back and a killed one continues
     from its checkpoint."""
     base = "tiger" if model == "grc" else model
-    sets = [s for s in args.set if s.startswith(base + ".")] + extra_sets
-    job = job_for(args.dataset, base, seed, sets, args.runs_dir)
+    job = job_for(args.dataset, base, seed, model_sets(args.set, model) + extra_sets, args.runs_dir)
     job = job.model_copy(update={"model": model, "name": f"{name}-{args.dataset}-seed{seed}"})
     folder = args.runs_dir / job.name
     if not args.resume and folder.exists():
         shutil.rmtree(folder)
     return run_or_resume_sequential_job(job, folder, args.cache_dir, RichReporter(console))
+
+
+# the models each part trains, so a `--set` for any other model is refused instead of ignored
+PART_MODELS = {"grc": ("tiger", "grc"), "grc_decoding": ("tiger", "grc"), "grpo": ("tiger", "grc"),
+               "probe": ("tiger", "grc"), "mmq": ("sasrec", "tiger")}  # fmt: skip
+
+
+def model_sets(items: list[str], model: str) -> list[str]:
+    """The `--set` items of `model`'s job, with the prefix of the job's base model: GRC's job starts
+    from TIGER's settings, so `tiger.` items apply to it (the same budget for both), then its own
+    `grc.` items (e.g. `grc.train.patience=100`: GRC alone, TIGER's run unchanged)."""
+    if model != "grc":
+        return [s for s in items if s.startswith(model + ".")]
+    return [s for s in items if s.startswith("tiger.")] + ["tiger." + s[len("grc."):] for s in items if s.startswith("grc.")]
+
+
+def check_set_prefixes(items: list[str], part: str) -> None:
+    """Refuse a `--set` item that names no model of `part` (it would change nothing, silently)."""
+    models = PART_MODELS[part]
+    for item in items:
+        if item.split(".", 1)[0] not in models or "=" not in item:
+            raise SystemExit(f"--set {item}: expected MODEL.key=value with MODEL one of {', '.join(models)} "
+                             f"(the models --part {part} trains)")  # fmt: skip
 
 
 def check_same_job(folder: Path, job: SequentialJob, option: str) -> None:
@@ -191,8 +213,8 @@ def finished_tiger(args, seed: int) -> tuple[Path, SeqTrainResult] | None:
     result = finished_sequential_result(folder)
     if result is None:
         return None
-    sets = [s for s in args.set if s.startswith("tiger.")]
-    check_same_job(folder, job_for(args.dataset, "tiger", seed, sets, args.runs_dir), "--keep-tiger")
+    check_same_job(folder, job_for(args.dataset, "tiger", seed, model_sets(args.set, "tiger"), args.runs_dir),
+                   "--keep-tiger")
     return folder, result
 
 
@@ -332,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="sim-small")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], help="MODEL.key=value (tiger.* also applies to grc)")
+    parser.add_argument("--set", action="append", default=[],
+                        help="MODEL.key=value (tiger.* also applies to grc; grc.* to grc alone)")
     parser.add_argument("--grpo-steps", type=int, default=150)
     parser.add_argument("--grpo-lr", type=float, default=1e-5, help="the spec's range is 1e-5 to 1e-6")
     parser.add_argument("--grpo-suffix", default="", help="run-folder suffix of the GRPO run (grc-grpo<suffix>-...)")
@@ -359,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench/out/gr_methods.json"))
     args = parser.parse_args(argv)
+    check_set_prefixes(args.set, args.part)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = resolve_sequences(args.dataset, args.cache_dir)

@@ -100,3 +100,22 @@ def test_grc_part_then_a_grpo_arm_with_overrides(tiny_cache: Path, tmp_path: Pat
     assert saved["model_params"]["policy_segments"] == ["draft", "correction"]
     for record in (grpo, drafts):
         assert 0 <= record["ndcg@10"] <= record["recall@10"] <= 1
+
+
+def test_a_grc_set_reaches_the_grc_job_only_and_an_unknown_model_is_refused() -> None:
+    """`grc.train.patience=100` once changed nothing, silently: GRC's job is built from TIGER's
+    settings and only `tiger.` items were read. Now `grc.` items reach GRC's job (after the shared
+    `tiger.` ones) and not TIGER's, and a `--set` naming no model of the part stops the benchmark."""
+    bench = load_bench("gr_methods_benchmark")
+    items = ["tiger.train.valid_users=77", "grc.train.patience=100", "grc.train.valid_users=99"]
+    assert bench.model_sets(items, "tiger") == ["tiger.train.valid_users=77"]
+    assert bench.model_sets(items, "grc") == ["tiger.train.valid_users=77", "tiger.train.patience=100",
+                                              "tiger.train.valid_users=99"]  # fmt: skip
+    grc = bench.job_for("sim-tiny", "tiger", 1, bench.model_sets(items, "grc"))
+    tiger = bench.job_for("sim-tiny", "tiger", 1, bench.model_sets(items, "tiger"))
+    assert (grc.train.patience, grc.train.valid_users) == (100, 99)  # GRC's own item after the shared one
+    assert tiger.train.valid_users == 77 and tiger.train.patience != 100
+    with pytest.raises(SystemExit, match=r"--set gcr\.train\.patience=100: expected MODEL\.key=value with MODEL one of tiger, grc"):
+        bench.main(["--part", "grc", "--set", "gcr.train.patience=100"])
+    with pytest.raises(SystemExit, match="one of sasrec, tiger"):
+        bench.main(["--part", "mmq", "--set", "grc.train.epochs=2"])
