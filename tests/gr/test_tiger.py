@@ -4,7 +4,6 @@ trie-constrained beam search, learning a planted next item, save/load)."""
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -226,11 +225,11 @@ def test_save_load_reproduces_recommendations_and_rebuilds_the_trie(tmp_path) ->
 
 
 def test_learns_a_planted_next_item() -> None:
-    """next = (last % 50) + 1: after a few seconds of training, Recall@1 on new histories > 0.9."""
+    """next = (last % 50) + 1: within 300 steps, Recall@1 on new histories > 0.9 (a step bound, not a
+    wall-clock one: these machines are shared)."""
     torch.manual_seed(0)
     model = Tiger(NUM_ITEMS, tiny_config(), make_sids(NUM_ITEMS))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    start = time.perf_counter()
     for step in range(300):
         loss = model.loss(make_batch(128, seed=100 + step))
         opt.zero_grad()
@@ -238,7 +237,6 @@ def test_learns_a_planted_next_item() -> None:
         opt.step()
         if step % 25 == 24 and loss.item() < 0.01:
             break
-    assert time.perf_counter() - start < 30
     model.eval()
     test = make_batch(500, seed=1)
     recs = model.recommend(test, k=5)

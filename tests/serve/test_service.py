@@ -187,10 +187,16 @@ def test_hot_swap_under_concurrent_requests_loses_no_request(world: dict) -> Non
         threads = [threading.Thread(target=hammer) for _ in range(6)]
         for t in threads:
             t.start()
+        def traffic(requests: int) -> None:
+            # wait for a number of requests, not a time: a loaded machine serves fewer per second
+            goal, deadline = len(results) + requests, time.monotonic() + 60
+            while len(results) < goal and time.monotonic() < deadline:
+                time.sleep(0.01)
+
         for model in [*models[1:], models[0], models[2]]:
-            time.sleep(0.4)
+            traffic(12)
             router.swap(model)
-        time.sleep(0.4)
+        traffic(12)
         stop.set()
         for t in threads:
             t.join()
